@@ -1,0 +1,89 @@
+//! Command line: parses arguments and runs one command. Each command is a thin
+//! layer over the pipeline; nothing here knows how a stage works.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::pipeline::Pipeline;
+
+#[derive(Parser)]
+#[command(
+    name = "tailhook",
+    version,
+    about = "Tails security logs and pushes rule matches to webhooks, within their limits"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent.
+    Run(ConfigArg),
+    /// Validate the config and rules, compile every regex, run every rule's examples.
+    Check(ConfigArg),
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Check(args) => check(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tailhook: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn check(args: &ConfigArg) -> anyhow::Result<()> {
+    let pipeline = Pipeline::build(Config::load(&args.config)?)?;
+    println!("{}: OK: {}", args.config.display(), pipeline.summary());
+    Ok(())
+}
+
+fn run(args: &ConfigArg) -> anyhow::Result<()> {
+    init_logging();
+    let pipeline = Pipeline::build(Config::load(&args.config)?)?;
+    tracing::info!("{}", pipeline.summary());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(pipeline.run(shutdown_signal()))
+}
+
+/// Logs go to stderr, so the stdout sink (`url = "-"`) carries bodies only.
+/// `TAILHOOK_LOG` takes `tracing` filter directives (default `info`).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TAILHOOK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,439 @@
+//! Configuration: the first stage every line's journey depends on.
+//!
+//! The agent reads one TOML file (`-c FILE`, `$TAILHOOK_CONFIG`, or
+//! `/etc/tailhook/tailhook.toml`) through figment, then applies `TAILHOOK_…`
+//! environment overrides with `__` separating nested keys
+//! (`TAILHOOK_AGENT__STATE_DIR=/tmp/x`). Every struct denies unknown keys so a
+//! typo is an error naming the key's path, never a silently ignored setting.
+//!
+//! Loading only parses and validates: nothing here opens log files or sockets.
+//! Relative paths (state dir, rule paths, input globs) are taken relative to the
+//! config file's folder, so a config works wherever the agent is started from.
+
+mod units;
+mod webhook;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+pub use units::RateLimit;
+pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget};
+
+/// Where `run` and `check` look when neither `-c` nor `$TAILHOOK_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
+
+/// Environment variables under the `TAILHOOK_` prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["config", "log"];
+
+/// A config problem, always naming the file and, where known, the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<figment::Error>,
+    },
+    #[error("{path}: {key}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        problem: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub rules: RulesConfig,
+    #[serde(default, rename = "input")]
+    pub inputs: Vec<InputConfig>,
+    #[serde(default, rename = "webhook")]
+    pub webhooks: BTreeMap<String, WebhookSpec>,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<RouteConfig>,
+    /// The file this config came from; relative paths were resolved against its folder.
+    #[serde(skip)]
+    pub source: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Checkpoints, queues and rate-limit usage live here.
+    pub state_dir: PathBuf,
+    /// The `host` field of every envelope; defaults to the machine's host name.
+    pub host: Option<String>,
+    /// How often known files are stat'ed even when inotify says nothing.
+    #[serde(with = "humantime_duration")]
+    pub poll_interval: Duration,
+    /// How long SIGTERM/SIGINT may take to flush what is queued before exiting.
+    #[serde(with = "humantime_duration")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            state_dir: PathBuf::from("/var/lib/tailhook"),
+            host: None,
+            poll_interval: Duration::from_secs(1),
+            shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Rule files, or folders whose `*.toml` files are rule files.
+    pub paths: Vec<PathBuf>,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            paths: vec![PathBuf::from("/etc/tailhook/rules.d")],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartAt {
+    /// Files present at first start are read from their end: a fresh install
+    /// must not flood a 5000/day webhook with old history.
+    #[default]
+    End,
+    Beginning,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputConfig {
+    pub name: String,
+    /// File paths or globs.
+    pub paths: Vec<String>,
+    /// Globs of paths that `paths` matches but must not be tailed (e.g. `*.gz`).
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub start_at: StartAt,
+    /// Rule-id globs applied to this input's lines.
+    #[serde(default = "match_everything")]
+    pub rules: Vec<String>,
+    /// Longer lines are cut to this many bytes (and counted), never dropped.
+    #[serde(default = "default_max_line_bytes")]
+    pub max_line_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Rule-id globs.
+    pub rules: Vec<String>,
+    /// Webhook names.
+    pub webhooks: Vec<String>,
+}
+
+fn match_everything() -> Vec<String> {
+    vec!["*".to_string()]
+}
+
+fn default_max_line_bytes() -> usize {
+    64 * 1024
+}
+
+/// Serde adapter for human durations (`"500ms"`, `"5s"`, `"10m"`, `"1d"`).
+pub(crate) mod humantime_duration {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a duration ({e}); use e.g. \"500ms\", \"5s\", \"10m\", \"1d\""
+            ))
+        })
+    }
+}
+
+impl Config {
+    /// Reads `path` plus `TAILHOOK_…` overrides from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, Env::prefixed("TAILHOOK_"))
+    }
+
+    fn load_with_env(path: &Path, env: Env) -> Result<Config, ConfigError> {
+        if !path.is_file() {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "-c".into(),
+                problem: "no such config file (give one with -c FILE or $TAILHOOK_CONFIG)".into(),
+            });
+        }
+        let env = env.ignore(NON_CONFIG_ENV).split("__");
+        let mut config: Config = Figment::new()
+            .merge(Toml::file_exact(path))
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source: Box::new(e),
+            })?;
+        config.source = path.to_path_buf();
+        config.resolve_relative_paths();
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve_relative_paths(&mut self) {
+        let base = self
+            .source
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let resolve = |p: &Path| -> PathBuf {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
+        self.agent.state_dir = resolve(&self.agent.state_dir);
+        for p in &mut self.rules.paths {
+            *p = resolve(p);
+        }
+        for input in &mut self.inputs {
+            for pattern in input.paths.iter_mut().chain(input.exclude.iter_mut()) {
+                *pattern = resolve(Path::new(pattern)).to_string_lossy().into_owned();
+            }
+        }
+        for spec in self.webhooks.values_mut() {
+            if let Some(f) = &spec.url_file {
+                spec.url_file = Some(resolve(f));
+            }
+        }
+    }
+
+    fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.source.clone(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    /// Checks what serde cannot: references between sections, globs, names.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, input) in self.inputs.iter().enumerate() {
+            let key = |k: &str| format!("input[{i}].{k}");
+            if input.name.trim().is_empty() {
+                return Err(self.invalid(key("name"), "must not be empty"));
+            }
+            if !names.insert(&input.name) {
+                return Err(self.invalid(
+                    key("name"),
+                    format!("`{}` is used by two inputs", input.name),
+                ));
+            }
+            if input.paths.is_empty() {
+                return Err(self.invalid(key("paths"), "needs at least one path or glob"));
+            }
+            for (field, patterns) in [
+                ("paths", &input.paths),
+                ("exclude", &input.exclude),
+                ("rules", &input.rules),
+            ] {
+                for p in patterns {
+                    glob::Pattern::new(p).map_err(|e| {
+                        self.invalid(key(field), format!("`{p}` is not a valid glob: {e}"))
+                    })?;
+                }
+            }
+            if input.max_line_bytes == 0 {
+                return Err(self.invalid(key("max_line_bytes"), "must be at least 1 byte"));
+            }
+        }
+        for (name, spec) in &self.webhooks {
+            spec.validate()
+                .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))?;
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            for w in &route.webhooks {
+                if !self.webhooks.contains_key(w) {
+                    return Err(self.invalid(
+                        format!("route[{i}].webhooks"),
+                        format!("no webhook named `{w}` (defined: {})", self.webhook_names()),
+                    ));
+                }
+            }
+            if route.webhooks.is_empty() {
+                return Err(self.invalid(format!("route[{i}].webhooks"), "names no webhook"));
+            }
+            for p in &route.rules {
+                glob::Pattern::new(p).map_err(|e| {
+                    self.invalid(
+                        format!("route[{i}].rules"),
+                        format!("`{p}` is not a valid glob: {e}"),
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn webhook_names(&self) -> String {
+        if self.webhooks.is_empty() {
+            return "none".into();
+        }
+        self.webhooks
+            .keys()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Resolves every webhook's URL and preset into what the deliver stage needs.
+    /// Separate from [`Config::load`] because it reads the environment and files
+    /// named by `url_env` / `url_file`.
+    pub fn webhooks(&self) -> Result<Vec<WebhookConfig>, ConfigError> {
+        self.webhooks
+            .iter()
+            .map(|(name, spec)| {
+                spec.resolve(name)
+                    .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))
+            })
+            .collect()
+    }
+
+    /// The envelope's `host`.
+    pub fn host(&self) -> String {
+        self.agent
+            .host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::File::create(&path)
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        (dir, path)
+    }
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let (_dir, path) = write_config(text);
+        Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_"))
+    }
+
+    const MINIMAL: &str = r#"
+        [[input]]
+        name = "auth"
+        paths = ["logs/auth.log"]
+
+        [webhook.soc]
+        url = "https://example.test/webhooks/1?api_key=secret"
+        preset = "securex"
+    "#;
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolves_relative_paths() {
+        let (dir, path) = write_config(MINIMAL);
+        let config = Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_")).unwrap();
+        assert_eq!(config.inputs[0].start_at, StartAt::End);
+        assert_eq!(config.inputs[0].rules, vec!["*"]);
+        assert_eq!(
+            config.inputs[0].paths[0],
+            dir.path().join("logs/auth.log").to_string_lossy()
+        );
+        assert_eq!(config.agent.state_dir, PathBuf::from("/var/lib/tailhook"));
+        let hooks = config.webhooks().unwrap();
+        assert_eq!(hooks[0].rate_limits.len(), 2);
+        assert_eq!(hooks[0].max_body_bytes, 1_000_000);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_its_path() {
+        let err = load(&format!("{MINIMAL}\n[agent]\nstate_dri = \"/tmp\"\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("state_dri"), "{text}");
+        assert!(text.contains("agent"), "{text}");
+        assert!(text.contains("tailhook.toml"), "{text}");
+
+        let err =
+            load(&MINIMAL.replace("preset =", "colour = \"red\"\n        preset =")).unwrap_err();
+        assert!(err.to_string().contains("webhook.soc.colour"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_nested_keys_and_skips_non_config_variables() {
+        let (_dir, path) = write_config(MINIMAL);
+        // figment's Jail isolates the process environment for this test.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TAILHOOK_AGENT__STATE_DIR", "/srv/th");
+            jail.set_env("TAILHOOK_WEBHOOK__SOC__BATCH_TIMEOUT", "250ms");
+            jail.set_env("TAILHOOK_CONFIG", "/ignored.toml");
+            jail.set_env("TAILHOOK_LOG", "debug");
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            assert_eq!(config.agent.state_dir, PathBuf::from("/srv/th"));
+            let hooks = config.webhooks().map_err(|e| e.to_string())?;
+            assert_eq!(hooks[0].batch_timeout, Duration::from_millis(250));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load(&format!("{MINIMAL}\n[agent]\npoll_interval = \"soon\"\n")).unwrap_err();
+        assert!(err.to_string().contains("poll_interval"), "{err}");
+
+        let err = load(&format!(
+            "{MINIMAL}\n[[route]]\nrules = [\"*\"]\nwebhooks = [\"nope\"]\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("route[0].webhooks"), "{err}");
+        assert!(err.to_string().contains("nope"), "{err}");
+
+        let err = load(&MINIMAL.replace(
+            "paths = [\"logs/auth.log\"]",
+            "paths = [\"logs/[auth.log\"]",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("input[0].paths"), "{err}");
+
+        let err = load(&MINIMAL.replace(
+            "preset = \"securex\"",
+            "rate_limits = [\"five per minute\"]",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("rate_limits"), "{err}");
+    }
+
+    #[test]
+    fn missing_file_is_reported() {
+        let err = Config::load(Path::new("/nonexistent/tailhook.toml")).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent/tailhook.toml"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,328 @@
+//! `[webhook.NAME]` sections: where batches go, and the limits that apply there.
+//!
+//! A preset fills the target's published limits (SecureX: < 1 MB bodies,
+//! 5 requests/min, 5000/day); any key set explicitly wins over the preset.
+//! The URL carries the webhook's secret (`api_key`), so it is only ever held as
+//! a [`SecretUrl`], whose `Display` and `Debug` redact it.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::humantime_duration;
+use super::RateLimit;
+
+/// `url = "-"` prints each body on stdout instead of POSTing it: for trying
+/// rules and for the quick start, with the same batching and limits.
+pub const STDOUT_URL: &str = "-";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSpec {
+    url: Option<String>,
+    url_env: Option<String>,
+    pub(super) url_file: Option<PathBuf>,
+    #[serde(default)]
+    preset: Preset,
+    content_type: Option<ContentType>,
+    rate_limits: Option<Vec<RateLimit>>,
+    max_body_bytes: Option<usize>,
+    #[serde(default, with = "optional_duration")]
+    batch_timeout: Option<Duration>,
+    /// How long one request may take before it counts as failed and is retried.
+    #[serde(default, with = "optional_duration")]
+    request_timeout: Option<Duration>,
+    /// Upper bound of the exponential retry delay.
+    #[serde(default, with = "optional_duration")]
+    max_retry_delay: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// Cisco SecureX orchestration: body < 1 MB, 5/min and 5000/day per webhook.
+    Securex,
+    /// Cisco XDR Automation: body < 1 MB, 10/min and 5000/day.
+    Xdr,
+    /// Any JSON receiver; no rate limit unless configured.
+    #[default]
+    Generic,
+}
+
+/// The `Content-Type` a webhook was configured with; SecureX rejects any other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ContentType {
+    #[serde(rename = "application/json")]
+    Json,
+    #[serde(rename = "application/json; charset=utf-8")]
+    JsonUtf8,
+}
+
+impl ContentType {
+    pub fn header_value(self) -> &'static str {
+        match self {
+            ContentType::Json => "application/json",
+            ContentType::JsonUtf8 => "application/json; charset=utf-8",
+        }
+    }
+}
+
+/// Where a webhook's bodies go.
+#[derive(Debug, Clone)]
+pub enum WebhookTarget {
+    Http(SecretUrl),
+    Stdout,
+}
+
+impl fmt::Display for WebhookTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WebhookTarget::Http(url) => url.fmt(f),
+            WebhookTarget::Stdout => f.write_str("stdout"),
+        }
+    }
+}
+
+/// A webhook with its URL resolved and every preset default filled in.
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub name: String,
+    pub target: WebhookTarget,
+    pub content_type: ContentType,
+    pub rate_limits: Vec<RateLimit>,
+    pub max_body_bytes: usize,
+    pub batch_timeout: Duration,
+    pub request_timeout: Duration,
+    pub max_retry_delay: Duration,
+}
+
+/// A webhook URL. Its query string (the `api_key`) and any user info are
+/// secrets: formatting it shows `?<redacted>` instead.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(reqwest::Url);
+
+impl SecretUrl {
+    pub fn parse(text: &str) -> Result<SecretUrl, String> {
+        // The parser's message never echoes the input, so it is safe to show.
+        let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
+        match url.scheme() {
+            "http" | "https" => Ok(SecretUrl(url)),
+            other => Err(format!(
+                "scheme `{other}` is not supported; use https:// (or http:// on loopback)"
+            )),
+        }
+    }
+
+    /// The real URL, for the HTTP client only.
+    pub fn expose(&self) -> &reqwest::Url {
+        &self.0
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let url = &self.0;
+        write!(f, "{}://{}", url.scheme(), url.host_str().unwrap_or(""))?;
+        if let Some(port) = url.port() {
+            write!(f, ":{port}")?;
+        }
+        f.write_str(url.path())?;
+        if url.query().is_some() {
+            f.write_str("?<redacted>")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({self})")
+    }
+}
+
+struct PresetDefaults {
+    rate_limits: &'static [(u32, u64)],
+    max_body_bytes: usize,
+}
+
+impl Preset {
+    fn defaults(self) -> PresetDefaults {
+        const MINUTE: u64 = 60;
+        const DAY: u64 = 86_400;
+        match self {
+            Preset::Securex => PresetDefaults {
+                rate_limits: &[(5, MINUTE), (5000, DAY)],
+                max_body_bytes: 1_000_000,
+            },
+            Preset::Xdr => PresetDefaults {
+                rate_limits: &[(10, MINUTE), (5000, DAY)],
+                max_body_bytes: 1_000_000,
+            },
+            Preset::Generic => PresetDefaults {
+                rate_limits: &[],
+                max_body_bytes: 1_000_000,
+            },
+        }
+    }
+}
+
+/// A problem with one key of a webhook section: (key, what is wrong).
+type KeyError = (&'static str, String);
+
+impl WebhookSpec {
+    pub(super) fn validate(&self) -> Result<(), KeyError> {
+        let sources = [
+            self.url.is_some(),
+            self.url_env.is_some(),
+            self.url_file.is_some(),
+        ];
+        match sources.iter().filter(|s| **s).count() {
+            0 => return Err(("url", "set one of url, url_env or url_file".into())),
+            1 => {}
+            _ => return Err(("url", "set only one of url, url_env or url_file".into())),
+        }
+        if let Some(url) = &self.url {
+            if url != STDOUT_URL {
+                SecretUrl::parse(url).map_err(|e| ("url", e))?;
+            }
+        }
+        if self.max_body_bytes.is_some_and(|b| b < 256) {
+            return Err((
+                "max_body_bytes",
+                "must be at least 256 bytes to hold one event".into(),
+            ));
+        }
+        if self.batch_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(("batch_timeout", "must be above zero".into()));
+        }
+        Ok(())
+    }
+
+    pub(super) fn resolve(&self, name: &str) -> Result<WebhookConfig, KeyError> {
+        let target = self.resolve_target()?;
+        let defaults = self.preset.defaults();
+        let rate_limits = self.rate_limits.clone().unwrap_or_else(|| {
+            defaults
+                .rate_limits
+                .iter()
+                .map(|&(count, secs)| RateLimit {
+                    count,
+                    period: Duration::from_secs(secs),
+                })
+                .collect()
+        });
+        Ok(WebhookConfig {
+            name: name.to_string(),
+            target,
+            content_type: self.content_type.unwrap_or(ContentType::Json),
+            rate_limits,
+            max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
+            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
+            max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
+        })
+    }
+
+    fn resolve_target(&self) -> Result<WebhookTarget, KeyError> {
+        let text = if let Some(url) = &self.url {
+            url.clone()
+        } else if let Some(var) = &self.url_env {
+            std::env::var(var).map_err(|_| {
+                (
+                    "url_env",
+                    format!("environment variable `{var}` is not set"),
+                )
+            })?
+        } else if let Some(path) = &self.url_file {
+            std::fs::read_to_string(path)
+                .map_err(|e| ("url_file", format!("cannot read {}: {e}", path.display())))?
+        } else {
+            return Err(("url", "set one of url, url_env or url_file".into()));
+        };
+        let text = text.trim();
+        if text == STDOUT_URL {
+            return Ok(WebhookTarget::Stdout);
+        }
+        let key = if self.url.is_some() {
+            "url"
+        } else if self.url_env.is_some() {
+            "url_env"
+        } else {
+            "url_file"
+        };
+        SecretUrl::parse(text)
+            .map(WebhookTarget::Http)
+            .map_err(|e| (key, e))
+    }
+}
+
+mod optional_duration {
+    use serde::Deserializer;
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        super::humantime_duration::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_hides_query_and_userinfo() {
+        let url = SecretUrl::parse("https://user:pw@securex-ao.us.security.cisco.com:8443/webhooks/01ABC?api_key=+61Nt/C8==").unwrap();
+        let shown = format!("{url} {url:?}");
+        assert!(!shown.contains("61Nt"), "{shown}");
+        assert!(!shown.contains("pw"), "{shown}");
+        assert!(
+            shown.contains(
+                "https://securex-ao.us.security.cisco.com:8443/webhooks/01ABC?<redacted>"
+            ),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn bad_url_error_does_not_echo_the_secret() {
+        let err = SecretUrl::parse("https//nohost?api_key=hunter2").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = SecretUrl::parse("ftp://host/x?api_key=hunter2").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn explicit_keys_override_preset() {
+        let spec: WebhookSpec = toml::from_str(
+            r#"url = "http://127.0.0.1:1/x"
+               preset = "xdr"
+               max_body_bytes = 4096"#,
+        )
+        .unwrap();
+        let hook = spec.resolve("x").unwrap();
+        assert_eq!(hook.max_body_bytes, 4096);
+        assert_eq!(hook.rate_limits[0].count, 10);
+        assert_eq!(hook.rate_limits[1].count, 5000);
+    }
+
+    #[test]
+    fn stdout_target() {
+        let spec: WebhookSpec = toml::from_str(r#"url = "-""#).unwrap();
+        assert!(matches!(
+            spec.resolve("x").unwrap().target,
+            WebhookTarget::Stdout
+        ));
+    }
+
+    #[test]
+    fn content_types_outside_the_supported_set_are_rejected() {
+        let err = toml::from_str::<WebhookSpec>(
+            r#"url = "-"
+               content_type = "text/plain""#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("application/json"), "{err}");
+    }
+}

@@ -1,0 +1,195 @@
+//! Delivery: one task per webhook that turns its queue into requests.
+//!
+//! The loop is: collect events into a body (`batch`) until it is full, the
+//! oldest event has waited `batch_timeout`, or the queue closed; wait for the
+//! rate windows to allow an attempt (`limit`); send (`send`); on a retryable
+//! failure wait (Retry-After, else capped exponential backoff with jitter) and
+//! try again, charging the limiter every time; on a rejection write the batch
+//! to the dead-letter file. While budget is not yet available the batch keeps
+//! filling, so a rate-limited webhook gets as few, as full requests as possible.
+//!
+//! Each webhook has its own task, queue and limiter: one that is slow or down
+//! never delays another.
+
+mod batch;
+mod limit;
+mod send;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use backon::BackoffBuilder;
+use tokio::time::Instant;
+
+use crate::config::WebhookConfig;
+use crate::event::{Envelope, Event};
+use crate::queue::EventReceiver;
+use batch::{Admitted, Encoded, Pending};
+use limit::RateLimiter;
+use send::{Outcome, Transport};
+
+/// A webhook's delivery task, ready to run.
+pub struct Deliverer {
+    config: WebhookConfig,
+    host: String,
+    transport: Transport,
+    limiter: RateLimiter,
+    dead_letters: PathBuf,
+}
+
+impl Deliverer {
+    pub fn new(config: WebhookConfig, host: String, state_dir: &Path) -> anyhow::Result<Deliverer> {
+        let transport = Transport::new(&config).map_err(|e| {
+            anyhow::anyhow!(
+                "webhook `{}`: cannot build HTTP client: {}",
+                config.name,
+                e.without_url()
+            )
+        })?;
+        Ok(Deliverer {
+            limiter: RateLimiter::new(&config.rate_limits),
+            dead_letters: state_dir
+                .join("dead-letter")
+                .join(format!("{}.jsonl", config.name)),
+            transport,
+            host,
+            config,
+        })
+    }
+
+    /// Runs until `events` is closed and everything it held was sent or
+    /// dead-lettered.
+    pub async fn run(mut self, mut events: EventReceiver) {
+        let envelope = Envelope {
+            host: &self.host.clone(),
+        };
+        let mut pending = Pending::new(&envelope, self.config.max_body_bytes);
+        let mut closed = false;
+        loop {
+            if pending.is_empty() {
+                match events.recv().await {
+                    Some(event) => self.admit(&mut pending, event),
+                    None => return,
+                }
+            }
+            while !closed && !pending.has_full_body() {
+                let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
+                let send_at = (oldest + self.config.batch_timeout)
+                    .max(self.limiter.next_free(Instant::now()));
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Some(event) => self.admit(&mut pending, event),
+                        None => closed = true,
+                    },
+                    () = tokio::time::sleep_until(send_at) => break,
+                }
+            }
+            if !pending.is_empty() {
+                let batch = pending.take_batch();
+                self.deliver(&envelope, batch).await;
+            }
+            if closed && pending.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn admit(&self, pending: &mut Pending, event: Arc<Event>) {
+        if let Admitted::TooLarge(encoded) = pending.push(event) {
+            let reason = format!(
+                "event of {} bytes cannot fit max_body_bytes = {} even with its message removed",
+                encoded.json.len(),
+                self.config.max_body_bytes
+            );
+            self.dead_letter(&[encoded], None, &reason);
+        }
+    }
+
+    /// Sends one batch until it is delivered or rejected.
+    async fn deliver(&mut self, envelope: &Envelope<'_>, batch: Vec<Encoded>) {
+        let body = envelope.encode(batch.iter().map(|e| e.json.as_slice()));
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(std::time::Duration::from_millis(500))
+            .with_max_delay(self.config.max_retry_delay)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let name = &self.config.name;
+        loop {
+            let waited = self.limiter.acquire().await;
+            if !waited.is_zero() {
+                tracing::debug!(webhook = %name, waited_ms = waited.as_millis() as u64, "waited for rate-limit budget");
+            }
+            match self.transport.send(&body).await {
+                Outcome::Delivered { status } => {
+                    tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
+                    return;
+                }
+                Outcome::Retry { reason, after } => {
+                    let delay = after
+                        .unwrap_or_else(|| backoff.next().unwrap_or(self.config.max_retry_delay));
+                    tracing::warn!(
+                        webhook = %name,
+                        target = %self.config.target,
+                        events = batch.len(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        reason,
+                        "delivery failed; will retry"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+                Outcome::Rejected { status, reason } => {
+                    self.dead_letter(&batch, Some(status), &reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Appends the batch to this webhook's dead-letter file (JSON lines), so a
+    /// rejected batch is kept for a human instead of lost.
+    fn dead_letter(&self, batch: &[Encoded], status: Option<u16>, reason: &str) {
+        let record = serde_json::json!({
+            "time": crate::event::rfc3339_now(),
+            "webhook": self.config.name,
+            "status": status,
+            "reason": reason,
+            "events": batch.iter().map(|e| &*e.event).collect::<Vec<_>>(),
+        });
+        let written = self
+            .dead_letters
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| {
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.dead_letters)?;
+                let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
+                line.push(b'\n');
+                file.write_all(&line)?;
+                file.sync_data()
+            });
+        match written {
+            Ok(()) => tracing::error!(
+                webhook = %self.config.name,
+                target = %self.config.target,
+                status,
+                reason,
+                events = batch.len(),
+                file = %self.dead_letters.display(),
+                "webhook rejected a batch; it was written to the dead-letter file"
+            ),
+            Err(e) => tracing::error!(
+                webhook = %self.config.name,
+                status,
+                reason,
+                events = batch.len(),
+                file = %self.dead_letters.display(),
+                error = %e,
+                "webhook rejected a batch and the dead-letter file cannot be written; events lost"
+            ),
+        }
+    }
+}

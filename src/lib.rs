@@ -1,0 +1,17 @@
+//! tailhook tails security logs, turns the lines that match regex rules into
+//! JSON events, and pushes them in batches to webhooks within each webhook's
+//! body-size and rate limits.
+//!
+//! A line travels through the modules in this order:
+//! [`config`] → [`tail`] → [`rules`] → [`queue`] → [`deliver`] (batch, limit,
+//! send), wired together by [`pipeline`]. [`event`] holds the payload types
+//! that cross those seams; [`cli`] is the command line on top.
+
+pub mod cli;
+pub mod config;
+pub mod deliver;
+pub mod event;
+pub mod pipeline;
+pub mod queue;
+pub mod rules;
+pub mod tail;

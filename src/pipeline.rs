@@ -1,0 +1,205 @@
+//! The pipeline a line travels: config → tail → rules → queue → deliver.
+//!
+//! [`Pipeline::build`] does everything that can fail before the agent starts
+//! (load rules, run their examples, resolve webhooks, check that every
+//! selection selects something), so `tailhook check` and `tailhook run` refuse
+//! exactly the same mistakes. [`Pipeline::run`] then wires the stages and owns
+//! shutdown: stop the tailer, let each webhook flush what the limits allow
+//! within `shutdown_timeout`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::config::{Config, WebhookConfig};
+use crate::deliver::Deliverer;
+use crate::queue::Router;
+use crate::rules::{self, compile_globs, event_for, id_selected, Matcher, Rule};
+use crate::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
+
+pub struct Pipeline {
+    config: Config,
+    webhooks: Vec<WebhookConfig>,
+    rules: Vec<Arc<Rule>>,
+    rule_files: usize,
+    /// One per input, in config order.
+    matchers: Vec<Matcher>,
+}
+
+impl Pipeline {
+    pub fn build(config: Config) -> anyhow::Result<Pipeline> {
+        let webhooks = config.webhooks()?;
+        if webhooks.is_empty() {
+            bail!(
+                "{}: no [webhook.NAME] section: events would have nowhere to go",
+                config.source.display()
+            );
+        }
+        let files = rules::rule_files(&config.rules.paths)?;
+        let rules: Vec<Arc<Rule>> = rules::load_rules(&files)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        if rules.is_empty() {
+            bail!(
+                "{}: rules.paths ({}) hold no rule",
+                config.source.display(),
+                config
+                    .rules
+                    .paths
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let failures: Vec<String> = rules
+            .iter()
+            .flat_map(|rule| {
+                rule.check_examples()
+                    .into_iter()
+                    .map(move |f| format!("{}: rule `{}`: {f}", rule.origin, rule.id))
+            })
+            .collect();
+        if !failures.is_empty() {
+            bail!(
+                "{} rule example(s) failed:\n  {}",
+                failures.len(),
+                failures.join("\n  ")
+            );
+        }
+
+        let mut matchers = Vec::new();
+        for input in &config.inputs {
+            let globs = compile_globs(&input.rules);
+            let selected: Vec<Arc<Rule>> = rules
+                .iter()
+                .filter(|r| id_selected(&r.id, &globs))
+                .cloned()
+                .collect();
+            if selected.is_empty() {
+                bail!(
+                    "{}: input `{}`: rules = {:?} selects none of the {} loaded rules",
+                    config.source.display(),
+                    input.name,
+                    input.rules,
+                    rules.len()
+                );
+            }
+            matchers.push(Matcher::new(selected).context("combining the rules' regexes")?);
+        }
+        for (i, route) in config.routes.iter().enumerate() {
+            for pattern in &route.rules {
+                let globs = compile_globs(std::slice::from_ref(pattern));
+                if !rules.iter().any(|r| id_selected(&r.id, &globs)) {
+                    bail!(
+                        "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
+                        config.source.display()
+                    );
+                }
+            }
+        }
+        Ok(Pipeline {
+            config,
+            webhooks,
+            rules,
+            rule_files: files.len(),
+            matchers,
+        })
+    }
+
+    /// One line describing what was loaded, for `check` and the start-up log.
+    pub fn summary(&self) -> String {
+        let examples: usize = self.rules.iter().map(|r| r.examples.len()).sum();
+        format!(
+            "{} input(s), {} webhook(s), {} rule(s) from {} file(s), {} example(s) passed",
+            self.config.inputs.len(),
+            self.webhooks.len(),
+            self.rules.len(),
+            self.rule_files,
+            examples
+        )
+    }
+
+    /// Runs until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let state_dir = &self.config.agent.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
+        let host = self.config.host();
+        let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
+        let (router, queues) = Router::new(
+            self.rules.iter().map(|r| r.id.as_str()),
+            &names,
+            &self.config.routes,
+        );
+        for rule in &self.rules {
+            if router.destinations(&rule.id).is_empty() {
+                tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
+            }
+        }
+
+        let mut deliveries = tokio::task::JoinSet::new();
+        for (webhook, queue) in self.webhooks.into_iter().zip(queues) {
+            tracing::info!(webhook = %webhook.name, target = %webhook.target, "webhook ready");
+            deliveries.spawn(Deliverer::new(webhook, host.clone(), state_dir)?.run(queue));
+        }
+        let options = TailOptions {
+            poll_interval: self.config.agent.poll_interval,
+            ..TailOptions::default()
+        };
+        let stage = RuleStage {
+            matchers: self.matchers,
+            router,
+        };
+        let tailer = Tailer::spawn(&self.config.inputs, options, stage);
+        tracing::info!(config = %self.config.source.display(), "tailhook running");
+
+        shutdown.await;
+        let grace = self.config.agent.shutdown_timeout;
+        tracing::info!(
+            grace_ms = grace.as_millis() as u64,
+            "stopping: flushing queued events"
+        );
+        let drain = async {
+            let _ = tokio::task::spawn_blocking(move || tailer.stop()).await;
+            while deliveries.join_next().await.is_some() {}
+        };
+        if tokio::time::timeout(grace, drain).await.is_err() {
+            tracing::warn!(
+                grace_ms = grace.as_millis() as u64,
+                "shutdown_timeout elapsed before every queued event was delivered; the rest are not sent"
+            );
+        } else {
+            tracing::info!("stopped");
+        }
+        Ok(())
+    }
+}
+
+/// The rules stage, run on the tailer's thread: most lines match nothing, and
+/// matching where they are read spares a hand-off per line.
+struct RuleStage {
+    matchers: Vec<Matcher>,
+    router: Router,
+}
+
+impl LineSink for RuleStage {
+    fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
+        for line in lines {
+            for (rule, fields) in self.matchers[line.input].matches(&line.text) {
+                let event = event_for(
+                    rule,
+                    &line.path,
+                    line.offset,
+                    &line.text,
+                    fields,
+                    line.truncated,
+                );
+                self.router.push_blocking(event).map_err(|_| SinkClosed)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,305 @@
+//! Reading rule files: TOML `[[rule]]` tables into compiled [`Rule`]s, with
+//! every error located at `file:line` and naming the rule.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Example, FieldType, Rule, Severity};
+
+/// A rule-file problem: where it is and what is wrong.
+#[derive(Debug)]
+pub struct RuleError {
+    pub file: PathBuf,
+    /// 1-based line in `file`, when known.
+    pub line: Option<usize>,
+    pub rule: Option<String>,
+    pub problem: String,
+}
+
+impl fmt::Display for RuleError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, ": rule `{rule}`")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+impl std::error::Error for RuleError {}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<Spanned<RuleSpec>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleSpec {
+    id: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    severity: Severity,
+    regex: Spanned<String>,
+    #[serde(default)]
+    ignore: Vec<Spanned<String>>,
+    #[serde(default)]
+    types: BTreeMap<String, FieldType>,
+    #[serde(default)]
+    example: Vec<ExampleSpec>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExampleSpec {
+    line: String,
+    #[serde(default)]
+    fields: BTreeMap<String, toml::Value>,
+    /// `match = false` marks a line the rule must not turn into an event.
+    #[serde(default = "yes", rename = "match")]
+    matches: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Expands `paths` (files, or folders whose `*.toml` are rule files) in a
+/// stable order: folders sorted by file name, like `rules.d` conventions.
+pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let unreadable = |e: std::io::Error| RuleError {
+            file: path.clone(),
+            line: None,
+            rule: None,
+            problem: format!("cannot read rules: {e}"),
+        };
+        if path.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(unreadable)?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|ext| ext == "toml") && p.is_file())
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            std::fs::metadata(path).map_err(unreadable)?;
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+/// Parses and compiles every rule in `files`; rule ids must be unique across them.
+pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
+    let mut rules = Vec::new();
+    let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| RuleError {
+            file: file.clone(),
+            line: None,
+            rule: None,
+            problem: format!("cannot read rules: {e}"),
+        })?;
+        for rule in parse_rules(file, &text)? {
+            let (line, rule) = rule;
+            if let Some((other_file, other_line)) = seen.get(&rule.id) {
+                return Err(RuleError {
+                    file: file.clone(),
+                    line: Some(line),
+                    rule: Some(rule.id.clone()),
+                    problem: format!("id already used at {}:{other_line}", other_file.display()),
+                });
+            }
+            seen.insert(rule.id.clone(), (file.clone(), line));
+            rules.push(rule);
+        }
+    }
+    Ok(rules)
+}
+
+/// Parses one file's text; each rule comes with the line it starts on.
+pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleError> {
+    let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
+    let parsed: RuleFile = toml::from_str(text).map_err(|e| RuleError {
+        file: file.to_path_buf(),
+        line: e.span().map(|s| line_of(s.start)),
+        rule: None,
+        problem: e.message().to_string(),
+    })?;
+    parsed
+        .rule
+        .into_iter()
+        .map(|spanned| {
+            let line = line_of(spanned.span().start);
+            let spec = spanned.into_inner();
+            let fail = |at: usize, problem: String| RuleError {
+                file: file.to_path_buf(),
+                line: Some(at),
+                rule: Some(spec.id.clone()),
+                problem,
+            };
+            let origin = format!("{}:{line}", file.display());
+            compile(&spec, origin, |span, problem| {
+                fail(span.map_or(line, line_of), problem)
+            })
+            .map(|rule| (line, rule))
+        })
+        .collect()
+}
+
+/// Builds a [`Rule`]; `fail` turns a problem (at a span, if known) into an error.
+fn compile(
+    spec: &RuleSpec,
+    origin: String,
+    fail: impl Fn(Option<usize>, String) -> RuleError,
+) -> Result<Rule, RuleError> {
+    let valid_id = !spec.id.is_empty()
+        && spec
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !valid_id {
+        return Err(fail(
+            None,
+            "id must be non-empty and use only letters, digits, `.`, `_` and `-`".into(),
+        ));
+    }
+    let regex_at = Some(spec.regex.span().start);
+    let regex = regex::Regex::new(spec.regex.get_ref())
+        .map_err(|e| fail(regex_at, format!("regex does not compile:\n{e}")))?;
+    let captures: Vec<String> = regex
+        .capture_names()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    if captures.is_empty() {
+        return Err(fail(
+            regex_at,
+            "regex has no named capture; name the fields, e.g. (?P<source.ip>\\S+)".into(),
+        ));
+    }
+    for name in spec.types.keys() {
+        if !captures.contains(name) {
+            return Err(fail(
+                None,
+                format!(
+                    "types names `{name}`, which the regex does not capture (captures: {})",
+                    captures.join(", ")
+                ),
+            ));
+        }
+    }
+    let ignore = spec
+        .ignore
+        .iter()
+        .enumerate()
+        .map(|(i, pattern)| {
+            regex::Regex::new(pattern.get_ref()).map_err(|e| {
+                fail(
+                    Some(pattern.span().start),
+                    format!("ignore[{i}] does not compile:\n{e}"),
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let examples = spec
+        .example
+        .iter()
+        .map(|ex| Example {
+            line: ex.line.clone(),
+            matches: ex.matches,
+            fields: ex
+                .fields
+                .iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        })
+        .collect();
+    Ok(Rule {
+        id: spec.id.clone(),
+        origin,
+        description: spec.description.clone(),
+        severity: spec.severity,
+        regex,
+        ignore,
+        types: spec.types.clone(),
+        examples,
+    })
+}
+
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Vec<(usize, Rule)>, RuleError> {
+        parse_rules(Path::new("rules/test.toml"), text)
+    }
+
+    #[test]
+    fn bad_regex_names_file_line_rule_and_position() {
+        let err = parse(
+            "# comment\n\n[[rule]]\nid = \"sshd.broken\"\nregex = 'Failed (?P<user.name>\\S+ from'\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("rules/test.toml:5: rule `sshd.broken`: regex does not compile"),
+            "{text}"
+        );
+        assert!(text.contains("unclosed group"), "{text}");
+        assert!(text.contains('^'), "position marker expected: {text}");
+    }
+
+    #[test]
+    fn unknown_key_and_bad_severity_are_located() {
+        let err = parse("[[rule]]\nid = \"a\"\nregex = '(?P<x>.)'\nthreshhold = 5\n").unwrap_err();
+        assert!(err.to_string().contains("threshhold"), "{err}");
+        assert_eq!(err.line, Some(4));
+        let err =
+            parse("[[rule]]\nid = \"a\"\nregex = '(?P<x>.)'\nseverity = \"urgent\"\n").unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
+    }
+
+    #[test]
+    fn types_must_name_a_capture_and_ids_must_be_unique() {
+        let err = parse("[[rule]]\nid = \"a\"\nregex = '(?P<x>.)'\ntypes = { y = \"int\" }\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("`y`"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("a.toml");
+        let two = dir.path().join("b.toml");
+        std::fs::write(&one, "[[rule]]\nid = \"dup\"\nregex = '(?P<x>a)'\n").unwrap();
+        std::fs::write(&two, "\n[[rule]]\nid = \"dup\"\nregex = '(?P<x>b)'\n").unwrap();
+        let files = rule_files(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(files, vec![one, two]);
+        let err = load_rules(&files).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("b.toml:2: rule `dup`: id already used at"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn missing_rule_path_is_reported() {
+        let err = rule_files(&[PathBuf::from("/nonexistent/rules.d")]).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/rules.d"), "{err}");
+    }
+}

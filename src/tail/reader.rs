@@ -1,0 +1,207 @@
+//! Splitting a file's bytes into lines, whatever the bytes are.
+//!
+//! Bytes arrive in arbitrary chunks; a line may span many chunks. A line longer
+//! than `max_line_bytes` is cut (the rest skipped up to its newline) and marked,
+//! never dropped; invalid UTF-8 is replaced lossily; a trailing `\r` is removed.
+//! A final line without a newline stays pending until its newline arrives.
+
+/// One complete line and where it started in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawLine {
+    pub offset: u64,
+    pub text: String,
+    pub truncated: bool,
+}
+
+#[derive(Debug)]
+pub struct LineReader {
+    max_line_bytes: usize,
+    /// Bytes of the line being assembled (at most `max_line_bytes`).
+    partial: Vec<u8>,
+    /// File offset of the first byte of `partial`'s line.
+    line_start: u64,
+    /// File offset of the next byte to be fed.
+    position: u64,
+    partial_truncated: bool,
+    /// Discard bytes up to the next newline (we started mid-line).
+    skip_to_newline: bool,
+}
+
+impl LineReader {
+    pub fn new(position: u64, max_line_bytes: usize) -> LineReader {
+        LineReader {
+            max_line_bytes,
+            partial: Vec::new(),
+            line_start: position,
+            position,
+            partial_truncated: false,
+            skip_to_newline: false,
+        }
+    }
+
+    /// Starts mid-line: the bytes before the next newline belong to a line that
+    /// began before `position` and are not ours to report.
+    pub fn starting_mid_line(position: u64, max_line_bytes: usize) -> LineReader {
+        LineReader {
+            skip_to_newline: true,
+            ..LineReader::new(position, max_line_bytes)
+        }
+    }
+
+    /// Offset of the next byte to read from the file.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Forgets everything and restarts at `position` (after truncation).
+    pub fn reset(&mut self, position: u64) {
+        *self = LineReader::new(position, self.max_line_bytes);
+    }
+
+    /// Feeds the next bytes of the file; complete lines are pushed to `out`.
+    /// Returns how many of them were cut to `max_line_bytes`.
+    pub fn feed(&mut self, mut chunk: &[u8], out: &mut Vec<RawLine>) -> usize {
+        let mut truncated = 0;
+        while !chunk.is_empty() {
+            let newline = memchr::memchr(b'\n', chunk);
+            let (piece, rest) = match newline {
+                Some(i) => (&chunk[..i], &chunk[i + 1..]),
+                None => (chunk, &[][..]),
+            };
+            let consumed = piece.len() as u64 + u64::from(newline.is_some());
+            if self.skip_to_newline {
+                if newline.is_some() {
+                    self.skip_to_newline = false;
+                    self.line_start = self.position + consumed;
+                }
+            } else {
+                let room = self.max_line_bytes - self.partial.len();
+                if piece.len() > room {
+                    self.partial.extend_from_slice(&piece[..room]);
+                    self.partial_truncated = true;
+                } else {
+                    self.partial.extend_from_slice(piece);
+                }
+                if newline.is_some() {
+                    truncated += usize::from(self.partial_truncated);
+                    out.push(self.take_line());
+                    self.line_start = self.position + consumed;
+                }
+            }
+            self.position += consumed;
+            chunk = rest;
+        }
+        truncated
+    }
+
+    fn take_line(&mut self) -> RawLine {
+        let mut bytes = std::mem::take(&mut self.partial);
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+        let text = match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        };
+        RawLine {
+            offset: self.line_start,
+            text,
+            truncated: std::mem::take(&mut self.partial_truncated),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(reader: &mut LineReader, chunks: &[&[u8]]) -> Vec<RawLine> {
+        let mut out = Vec::new();
+        for chunk in chunks {
+            reader.feed(chunk, &mut out);
+        }
+        out
+    }
+
+    #[test]
+    fn lines_split_across_chunks_keep_their_offsets() {
+        let mut reader = LineReader::new(100, 1024);
+        let out = lines(&mut reader, &[b"one\ntw", b"o\r\n", b"thr"]);
+        assert_eq!(
+            out,
+            vec![
+                RawLine {
+                    offset: 100,
+                    text: "one".into(),
+                    truncated: false
+                },
+                RawLine {
+                    offset: 104,
+                    text: "two".into(),
+                    truncated: false
+                },
+            ]
+        );
+        assert_eq!(reader.position(), 112);
+        let out = lines(&mut reader, &[b"ee\n"]);
+        assert_eq!(
+            out[0],
+            RawLine {
+                offset: 109,
+                text: "three".into(),
+                truncated: false
+            }
+        );
+    }
+
+    #[test]
+    fn long_lines_are_cut_and_counted_not_dropped() {
+        let mut reader = LineReader::new(0, 4);
+        let mut out = Vec::new();
+        let cut = reader.feed(b"abcdefgh\nxy\n", &mut out);
+        assert_eq!(cut, 1);
+        assert_eq!(
+            out[0],
+            RawLine {
+                offset: 0,
+                text: "abcd".into(),
+                truncated: true
+            }
+        );
+        assert_eq!(
+            out[1],
+            RawLine {
+                offset: 9,
+                text: "xy".into(),
+                truncated: false
+            }
+        );
+        // A cut line spread over chunks is counted once.
+        let cut = reader.feed(b"123", &mut out)
+            + reader.feed(b"456", &mut out)
+            + reader.feed(b"7\n", &mut out);
+        assert_eq!(cut, 1);
+        assert_eq!(out[2].text, "1234");
+    }
+
+    #[test]
+    fn invalid_utf8_and_binary_garbage_are_replaced_lossily() {
+        let mut reader = LineReader::new(0, 64);
+        let out = lines(&mut reader, &[b"ok \xff\xfe\x00 end\n"]);
+        assert_eq!(out[0].text, "ok \u{fffd}\u{fffd}\u{0} end");
+    }
+
+    #[test]
+    fn starting_mid_line_skips_the_fragment() {
+        let mut reader = LineReader::starting_mid_line(10, 64);
+        let out = lines(&mut reader, &[b"gment\nnext\n"]);
+        assert_eq!(
+            out,
+            vec![RawLine {
+                offset: 16,
+                text: "next".into(),
+                truncated: false
+            }]
+        );
+    }
+}
