@@ -196,17 +196,28 @@ impl Config {
     }
 
     fn resolve_relative_paths(&mut self) {
-        let base = self
+        let folder = self
             .source
             .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        // The file exists (it was just read), so its folder canonicalizes; paths
+        // in events and logs then read /srv/logs/x, not config/../logs/x.
+        let base = folder
+            .canonicalize()
+            .unwrap_or_else(|_| folder.to_path_buf());
         let resolve = |p: &Path| -> PathBuf {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
+            let mut resolved = PathBuf::new();
+            for part in base.join(p).components() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        resolved.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => resolved.push(other),
+                }
             }
+            resolved
         };
         self.agent.state_dir = resolve(&self.agent.state_dir);
         for p in &mut self.rules.paths {
@@ -348,7 +359,7 @@ mod tests {
     const MINIMAL: &str = r#"
         [[input]]
         name = "auth"
-        paths = ["logs/auth.log"]
+        paths = ["logs/auth.log", "../other/./x.log"]
 
         [webhook.soc]
         url = "https://example.test/webhooks/1?api_key=secret"
@@ -363,7 +374,21 @@ mod tests {
         assert_eq!(config.inputs[0].rules, vec!["*"]);
         assert_eq!(
             config.inputs[0].paths[0],
-            dir.path().join("logs/auth.log").to_string_lossy()
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .join("logs/auth.log")
+                .to_string_lossy()
+        );
+        assert_eq!(
+            config.inputs[0].paths[1],
+            dir.path()
+                .canonicalize()
+                .unwrap()
+                .parent()
+                .unwrap()
+                .join("other/x.log")
+                .to_string_lossy()
         );
         assert_eq!(config.agent.state_dir, PathBuf::from("/var/lib/tailhook"));
         let hooks = config.webhooks().unwrap();
@@ -385,6 +410,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure type is figment's, not ours
     fn env_overrides_nested_keys_and_skips_non_config_variables() {
         let (_dir, path) = write_config(MINIMAL);
         // figment's Jail isolates the process environment for this test.
@@ -413,11 +439,7 @@ mod tests {
         assert!(err.to_string().contains("route[0].webhooks"), "{err}");
         assert!(err.to_string().contains("nope"), "{err}");
 
-        let err = load(&MINIMAL.replace(
-            "paths = [\"logs/auth.log\"]",
-            "paths = [\"logs/[auth.log\"]",
-        ))
-        .unwrap_err();
+        let err = load(&MINIMAL.replace("\"logs/auth.log\"", "\"logs/[auth.log\"")).unwrap_err();
         assert!(err.to_string().contains("input[0].paths"), "{err}");
 
         let err = load(&MINIMAL.replace(

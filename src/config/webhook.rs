@@ -18,7 +18,8 @@ use super::RateLimit;
 /// rules and for the quick start, with the same batching and limits.
 pub const STDOUT_URL: &str = "-";
 
-#[derive(Debug, Clone, Deserialize)]
+/// As written in the config. `Debug` is implemented by hand: `url` is a secret.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSpec {
     url: Option<String>,
@@ -37,6 +38,17 @@ pub struct WebhookSpec {
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
+}
+
+impl fmt::Debug for WebhookSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookSpec")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("url_env", &self.url_env)
+            .field("url_file", &self.url_file)
+            .field("preset", &self.preset)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -283,6 +295,12 @@ mod tests {
             ),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn debug_output_of_the_spec_hides_the_url() {
+        let spec: WebhookSpec = toml::from_str(r#"url = "https://h/x?api_key=hunter2""#).unwrap();
+        assert!(!format!("{spec:?}").contains("hunter2"));
     }
 
     #[test]

@@ -3,6 +3,10 @@
 //! Each window remembers when its recent attempts were made; an attempt may go
 //! when every window has room. Every attempt is charged, retries included,
 //! because the receiver counts them too.
+//!
+//! Windows are held slightly longer than configured: the receiver's window
+//! starts when a request arrives, which varies by the network's jitter, so an
+//! attempt sent exactly one period after another may arrive just inside it.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -17,6 +21,8 @@ pub struct RateLimiter {
 
 struct Window {
     limit: RateLimit,
+    /// `limit.period` plus the jitter margin.
+    held_for: Duration,
     /// Attempts within the last `limit.period`, oldest first.
     attempts: VecDeque<Instant>,
 }
@@ -26,7 +32,7 @@ impl Window {
         while self
             .attempts
             .front()
-            .is_some_and(|&at| now.duration_since(at) >= self.limit.period)
+            .is_some_and(|&at| now.duration_since(at) >= self.held_for)
         {
             self.attempts.pop_front();
         }
@@ -38,9 +44,14 @@ impl Window {
             now
         } else {
             let oldest_that_counts = self.attempts[self.attempts.len() - self.limit.count as usize];
-            oldest_that_counts + self.limit.period
+            oldest_that_counts + self.held_for
         }
     }
+}
+
+/// 2 % of the period, at least 50 ms and at most 1 s.
+fn jitter_margin(period: Duration) -> Duration {
+    (period / 50).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 impl RateLimiter {
@@ -50,6 +61,7 @@ impl RateLimiter {
                 .iter()
                 .map(|&limit| Window {
                     limit,
+                    held_for: limit.period + jitter_margin(limit.period),
                     attempts: VecDeque::new(),
                 })
                 .collect(),
@@ -102,9 +114,10 @@ mod tests {
             limiter.acquire().await;
             times.push(Instant::now() - start);
         }
-        let secs: Vec<u64> = times.iter().map(|d| d.as_secs()).collect();
-        // 2 at once, the 3rd after a second, then the 10 s window holds the rest.
-        assert_eq!(secs, vec![0, 0, 1, 10, 10, 11]);
+        let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
+        // 2 at once, the 3rd after a second, then the 10 s window holds the
+        // rest; each window is held 50 ms (1 s) or 200 ms (10 s) longer.
+        assert_eq!(ms, vec![0, 0, 1_050, 10_200, 10_200, 11_250]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -7,7 +7,7 @@
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -82,7 +82,7 @@ impl TailedFile {
         })
     }
 
-    pub fn set_path(&mut self, path: &PathBuf) {
+    pub fn set_path(&mut self, path: &Path) {
         if *self.path != *path.to_string_lossy() {
             self.path = Arc::from(path.to_string_lossy().as_ref());
         }

@@ -1,0 +1,140 @@
+//! `tailhook check`: exit 0 with a summary, or exit 1 with an error that names
+//! the file, line, rule or key, like `nginx -t`.
+
+mod support;
+
+use std::process::Command;
+
+use support::*;
+
+fn check(config: &std::path::Path) -> (i32, String, String) {
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const CONFIG: &str = r#"
+[rules]
+paths = ["rules"]
+[[input]]
+name = "auth"
+paths = ["auth.log"]
+[webhook.soc]
+url = "https://example.test/webhooks/1?api_key=hunter2"
+preset = "securex"
+"#;
+
+#[test]
+fn valid_config_passes_with_a_summary() {
+    let setup = Setup::new();
+    let (code, stdout, stderr) = check(&setup.write_config(CONFIG));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stdout.contains(
+            "OK: 1 input(s), 1 webhook(s), 1 rule(s) from 1 file(s), 1 example(s) passed"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn shipped_rules_and_configs_pass() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, stdout, stderr) = check(std::path::Path::new(&format!(
+        "{root}/config/quickstart.toml"
+    )));
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+
+    // The production config, with its secret from the environment and the
+    // rules folder overridden the way an administrator would.
+    let out = Command::new(binary())
+        .args(["check", "-c", &format!("{root}/config/tailhook.toml")])
+        .env(
+            "SOC_WEBHOOK_URL",
+            "https://securex-ao.us.security.cisco.com/webhooks/01X?api_key=hunter2",
+        )
+        .env("TAILHOOK_RULES__PATHS", format!("[\"{root}/rules\"]"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+}
+
+#[test]
+fn bad_regex_names_the_file_line_rule_and_position() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("rules/test.toml"),
+        "[[rule]]\nid = \"sshd.broken\"\nregex = 'Failed (?P<user.name>\\S+ from (?P<source.ip>\\S+)'\n",
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&setup.write_config(CONFIG));
+    assert_eq!(code, 1);
+    let expected = format!(
+        "{}:3: rule `sshd.broken`: regex does not compile",
+        setup
+            .path("rules/test.toml")
+            .canonicalize()
+            .unwrap()
+            .display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+    assert!(stderr.contains("unclosed group"), "{stderr}");
+    assert!(stderr.contains("^"), "the position is marked: {stderr}");
+}
+
+#[test]
+fn failing_example_is_reported_with_the_line() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("rules/test.toml"),
+        TEST_RULES.replace("\"user.name\" = \"root\"", "\"user.name\" = \"admin\""),
+    )
+    .unwrap();
+    let (code, _, stderr) = check(&setup.write_config(CONFIG));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("rule `test.auth_failed`: example 1 fields differ"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("seq=1 Failed password for root"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_mistakes_name_the_key_and_never_the_secret() {
+    let setup = Setup::new();
+    let (code, _, stderr) = check(&setup.write_config(&CONFIG.replace("preset =", "presett =")));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("webhook.soc.presett"), "{stderr}");
+    assert!(stderr.contains("tailhook.toml"), "{stderr}");
+
+    let (code, _, stderr) =
+        check(&setup.write_config(&CONFIG.replace("https://example.test", "https//example.test")));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("webhook.soc.url"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    let (code, _, stderr) = check(&setup.write_config(
+        &CONFIG.replace("name = \"auth\"", "name = \"auth\"\nrules = [\"nginx.*\"]"),
+    ));
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains("input `auth`") && stderr.contains("selects none"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = check(&setup.path("missing.toml"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("missing.toml"), "{stderr}");
+}

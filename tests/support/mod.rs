@@ -1,0 +1,312 @@
+//! Test support: a loopback webhook receiver that behaves like SecureX, and a
+//! handle on the real `tailhook` binary. Everything waits on conditions with a
+//! deadline; nothing sleeps a fixed time.
+
+#![allow(dead_code)] // each test file uses its own subset
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const API_KEY: &str = "k3y+With/Slash==";
+
+/// Polls `condition` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One request as the receiver saw it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+#[derive(Default)]
+struct Seen {
+    requests: Vec<Request>,
+    /// Events of accepted (202) requests, in arrival order.
+    events: Vec<serde_json::Value>,
+}
+
+pub struct ReceiverOptions {
+    pub content_type: &'static str,
+    /// Answer 429 beyond this many requests per period.
+    pub rate_limit: Option<(usize, Duration)>,
+    pub max_body_bytes: usize,
+}
+
+impl Default for ReceiverOptions {
+    fn default() -> Self {
+        ReceiverOptions {
+            content_type: "application/json",
+            rate_limit: None,
+            max_body_bytes: 1_000_000,
+        }
+    }
+}
+
+/// A webhook endpoint on 127.0.0.1 that checks what SecureX checks: POST,
+/// `api_key`, `Content-Type` equal to its configured type, `Accept:
+/// application/json`, body size and request rate. Accepted bodies get 202
+/// with an empty body.
+pub struct Receiver {
+    pub url: String,
+    seen: Arc<Mutex<Seen>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Receiver {
+    pub fn start(options: ReceiverOptions) -> Receiver {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
+        let port = server.server_addr().to_ip().expect("ip listener").port();
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (thread_server, thread_seen) = (server.clone(), seen.clone());
+        thread::spawn(move || {
+            let mut accepted_at: Vec<Instant> = Vec::new();
+            for mut request in thread_server.incoming_requests() {
+                let header = |name: &str| {
+                    request
+                        .headers()
+                        .iter()
+                        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+                        .map(|h| h.value.as_str().to_string())
+                        .unwrap_or_default()
+                };
+                let content_type = header("Content-Type");
+                let accept = header("Accept");
+                let mut body = Vec::new();
+                let _ = request.as_reader().read_to_end(&mut body);
+                let key_ok = url::Url::parse(&format!("http://receiver{}", request.url()))
+                    .is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "api_key" && v == API_KEY));
+                let now = Instant::now();
+                let over_rate = options.rate_limit.is_some_and(|(count, period)| {
+                    accepted_at.retain(|t| now.duration_since(*t) < period);
+                    accepted_at.len() >= count
+                });
+                let status = if *request.method() != tiny_http::Method::Post {
+                    405
+                } else if !key_ok {
+                    401
+                } else if content_type != options.content_type {
+                    415
+                } else if accept != "application/json" {
+                    406
+                } else if body.len() > options.max_body_bytes {
+                    413
+                } else if over_rate {
+                    429
+                } else {
+                    202
+                };
+                {
+                    let mut seen = thread_seen.lock().unwrap();
+                    if status == 202 {
+                        accepted_at.push(now);
+                        let value: serde_json::Value =
+                            serde_json::from_slice(&body).expect("accepted body is JSON");
+                        seen.events
+                            .extend(value["events"].as_array().cloned().unwrap_or_default());
+                    }
+                    seen.requests.push(Request {
+                        status,
+                        content_type,
+                        body,
+                    });
+                }
+                let _ = request.respond(tiny_http::Response::empty(status));
+            }
+        });
+        Receiver {
+            url: format!(
+                "http://127.0.0.1:{port}/webhooks/01TEST?api_key={}",
+                url::form_urlencoded::byte_serialize(API_KEY.as_bytes()).collect::<String>()
+            ),
+            seen,
+            server,
+        }
+    }
+
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.seen.lock().unwrap().events.clone()
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.seen.lock().unwrap().requests.clone()
+    }
+
+    pub fn wait_for_events(&self, count: usize, timeout: Duration) -> Vec<serde_json::Value> {
+        wait_until(timeout, &format!("{count} events at the receiver"), || {
+            self.events().len() >= count
+        });
+        self.events()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// The real binary, running with a config in a temp folder; its stderr (logs)
+/// is collected so tests can wait on log lines and grep for secrets.
+pub struct Agent {
+    child: Child,
+    logs: Arc<Mutex<String>>,
+    stdout: Arc<Mutex<String>>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_tailhook")
+}
+
+impl Agent {
+    pub fn start(config: &Path) -> Agent {
+        let mut child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(config)
+            .env("TAILHOOK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tailhook");
+        let logs = collect(child.stderr.take().expect("piped stderr"));
+        let stdout = collect(child.stdout.take().expect("piped stdout"));
+        Agent {
+            child,
+            logs,
+            stdout,
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        wait_until(timeout, &format!("log line containing {needle:?}"), || {
+            self.logs().contains(needle)
+        });
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let mut code = None;
+        wait_until(timeout, "the agent to exit", || {
+            match self.child.try_wait() {
+                Ok(Some(status)) => {
+                    code = status.code();
+                    true
+                }
+                _ => false,
+            }
+        });
+        code
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let text = Arc::new(Mutex::new(String::new()));
+    let sink = text.clone();
+    thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            let mut text = sink.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    text
+}
+
+/// A temp folder with a log file, a rules folder and a config.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    pub fn new() -> Setup {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir(dir.path().join("rules")).unwrap();
+        std::fs::write(dir.path().join("rules/test.toml"), TEST_RULES).unwrap();
+        Setup { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.path("tailhook.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn append(&self, file: &str, lines: &[String]) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path(file))
+            .unwrap();
+        for line in lines {
+            writeln!(f, "{line}").unwrap();
+        }
+    }
+}
+
+/// Rules the end-to-end tests rely on, independent of the shipped packs.
+pub const TEST_RULES: &str = r#"
+[[rule]]
+id = "test.auth_failed"
+severity = "high"
+regex = '^seq=(?P<event.sequence>\d+) Failed password for (?P<user.name>\S+) from (?P<source.ip>[0-9a-f.:]+) port (?P<source.port>\d+)$'
+types = { "event.sequence" = "int", "source.port" = "int", "source.ip" = "ip" }
+
+[[rule.example]]
+line = "seq=1 Failed password for root from 192.0.2.1 port 22"
+fields = { "event.sequence" = 1, "user.name" = "root", "source.ip" = "192.0.2.1", "source.port" = 22 }
+"#;
+
+pub fn failed_line(seq: usize) -> String {
+    format!(
+        "seq={seq} Failed password for user{seq} from 192.0.2.{} port {}",
+        seq % 250 + 1,
+        1000 + seq
+    )
+}
+
+pub fn noise_line(seq: usize) -> String {
+    format!("seq={seq} Accepted password for user{seq} from 192.0.2.1 port 22")
+}
