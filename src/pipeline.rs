@@ -153,7 +153,7 @@ impl Pipeline {
             matchers: self.matchers,
             router,
         };
-        let tailer = Tailer::spawn(&self.config.inputs, options, stage);
+        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
         tracing::info!(config = %self.config.source.display(), "tailhook running");
 
         shutdown.await;
@@ -162,14 +162,19 @@ impl Pipeline {
             grace_ms = grace.as_millis() as u64,
             "stopping: flushing queued events"
         );
-        let drain = async {
-            let _ = tokio::task::spawn_blocking(move || tailer.stop()).await;
+        // The tailer stops reading, closes the queues, and commits offsets as
+        // the deliveries finish; both are bounded by the same grace period.
+        let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
+        let drained = tokio::time::timeout(grace, async {
             while deliveries.join_next().await.is_some() {}
-        };
-        if tokio::time::timeout(grace, drain).await.is_err() {
+        })
+        .await;
+        let _ = tailer_stopped.await;
+        if drained.is_err() {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
-                "shutdown_timeout elapsed before every queued event was delivered; the rest are not sent"
+                "shutdown_timeout elapsed before every queued event was delivered; \
+                 their lines are not committed and will be read again at the next start"
             );
         } else {
             tracing::info!("stopped");
@@ -197,7 +202,9 @@ impl LineSink for RuleStage {
                     fields,
                     line.truncated,
                 );
-                self.router.push_blocking(event).map_err(|_| SinkClosed)?;
+                self.router
+                    .push_blocking(event, &line.commit)
+                    .map_err(|_| SinkClosed)?;
             }
         }
         Ok(())

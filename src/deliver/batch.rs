@@ -11,18 +11,26 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::event::{Envelope, Event};
+use crate::queue::Queued;
+use crate::tail::CommitToken;
 
-/// An event with its JSON encoding, computed once.
-#[derive(Debug, Clone)]
+/// An event with its JSON encoding, computed once. Dropping it (after
+/// delivery or dead-lettering) releases its line for commit.
+#[derive(Debug)]
 pub struct Encoded {
     pub event: Arc<Event>,
     pub json: Vec<u8>,
+    _commit: CommitToken,
 }
 
 impl Encoded {
-    pub fn new(event: Arc<Event>) -> Encoded {
-        let json = serde_json::to_vec(&*event).expect("events always serialize");
-        Encoded { event, json }
+    pub fn new(queued: Queued) -> Encoded {
+        let json = serde_json::to_vec(&*queued.event).expect("events always serialize");
+        Encoded {
+            event: queued.event,
+            json,
+            _commit: queued.commit,
+        }
     }
 }
 
@@ -64,8 +72,8 @@ impl Pending {
         self.max_body_bytes.saturating_sub(self.overhead)
     }
 
-    pub fn push(&mut self, event: Arc<Event>) -> Admitted {
-        let encoded = Encoded::new(event);
+    pub fn push(&mut self, queued: Queued) -> Admitted {
+        let encoded = Encoded::new(queued);
         let encoded = if encoded.json.len() > self.room_for_one() {
             match shrink(encoded, self.room_for_one()) {
                 Ok(shrunk) => shrunk,
@@ -148,6 +156,7 @@ fn shrink(encoded: Encoded, room: usize) -> Result<Encoded, Encoded> {
     Ok(Encoded {
         event: Arc::new(event),
         json,
+        _commit: encoded._commit,
     })
 }
 
@@ -157,8 +166,8 @@ mod tests {
     use crate::event::{Fields, LogOrigin};
     use crate::rules::Severity;
 
-    fn event(message: &str) -> Arc<Event> {
-        Arc::new(Event {
+    fn event(message: &str) -> Queued {
+        let event = Arc::new(Event {
             id: "0".repeat(32),
             rule: "r".into(),
             severity: Severity::Low,
@@ -170,7 +179,11 @@ mod tests {
             message: message.into(),
             fields: Fields::new(),
             truncated: false,
-        })
+        });
+        Queued {
+            event,
+            commit: CommitToken::default(),
+        }
     }
 
     fn body(envelope: &Envelope, batch: &[Encoded]) -> Vec<u8> {

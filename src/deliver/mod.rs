@@ -17,14 +17,13 @@ mod send;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use backon::BackoffBuilder;
 use tokio::time::Instant;
 
 use crate::config::WebhookConfig;
-use crate::event::{Envelope, Event};
-use crate::queue::EventReceiver;
+use crate::event::Envelope;
+use crate::queue::{EventReceiver, Queued};
 use batch::{Admitted, Encoded, Pending};
 use limit::RateLimiter;
 use send::{Outcome, Transport};
@@ -95,7 +94,7 @@ impl Deliverer {
         }
     }
 
-    fn admit(&self, pending: &mut Pending, event: Arc<Event>) {
+    fn admit(&self, pending: &mut Pending, event: Queued) {
         if let Admitted::TooLarge(encoded) = pending.push(event) {
             let reason = format!(
                 "event of {} bytes cannot fit max_body_bytes = {} even with its message removed",

@@ -16,17 +16,25 @@ use tokio::sync::mpsc;
 use crate::config::RouteConfig;
 use crate::event::Event;
 use crate::rules::{compile_globs, id_selected};
+use crate::tail::CommitToken;
 
 /// Events one webhook's queue holds before `push` blocks.
 pub const QUEUE_CAPACITY: usize = 10_000;
 
-pub type EventReceiver = mpsc::Receiver<Arc<Event>>;
+/// An event waiting for one webhook. Its line's offset stays uncommitted
+/// until every webhook's copy of `commit` is dropped, after delivery.
+pub struct Queued {
+    pub event: Arc<Event>,
+    pub commit: CommitToken,
+}
+
+pub type EventReceiver = mpsc::Receiver<Queued>;
 
 #[derive(Debug)]
 pub struct QueueClosed;
 
 pub struct Router {
-    queues: Vec<mpsc::Sender<Arc<Event>>>,
+    queues: Vec<mpsc::Sender<Queued>>,
     /// Rule id → indexes into `queues`.
     destinations: HashMap<String, Vec<usize>>,
 }
@@ -86,11 +94,15 @@ impl Router {
 
     /// Queues `event` for each of its rule's webhooks, waiting while a queue is
     /// full. Called from the tailer thread, outside the async runtime.
-    pub fn push_blocking(&self, event: Event) -> Result<(), QueueClosed> {
+    pub fn push_blocking(&self, event: Event, commit: &CommitToken) -> Result<(), QueueClosed> {
         let event = Arc::new(event);
         for &i in self.destinations(&event.rule) {
+            let queued = Queued {
+                event: event.clone(),
+                commit: commit.clone(),
+            };
             self.queues[i]
-                .blocking_send(event.clone())
+                .blocking_send(queued)
                 .map_err(|_| QueueClosed)?;
         }
         Ok(())

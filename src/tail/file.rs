@@ -4,14 +4,17 @@
 //! renamed or deleted (log rotation) is still read to its end. Identity is the
 //! (device, inode) pair of that handle.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::checkpoint::Fingerprint;
 use super::reader::{LineReader, RawLine};
+use super::CommitToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId {
@@ -38,8 +41,19 @@ pub struct ReadOutcome {
     pub more: bool,
 }
 
+/// Where reading a newly opened file starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    Beginning,
+    /// After the last complete line present now.
+    End,
+    /// A committed offset from a checkpoint.
+    Offset(u64),
+}
+
 pub struct TailedFile {
     pub id: FileId,
+    pub fingerprint: Fingerprint,
     /// The path it was last seen at; the event's `log.file`.
     pub path: Arc<str>,
     file: File,
@@ -49,37 +63,61 @@ pub struct TailedFile {
     pub live: bool,
     /// When this file was last seen at its end without growing.
     pub idle_since: Option<Instant>,
+    /// Chunks handed downstream, oldest first, with the offset that becomes
+    /// committed once every holder of the chunk's token has let it go.
+    in_flight: VecDeque<(CommitToken, u64)>,
+    committed: u64,
 }
 
 const CHUNK: usize = 64 * 1024;
 
 impl TailedFile {
-    /// Opens `path`; reading starts at the end when `from_end`, else at 0.
-    pub fn open(path: &Path, from_end: bool, max_line_bytes: usize) -> io::Result<TailedFile> {
-        let mut file = File::open(path)?;
+    /// Opens `path`, positioned at its beginning; see [`TailedFile::start_from`].
+    pub fn open(path: &Path, max_line_bytes: usize) -> io::Result<TailedFile> {
+        let file = File::open(path)?;
         let meta = file.metadata()?;
-        let reader = if from_end && meta.len() > 0 {
-            let end = meta.len();
-            file.seek(SeekFrom::Start(end - 1))?;
-            let mut last = [0u8; 1];
-            file.read_exact(&mut last)?;
-            if last[0] == b'\n' {
-                LineReader::new(end, max_line_bytes)
-            } else {
-                LineReader::starting_mid_line(end, max_line_bytes)
-            }
-        } else {
-            LineReader::new(0, max_line_bytes)
-        };
-        file.seek(SeekFrom::Start(reader.position()))?;
         Ok(TailedFile {
             id: FileId::of(&meta),
+            fingerprint: Fingerprint::of(&file)?,
             path: Arc::from(path.to_string_lossy().as_ref()),
             file,
-            reader,
+            reader: LineReader::new(0, max_line_bytes),
             live: true,
             idle_since: None,
+            in_flight: VecDeque::new(),
+            committed: 0,
         })
+    }
+
+    /// Moves a just-opened file to where reading starts.
+    pub fn start_from(&mut self, start: StartFrom) -> io::Result<()> {
+        let size = self.file.metadata()?.len();
+        let max_line_bytes = self.reader.max_line_bytes();
+        self.reader = match start {
+            StartFrom::End if size > 0 => {
+                let mut last = [0u8; 1];
+                self.file.read_exact_at(&mut last, size - 1)?;
+                if last[0] == b'\n' {
+                    LineReader::new(size, max_line_bytes)
+                } else {
+                    LineReader::starting_mid_line(size, max_line_bytes)
+                }
+            }
+            StartFrom::Offset(offset) if offset <= size => LineReader::new(offset, max_line_bytes),
+            StartFrom::Offset(offset) => {
+                tracing::warn!(
+                    file = %self.path,
+                    size,
+                    checkpoint = offset,
+                    "file is shorter than its checkpoint (truncated while stopped); reading it from the start"
+                );
+                LineReader::new(0, max_line_bytes)
+            }
+            StartFrom::End | StartFrom::Beginning => LineReader::new(0, max_line_bytes),
+        };
+        self.committed = self.reader.line_start();
+        self.file.seek(SeekFrom::Start(self.reader.position()))?;
+        Ok(())
     }
 
     pub fn set_path(&mut self, path: &Path) {
@@ -90,6 +128,45 @@ impl TailedFile {
 
     pub fn position(&self) -> u64 {
         self.reader.position()
+    }
+
+    /// Registers a chunk of lines just read; the returned token goes with
+    /// the lines, and the chunk is committed once all its copies are dropped.
+    pub fn chunk_token(&mut self) -> CommitToken {
+        let token = CommitToken::default();
+        self.in_flight
+            .push_back((token.clone(), self.reader.line_start()));
+        token
+    }
+
+    /// The offset up to which every line's events have left the pipeline.
+    pub fn committed(&mut self) -> u64 {
+        while let Some((token, end)) = self.in_flight.front() {
+            if !token.is_last() {
+                break;
+            }
+            self.committed = *end;
+            self.in_flight.pop_front();
+        }
+        self.committed
+    }
+
+    pub fn has_in_flight(&mut self) -> bool {
+        self.committed();
+        !self.in_flight.is_empty()
+    }
+
+    /// Extends a fingerprint taken while the file was shorter than the window.
+    pub fn refresh_fingerprint(&mut self) {
+        if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES {
+            if let Ok(fingerprint) = Fingerprint::of(&self.file) {
+                self.fingerprint = fingerprint;
+            }
+        }
+    }
+
+    pub fn file(&self) -> &File {
+        &self.file
     }
 
     /// Reads what was appended since the last call, up to `budget` bytes.
@@ -106,6 +183,9 @@ impl TailedFile {
             );
             self.reader.reset(0);
             self.file.seek(SeekFrom::Start(0))?;
+            // What was in flight came from content that no longer exists.
+            self.in_flight.clear();
+            self.committed = 0;
         }
         let mut outcome = ReadOutcome::default();
         let mut buf = [0u8; CHUNK];
@@ -129,12 +209,18 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn opened(path: &Path, start: StartFrom) -> TailedFile {
+        let mut file = TailedFile::open(path, 1024).unwrap();
+        file.start_from(start).unwrap();
+        file
+    }
+
     #[test]
     fn from_end_skips_existing_content_including_a_partial_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "old 1\nold 2\npart").unwrap();
-        let mut tailed = TailedFile::open(&path, true, 1024).unwrap();
+        let mut tailed = opened(&path, StartFrom::End);
         let mut f = std::fs::OpenOptions::new()
             .append(true)
             .open(&path)
@@ -152,7 +238,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "one\ntwo\n").unwrap();
-        let mut tailed = TailedFile::open(&path, false, 1024).unwrap();
+        let mut tailed = opened(&path, StartFrom::Beginning);
         let mut out = Vec::new();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 2);
@@ -180,11 +266,41 @@ mod tests {
     }
 
     #[test]
+    fn commit_advances_only_when_every_token_copy_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "one\ntwo\nthr").unwrap();
+        let mut tailed = opened(&path, StartFrom::Beginning);
+        let mut out = Vec::new();
+        tailed.read(u64::MAX, &mut out).unwrap();
+        let first = tailed.chunk_token();
+        let held = first.clone();
+        drop(first);
+        assert_eq!(tailed.committed(), 0, "an event still holds the chunk");
+        drop(held);
+        assert_eq!(
+            tailed.committed(),
+            8,
+            "committed up to the last complete line"
+        );
+        assert!(!tailed.has_in_flight());
+
+        let resumed = opened(&path, StartFrom::Offset(8));
+        assert_eq!(resumed.position(), 8);
+        let beyond = opened(&path, StartFrom::Offset(1000));
+        assert_eq!(
+            beyond.position(),
+            0,
+            "a checkpoint past the end means truncation"
+        );
+    }
+
+    #[test]
     fn read_respects_its_budget() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n".repeat(100_000)).unwrap();
-        let mut tailed = TailedFile::open(&path, false, 1024).unwrap();
+        let mut tailed = opened(&path, StartFrom::Beginning);
         let mut out = Vec::new();
         let first = tailed.read(CHUNK as u64, &mut out).unwrap();
         assert!(first.more);

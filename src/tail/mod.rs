@@ -2,15 +2,20 @@
 //!
 //! One thread follows every input's files: `discover` says which paths match,
 //! `file` follows each file by its handle and identity, `reader` cuts bytes into
-//! lines, `watch` wakes the thread early when inotify sees a change. A periodic
-//! stat of every known file is the source of truth, so a lost notification
-//! delays a line by at most `poll_interval`.
+//! lines, `checkpoint` remembers on disk how far each file is committed, `watch`
+//! wakes the thread early when inotify sees a change. A periodic stat of every
+//! known file is the source of truth, so a lost notification delays a line by
+//! at most `poll_interval`.
 //!
 //! Lines leave through a [`LineSink`]. A sink that blocks (its queue is full)
 //! blocks this thread, so back-pressure from a slow webhook reaches the files,
-//! which are the buffer. When `accept` returns, the lines' events are handed
-//! off: that is the point a checkpoint may be committed.
+//! which are the buffer. Every line carries a [`CommitToken`] shared by its
+//! chunk; whoever holds the line's events holds a copy, and the chunk's end
+//! offset is committed once every copy is dropped. Today that is after the
+//! webhook took the events; a durable queue moves the point to "written to
+//! disk" just by dropping the token there, without touching this module.
 
+mod checkpoint;
 mod discover;
 mod file;
 mod reader;
@@ -18,14 +23,14 @@ mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, StartAt};
+use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
-use file::{FileId, TailedFile};
+use file::{FileId, StartFrom, TailedFile};
 use reader::RawLine;
 use watch::{Waker, Wakeups};
 
@@ -39,6 +44,17 @@ pub trait LineSink: Send + 'static {
 #[derive(Debug)]
 pub struct SinkClosed;
 
+/// Held by everything that carries a line or its events; see the module doc.
+#[derive(Debug, Clone, Default)]
+pub struct CommitToken(Arc<()>);
+
+impl CommitToken {
+    /// Whether only the tailer's own copy is left.
+    fn is_last(&self) -> bool {
+        Arc::strong_count(&self.0) == 1
+    }
+}
+
 /// A complete line read from a file, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Line {
@@ -50,6 +66,7 @@ pub struct Line {
     pub text: String,
     /// The line was longer than `max_line_bytes` and was cut.
     pub truncated: bool,
+    pub commit: CommitToken,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +78,8 @@ pub struct TailOptions {
     pub rotated_idle: Duration,
     /// Bytes read from one file before moving on to the next, for fairness.
     pub read_budget: u64,
+    /// Checkpoints are written at most this often (each write is an fsync).
+    pub checkpoint_interval: Duration,
 }
 
 impl Default for TailOptions {
@@ -69,6 +88,7 @@ impl Default for TailOptions {
             poll_interval: Duration::from_secs(1),
             rotated_idle: Duration::from_secs(30),
             read_budget: 1024 * 1024,
+            checkpoint_interval: Duration::from_millis(250),
         }
     }
 }
@@ -82,14 +102,20 @@ struct Input {
 
 /// Handle to the tailer thread.
 pub struct Tailer {
-    stop: Arc<AtomicBool>,
+    stop: StopRequest,
     waker: Waker,
     thread: JoinHandle<()>,
 }
 
 impl Tailer {
-    /// Starts following `inputs`; lines go to `sink` in chunks.
-    pub fn spawn(inputs: &[InputConfig], options: TailOptions, sink: impl LineSink) -> Tailer {
+    /// Starts following `inputs`, resuming from the checkpoints in
+    /// `state_dir`; lines go to `sink` in chunks.
+    pub fn spawn(
+        inputs: &[InputConfig],
+        state_dir: &std::path::Path,
+        options: TailOptions,
+        sink: impl LineSink,
+    ) -> Tailer {
         let inputs: Vec<Input> = inputs
             .iter()
             .map(|c| Input {
@@ -101,13 +127,15 @@ impl Tailer {
             .collect();
         let wakeups = Wakeups::new();
         let waker = wakeups.waker();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Mutex::new(None));
         let state = TailState {
             inputs,
             options,
             files: BTreeMap::new(),
             unreadable: HashSet::new(),
-            sink: Box::new(sink),
+            sink: Some(Box::new(sink)),
+            checkpoints: CheckpointStore::open(state_dir),
+            last_checkpoint: Instant::now(),
             wakeups,
             stop: stop.clone(),
         };
@@ -122,9 +150,12 @@ impl Tailer {
         }
     }
 
-    /// Asks the thread to stop after its current read, and waits for it.
-    pub fn stop(self) {
-        self.stop.store(true, Ordering::SeqCst);
+    /// Asks the thread to stop after its current read, closes the sink, and
+    /// waits up to `grace` for the events in flight to be delivered so their
+    /// offsets are committed. What is not committed is read again next start.
+    pub fn stop(self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        *self.stop.lock().expect("stop flag") = Some(deadline);
         self.waker.wake();
         let _ = self.thread.join();
     }
@@ -137,25 +168,74 @@ struct TailState {
     files: BTreeMap<(usize, FileId), TailedFile>,
     /// Paths that failed to open, warned about once until they open again.
     unreadable: HashSet<PathBuf>,
-    sink: Box<dyn LineSink>,
+    /// Dropped at shutdown, which closes the queues behind it.
+    sink: Option<Box<dyn LineSink>>,
+    checkpoints: CheckpointStore,
+    last_checkpoint: Instant,
     wakeups: Wakeups,
-    stop: Arc<AtomicBool>,
+    stop: StopRequest,
 }
+
+/// Set to the deadline for committing in-flight events when stopping.
+type StopRequest = Arc<Mutex<Option<Instant>>>;
 
 impl TailState {
     fn run(mut self) {
         let mut first_scan = true;
-        while !self.stop.load(Ordering::SeqCst) {
+        let deadline = loop {
+            if let Some(deadline) = *self.stop.lock().expect("stop flag") {
+                break deadline;
+            }
             self.discover(first_scan);
+            if first_scan {
+                // Record at once where the first start began: a crash before
+                // the next write must not make the restart a "first start"
+                // that skips, with start_at = "end", what was written since.
+                self.save_checkpoints(true);
+            }
             first_scan = false;
             let Some(more) = self.read_all() else {
                 tracing::debug!("line consumer closed; tailer stops");
-                return;
+                break Instant::now();
             };
             self.let_go_of_finished_files();
+            self.save_checkpoints(false);
             if !more {
                 self.wakeups.wait(self.options.poll_interval);
             }
+        };
+        self.sink = None;
+        while self.files.values_mut().any(TailedFile::has_in_flight) && Instant::now() < deadline {
+            self.save_checkpoints(false);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.save_checkpoints(true);
+    }
+
+    /// Writes every file's committed offset, at most every
+    /// `checkpoint_interval` unless `now`.
+    fn save_checkpoints(&mut self, now: bool) {
+        if !now && self.last_checkpoint.elapsed() < self.options.checkpoint_interval {
+            return;
+        }
+        self.last_checkpoint = Instant::now();
+        let current = self
+            .files
+            .iter_mut()
+            .map(|(&(input, id), file)| {
+                file.refresh_fingerprint();
+                Checkpoint {
+                    input: self.inputs[input].name.clone(),
+                    dev: id.dev,
+                    ino: id.ino,
+                    fingerprint: file.fingerprint,
+                    path: file.path.to_string(),
+                    offset: file.committed(),
+                }
+            })
+            .collect();
+        if let Err(e) = self.checkpoints.save(current) {
+            tracing::warn!(error = %e, "cannot write checkpoints; will retry");
         }
     }
 
@@ -184,9 +264,13 @@ impl TailState {
             return;
         }
         let input = &self.inputs[index];
-        // Files that appear after start-up are read whole: they are new logs.
-        let from_end = first_scan && input.start_at == StartAt::End;
-        match TailedFile::open(&path, from_end, input.max_line_bytes) {
+        let opened = TailedFile::open(&path, input.max_line_bytes).and_then(|mut file| {
+            let start = self.start_position(index, &file, first_scan)?;
+            file.start_from(start)?;
+            Ok(file)
+        });
+        let input = &self.inputs[index];
+        match opened {
             Ok(file) => {
                 self.unreadable.remove(&path);
                 tracing::info!(input = %input.name, file = %path.display(), position = file.position(), "tailing file");
@@ -200,6 +284,31 @@ impl TailState {
                 }
             }
         }
+    }
+
+    /// Where a newly seen file starts: its checkpoint if it is the same file
+    /// (inode and first bytes); else its end only on the very first start for
+    /// `start_at = "end"`; else its beginning, because it is a new log.
+    fn start_position(
+        &mut self,
+        index: usize,
+        file: &TailedFile,
+        first_scan: bool,
+    ) -> std::io::Result<StartFrom> {
+        let input = &self.inputs[index];
+        Ok(match self.checkpoints.claim(&input.name, file.id) {
+            Some(checkpoint) if checkpoint.fingerprint.matches(file.file())? => {
+                StartFrom::Offset(checkpoint.offset)
+            }
+            Some(_) => {
+                tracing::info!(file = %file.path, "file reuses a checkpointed inode with other content; reading it as a new file");
+                StartFrom::Beginning
+            }
+            None if first_scan && !self.checkpoints.existed && input.start_at == StartAt::End => {
+                StartFrom::End
+            }
+            None => StartFrom::Beginning,
+        })
     }
 
     /// Reads every file once. `None` when the consumer is gone; otherwise
@@ -231,6 +340,7 @@ impl TailState {
             };
             more |= outcome.more;
             if !raw.is_empty() {
+                let commit = file.chunk_token();
                 let lines = raw
                     .drain(..)
                     .map(
@@ -244,10 +354,11 @@ impl TailState {
                             offset,
                             text,
                             truncated,
+                            commit: commit.clone(),
                         },
                     )
                     .collect();
-                self.sink.accept(lines).ok()?;
+                self.sink.as_mut()?.accept(lines).ok()?;
             }
         }
         Some(more)
@@ -258,7 +369,9 @@ impl TailState {
     fn let_go_of_finished_files(&mut self) {
         let idle = self.options.rotated_idle;
         self.files.retain(|_, file| {
-            let finished = !file.live && file.idle_since.is_some_and(|since| since.elapsed() >= idle);
+            let finished = !file.live
+                && file.idle_since.is_some_and(|since| since.elapsed() >= idle)
+                && !file.has_in_flight();
             if finished {
                 tracing::info!(file = %file.path, position = file.position(), "rotated file read to its end; closing it");
             }

@@ -53,6 +53,16 @@ impl LineReader {
         self.position
     }
 
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
+    }
+
+    /// Offset just past the last complete line: where reading would resume
+    /// after a restart without repeating or skipping a line.
+    pub fn line_start(&self) -> u64 {
+        self.line_start
+    }
+
     /// Forgets everything and restarts at `position` (after truncation).
     pub fn reset(&mut self, position: u64) {
         *self = LineReader::new(position, self.max_line_bytes);

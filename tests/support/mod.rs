@@ -95,6 +95,9 @@ impl Receiver {
                     accepted_at.retain(|t| now.duration_since(*t) < period);
                     accepted_at.len() >= count
                 });
+                // A sender killed mid-request leaves a cut body: a real server
+                // answers 400, and so do we, instead of recording it.
+                let parsed = serde_json::from_slice::<serde_json::Value>(&body);
                 let status = if *request.method() != tiny_http::Method::Post {
                     405
                 } else if !key_ok {
@@ -107,6 +110,8 @@ impl Receiver {
                     413
                 } else if over_rate {
                     429
+                } else if parsed.is_err() {
+                    400
                 } else {
                     202
                 };

@@ -1,0 +1,252 @@
+//! Checkpoints: how far each followed file has been committed, on disk.
+//!
+//! An offset is committed only when every event from the lines before it has
+//! left the pipeline (delivered or dead-lettered), so a crash re-reads at most
+//! what was not yet committed and loses nothing. The file is written
+//! crash-consistently (temp file, fsync, rename, fsync of the folder) and is a
+//! versioned document so later formats can read this one. A corrupt file is
+//! set aside with a warning and tailing starts over from the config's
+//! `start_at`, never a crash loop.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::file::FileId;
+
+/// Bytes at the start of a file that identify it together with its inode: a
+/// reused inode with other content is a new file. Shorter files use what they
+/// have, and the fingerprint grows with them up to this size.
+pub const FINGERPRINT_BYTES: usize = 256;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub input: String,
+    pub dev: u64,
+    pub ino: u64,
+    pub fingerprint: Fingerprint,
+    /// Last path the file was seen at; entries whose path is gone are dropped.
+    pub path: String,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    pub len: usize,
+    pub hash: u64,
+}
+
+impl Fingerprint {
+    /// Of the first `FINGERPRINT_BYTES` (or fewer, when the file is shorter).
+    pub fn of(file: &File) -> io::Result<Fingerprint> {
+        Self::of_prefix(file, FINGERPRINT_BYTES)
+    }
+
+    fn of_prefix(file: &File, len: usize) -> io::Result<Fingerprint> {
+        let mut buf = vec![0u8; len];
+        let mut filled = 0;
+        while filled < len {
+            match file.read_at(&mut buf[filled..], filled as u64)? {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        Ok(Fingerprint {
+            len: filled,
+            hash: xxhash_rust::xxh3::xxh3_64(&buf[..filled]),
+        })
+    }
+
+    /// Whether `file` still starts with the bytes this fingerprint was taken of.
+    pub fn matches(&self, file: &File) -> io::Result<bool> {
+        Ok(Self::of_prefix(file, self.len)? == *self)
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "version")]
+enum Stored {
+    #[serde(rename = "1")]
+    V1 { files: Vec<Checkpoint> },
+}
+
+pub struct CheckpointStore {
+    path: PathBuf,
+    /// Whether a checkpoint file was found: if not, this is the first start.
+    pub existed: bool,
+    loaded: BTreeMap<(String, FileId), Checkpoint>,
+    last_saved: Vec<Checkpoint>,
+}
+
+impl CheckpointStore {
+    pub fn open(state_dir: &Path) -> CheckpointStore {
+        let path = state_dir.join("checkpoints.json");
+        let mut store = CheckpointStore {
+            path: path.clone(),
+            existed: false,
+            loaded: BTreeMap::new(),
+            last_saved: Vec::new(),
+        };
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return store,
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot read checkpoints; starting as on a first start");
+                return store;
+            }
+        };
+        store.existed = true;
+        match serde_json::from_slice::<Stored>(&text) {
+            Ok(Stored::V1 { files }) => {
+                store.last_saved = files.clone();
+                store.loaded = files
+                    .into_iter()
+                    .map(|c| {
+                        (
+                            (
+                                c.input.clone(),
+                                FileId {
+                                    dev: c.dev,
+                                    ino: c.ino,
+                                },
+                            ),
+                            c,
+                        )
+                    })
+                    .collect();
+            }
+            Err(e) => {
+                let aside = path.with_extension("json.corrupt");
+                let _ = std::fs::rename(&path, &aside);
+                tracing::warn!(
+                    file = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "checkpoint file is corrupt; set it aside and starting as on a first start"
+                );
+                store.existed = false;
+            }
+        }
+        store
+    }
+
+    /// The checkpoint recorded for this input's file, taken out of the store.
+    pub fn claim(&mut self, input: &str, id: FileId) -> Option<Checkpoint> {
+        self.loaded.remove(&(input.to_string(), id))
+    }
+
+    /// Writes `current` plus loaded entries not claimed yet whose file still
+    /// exists (e.g. one that is unreadable for now). Skips the write when
+    /// nothing changed since the file was last written.
+    pub fn save(&mut self, mut current: Vec<Checkpoint>) -> io::Result<()> {
+        self.loaded.retain(|_, c| Path::new(&c.path).exists());
+        current.extend(self.loaded.values().cloned());
+        if self.existed && current == self.last_saved {
+            return Ok(());
+        }
+        let text = serde_json::to_vec_pretty(&Stored::V1 {
+            files: current.clone(),
+        })
+        .expect("checkpoints serialize");
+        write_atomically(&self.path, &text)?;
+        self.last_saved = current;
+        self.existed = true;
+        Ok(())
+    }
+}
+
+/// Write, fsync, rename over, fsync the folder: after a crash the file holds
+/// either the old or the new content, never a mix.
+fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let folder = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder)?;
+    let temp = path.with_extension("json.tmp");
+    let mut file = File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)?;
+    File::open(folder)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(offset: u64, path: &Path) -> Checkpoint {
+        Checkpoint {
+            input: "auth".into(),
+            dev: 1,
+            ino: 2,
+            fingerprint: Fingerprint { len: 3, hash: 4 },
+            path: path.to_string_lossy().into_owned(),
+            offset,
+        }
+    }
+
+    #[test]
+    fn saved_checkpoints_load_back_and_unclaimed_ones_survive_while_their_file_exists() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("a.log");
+        std::fs::write(&log, "x\n").unwrap();
+        let mut store = CheckpointStore::open(dir.path());
+        assert!(!store.existed);
+        store.save(vec![checkpoint(42, &log)]).unwrap();
+
+        let mut store = CheckpointStore::open(dir.path());
+        assert!(store.existed);
+        // Not claimed this time (say, unreadable): kept on the next save.
+        store.save(vec![]).unwrap();
+        let mut store = CheckpointStore::open(dir.path());
+        assert_eq!(
+            store
+                .claim("auth", FileId { dev: 1, ino: 2 })
+                .map(|c| c.offset),
+            Some(42)
+        );
+        assert_eq!(store.claim("auth", FileId { dev: 1, ino: 2 }), None);
+
+        std::fs::remove_file(&log).unwrap();
+        let mut store = CheckpointStore::open(dir.path());
+        store.save(vec![]).unwrap();
+        assert_eq!(
+            CheckpointStore::open(dir.path()).claim("auth", FileId { dev: 1, ino: 2 }),
+            None
+        );
+    }
+
+    #[test]
+    fn corrupt_or_truncated_file_is_set_aside_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("checkpoints.json"),
+            b"{\"version\":\"1\",\"fil",
+        )
+        .unwrap();
+        let store = CheckpointStore::open(dir.path());
+        assert!(!store.existed);
+        assert!(dir.path().join("checkpoints.json.corrupt").exists());
+        assert!(!dir.path().join("checkpoints.json").exists());
+    }
+
+    #[test]
+    fn fingerprint_grows_with_short_files_and_detects_replaced_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "short\n").unwrap();
+        let short = Fingerprint::of(&File::open(&path).unwrap()).unwrap();
+        assert_eq!(short.len, 6);
+        std::fs::write(&path, format!("short\n{}", "y".repeat(1000))).unwrap();
+        let file = File::open(&path).unwrap();
+        assert!(
+            short.matches(&file).unwrap(),
+            "a grown file still matches its old prefix"
+        );
+        assert_eq!(Fingerprint::of(&file).unwrap().len, FINGERPRINT_BYTES);
+        std::fs::write(&path, "other\n").unwrap();
+        assert!(!short.matches(&File::open(&path).unwrap()).unwrap());
+    }
+}
