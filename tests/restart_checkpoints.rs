@@ -32,10 +32,8 @@ batch_timeout = "20ms"
 /// How often each sequence number arrived.
 fn counts(receiver: &Receiver) -> BTreeMap<i64, usize> {
     let mut counts = BTreeMap::new();
-    for e in receiver.events() {
-        *counts
-            .entry(e["fields"]["event.sequence"].as_i64().unwrap())
-            .or_default() += 1;
+    for seq in sequences(&receiver.events()) {
+        *counts.entry(seq).or_default() += 1;
     }
     counts
 }

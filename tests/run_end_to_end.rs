@@ -62,10 +62,7 @@ fn matching_lines_arrive_with_their_fields_and_nothing_else_does() {
     );
     let events = receiver.wait_for_events(4, DEADLINE);
 
-    let sequences: Vec<i64> = events
-        .iter()
-        .map(|e| e["fields"]["event.sequence"].as_i64().unwrap())
-        .collect();
+    let sequences = sequences(&events);
     assert_eq!(sequences, vec![1, 3, 5, 6]);
     let e = &events[2];
     assert_eq!(e["rule"], "test.auth_failed");
@@ -120,10 +117,7 @@ fn files_present_at_first_start_are_read_from_their_end() {
     std::fs::remove_file(setup.path("auth.log")).unwrap();
     setup.append("auth.log", &[failed_line(4), failed_line(5)]);
     let events = receiver.wait_for_events(3, DEADLINE);
-    let sequences: Vec<i64> = events
-        .iter()
-        .map(|e| e["fields"]["event.sequence"].as_i64().unwrap())
-        .collect();
+    let sequences = sequences(&events);
     assert_eq!(sequences, vec![3, 4, 5]);
 }
 
@@ -220,10 +214,7 @@ fn rate_limit_windows_are_respected_and_batches_fill_while_waiting() {
         );
     }
     let events = receiver.wait_for_events(200, Duration::from_secs(60));
-    let sequences: Vec<i64> = events
-        .iter()
-        .map(|e| e["fields"]["event.sequence"].as_i64().unwrap())
-        .collect();
+    let sequences = sequences(&events);
     assert_eq!(
         sequences,
         (1..=200).collect::<Vec<_>>(),

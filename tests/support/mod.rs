@@ -312,6 +312,18 @@ pub fn failed_line(seq: usize) -> String {
     )
 }
 
+/// The `event.sequence` field of each event, in order.
+pub fn sequences(events: &[serde_json::Value]) -> Vec<i64> {
+    events
+        .iter()
+        .map(|e| {
+            e["fields"]["event.sequence"]
+                .as_i64()
+                .expect("test events carry a sequence")
+        })
+        .collect()
+}
+
 pub fn noise_line(seq: usize) -> String {
     format!("seq={seq} Accepted password for user{seq} from 192.0.2.1 port 22")
 }
