@@ -132,6 +132,10 @@ pub struct InputConfig {
     /// Longer lines are cut to this many bytes (and counted), never dropped.
     #[serde(default = "default_max_line_bytes")]
     pub max_line_bytes: usize,
+    /// A last line without its newline is held this long for the rest, then
+    /// taken as a line of its own.
+    #[serde(default = "default_partial_line_timeout", with = "humantime_duration")]
+    pub partial_line_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +149,10 @@ pub struct RouteConfig {
 
 fn match_everything() -> Vec<String> {
     vec!["*".to_string()]
+}
+
+fn default_partial_line_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 fn default_max_line_bytes() -> usize {

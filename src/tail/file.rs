@@ -130,6 +130,11 @@ impl TailedFile {
         self.reader.position()
     }
 
+    /// The held line without a newline, as a line of its own.
+    pub fn flush_partial_line(&mut self) -> Option<RawLine> {
+        self.reader.flush_partial()
+    }
+
     /// Registers a chunk of lines just read; the returned token goes with
     /// the lines, and the chunk is committed once all its copies are dropped.
     pub fn chunk_token(&mut self) -> CommitToken {

@@ -98,6 +98,7 @@ struct Input {
     paths: PathSet,
     start_at: StartAt,
     max_line_bytes: usize,
+    partial_line_timeout: Duration,
 }
 
 /// Handle to the tailer thread.
@@ -123,6 +124,7 @@ impl Tailer {
                 paths: PathSet::new(&c.paths, &c.exclude),
                 start_at: c.start_at,
                 max_line_bytes: c.max_line_bytes,
+                partial_line_timeout: c.partial_line_timeout,
             })
             .collect();
         let wakeups = Wakeups::new();
@@ -338,6 +340,15 @@ impl TailState {
                 (0, None) => Some(Instant::now()),
                 _ => None,
             };
+            let flush_after = self.inputs[input].partial_line_timeout;
+            if file
+                .idle_since
+                .is_some_and(|since| since.elapsed() >= flush_after)
+            {
+                // The writer stopped mid-line: the line is complete as far as
+                // anyone will ever know; hold it no longer.
+                raw.extend(file.flush_partial_line());
+            }
             more |= outcome.more;
             if !raw.is_empty() {
                 let commit = file.chunk_token();

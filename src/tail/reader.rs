@@ -104,6 +104,17 @@ impl LineReader {
         truncated
     }
 
+    /// Emits the bytes held for an unfinished line as a complete line, for a
+    /// writer that stopped mid-line. Whatever follows starts a new line.
+    pub fn flush_partial(&mut self) -> Option<RawLine> {
+        if self.skip_to_newline || self.position == self.line_start {
+            return None;
+        }
+        let line = self.take_line();
+        self.line_start = self.position;
+        Some(line)
+    }
+
     fn take_line(&mut self) -> RawLine {
         let mut bytes = std::mem::take(&mut self.partial);
         if bytes.last() == Some(&b'\r') {
@@ -199,6 +210,32 @@ mod tests {
         let mut reader = LineReader::new(0, 64);
         let out = lines(&mut reader, &[b"ok \xff\xfe\x00 end\n"]);
         assert_eq!(out[0].text, "ok \u{fffd}\u{fffd}\u{0} end");
+    }
+
+    #[test]
+    fn a_held_partial_line_can_be_flushed_once() {
+        let mut reader = LineReader::new(0, 64);
+        assert!(lines(&mut reader, &[b"done\nhalf"]).len() == 1);
+        let flushed = reader.flush_partial().unwrap();
+        assert_eq!(
+            flushed,
+            RawLine {
+                offset: 5,
+                text: "half".into(),
+                truncated: false
+            }
+        );
+        assert_eq!(reader.line_start(), 9);
+        assert_eq!(reader.flush_partial(), None);
+        let out = lines(&mut reader, &[b" more\n"]);
+        assert_eq!(
+            out,
+            vec![RawLine {
+                offset: 9,
+                text: " more".into(),
+                truncated: false
+            }]
+        );
     }
 
     #[test]

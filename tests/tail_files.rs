@@ -1,0 +1,124 @@
+//! What the tail stage does with the files it finds: globs and excludes,
+//! files appearing while running, lines that are too long, not UTF-8 or never
+//! finished, and state that is damaged or stale when the agent starts.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn config(setup: &Setup, url: &str, input: &str) -> std::path::PathBuf {
+    setup.write_config(&format!(
+        r#"
+[agent]
+state_dir = "state"
+poll_interval = "100ms"
+[rules]
+paths = ["rules"]
+[[input]]
+name = "auth"
+{input}
+[webhook.soc]
+url = "{url}"
+batch_timeout = "20ms"
+"#
+    ))
+}
+
+#[test]
+fn new_matching_files_are_picked_up_and_excluded_ones_are_not() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("logs")).unwrap();
+    let input = "paths = [\"logs/*.log\", \"logs/*.log.*\"]\nexclude = [\"logs/*.gz\"]";
+    let agent = Agent::start(&config(&setup, &receiver.url, input));
+    agent.wait_for_log("tailhook running", DEADLINE);
+
+    setup.append("logs/a.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    setup.append("logs/a.log.1.gz", &[failed_line(2)]);
+    setup.append("logs/notes.txt", &[failed_line(3)]);
+    setup.append("logs/b.log", &[failed_line(4)]);
+    setup.append("logs/b.log.1", &[failed_line(5)]);
+    receiver.wait_for_events(3, DEADLINE);
+    let mut seen = sequences(&receiver.events());
+    seen.sort();
+    assert_eq!(seen, vec![1, 4, 5]);
+    assert!(
+        !agent.logs().contains("a.log.1.gz"),
+        "an excluded file was opened"
+    );
+}
+
+#[test]
+fn long_binary_and_unfinished_lines_are_delivered_not_dropped() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let input = "paths = [\"auth.log\"]\nstart_at = \"beginning\"\nmax_line_bytes = 80\npartial_line_timeout = \"300ms\"";
+    let long = format!("{} {}", failed_line(1), "x".repeat(10_000));
+    let mut bytes = format!("{long}\n").into_bytes();
+    bytes.extend_from_slice(b"\xff\xfe\x00\x01 binary garbage\n");
+    bytes.extend_from_slice(format!("{}\n", failed_line(2)).as_bytes());
+    // Not valid UTF-8 inside a matching line: replaced, still matched.
+    bytes.extend_from_slice(b"seq=3 Failed password for us\xe9r3 from 192.0.2.4 port 1003\n");
+    // The last line has no newline yet.
+    bytes.extend_from_slice(failed_line(4).as_bytes());
+    std::fs::write(setup.path("auth.log"), bytes).unwrap();
+    let agent = Agent::start(&config(&setup, &receiver.url, input));
+
+    let events = receiver.wait_for_events(3, DEADLINE);
+    assert_eq!(sequences(&events[..3]), vec![2, 3, 4]);
+    assert_eq!(events[1]["fields"]["user.name"], "us\u{fffd}r3");
+    assert_eq!(
+        events[2]["message"],
+        failed_line(4),
+        "flushed after partial_line_timeout"
+    );
+    agent.wait_for_log("lines longer than max_line_bytes were cut", DEADLINE);
+    // The rest of the unfinished line arrives later: a line of its own.
+    setup.append("auth.log", &[String::new(), failed_line(5)]);
+    let events = receiver.wait_for_events(4, DEADLINE);
+    assert_eq!(sequences(&events), vec![2, 3, 4, 5]);
+}
+
+#[test]
+fn damaged_checkpoints_and_files_replaced_while_stopped_are_recovered_from() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url, "paths = [\"auth.log\"]");
+    setup.append("auth.log", &[failed_line(1)]);
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(2)]);
+    receiver.wait_for_events(1, DEADLINE);
+    agent.signal("TERM");
+    agent.wait_exit(DEADLINE);
+
+    // Replaced while stopped (the inode may well be reused): a new file.
+    std::fs::remove_file(setup.path("auth.log")).unwrap();
+    setup.append("auth.log", &[failed_line(3), failed_line(4)]);
+    let mut agent = Agent::start(&config);
+    receiver.wait_for_events(3, DEADLINE);
+    agent.signal("TERM");
+    agent.wait_exit(DEADLINE);
+
+    // A torn checkpoint file is set aside with a warning, never a crash loop.
+    std::fs::write(
+        setup.path("state/checkpoints.json"),
+        "{\"version\":\"1\",\"files\":[{\"inp",
+    )
+    .unwrap();
+    setup.append("auth.log", &[failed_line(5)]);
+    let agent = Agent::start(&config);
+    agent.wait_for_log("checkpoint file is corrupt", DEADLINE);
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(6)]);
+    let events = receiver.wait_for_events(4, DEADLINE);
+    // Line 5 was written while the state was lost: like a first start, the
+    // agent begins at the end (start_at = "end"), so 5 is not sent.
+    assert_eq!(sequences(&events), vec![2, 3, 4, 6]);
+    assert!(setup.path("state/checkpoints.json.corrupt").exists());
+}
