@@ -147,6 +147,7 @@ impl Pipeline {
         }
         let options = TailOptions {
             poll_interval: self.config.agent.poll_interval,
+            use_inotify: self.config.agent.inotify,
             ..TailOptions::default()
         };
         let stage = RuleStage {

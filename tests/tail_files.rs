@@ -122,3 +122,73 @@ fn damaged_checkpoints_and_files_replaced_while_stopped_are_recovered_from() {
     assert_eq!(sequences(&events), vec![2, 3, 4, 6]);
     assert!(setup.path("state/checkpoints.json.corrupt").exists());
 }
+
+#[test]
+fn with_inotify_off_polling_alone_delivers_every_line() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(
+        &setup,
+        &receiver.url,
+        "paths = [\"auth.log\"]\nstart_at = \"beginning\"",
+    );
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("[agent]", "[agent]\ninotify = false")).unwrap();
+    let agent = Agent::start(&config);
+    agent.wait_for_log("polling only", DEADLINE);
+    for seq in 1..=50 {
+        setup.append("auth.log", &[failed_line(seq)]);
+    }
+    let events = receiver.wait_for_events(50, DEADLINE);
+    assert_eq!(sequences(&events), (1..=50).collect::<Vec<_>>());
+}
+
+/// Root reads every file whatever its mode, so the agent runs as `nobody`.
+#[test]
+fn an_unreadable_file_is_warned_about_once_and_read_once_it_can_be() {
+    use std::os::unix::fs::PermissionsExt;
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    if !is_root || !std::path::Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run the agent as another user");
+        return;
+    }
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let mode = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    mode(setup.dir.path(), 0o777);
+    setup.append("secret.log", &[failed_line(1)]);
+    mode(&setup.path("secret.log"), 0o000);
+    setup.append("open.log", &[]);
+    let config = config(&setup, &receiver.url, "paths = [\"*.log\"]");
+    let wrapper = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+    ];
+    let agent = Agent::start_wrapped(&config, &wrapper);
+
+    agent.wait_for_log("cannot open file; will retry", DEADLINE);
+    setup.append("open.log", &[failed_line(2)]);
+    receiver.wait_for_events(1, DEADLINE);
+    setup.append("open.log", &[failed_line(3)]);
+    receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(
+        agent.logs().matches("cannot open file").count(),
+        1,
+        "one warning, not one per poll"
+    );
+
+    mode(&setup.path("secret.log"), 0o644);
+    let events = receiver.wait_for_events(3, DEADLINE);
+    assert_eq!(
+        sequences(&events),
+        vec![2, 3, 1],
+        "never read before, so read whole once readable"
+    );
+}

@@ -77,6 +77,9 @@ pub struct AgentConfig {
     /// How long SIGTERM/SIGINT may take to flush what is queued before exiting.
     #[serde(with = "humantime_duration")]
     pub shutdown_timeout: Duration,
+    /// inotify wakes the tailer as soon as a file changes; turn it off where
+    /// it does not work (NFS and other network file systems) to poll only.
+    pub inotify: bool,
 }
 
 impl Default for AgentConfig {
@@ -86,6 +89,7 @@ impl Default for AgentConfig {
             host: None,
             poll_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
+            inotify: true,
         }
     }
 }

@@ -80,6 +80,8 @@ pub struct TailOptions {
     pub read_budget: u64,
     /// Checkpoints are written at most this often (each write is an fsync).
     pub checkpoint_interval: Duration,
+    /// inotify as a wake-up hint; without it, files are polled only.
+    pub use_inotify: bool,
 }
 
 impl Default for TailOptions {
@@ -89,6 +91,7 @@ impl Default for TailOptions {
             rotated_idle: Duration::from_secs(30),
             read_budget: 1024 * 1024,
             checkpoint_interval: Duration::from_millis(250),
+            use_inotify: true,
         }
     }
 }
@@ -127,7 +130,7 @@ impl Tailer {
                 partial_line_timeout: c.partial_line_timeout,
             })
             .collect();
-        let wakeups = Wakeups::new();
+        let wakeups = Wakeups::new(options.use_inotify);
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
         let state = TailState {

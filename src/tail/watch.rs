@@ -30,19 +30,23 @@ impl Waker {
 }
 
 impl Wakeups {
-    pub fn new() -> Wakeups {
+    /// With `use_inotify` false (e.g. logs on NFS), or when notifications
+    /// cannot be set up, the tailer wakes only every poll interval.
+    pub fn new(use_inotify: bool) -> Wakeups {
         // One slot: a burst of events while the tailer is busy is one wake-up.
         let (sender, receiver) = std::sync::mpsc::sync_channel(1);
         let notify_sender = sender.clone();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-            wake(&notify_sender);
-        });
-        let watcher = match watcher {
-            Ok(w) => Some(w),
-            Err(e) => {
-                tracing::warn!(error = %e, "file notifications unavailable; polling only");
-                None
-            }
+        let watcher = if use_inotify {
+            // Every event wakes, errors and overflow included: the scan that
+            // follows finds what changed, whatever the event said.
+            notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
+                wake(&notify_sender);
+            })
+            .map_err(|e| tracing::warn!(error = %e, "file notifications unavailable; polling only"))
+            .ok()
+        } else {
+            tracing::info!("inotify disabled by config; polling only");
+            None
         };
         Wakeups {
             watcher,

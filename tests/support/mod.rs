@@ -179,7 +179,20 @@ pub fn binary() -> &'static str {
 
 impl Agent {
     pub fn start(config: &Path) -> Agent {
-        let mut child = Command::new(binary())
+        Self::start_wrapped(config, &[])
+    }
+
+    /// Runs the agent under `wrapper` (e.g. `setpriv …` to drop privileges).
+    pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Agent {
+        let mut command = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
+        let mut child = command
             .args(["run", "-c"])
             .arg(config)
             .env("TAILHOOK_LOG", "info")
