@@ -192,3 +192,28 @@ fn an_unreadable_file_is_warned_about_once_and_read_once_it_can_be() {
         "never read before, so read whole once readable"
     );
 }
+
+/// A guard, not a benchmark (`benches/idle.sh` measures): watching idle files
+/// must not spin. The scan itself opens the watched folder, and once woke the
+/// tailer again at once, which burned a whole core.
+#[test]
+fn watching_idle_files_does_not_spin() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    for i in 0..50 {
+        setup.append(&format!("idle{i}.log"), &[noise_line(i)]);
+    }
+    let agent = Agent::start(&config(&setup, &receiver.url, "paths = [\"*.log\"]"));
+    agent.wait_for_log("tailhook running", DEADLINE);
+    wait_until(DEADLINE, "50 files tailed", || {
+        agent.logs().matches("tailing file").count() == 50
+    });
+    let (cpu, wall) = (agent.cpu_seconds(), std::time::Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let used = agent.cpu_seconds() - cpu;
+    let elapsed = wall.elapsed().as_secs_f64();
+    assert!(
+        used < 0.25 * elapsed,
+        "idle agent used {used:.2} CPU s in {elapsed:.1} s"
+    );
+}

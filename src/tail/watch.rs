@@ -38,9 +38,13 @@ impl Wakeups {
         let notify_sender = sender.clone();
         let watcher = if use_inotify {
             // Every event wakes, errors and overflow included: the scan that
-            // follows finds what changed, whatever the event said.
-            notify::recommended_watcher(move |_event: notify::Result<notify::Event>| {
-                wake(&notify_sender);
+            // follows finds what changed, whatever the event said. Except
+            // opens and closes: the scan itself opens the watched folders, and
+            // waking on that would spin.
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if !matches!(&event, Ok(e) if e.kind.is_access()) {
+                    wake(&notify_sender);
+                }
             })
             .map_err(|e| tracing::warn!(error = %e, "file notifications unavailable; polling only"))
             .ok()

@@ -224,6 +224,17 @@ impl Agent {
         });
     }
 
+    /// CPU seconds (user + system) the agent has used so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("agent is running");
+        // Fields after the command name, which is in parentheses: utime, stime are 14th and 15th.
+        let after_name = &stat[stat.rfind(')').expect("stat format") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+        ticks / 100.0 // USER_HZ is 100 on Linux
+    }
+
     pub fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([format!("-{signal}"), self.child.id().to_string()])
