@@ -111,3 +111,62 @@ fn sigkill_during_a_write_load_loses_no_line() {
     assert!(repeated < total, "re-sent {repeated} of {total}");
     drop(agent);
 }
+
+#[test]
+fn a_file_rotated_while_stopped_is_finished_from_its_checkpoint() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    // Only auth.log matches: auth.log.1 is found again through the checkpoint.
+    let config = config(&setup, &receiver.url);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+
+    // While stopped: more lines, then logrotate's rename + create, then more.
+    setup.append("auth.log", &[failed_line(2), failed_line(3)]);
+    std::fs::rename(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    setup.append("auth.log", &[failed_line(4)]);
+    let agent = Agent::start(&config);
+    let events = receiver.wait_for_events(4, DEADLINE);
+    let mut seen = sequences(&events);
+    seen.sort();
+    assert_eq!(seen, vec![1, 2, 3, 4]);
+    agent.wait_for_log("finishing a rotated file from its checkpoint", DEADLINE);
+}
+
+#[test]
+fn a_file_renamed_while_running_is_read_to_its_end_under_its_new_name() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    // A daemon keeps writing to its open handle after the rename (until
+    // logrotate signals it); those lines must arrive too.
+    let mut old = std::fs::OpenOptions::new()
+        .append(true)
+        .open(setup.path("auth.log"))
+        .unwrap();
+    std::fs::rename(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    agent.wait_for_log("renamed_to", DEADLINE);
+    use std::io::Write;
+    writeln!(old, "{}", failed_line(1)).unwrap();
+    setup.append("auth.log", &[failed_line(2)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    let by_seq: BTreeMap<i64, String> = events
+        .iter()
+        .map(|e| {
+            (
+                e["fields"]["event.sequence"].as_i64().unwrap(),
+                e["log"]["file"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(by_seq[&1].ends_with("auth.log.1"), "{by_seq:?}");
+    assert!(by_seq[&2].ends_with("auth.log"), "{by_seq:?}");
+}

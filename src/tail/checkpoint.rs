@@ -139,11 +139,19 @@ impl CheckpointStore {
         self.loaded.remove(&(input.to_string(), id))
     }
 
-    /// Writes `current` plus loaded entries not claimed yet whose file still
-    /// exists (e.g. one that is unreadable for now). Skips the write when
+    /// Checkpoints not claimed by a discovered file: candidates for a rotated
+    /// file that the agent had not finished when it stopped.
+    pub fn unclaimed(&self) -> Vec<Checkpoint> {
+        self.loaded.values().cloned().collect()
+    }
+
+    /// Writes `current` plus loaded entries not claimed yet whose file is
+    /// still at their path (e.g. one unreadable for now). Skips the write when
     /// nothing changed since the file was last written.
     pub fn save(&mut self, mut current: Vec<Checkpoint>) -> io::Result<()> {
-        self.loaded.retain(|_, c| Path::new(&c.path).exists());
+        self.loaded.retain(|(_, id), c| {
+            std::fs::metadata(&c.path).is_ok_and(|meta| FileId::of(&meta) == *id)
+        });
         current.extend(self.loaded.values().cloned());
         if self.existed && current == self.last_saved {
             return Ok(());
@@ -177,10 +185,11 @@ mod tests {
     use super::*;
 
     fn checkpoint(offset: u64, path: &Path) -> Checkpoint {
+        let id = FileId::of(&std::fs::metadata(path).unwrap());
         Checkpoint {
             input: "auth".into(),
-            dev: 1,
-            ino: 2,
+            dev: id.dev,
+            ino: id.ino,
             fingerprint: Fingerprint { len: 3, hash: 4 },
             path: path.to_string_lossy().into_owned(),
             offset,
@@ -200,22 +209,19 @@ mod tests {
         assert!(store.existed);
         // Not claimed this time (say, unreadable): kept on the next save.
         store.save(vec![]).unwrap();
+        let id = FileId::of(&std::fs::metadata(&log).unwrap());
         let mut store = CheckpointStore::open(dir.path());
-        assert_eq!(
-            store
-                .claim("auth", FileId { dev: 1, ino: 2 })
-                .map(|c| c.offset),
-            Some(42)
-        );
-        assert_eq!(store.claim("auth", FileId { dev: 1, ino: 2 }), None);
+        assert_eq!(store.unclaimed().len(), 1);
+        assert_eq!(store.claim("auth", id).map(|c| c.offset), Some(42));
+        assert_eq!(store.claim("auth", id), None);
 
-        std::fs::remove_file(&log).unwrap();
+        // Another file now at that path: the entry is stale and dropped.
+        // (Renamed away, the old file keeps its inode: the new one differs.)
+        std::fs::rename(&log, dir.path().join("a.log.1")).unwrap();
+        std::fs::write(&log, "new\n").unwrap();
         let mut store = CheckpointStore::open(dir.path());
         store.save(vec![]).unwrap();
-        assert_eq!(
-            CheckpointStore::open(dir.path()).claim("auth", FileId { dev: 1, ino: 2 }),
-            None
-        );
+        assert!(CheckpointStore::open(dir.path()).unclaimed().is_empty());
     }
 
     #[test]

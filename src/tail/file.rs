@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +29,21 @@ impl FileId {
             ino: meta.ino(),
         }
     }
+}
+
+/// The path of file `id`: `path` itself, or another name in its folder
+/// (where rotation renames files).
+pub fn find_beside(path: &Path, id: FileId) -> Option<PathBuf> {
+    let is_it =
+        |candidate: &Path| std::fs::metadata(candidate).is_ok_and(|meta| FileId::of(&meta) == id);
+    if is_it(path) {
+        return Some(path.to_path_buf());
+    }
+    let entries = std::fs::read_dir(path.parent()?).ok()?;
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .find(|candidate| is_it(candidate))
 }
 
 /// Outcome of one [`TailedFile::read`] call.
@@ -123,6 +138,16 @@ impl TailedFile {
     pub fn set_path(&mut self, path: &Path) {
         if *self.path != *path.to_string_lossy() {
             self.path = Arc::from(path.to_string_lossy().as_ref());
+        }
+    }
+
+    /// After the file lost its path, looks for its new name in the same
+    /// folder (logrotate renames `x.log` to `x.log.1`), so that the
+    /// checkpoint can find it again after a restart.
+    pub fn follow_rename(&mut self) {
+        if let Some(new) = find_beside(Path::new(&*self.path), self.id) {
+            tracing::info!(file = %self.path, renamed_to = %new.display(), "file was rotated; reading it to its end");
+            self.set_path(&new);
         }
     }
 

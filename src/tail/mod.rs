@@ -247,7 +247,11 @@ impl TailState {
     /// Matches every input's globs, opens new files and marks files whose path
     /// now leads elsewhere (or nowhere) as no longer live.
     fn discover(&mut self, first_scan: bool) {
-        for file in self.files.values_mut() {
+        let mut was_live = HashSet::new();
+        for (key, file) in self.files.iter_mut() {
+            if file.live {
+                was_live.insert(*key);
+            }
             file.live = false;
         }
         for index in 0..self.inputs.len() {
@@ -256,6 +260,48 @@ impl TailState {
             for path in self.inputs[index].paths.files() {
                 self.discover_path(index, path, first_scan);
             }
+        }
+        for key in was_live {
+            if let Some(file) = self.files.get_mut(&key).filter(|f| !f.live) {
+                file.follow_rename();
+            }
+        }
+        if first_scan {
+            self.resume_rotated_files();
+        }
+    }
+
+    /// A file rotated away while the agent was stopped may still hold lines
+    /// past its checkpoint. If the same file (inode and first bytes) is still
+    /// where it was last seen, or renamed beside it, finish it.
+    fn resume_rotated_files(&mut self) {
+        for checkpoint in self.checkpoints.unclaimed() {
+            let Some(index) = self.inputs.iter().position(|i| i.name == checkpoint.input) else {
+                continue;
+            };
+            let id = FileId {
+                dev: checkpoint.dev,
+                ino: checkpoint.ino,
+            };
+            let Some(path) = file::find_beside(std::path::Path::new(&checkpoint.path), id) else {
+                continue;
+            };
+            let Ok(mut file) = TailedFile::open(&path, self.inputs[index].max_line_bytes) else {
+                continue;
+            };
+            let same =
+                file.id == id && checkpoint.fingerprint.matches(file.file()).unwrap_or(false);
+            if !same
+                || file
+                    .start_from(StartFrom::Offset(checkpoint.offset))
+                    .is_err()
+            {
+                continue;
+            }
+            self.checkpoints.claim(&checkpoint.input, id);
+            tracing::info!(file = %file.path, position = file.position(), "finishing a rotated file from its checkpoint");
+            file.live = false;
+            self.files.insert((index, id), file);
         }
     }
 
