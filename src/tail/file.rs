@@ -188,7 +188,8 @@ impl TailedFile {
 
     /// Extends a fingerprint taken while the file was shorter than the window.
     pub fn refresh_fingerprint(&mut self) {
-        if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES {
+        let grew_past_it = self.reader.position() > self.fingerprint.len as u64;
+        if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES && grew_past_it {
             if let Ok(fingerprint) = Fingerprint::of(&self.file) {
                 self.fingerprint = fingerprint;
             }
