@@ -78,6 +78,8 @@ pub struct TailedFile {
     pub live: bool,
     /// When this file was last seen at its end without growing.
     pub idle_since: Option<Instant>,
+    /// Size and mtime at the last read; a change makes the first bytes worth checking.
+    last_seen: (u64, Option<std::time::SystemTime>),
     /// Chunks handed downstream, oldest first, with the offset that becomes
     /// committed once every holder of the chunk's token has let it go.
     in_flight: VecDeque<(CommitToken, u64)>,
@@ -101,6 +103,7 @@ impl TailedFile {
             idle_since: None,
             in_flight: VecDeque::new(),
             committed: 0,
+            last_seen: (meta.len(), meta.modified().ok()),
         })
     }
 
@@ -186,14 +189,14 @@ impl TailedFile {
         !self.in_flight.is_empty()
     }
 
-    /// Extends a fingerprint taken while the file was shorter than the window.
-    pub fn refresh_fingerprint(&mut self) {
+    /// Extends a fingerprint taken while the file was shorter than the
+    /// window, as soon as it grew: truncation is detected by it.
+    fn refresh_fingerprint(&mut self) -> io::Result<()> {
         let grew_past_it = self.reader.position() > self.fingerprint.len as u64;
         if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES && grew_past_it {
-            if let Ok(fingerprint) = Fingerprint::of(&self.file) {
-                self.fingerprint = fingerprint;
-            }
+            self.fingerprint = Fingerprint::of(&self.file)?;
         }
+        Ok(())
     }
 
     pub fn file(&self) -> &File {
@@ -204,8 +207,16 @@ impl TailedFile {
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
     pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
-        let size = self.file.metadata()?.len();
-        if size < self.reader.position() {
+        let meta = self.file.metadata()?;
+        let size = meta.len();
+        let shrunk = size < self.reader.position();
+        // Truncated and written past our position (or to the very same size)
+        // again between two looks, as copytruncate under load does: the size
+        // cannot tell, the first bytes can. Checked only when the file changed.
+        let changed = (size, meta.modified().ok()) != self.last_seen;
+        let refilled = !shrunk && changed && !self.fingerprint.matches(&self.file)?;
+        self.last_seen = (size, meta.modified().ok());
+        if shrunk || refilled {
             tracing::warn!(
                 file = %self.path,
                 size,
@@ -214,6 +225,7 @@ impl TailedFile {
             );
             self.reader.reset(0);
             self.file.seek(SeekFrom::Start(0))?;
+            self.fingerprint = Fingerprint::of(&self.file)?;
             // What was in flight came from content that no longer exists.
             self.in_flight.clear();
             self.committed = 0;
@@ -231,6 +243,7 @@ impl TailedFile {
             outcome.truncated_lines += self.reader.feed(&buf[..n], out);
         }
         outcome.more = outcome.bytes >= budget;
+        self.refresh_fingerprint()?;
         Ok(outcome)
     }
 }
@@ -324,6 +337,22 @@ mod tests {
             0,
             "a checkpoint past the end means truncation"
         );
+    }
+
+    #[test]
+    fn truncation_hidden_by_regrowth_is_caught_by_the_first_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "old 1\nold 2\n").unwrap();
+        let mut tailed = opened(&path, StartFrom::Beginning);
+        let mut out = Vec::new();
+        tailed.read(u64::MAX, &mut out).unwrap();
+        // Truncated and refilled beyond the old size before the next look.
+        std::fs::write(&path, "new 1\nnew 2\nnew 3\n").unwrap();
+        out.clear();
+        tailed.read(u64::MAX, &mut out).unwrap();
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["new 1", "new 2", "new 3"]);
     }
 
     #[test]

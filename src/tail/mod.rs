@@ -227,16 +227,13 @@ impl TailState {
         let current = self
             .files
             .iter_mut()
-            .map(|(&(input, id), file)| {
-                file.refresh_fingerprint();
-                Checkpoint {
-                    input: self.inputs[input].name.clone(),
-                    dev: id.dev,
-                    ino: id.ino,
-                    fingerprint: file.fingerprint,
-                    path: file.path.to_string(),
-                    offset: file.committed(),
-                }
+            .map(|(&(input, id), file)| Checkpoint {
+                input: self.inputs[input].name.clone(),
+                dev: id.dev,
+                ino: id.ino,
+                fingerprint: file.fingerprint,
+                path: file.path.to_string(),
+                offset: file.committed(),
             })
             .collect();
         if let Err(e) = self.checkpoints.save(current) {

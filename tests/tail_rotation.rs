@@ -1,0 +1,181 @@
+//! Log rotation under a steady write load loses and repeats nothing: every
+//! sequence number written reaches the receiver exactly once, whether the log
+//! is rotated by rename + create (logrotate `create`, several times in quick
+//! succession), by `copytruncate`, or deleted and recreated.
+//!
+//! The input matches `auth.log` only: a renamed file must be read to its end
+//! through the handle the agent holds, not found again by a glob.
+
+mod support;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn start(setup: &Setup, receiver: &Receiver, agent_keys: &str) -> Agent {
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let config = setup.write_config(&format!(
+        r#"
+[agent]
+state_dir = "state"
+poll_interval = "200ms"
+{agent_keys}
+[rules]
+paths = ["rules"]
+[[input]]
+name = "auth"
+paths = ["auth.log"]
+[webhook.soc]
+url = "{}"
+batch_timeout = "50ms"
+"#,
+        receiver.url
+    ));
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    agent
+}
+
+/// Appends `failed_line(seq)` for `seq` in `from..=to`, reopening the file by
+/// path every few lines like a daemon that reopens after a HUP, so lines go
+/// to the old file until the reopen. `written` counts progress for the test.
+fn write_load(
+    setup: &Setup,
+    from: usize,
+    to: usize,
+    written: Arc<AtomicUsize>,
+) -> thread::JoinHandle<()> {
+    let path = setup.path("auth.log");
+    thread::spawn(move || {
+        let mut seq = from;
+        while seq <= to {
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .unwrap();
+            for _ in 0..7 {
+                if seq > to {
+                    break;
+                }
+                writeln!(file, "{}", failed_line(seq)).unwrap();
+                written.store(seq, Ordering::SeqCst);
+                seq += 1;
+            }
+            thread::sleep(Duration::from_micros(300));
+        }
+    })
+}
+
+/// Every number in `1..=total` exactly once.
+fn assert_exactly_once(receiver: &Receiver, total: usize) {
+    wait_until(DEADLINE, &format!("{total} events"), || {
+        receiver.events().len() >= total
+    });
+    // Late duplicates would arrive after the count is reached: give them a moment.
+    thread::sleep(Duration::from_millis(300));
+    let mut seen = sequences(&receiver.events());
+    seen.sort();
+    let duplicates: Vec<i64> = seen
+        .windows(2)
+        .filter(|w| w[0] == w[1])
+        .map(|w| w[0])
+        .collect();
+    let missing: Vec<i64> = (1..=total as i64)
+        .filter(|s| seen.binary_search(s).is_err())
+        .collect();
+    assert!(
+        duplicates.is_empty() && missing.is_empty(),
+        "duplicates {duplicates:?}, missing {missing:?}"
+    );
+}
+
+fn wait_written(written: &AtomicUsize, at_least: usize) {
+    wait_until(DEADLINE, &format!("{at_least} lines written"), || {
+        written.load(Ordering::SeqCst) >= at_least
+    });
+}
+
+#[test]
+fn rename_and_create_three_times_in_quick_succession() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let _agent = start(&setup, &receiver, "");
+    let total = 4_000;
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = write_load(&setup, 1, total, written.clone());
+    for round in 1..=3 {
+        wait_written(&written, round * total / 4);
+        // logrotate's shift: .1 → .2, then the live file → .1, then create.
+        let _ = std::fs::rename(setup.path("auth.log.1"), setup.path("auth.log.2"));
+        std::fs::rename(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(setup.path("auth.log"))
+            .unwrap();
+    }
+    writer.join().unwrap();
+    assert_exactly_once(&receiver, total);
+}
+
+#[test]
+fn delete_and_recreate_under_load() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let _agent = start(&setup, &receiver, "");
+    let total = 3_000;
+    let written = Arc::new(AtomicUsize::new(0));
+    let writer = write_load(&setup, 1, total, written.clone());
+    for round in 1..=2 {
+        wait_written(&written, round * total / 3);
+        std::fs::remove_file(setup.path("auth.log")).unwrap();
+    }
+    writer.join().unwrap();
+    assert_exactly_once(&receiver, total);
+}
+
+/// logrotate's copytruncate loses whatever is written between its copy and
+/// its truncate, whoever tails the file; the writer pauses over that step.
+/// Writing resumes at once, so with polling only the agent usually sees the
+/// file already longer than where it stopped reading: only its first bytes
+/// tell that it was truncated.
+#[test]
+fn copytruncate_with_the_file_refilled_before_the_agent_looks() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let _agent = start(&setup, &receiver, "inotify = false");
+    let rounds = 4;
+    let per_round = 500;
+    for round in 0..rounds {
+        let (from, to) = (round * per_round + 1, (round + 1) * per_round);
+        // Rounds 3 and 4 have the same size to the byte: the refilled file
+        // may look exactly like the one the agent last saw, but for its
+        // first bytes.
+        let lines: Vec<String> = (from..=to).map(failed_line).collect();
+        setup.append("auth.log", &lines);
+        wait_until(DEADLINE, "the agent to catch up", || {
+            receiver.events().len() >= to
+        });
+        std::fs::copy(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(setup.path("auth.log"))
+            .unwrap();
+    }
+    let last = rounds * per_round;
+    setup.append(
+        "auth.log",
+        &((last + 1)..=(last + 2 * per_round))
+            .map(failed_line)
+            .collect::<Vec<_>>(),
+    );
+    assert_exactly_once(&receiver, last + 2 * per_round);
+}
