@@ -32,6 +32,10 @@ pub struct Event {
     /// The raw line (lossily decoded, possibly cut at `max_line_bytes`).
     pub message: String,
     pub fields: Fields,
+    /// How many matching lines this event stands for, for rules with a
+    /// `threshold` or `suppress`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
     /// Present when the line or the message was cut to fit a limit.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
@@ -114,6 +118,7 @@ mod tests {
             },
             message: "a \"quoted\" line\twith tab".into(),
             fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
+            count: None,
             truncated: false,
         }
     }

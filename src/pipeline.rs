@@ -7,6 +7,7 @@
 //! shutdown: stop the tailer, let each webhook flush what the limits allow
 //! within `shutdown_timeout`.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -14,8 +15,9 @@ use anyhow::{bail, Context};
 
 use crate::config::{Config, WebhookConfig};
 use crate::deliver::Deliverer;
+use crate::event::LogOrigin;
 use crate::queue::Router;
-use crate::rules::{self, compile_globs, event_for, id_selected, Matcher, Rule};
+use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
 
 pub struct Pipeline {
@@ -150,7 +152,13 @@ impl Pipeline {
             use_inotify: self.config.agent.inotify,
             ..TailOptions::default()
         };
+        let gates = self
+            .rules
+            .iter()
+            .map(|r| (r.id.clone(), r.gate()))
+            .collect();
         let stage = RuleStage {
+            gates,
             matchers: self.matchers,
             router,
         };
@@ -188,6 +196,8 @@ impl Pipeline {
 /// matching where they are read spares a hand-off per line.
 struct RuleStage {
     matchers: Vec<Matcher>,
+    /// Per rule id: threshold and suppress state.
+    gates: HashMap<String, Gate>,
     router: Router,
 }
 
@@ -195,14 +205,18 @@ impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         for line in lines {
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
-                let event = event_for(
-                    rule,
-                    &line.path,
-                    line.offset,
-                    &line.text,
-                    fields,
-                    line.truncated,
-                );
+                let gate = self
+                    .gates
+                    .get_mut(&rule.id)
+                    .expect("a gate per loaded rule");
+                let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
+                    continue;
+                };
+                let log = LogOrigin {
+                    file: line.path.to_string(),
+                    offset: line.offset,
+                };
+                let event = event_for(rule, log, &line.text, fields, line.truncated, count);
                 self.router
                     .push_blocking(event, &line.commit)
                     .map_err(|_| SinkClosed)?;

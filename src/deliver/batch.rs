@@ -178,6 +178,7 @@ mod tests {
             },
             message: message.into(),
             fields: Fields::new(),
+            count: None,
             truncated: false,
         });
         Queued {

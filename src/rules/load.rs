@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::gate::{SuppressSpec, ThresholdSpec};
 use super::{Example, FieldType, Rule, Severity};
 
 /// A rule-file problem: where it is and what is wrong.
@@ -55,6 +56,8 @@ struct RuleSpec {
     ignore: Vec<Spanned<String>>,
     #[serde(default)]
     types: BTreeMap<String, FieldType>,
+    threshold: Option<ThresholdSpec>,
+    suppress: Option<SuppressSpec>,
     #[serde(default)]
     example: Vec<ExampleSpec>,
 }
@@ -201,6 +204,37 @@ fn compile(
             ));
         }
     }
+    let field_lists = [
+        (
+            "threshold.group_by",
+            spec.threshold.as_ref().map(|t| &t.group_by),
+        ),
+        ("suppress.key", spec.suppress.as_ref().map(|s| &s.key)),
+    ];
+    for (key, names) in field_lists {
+        for name in names.into_iter().flatten() {
+            if !captures.contains(name) {
+                return Err(fail(
+                    None,
+                    format!(
+                        "{key} names `{name}`, which the regex does not capture (captures: {})",
+                        captures.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(threshold) = &spec.threshold {
+        if threshold.count < 2 || threshold.within.is_zero() {
+            return Err(fail(
+                None,
+                "threshold needs count >= 2 and a non-zero within".into(),
+            ));
+        }
+    }
+    if spec.suppress.as_ref().is_some_and(|s| s.period.is_zero()) {
+        return Err(fail(None, "suppress.for must be above zero".into()));
+    }
     let ignore = spec
         .ignore
         .iter()
@@ -235,6 +269,8 @@ fn compile(
         regex,
         ignore,
         types: spec.types.clone(),
+        threshold: spec.threshold.clone(),
+        suppress: spec.suppress.clone(),
         examples,
     })
 }
@@ -295,6 +331,43 @@ mod tests {
                 .contains("b.toml:2: rule `dup`: id already used at"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn threshold_and_suppress_parse_and_name_captured_fields() {
+        let base = "[[rule]]\nid = \"a\"\nregex = '(?P<source.ip>\\S+)'\n";
+        let (_, rule) = parse(&format!(
+            "{base}threshold = {{ count = 5, within = \"10m\", group_by = [\"source.ip\"] }}\nsuppress = {{ for = \"1h\" }}\n"
+        ))
+        .unwrap()
+        .remove(0);
+        assert_eq!(
+            rule.threshold.unwrap().within,
+            std::time::Duration::from_secs(600)
+        );
+        assert_eq!(
+            rule.suppress.unwrap().period,
+            std::time::Duration::from_secs(3600)
+        );
+
+        let err = parse(&format!(
+            "{base}suppress = {{ for = \"1h\", key = [\"user.name\"] }}\n"
+        ))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("suppress.key names `user.name`"),
+            "{err}"
+        );
+        let err = parse(&format!(
+            "{base}threshold = {{ count = 1, within = \"1m\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("count >= 2"), "{err}");
+        let err = parse(&format!(
+            "{base}threshold = {{ count = 3, within = \"soon\" }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
     }
 
     #[test]

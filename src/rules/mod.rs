@@ -10,6 +10,7 @@
 //! This module knows nothing of files being tailed or webhooks: it turns text
 //! into `(rule, fields)` and fields into [`Event`]s.
 
+mod gate;
 mod load;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Fields, LogOrigin};
 
+pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -76,6 +78,8 @@ pub struct Rule {
     pub regex: regex::Regex,
     pub ignore: Vec<regex::Regex>,
     pub types: BTreeMap<String, FieldType>,
+    pub threshold: Option<ThresholdSpec>,
+    pub suppress: Option<SuppressSpec>,
     pub examples: Vec<Example>,
 }
 
@@ -96,6 +100,11 @@ impl Rule {
             fields.insert(name.to_string(), kind.convert(m.as_str())?);
         }
         Some(fields)
+    }
+
+    /// The state this rule's `threshold` and `suppress` need.
+    pub fn gate(&self) -> Gate {
+        Gate::new(self.threshold.clone(), self.suppress.clone())
     }
 
     /// Runs every example; returns one message per failing example.
@@ -173,26 +182,25 @@ impl Matcher {
     }
 }
 
-/// Builds the event for a line a rule matched.
+/// Builds the event for a line a rule matched; `count` is how many matching
+/// lines it stands for, when the rule has a threshold or suppress.
 pub fn event_for(
     rule: &Rule,
-    file: &str,
-    offset: u64,
+    log: LogOrigin,
     line: &str,
     fields: Fields,
     truncated: bool,
+    count: Option<u64>,
 ) -> Event {
     Event {
-        id: Event::id_for(file, offset, &rule.id, line),
+        id: Event::id_for(&log.file, log.offset, &rule.id, line),
         rule: rule.id.clone(),
         severity: rule.severity,
         time: crate::event::rfc3339_now(),
-        log: LogOrigin {
-            file: file.to_string(),
-            offset,
-        },
+        log,
         message: line.to_string(),
         fields,
+        count,
         truncated,
     }
 }
@@ -283,7 +291,11 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         let rule = &rules()[1];
         let line = r#"sshd[5]: Invalid user "x\" from 10.0.0.1 from 203.0.113.9"#;
         let fields = rule.apply(line).unwrap();
-        let event = event_for(rule, "/var/log/auth.log", 42, line, fields, false);
+        let log = LogOrigin {
+            file: "/var/log/auth.log".into(),
+            offset: 42,
+        };
+        let event = event_for(rule, log, line, fields, false, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
         assert_eq!(json["log"]["offset"], 42);
