@@ -1,6 +1,8 @@
 //! Command line: parses arguments and runs one command. Each command is a thin
 //! layer over the pipeline; nothing here knows how a stage works.
 
+mod test_rules;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,6 +28,24 @@ enum Command {
     Run(ConfigArg),
     /// Validate the config and rules, compile every regex, run every rule's examples.
     Check(ConfigArg),
+    /// Run the rules over lines and show every match, its fields and event, and a summary.
+    TestRules(TestRulesArgs),
+}
+
+#[derive(Args)]
+struct TestRulesArgs {
+    /// Config file whose `rules.paths` are used when no --rules is given.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// A rule file or folder (repeatable); replaces the config's rules.
+    #[arg(long = "rules", value_name = "PATH")]
+    rules: Vec<PathBuf>,
+    /// One JSON object per matched line on stdout; the summary on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Log files to read; `-` or none reads stdin.
+    #[arg(value_name = "FILE")]
+    inputs: Vec<String>,
 }
 
 #[derive(Args)]
@@ -40,6 +60,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
+        Command::TestRules(args) => test_rules(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,6 +75,19 @@ fn check(args: &ConfigArg) -> anyhow::Result<()> {
     let pipeline = Pipeline::build(Config::load(&args.config)?)?;
     println!("{}: OK: {}", args.config.display(), pipeline.summary());
     Ok(())
+}
+
+fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
+    let rule_paths = if args.rules.is_empty() {
+        Config::load(&args.config)?.rules.paths
+    } else {
+        args.rules
+    };
+    test_rules::run(&test_rules::Options {
+        rule_paths,
+        json: args.json,
+        inputs: args.inputs,
+    })
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<()> {

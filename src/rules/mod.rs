@@ -61,6 +61,17 @@ impl FieldType {
     }
 }
 
+/// One rule's decision about one line.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Match(Fields),
+    NoMatch,
+    /// The regex matched, and so did an `ignore` pattern.
+    Ignored,
+    /// The regex matched, but this field did not convert to its type.
+    WrongType(String),
+}
+
 #[derive(Debug, Clone)]
 pub struct Example {
     pub line: String,
@@ -87,9 +98,19 @@ impl Rule {
     /// The fields this rule extracts from `line`, or `None` when it does not
     /// match, an `ignore` pattern matches, or a typed field does not convert.
     pub fn apply(&self, line: &str) -> Option<Fields> {
-        let captures = self.regex.captures(line)?;
+        match self.evaluate(line) {
+            Verdict::Match(fields) => Some(fields),
+            _ => None,
+        }
+    }
+
+    /// What this rule makes of `line`, with the reason when it is no match.
+    pub fn evaluate(&self, line: &str) -> Verdict {
+        let Some(captures) = self.regex.captures(line) else {
+            return Verdict::NoMatch;
+        };
         if self.ignore.iter().any(|re| re.is_match(line)) {
-            return None;
+            return Verdict::Ignored;
         }
         let mut fields = Fields::new();
         for name in self.regex.capture_names().flatten() {
@@ -97,9 +118,12 @@ impl Rule {
                 continue;
             };
             let kind = self.types.get(name).copied().unwrap_or(FieldType::String);
-            fields.insert(name.to_string(), kind.convert(m.as_str())?);
+            match kind.convert(m.as_str()) {
+                Some(value) => fields.insert(name.to_string(), value),
+                None => return Verdict::WrongType(name.to_string()),
+            };
         }
-        Some(fields)
+        Verdict::Match(fields)
     }
 
     /// The state this rule's `threshold` and `suppress` need.
@@ -172,13 +196,23 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        self.prefilter
-            .matches(line)
-            .into_iter()
-            .filter_map(move |i| {
-                let rule = &self.rules[i];
-                rule.apply(line).map(|fields| (rule, fields))
+        self.verdicts(line)
+            .filter_map(|(rule, verdict)| match verdict {
+                Verdict::Match(fields) => Some((rule, fields)),
+                _ => None,
             })
+    }
+
+    /// The verdict of every rule whose regex matches `line` (the others'
+    /// is `NoMatch`).
+    pub fn verdicts<'a>(
+        &'a self,
+        line: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<Rule>, Verdict)> + 'a {
+        self.prefilter.matches(line).into_iter().map(move |i| {
+            let rule = &self.rules[i];
+            (rule, rule.evaluate(line))
+        })
     }
 }
 

@@ -31,8 +31,10 @@ use crate::config::{InputConfig, StartAt};
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
-use reader::RawLine;
+pub use reader::RawLine;
 use watch::{Waker, Wakeups};
+
+pub use reader::LineReader;
 
 /// Where the tailer hands its lines.
 pub trait LineSink: Send + 'static {

@@ -1,0 +1,226 @@
+//! `tailhook test-rules`: runs rules over lines and shows what they make of
+//! them, like `fail2ban-regex`: every match with its fields and the event
+//! JSON, then a summary (lines read, matched per rule, ignored, missed with a
+//! sample, time and lines/s). With `--json`, one object per match on stdout
+//! and the summary on stderr. `threshold` and `suppress` are not applied: this
+//! shows what each line matches, not how many events a burst would send.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+
+use crate::event::LogOrigin;
+use crate::rules::{self, event_for, Matcher, Rule, Verdict};
+use crate::tail::LineReader;
+
+/// Lines longer than this are cut, as the agent's default `max_line_bytes`.
+const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How many missed lines the summary shows.
+const MISSED_SAMPLE: usize = 10;
+
+pub struct Options {
+    pub rule_paths: Vec<PathBuf>,
+    pub json: bool,
+    /// Files to read; `-` is stdin. Empty means stdin.
+    pub inputs: Vec<String>,
+}
+
+#[derive(Default)]
+struct Summary {
+    lines: u64,
+    matched_lines: u64,
+    ignored_lines: u64,
+    wrong_type_lines: u64,
+    per_rule: BTreeMap<String, u64>,
+    missed: Vec<String>,
+    missed_count: u64,
+}
+
+pub fn run(options: &Options) -> anyhow::Result<()> {
+    let files = rules::rule_files(&options.rule_paths)?;
+    let loaded: Vec<Arc<Rule>> = rules::load_rules(&files)?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
+    anyhow::ensure!(
+        !loaded.is_empty(),
+        "no rule found in {}",
+        display_paths(&options.rule_paths)
+    );
+    for rule in &loaded {
+        for failure in rule.check_examples() {
+            eprintln!("warning: {}: rule `{}`: {failure}", rule.origin, rule.id);
+        }
+    }
+    let matcher = Matcher::new(loaded.clone()).context("combining the rules' regexes")?;
+    let mut summary = Summary {
+        per_rule: loaded.iter().map(|r| (r.id.clone(), 0)).collect(),
+        ..Summary::default()
+    };
+    let inputs = if options.inputs.is_empty() {
+        vec!["-".to_string()]
+    } else {
+        options.inputs.clone()
+    };
+    let started = Instant::now();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    for input in &inputs {
+        let (name, mut reader): (&str, Box<dyn Read>) = if input == "-" {
+            ("<stdin>", Box::new(std::io::stdin().lock()))
+        } else {
+            let file =
+                std::fs::File::open(input).with_context(|| format!("cannot read {input}"))?;
+            (input.as_str(), Box::new(file))
+        };
+        let mut lines = LineReader::new(0, MAX_LINE_BYTES);
+        let mut number = 0u64;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut raw = Vec::new();
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .with_context(|| format!("reading {name}"))?;
+            if n == 0 {
+                raw.extend(lines.flush_partial());
+            } else {
+                lines.feed(&buf[..n], &mut raw);
+            }
+            for line in raw.drain(..) {
+                number += 1;
+                examine(
+                    &matcher,
+                    name,
+                    number,
+                    &line,
+                    options.json,
+                    &mut out,
+                    &mut summary,
+                )?;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    out.flush()?;
+    print_summary(&summary, started.elapsed().as_secs_f64(), options.json);
+    Ok(())
+}
+
+fn examine(
+    matcher: &Matcher,
+    name: &str,
+    number: u64,
+    line: &crate::tail::RawLine,
+    json: bool,
+    out: &mut impl Write,
+    summary: &mut Summary,
+) -> anyhow::Result<()> {
+    summary.lines += 1;
+    let (mut matched, mut ignored, mut wrong_type) = (false, false, false);
+    for (rule, verdict) in matcher.verdicts(&line.text) {
+        let fields = match verdict {
+            Verdict::Match(fields) => fields,
+            Verdict::Ignored => {
+                ignored = true;
+                continue;
+            }
+            Verdict::WrongType(field) => {
+                wrong_type = true;
+                if !json {
+                    writeln!(
+                        out,
+                        "{name}:{number}  {}  not matched: field `{field}` is not of its type",
+                        rule.id
+                    )?;
+                }
+                continue;
+            }
+            Verdict::NoMatch => continue,
+        };
+        matched = true;
+        *summary.per_rule.entry(rule.id.clone()).or_default() += 1;
+        let log = LogOrigin {
+            file: name.to_string(),
+            offset: line.offset,
+        };
+        let event = event_for(rule, log, &line.text, fields, line.truncated, None);
+        if json {
+            let record = serde_json::json!({"line": number, "rule": rule.id, "fields": event.fields, "event": event});
+            writeln!(out, "{record}")?;
+        } else {
+            writeln!(
+                out,
+                "{name}:{number}  {}  {}",
+                rule.id,
+                serde_json::to_string(&event.fields)?
+            )?;
+            writeln!(out, "  {}", serde_json::to_string(&event)?)?;
+        }
+    }
+    if matched {
+        summary.matched_lines += 1;
+    } else if ignored {
+        summary.ignored_lines += 1;
+    } else if wrong_type {
+        summary.wrong_type_lines += 1;
+    } else {
+        summary.missed_count += 1;
+        if summary.missed.len() < MISSED_SAMPLE {
+            summary
+                .missed
+                .push(format!("{name}:{number}  {}", line.text));
+        }
+    }
+    Ok(())
+}
+
+fn print_summary(summary: &Summary, seconds: f64, json: bool) {
+    let mut text = String::new();
+    if !json {
+        text.push('\n');
+    }
+    text.push_str("Matches per rule:\n");
+    let width = summary.per_rule.keys().map(String::len).max().unwrap_or(0);
+    for (rule, count) in &summary.per_rule {
+        text.push_str(&format!("  {rule:<width$}  {count}\n"));
+    }
+    text.push_str(&format!(
+        "Lines: {} read, {} matched, {} ignored, {} type mismatch, {} missed\n",
+        summary.lines,
+        summary.matched_lines,
+        summary.ignored_lines,
+        summary.wrong_type_lines,
+        summary.missed_count
+    ));
+    if !summary.missed.is_empty() {
+        text.push_str(&format!("Missed (first {}):\n", summary.missed.len()));
+        for line in &summary.missed {
+            text.push_str(&format!("  {line}\n"));
+        }
+    }
+    let rate = if seconds > 0.0 {
+        summary.lines as f64 / seconds
+    } else {
+        0.0
+    };
+    text.push_str(&format!("Time: {seconds:.3} s, {rate:.0} lines/s\n"));
+    if json {
+        eprint!("{text}");
+    } else {
+        print!("{text}");
+    }
+}
+
+fn display_paths(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,166 @@
+//! The shipped rule packs against fail2ban's real-world sample logs
+//! (`../shared/fail2ban-logs`, GPL data written outside this team, never
+//! copied here). Each sample line is annotated by a `# failJSON:` comment
+//! before it: whether it is a failure and which host made it.
+//!
+//! Reported per family: recall (annotated failures we match with the same
+//! address in a field), false positives (annotated non-failures we match),
+//! and forged addresses (failures we match with another address in our
+//! address fields), which must be zero. Skips when the folder is absent.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::Command;
+
+use support::binary;
+
+const FAMILIES: &[&str] = &[
+    "sshd",
+    "nginx-http-auth",
+    "apache-auth",
+    "postfix",
+    "dovecot",
+    "pam-generic",
+    "vsftpd",
+];
+
+#[derive(Default, Debug)]
+struct Score {
+    failures: usize,
+    recalled: usize,
+    /// Failures matched, but with another address than the annotated one.
+    forged: Vec<usize>,
+    non_failures: usize,
+    false_positives: Vec<usize>,
+    missed: Vec<usize>,
+}
+
+/// Line number (1-based) → (is a failure, annotated host).
+fn annotations(text: &str) -> HashMap<usize, (bool, String)> {
+    let mut expected = HashMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let Some(json) = line.strip_prefix("# failJSON:") else {
+            continue;
+        };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(json.trim()) else {
+            continue;
+        };
+        let matches = value["match"].as_bool().unwrap_or(false);
+        let host = value["host"].as_str().unwrap_or_default().to_string();
+        expected.insert(i + 2, (matches, host));
+    }
+    expected
+}
+
+/// Line number → the address-typed values of every event for that line.
+fn our_matches(sample: &Path) -> HashMap<usize, Vec<String>> {
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let out = Command::new(binary())
+        .args(["test-rules", "--json", "--rules", rules])
+        .arg(sample)
+        .output()
+        .expect("run test-rules");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut found: HashMap<usize, Vec<String>> = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let record: serde_json::Value = serde_json::from_str(line).unwrap();
+        let number = record["line"].as_u64().unwrap() as usize;
+        let addresses = record["fields"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter_map(|v| v.as_str())
+            .filter(|v| v.parse::<IpAddr>().is_ok())
+            .map(str::to_string);
+        found.entry(number).or_default().extend(addresses);
+    }
+    found
+}
+
+fn score(sample: &Path) -> Score {
+    let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
+    let ours = our_matches(sample);
+    let mut score = Score::default();
+    for (&line, (failure, host)) in &annotations(&text) {
+        let matched = ours.get(&line);
+        let host_is_ip = host.parse::<IpAddr>().is_ok();
+        match (failure, matched) {
+            (true, Some(addresses)) => {
+                score.failures += 1;
+                if !host_is_ip || addresses.iter().any(|a| a == host) {
+                    score.recalled += 1;
+                } else if !addresses.is_empty() {
+                    score.forged.push(line);
+                } else {
+                    score.missed.push(line);
+                }
+            }
+            (true, None) => {
+                score.failures += 1;
+                score.missed.push(line);
+            }
+            (false, matched) => {
+                score.non_failures += 1;
+                if matched.is_some() {
+                    score.false_positives.push(line);
+                }
+            }
+        }
+    }
+    score
+}
+
+#[test]
+fn shipped_rules_against_fail2ban_samples() {
+    let folder = Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/fail2ban-logs"
+    ));
+    if !folder.is_dir() {
+        eprintln!("skipped: {} is absent", folder.display());
+        return;
+    }
+    let mut forged = Vec::new();
+    eprintln!(
+        "{:<16} {:>8} {:>8} {:>7} {:>10} {:>6}",
+        "family", "failures", "recalled", "recall", "false pos.", "forged"
+    );
+    for family in FAMILIES {
+        let sample = folder.join(family);
+        if !sample.is_file() {
+            continue;
+        }
+        let s = score(&sample);
+        let recall = if s.failures == 0 {
+            100.0
+        } else {
+            100.0 * s.recalled as f64 / s.failures as f64
+        };
+        eprintln!(
+            "{family:<16} {:>8} {:>8} {recall:>6.1}% {:>4} of {:<3} {:>6}",
+            s.failures,
+            s.recalled,
+            s.false_positives.len(),
+            s.non_failures,
+            s.forged.len()
+        );
+        if std::env::var_os("TAILHOOK_SAMPLES_VERBOSE").is_some() {
+            eprintln!(
+                "  missed lines {:?}\n  false positives {:?}",
+                s.missed, s.false_positives
+            );
+        }
+        forged.extend(s.forged.iter().map(|line| format!("{family}:{line}")));
+    }
+    assert!(
+        forged.is_empty(),
+        "matched with an address other than the annotated one: {forged:?}"
+    );
+}
