@@ -31,6 +31,10 @@ const FAMILIES: &[&str] = &[
 struct Score {
     failures: usize,
     recalled: usize,
+    /// Failures whose line itself names the annotated host; the others need
+    /// fail2ban's multi-line correlation (the host is on another line).
+    single_line: usize,
+    single_line_recalled: usize,
     /// Failures matched, but with another address than the annotated one.
     forged: Vec<usize>,
     non_failures: usize,
@@ -38,19 +42,38 @@ struct Score {
     missed: Vec<usize>,
 }
 
-/// Line number (1-based) → (is a failure, annotated host).
-fn annotations(text: &str) -> HashMap<usize, (bool, String)> {
+struct Annotation {
+    failure: bool,
+    host: String,
+    /// The annotated line names the host itself.
+    single_line: bool,
+}
+
+/// Line number (1-based) → what fail2ban's annotation says of it.
+fn annotations(text: &str) -> HashMap<usize, Annotation> {
+    let lines: Vec<&str> = text.lines().collect();
     let mut expected = HashMap::new();
-    for (i, line) in text.lines().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         let Some(json) = line.strip_prefix("# failJSON:") else {
             continue;
         };
         let Ok(value) = serde_json::from_str::<serde_json::Value>(json.trim()) else {
             continue;
         };
-        let matches = value["match"].as_bool().unwrap_or(false);
+        let failure = value["match"].as_bool().unwrap_or(false);
         let host = value["host"].as_str().unwrap_or_default().to_string();
-        expected.insert(i + 2, (matches, host));
+        let single_line = !host.is_empty()
+            && lines
+                .get(i + 1)
+                .is_some_and(|next| next.contains(host.as_str()));
+        expected.insert(
+            i + 2,
+            Annotation {
+                failure,
+                host,
+                single_line,
+            },
+        );
     }
     expected
 }
@@ -88,14 +111,26 @@ fn score(sample: &Path) -> Score {
     let text = String::from_utf8_lossy(&std::fs::read(sample).unwrap()).into_owned();
     let ours = our_matches(sample);
     let mut score = Score::default();
-    for (&line, (failure, host)) in &annotations(&text) {
+    for (
+        &line,
+        Annotation {
+            failure,
+            host,
+            single_line,
+        },
+    ) in &annotations(&text)
+    {
         let matched = ours.get(&line);
         let host_is_ip = host.parse::<IpAddr>().is_ok();
+        if *failure && *single_line {
+            score.single_line += 1;
+        }
         match (failure, matched) {
             (true, Some(addresses)) => {
                 score.failures += 1;
                 if !host_is_ip || addresses.iter().any(|a| a == host) {
                     score.recalled += 1;
+                    score.single_line_recalled += usize::from(*single_line);
                 } else if !addresses.is_empty() {
                     score.forged.push(line);
                 } else {
@@ -129,24 +164,28 @@ fn shipped_rules_against_fail2ban_samples() {
     }
     let mut forged = Vec::new();
     eprintln!(
-        "{:<16} {:>8} {:>8} {:>7} {:>10} {:>6}",
-        "family", "failures", "recalled", "recall", "false pos.", "forged"
+        "{:<16} {:>8} {:>8} {:>7} {:>12} {:>10} {:>6}",
+        "family", "failures", "recalled", "recall", "single-line", "false pos.", "forged"
     );
+    let percent = |part: usize, all: usize| {
+        if all == 0 {
+            100.0
+        } else {
+            100.0 * part as f64 / all as f64
+        }
+    };
     for family in FAMILIES {
         let sample = folder.join(family);
         if !sample.is_file() {
             continue;
         }
         let s = score(&sample);
-        let recall = if s.failures == 0 {
-            100.0
-        } else {
-            100.0 * s.recalled as f64 / s.failures as f64
-        };
         eprintln!(
-            "{family:<16} {:>8} {:>8} {recall:>6.1}% {:>4} of {:<3} {:>6}",
+            "{family:<16} {:>8} {:>8} {:>6.1}% {:>11.1}% {:>4} of {:<3} {:>6}",
             s.failures,
             s.recalled,
+            percent(s.recalled, s.failures),
+            percent(s.single_line_recalled, s.single_line),
             s.false_positives.len(),
             s.non_failures,
             s.forged.len()

@@ -77,6 +77,20 @@ fn yes() -> bool {
     true
 }
 
+/// `{syslog}` at the start of a regex stands for a syslog line's header up to
+/// the program name: an optional `<PRI>` and RFC 5424 version, the time as
+/// classic syslog (`Nov 22 10:00:01`) or RFC 3339 (rsyslog on newer
+/// distributions), and the host (`host.hostname`), which some senders omit.
+pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
+const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+
+fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
+    match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
+        Some(rest) => format!("{SYSLOG_HEADER}{rest}").into(),
+        None => regex.into(),
+    }
+}
+
 /// Expands `paths` (files, or folders whose `*.toml` are rule files) in a
 /// stable order: folders sorted by file name, like `rules.d` conventions.
 pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
@@ -180,7 +194,7 @@ fn compile(
         ));
     }
     let regex_at = Some(spec.regex.span().start);
-    let regex = regex::Regex::new(spec.regex.get_ref())
+    let regex = regex::Regex::new(&expand_placeholders(spec.regex.get_ref()))
         .map_err(|e| fail(regex_at, format!("regex does not compile:\n{e}")))?;
     let captures: Vec<String> = regex
         .capture_names()
@@ -368,6 +382,31 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn syslog_placeholder_accepts_classic_rfc3339_and_rfc5424_headers() {
+        let (_, rule) =
+            parse("[[rule]]\nid = \"a\"\nregex = '{syslog}sshd\\[(?P<process.pid>\\d+)\\]: x$'\n")
+                .unwrap()
+                .remove(0);
+        for line in [
+            "Nov 22 10:00:01 web1 sshd[1]: x",
+            "Nov  2 10:00:01 web1 sshd[1]: x",
+            "Nov 2 10:00:01 web1 sshd[1]: x",
+            "2026-11-22T10:00:01.123456+01:00 web1 sshd[1]: x",
+            "<38>1 2026-11-22T10:00:01Z web1 sshd[1]: x",
+            "Nov 22 10:00:01 sshd[1]: x",
+        ] {
+            assert!(rule.apply(line).is_some(), "{line}");
+        }
+        assert_eq!(
+            rule.apply("Nov 22 10:00:01 web1 sshd[1]: x").unwrap()["host.hostname"],
+            "web1"
+        );
+        assert!(rule
+            .apply("garbage Nov 22 10:00:01 web1 sshd[1]: x")
+            .is_none());
     }
 
     #[test]

@@ -43,8 +43,9 @@ pub enum FieldType {
     Int,
     Float,
     Bool,
-    /// Kept as a string, but only an address that parses as IPv4/IPv6 matches:
-    /// a forged `user.name` cannot smuggle text into `source.ip`.
+    /// A string, but only an address that parses as IPv4/IPv6 matches (so a
+    /// forged `user.name` cannot smuggle text into `source.ip`), in canonical
+    /// form (IPv4-mapped IPv6 becomes IPv4, IPv6 is compressed lowercase).
     Ip,
 }
 
@@ -56,7 +57,12 @@ impl FieldType {
             FieldType::Int => text.parse::<i64>().ok().map(Value::from),
             FieldType::Float => text.parse::<f64>().ok().map(Value::from),
             FieldType::Bool => text.parse::<bool>().ok().map(Value::from),
-            FieldType::Ip => text.parse::<IpAddr>().ok().map(|_| Value::from(text)),
+            // Canonical form: `::ffff:192.0.2.1` is the IPv4 address it
+            // carries, so blocklists and SOC tools see one address.
+            FieldType::Ip => text
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| Value::from(ip.to_canonical().to_string())),
         }
     }
 }
@@ -296,6 +302,19 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert!(rules[0]
             .apply("sshd[1]: Failed password for root from 1.2.3 port 22 ssh2")
             .is_none());
+    }
+
+    #[test]
+    fn ip_fields_are_canonical() {
+        assert_eq!(
+            FieldType::Ip.convert("::ffff:192.0.2.1").unwrap(),
+            "192.0.2.1"
+        );
+        assert_eq!(
+            FieldType::Ip.convert("2001:DB8:0:0::1").unwrap(),
+            "2001:db8::1"
+        );
+        assert_eq!(FieldType::Ip.convert("192.0.2.300"), None);
     }
 
     #[test]
