@@ -80,9 +80,9 @@ fn yes() -> bool {
 /// `{syslog}` at the start of a regex stands for a syslog line's header up to
 /// the program name: an optional `<PRI>` and RFC 5424 version, the time as
 /// classic syslog (`Nov 22 10:00:01`) or RFC 3339 (rsyslog on newer
-/// distributions), and the host (`host.hostname`), which some senders omit.
+/// distributions; the zone may be missing), and the host (`host.hostname`), which some senders omit.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
