@@ -12,21 +12,12 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn config(setup: &Setup, url: &str) -> std::path::PathBuf {
-    setup.write_config(&format!(
-        r#"
-[agent]
-state_dir = "state"
-poll_interval = "100ms"
-[rules]
-paths = ["rules"]
-[[input]]
-name = "auth"
-paths = ["auth.log"]
-[webhook.soc]
-url = "{url}"
-batch_timeout = "20ms"
-"#
-    ))
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input: "",
+        webhook: "batch_timeout = \"20ms\"",
+    };
+    setup.agent_config(url, keys)
 }
 
 /// How often each sequence number arrived.

@@ -9,31 +9,16 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn config(
-    setup: &Setup,
-    receiver_url: &str,
-    extra_input: &str,
-    extra_webhook: &str,
-) -> std::path::PathBuf {
-    setup.write_config(&format!(
-        r#"
-[agent]
-state_dir = "state"
-poll_interval = "200ms"
-
-[rules]
-paths = ["rules"]
-
-[[input]]
-name = "auth"
-paths = ["auth.log"]
-{extra_input}
-
-[webhook.soc]
-url = "{receiver_url}"
-{extra_webhook}
-"#
-    ))
+fn config(setup: &Setup, receiver_url: &str, input: &str, webhook: &str) -> std::path::PathBuf {
+    let agent = "poll_interval = \"200ms\"";
+    setup.agent_config(
+        receiver_url,
+        ConfigKeys {
+            agent,
+            input,
+            webhook,
+        },
+    )
 }
 
 #[test]

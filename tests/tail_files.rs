@@ -11,21 +11,12 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(20);
 
 fn config(setup: &Setup, url: &str, input: &str) -> std::path::PathBuf {
-    setup.write_config(&format!(
-        r#"
-[agent]
-state_dir = "state"
-poll_interval = "100ms"
-[rules]
-paths = ["rules"]
-[[input]]
-name = "auth"
-{input}
-[webhook.soc]
-url = "{url}"
-batch_timeout = "20ms"
-"#
-    ))
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input,
+        webhook: "batch_timeout = \"20ms\"",
+    };
+    setup.agent_config(url, keys)
 }
 
 #[test]

@@ -20,23 +20,13 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn start(setup: &Setup, receiver: &Receiver, agent_keys: &str) -> Agent {
     std::fs::write(setup.path("auth.log"), "").unwrap();
-    let config = setup.write_config(&format!(
-        r#"
-[agent]
-state_dir = "state"
-poll_interval = "200ms"
-{agent_keys}
-[rules]
-paths = ["rules"]
-[[input]]
-name = "auth"
-paths = ["auth.log"]
-[webhook.soc]
-url = "{}"
-batch_timeout = "50ms"
-"#,
-        receiver.url
-    ));
+    let agent_keys = format!("poll_interval = \"200ms\"\n{agent_keys}");
+    let keys = ConfigKeys {
+        agent: &agent_keys,
+        input: "",
+        webhook: "batch_timeout = \"50ms\"",
+    };
+    let config = setup.agent_config(&receiver.url, keys);
     let agent = Agent::start(&config);
     agent.wait_for_log("tailing file", DEADLINE);
     agent

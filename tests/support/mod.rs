@@ -279,6 +279,14 @@ fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     text
 }
 
+/// Keys added to the sections of [`Setup::agent_config`], as TOML lines.
+#[derive(Default, Clone, Copy)]
+pub struct ConfigKeys<'a> {
+    pub agent: &'a str,
+    pub input: &'a str,
+    pub webhook: &'a str,
+}
+
 /// A temp folder with a log file, a rules folder and a config.
 pub struct Setup {
     pub dir: tempfile::TempDir,
@@ -294,6 +302,22 @@ impl Setup {
 
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
+    }
+
+    /// A config with the test rules, one input `auth` (reading `auth.log`
+    /// unless `keys.input` sets `paths`) and one webhook `soc` posting to
+    /// `url`; `keys` adds TOML lines to each section.
+    pub fn agent_config(&self, url: &str, keys: ConfigKeys) -> PathBuf {
+        let paths = if keys.input.contains("paths") {
+            ""
+        } else {
+            "paths = [\"auth.log\"]"
+        };
+        self.write_config(&format!(
+            "[agent]\nstate_dir = \"state\"\n{}\n[rules]\npaths = [\"rules\"]\n\
+             [[input]]\nname = \"auth\"\n{paths}\n{}\n[webhook.soc]\nurl = \"{url}\"\n{}\n",
+            keys.agent, keys.input, keys.webhook
+        ))
     }
 
     pub fn write_config(&self, text: &str) -> PathBuf {
