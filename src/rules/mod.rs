@@ -192,10 +192,6 @@ impl Matcher {
         Ok(Matcher { rules, prefilter })
     }
 
-    pub fn rules(&self) -> &[Arc<Rule>] {
-        &self.rules
-    }
-
     /// Every rule that matches `line`, with its fields. A line matching two rules
     /// yields two events: rules are independent detections, like fail2ban jails.
     pub fn matches<'a>(
