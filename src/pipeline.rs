@@ -89,7 +89,7 @@ impl Pipeline {
                     rules.len()
                 );
             }
-            matchers.push(Matcher::new(selected).context("combining the rules' regexes")?);
+            matchers.push(Matcher::new(selected));
         }
         for (i, route) in config.routes.iter().enumerate() {
             for pattern in &route.rules {

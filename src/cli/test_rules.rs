@@ -56,7 +56,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             eprintln!("warning: {}: rule `{}`: {failure}", rule.origin, rule.id);
         }
     }
-    let matcher = Matcher::new(loaded.clone()).context("combining the rules' regexes")?;
+    let matcher = Matcher::new(loaded.clone());
     let mut summary = Summary {
         per_rule: loaded.iter().map(|r| (r.id.clone(), 0)).collect(),
         ..Summary::default()

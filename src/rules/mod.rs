@@ -12,6 +12,7 @@
 
 mod gate;
 mod load;
+mod prefilter;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -180,16 +181,16 @@ pub fn compile_globs(patterns: &[String]) -> Vec<glob::Pattern> {
         .collect()
 }
 
-/// The rules one input applies, behind a single multi-pattern prefilter.
+/// The rules one input applies, behind a literal prefilter.
 pub struct Matcher {
     rules: Vec<Arc<Rule>>,
-    prefilter: regex::RegexSet,
+    prefilter: prefilter::Prefilter,
 }
 
 impl Matcher {
-    pub fn new(rules: Vec<Arc<Rule>>) -> Result<Matcher, regex::Error> {
-        let prefilter = regex::RegexSet::new(rules.iter().map(|r| r.regex.as_str()))?;
-        Ok(Matcher { rules, prefilter })
+    pub fn new(rules: Vec<Arc<Rule>>) -> Matcher {
+        let prefilter = prefilter::Prefilter::new(rules.iter().map(|r| r.regex.as_str()));
+        Matcher { rules, prefilter }
     }
 
     /// Every rule that matches `line`, with its fields. A line matching two rules
@@ -211,7 +212,7 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Verdict)> + 'a {
-        self.prefilter.matches(line).into_iter().map(move |i| {
+        self.prefilter.candidates(line).into_iter().map(move |i| {
             let rule = &self.rules[i];
             (rule, rule.evaluate(line))
         })
@@ -277,7 +278,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
 
     #[test]
     fn matcher_runs_only_rules_that_hit_and_types_fields() {
-        let matcher = Matcher::new(rules()).unwrap();
+        let matcher = Matcher::new(rules());
         let line = "Nov 22 10:00:01 web1 sshd[811]: Failed password for invalid user admin from 2001:db8::1 port 22 ssh2";
         let hits: Vec<_> = matcher.matches(line).collect();
         assert_eq!(hits.len(), 1);
