@@ -79,10 +79,11 @@ fn yes() -> bool {
 
 /// `{syslog}` at the start of a regex stands for a syslog line's header up to
 /// the program name: an optional `<PRI>` and RFC 5424 version, the time as
-/// classic syslog (`Nov 22 10:00:01`) or RFC 3339 (rsyslog on newer
-/// distributions; the zone may be missing), and the host (`host.hostname`), which some senders omit.
+/// classic syslog (`Nov 22 10:00:01`), RFC 3339 (rsyslog on newer
+/// distributions; the zone may be missing) or TAI64N (daemontools' `@4000…`),
+/// and the host (`host.hostname`), which some senders omit.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
@@ -397,6 +398,7 @@ mod tests {
             "2026-11-22T10:00:01.123456+01:00 web1 sshd[1]: x",
             "<38>1 2026-11-22T10:00:01Z web1 sshd[1]: x",
             "Nov 22 10:00:01 sshd[1]: x",
+            "@400000004c91b044077a9e94 sshd[1]: x",
         ] {
             assert!(rule.apply(line).is_some(), "{line}");
         }
