@@ -4,8 +4,8 @@
 //! oldest event has waited `batch_timeout`, or the queue closed; wait for the
 //! rate windows to allow an attempt (`limit`); send (`send`); on a retryable
 //! failure wait (Retry-After, else capped exponential backoff with jitter) and
-//! try again, charging the limiter every time; on a rejection write the batch
-//! to the dead-letter file. While budget is not yet available the batch keeps
+//! try again, charging the limiter every time; on 413 split the batch in two;
+//! on another rejection write the batch to the dead-letter file. While budget is not yet available the batch keeps
 //! filling, so a rate-limited webhook gets as few, as full requests as possible.
 //!
 //! Each webhook has its own task, queue and limiter: one that is slow or down
@@ -105,8 +105,34 @@ impl Deliverer {
         }
     }
 
-    /// Sends one batch until it is delivered or rejected.
+    /// Sends one batch until it is delivered or rejected. A batch refused as
+    /// too large (413) is split in two and each half sent in turn: the
+    /// receiver's real limit may be below `max_body_bytes`.
     async fn deliver(&mut self, envelope: &Envelope<'_>, batch: Vec<Encoded>) {
+        // Oldest last, so `pop` sends in order.
+        let mut to_send = vec![batch];
+        while let Some(batch) = to_send.pop() {
+            if let Some(too_large) = self.send_until_settled(envelope, batch).await {
+                let mut first = too_large;
+                let second = first.split_off(first.len() / 2);
+                tracing::warn!(
+                    webhook = %self.config.name,
+                    events = first.len() + second.len(),
+                    "webhook refused the body as too large (413); sending it in two halves"
+                );
+                to_send.push(second);
+                to_send.push(first);
+            }
+        }
+    }
+
+    /// Sends `batch` until it is delivered or dead-lettered; hands it back
+    /// when it was refused as too large and can still be split.
+    async fn send_until_settled(
+        &mut self,
+        envelope: &Envelope<'_>,
+        batch: Vec<Encoded>,
+    ) -> Option<Vec<Encoded>> {
         let body = envelope.encode(batch.iter().map(|e| e.json.as_slice()));
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(std::time::Duration::from_millis(500))
@@ -123,7 +149,7 @@ impl Deliverer {
             match self.transport.send(&body).await {
                 Outcome::Delivered { status } => {
                     tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
-                    return;
+                    return None;
                 }
                 Outcome::Retry { reason, after } => {
                     let delay = after
@@ -138,9 +164,10 @@ impl Deliverer {
                     );
                     tokio::time::sleep(delay).await;
                 }
+                Outcome::Rejected { status: 413, .. } if batch.len() > 1 => return Some(batch),
                 Outcome::Rejected { status, reason } => {
                     self.dead_letter(&batch, Some(status), &reason);
-                    return;
+                    return None;
                 }
             }
         }
