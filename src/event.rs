@@ -1,12 +1,8 @@
-//! The JSON event a matched line becomes, and the envelope batches travel in.
+//! The JSON event a matched line becomes.
 //!
 //! These types cross every seam after the rules stage (queue, batch, send), so
-//! they hold plain data only. Their serialized form is the product's payload
-//! (DESIGN §5):
-//!
-//! ```json
-//! {"agent": "tailhook", "host": "web1", "events": [ {"id": "…", "rule": "…", …} ]}
-//! ```
+//! they hold plain data only. An event's JSON form is what a webhook receives
+//! inside the envelope (DESIGN §5); `deliver::body` builds the envelope.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
@@ -68,40 +64,6 @@ pub fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
-/// The batch envelope. Its encoded size is computed without building it, so the
-/// batcher can decide what fits before serializing anything twice.
-pub struct Envelope<'a> {
-    pub host: &'a str,
-}
-
-impl Envelope<'_> {
-    fn prefix(&self) -> String {
-        let host = serde_json::to_string(self.host).expect("a string always serializes");
-        format!(r#"{{"agent":"tailhook","host":{host},"events":["#)
-    }
-
-    const SUFFIX: &'static [u8] = b"]}";
-
-    /// Bytes of an envelope holding no events.
-    pub fn overhead(&self) -> usize {
-        self.prefix().len() + Self::SUFFIX.len()
-    }
-
-    /// The body for already-encoded events; its length is exactly
-    /// `overhead() + sum(len) + (n - 1)` separators.
-    pub fn encode<'e>(&self, events: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
-        let mut body = self.prefix().into_bytes();
-        for (i, event) in events.into_iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(event);
-        }
-        body.extend_from_slice(Self::SUFFIX);
-        body
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,23 +96,16 @@ mod tests {
     }
 
     #[test]
-    fn envelope_matches_the_documented_shape_and_predicted_size() {
-        let encoded: Vec<Vec<u8>> = (0..3)
-            .map(|_| serde_json::to_vec(&event()).unwrap())
-            .collect();
-        let envelope = Envelope { host: "web\"1" };
-        let body = envelope.encode(encoded.iter().map(Vec::as_slice));
-        let predicted = envelope.overhead() + encoded.iter().map(Vec::len).sum::<usize>() + 2;
-        assert_eq!(body.len(), predicted);
-
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(value["agent"], "tailhook");
-        assert_eq!(value["host"], "web\"1");
-        let first = &value["events"][0];
-        assert_eq!(first["severity"], "medium");
-        assert_eq!(first["log"]["offset"], 1234);
-        assert_eq!(first["fields"]["source.port"], 52144);
-        assert_eq!(first["message"], "a \"quoted\" line\twith tab");
-        assert!(first.get("truncated").is_none());
+    fn optional_members_are_left_out_until_set() {
+        let mut event = event();
+        let plain = serde_json::to_value(&event).unwrap();
+        assert!(plain.get("count").is_none() && plain.get("truncated").is_none());
+        assert_eq!(plain["log"]["offset"], 1234);
+        assert_eq!(plain["message"], "a \"quoted\" line\twith tab");
+        event.count = Some(5);
+        event.truncated = true;
+        let flagged = serde_json::to_value(&event).unwrap();
+        assert_eq!(flagged["count"], 5);
+        assert_eq!(flagged["truncated"], true);
     }
 }

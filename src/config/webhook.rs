@@ -14,6 +14,9 @@ use serde::Deserialize;
 use super::humantime_duration;
 use super::RateLimit;
 
+/// The line a Slack message shows per event, unless `template` says otherwise.
+const SLACK_TEMPLATE: &str = "*{severity}* `{rule}` on {host}: {message}";
+
 /// `url = "-"` prints each body on stdout instead of POSTing it: for trying
 /// rules and for the quick start, with the same batching and limits.
 pub const STDOUT_URL: &str = "-";
@@ -38,6 +41,9 @@ pub struct WebhookSpec {
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
+    /// One line of text per event (`{rule}`, `{message}`, `{fields.NAME}`…),
+    /// sent as `{"text": …}` instead of the envelope.
+    template: Option<String>,
 }
 
 impl fmt::Debug for WebhookSpec {
@@ -58,6 +64,9 @@ pub enum Preset {
     Securex,
     /// Cisco XDR Automation: body < 1 MB, 10/min and 5000/day.
     Xdr,
+    /// Slack (and compatible) incoming webhooks: about 1 request/s, a
+    /// `{"text": …}` body, and the secret in the URL's path.
+    Slack,
     /// Any JSON receiver; no rate limit unless configured.
     #[default]
     Generic,
@@ -70,6 +79,10 @@ pub enum ContentType {
     Json,
     #[serde(rename = "application/json; charset=utf-8")]
     JsonUtf8,
+    #[serde(rename = "application/x-www-form-urlencoded")]
+    FormUrlencoded,
+    #[serde(rename = "application/xml")]
+    Xml,
 }
 
 impl ContentType {
@@ -77,6 +90,8 @@ impl ContentType {
         match self {
             ContentType::Json => "application/json",
             ContentType::JsonUtf8 => "application/json; charset=utf-8",
+            ContentType::FormUrlencoded => "application/x-www-form-urlencoded",
+            ContentType::Xml => "application/xml",
         }
     }
 }
@@ -108,19 +123,27 @@ pub struct WebhookConfig {
     pub batch_timeout: Duration,
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
+    pub template: Option<String>,
 }
 
 /// A webhook URL. Its query string (the `api_key`) and any user info are
-/// secrets: formatting it shows `?<redacted>` instead.
+/// secrets, and so is the path where the target keeps its secret there
+/// (Slack): formatting it shows `<redacted>` instead.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(reqwest::Url);
+pub struct SecretUrl {
+    url: reqwest::Url,
+    path_is_secret: bool,
+}
 
 impl SecretUrl {
     pub fn parse(text: &str) -> Result<SecretUrl, String> {
         // The parser's message never echoes the input, so it is safe to show.
         let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
         match url.scheme() {
-            "http" | "https" => Ok(SecretUrl(url)),
+            "http" | "https" => Ok(SecretUrl {
+                url,
+                path_is_secret: false,
+            }),
             other => Err(format!(
                 "scheme `{other}` is not supported; use https:// (or http:// on loopback)"
             )),
@@ -129,18 +152,29 @@ impl SecretUrl {
 
     /// The real URL, for the HTTP client only.
     pub fn expose(&self) -> &reqwest::Url {
-        &self.0
+        &self.url
+    }
+
+    fn with_secret_path(self) -> SecretUrl {
+        SecretUrl {
+            path_is_secret: true,
+            ..self
+        }
     }
 }
 
 impl fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = &self.0;
+        let url = &self.url;
         write!(f, "{}://{}", url.scheme(), url.host_str().unwrap_or(""))?;
         if let Some(port) = url.port() {
             write!(f, ":{port}")?;
         }
-        f.write_str(url.path())?;
+        f.write_str(if self.path_is_secret {
+            "/<redacted>"
+        } else {
+            url.path()
+        })?;
         if url.query().is_some() {
             f.write_str("?<redacted>")?;
         }
@@ -171,6 +205,11 @@ impl Preset {
             Preset::Xdr => PresetDefaults {
                 rate_limits: &[(10, MINUTE), (5000, DAY)],
                 max_body_bytes: 1_000_000,
+            },
+            Preset::Slack => PresetDefaults {
+                rate_limits: &[(1, 1)],
+                // Slack cuts messages past 40,000 characters.
+                max_body_bytes: 35_000,
             },
             Preset::Generic => PresetDefaults {
                 rate_limits: &[],
@@ -209,6 +248,15 @@ impl WebhookSpec {
         if self.batch_timeout.is_some_and(|d| d.is_zero()) {
             return Err(("batch_timeout", "must be above zero".into()));
         }
+        if let Some(template) = &self.template {
+            crate::deliver::Template::parse(template).map_err(|e| ("template", e))?;
+            if self.content_type == Some(ContentType::Xml) {
+                return Err((
+                    "template",
+                    "renders text for a JSON or form body; not with application/xml".into(),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -234,6 +282,10 @@ impl WebhookSpec {
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
+            template: self
+                .template
+                .clone()
+                .or_else(|| (self.preset == Preset::Slack).then(|| SLACK_TEMPLATE.to_string())),
         })
     }
 
@@ -264,9 +316,13 @@ impl WebhookSpec {
         } else {
             "url_file"
         };
-        SecretUrl::parse(text)
-            .map(WebhookTarget::Http)
-            .map_err(|e| (key, e))
+        let url = SecretUrl::parse(text).map_err(|e| (key, e))?;
+        let url = if self.preset == Preset::Slack {
+            url.with_secret_path()
+        } else {
+            url
+        };
+        Ok(WebhookTarget::Http(url))
     }
 }
 
@@ -332,6 +388,41 @@ mod tests {
             spec.resolve("x").unwrap().target,
             WebhookTarget::Stdout
         ));
+    }
+
+    #[test]
+    fn slack_preset_hides_the_path_and_sends_text() {
+        let spec: WebhookSpec = toml::from_str(
+            r#"url = "https://hooks.slack.com/services/T000/B000/XXXXSECRET"
+               preset = "slack""#,
+        )
+        .unwrap();
+        let hook = spec.resolve("chat").unwrap();
+        let shown = hook.target.to_string();
+        assert_eq!(shown, "https://hooks.slack.com/<redacted>");
+        assert!(hook.template.is_some());
+        assert_eq!(hook.rate_limits[0].count, 1);
+    }
+
+    #[test]
+    fn template_is_checked_and_not_mixed_with_xml() {
+        let err = toml::from_str::<WebhookSpec>(
+            r#"url = "-"
+               template = "{nope}""#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert_eq!(err.0, "template");
+        let err = toml::from_str::<WebhookSpec>(
+            r#"url = "-"
+               content_type = "application/xml"
+               template = "{rule}""#,
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err();
+        assert!(err.1.contains("application/xml"), "{}", err.1);
     }
 
     #[test]

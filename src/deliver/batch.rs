@@ -1,34 +1,34 @@
 //! Batching: packing queued events into bodies no larger than `max_body_bytes`.
 //!
-//! Sizes are counted on the encoded bytes, envelope and separators included,
-//! so the limit holds for what goes on the wire. An event too large for any
-//! body has its `message` cut until it fits (and is marked `truncated`); one
-//! that still cannot fit is handed back to be dead-lettered, so it never blocks
-//! the queue.
+//! Sizes are counted on the encoded bytes in the webhook's body format,
+//! envelope and separators included, so the limit holds for what goes on the
+//! wire. An event too large for any body has its `message` cut until it fits
+//! (and is marked `truncated`); one that still cannot fit is handed back to be
+//! dead-lettered, so it never blocks the queue.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::event::{Envelope, Event};
+use super::body::BodyFormat;
+use crate::event::Event;
 use crate::queue::Queued;
 use crate::tail::CommitToken;
 
-/// An event with its JSON encoding, computed once. Dropping it (after
-/// delivery or dead-lettering) releases its line for commit.
+/// An event with its bytes in the body format, computed once. Dropping it
+/// (after delivery or dead-lettering) releases its line for commit.
 #[derive(Debug)]
 pub struct Encoded {
     pub event: Arc<Event>,
-    pub json: Vec<u8>,
+    pub bytes: Vec<u8>,
     _commit: CommitToken,
 }
 
 impl Encoded {
-    pub fn new(queued: Queued) -> Encoded {
-        let json = serde_json::to_vec(&*queued.event).expect("events always serialize");
+    fn new(queued: Queued, format: &BodyFormat) -> Encoded {
         Encoded {
+            bytes: format.encode_event(&queued.event),
             event: queued.event,
-            json,
             _commit: queued.commit,
         }
     }
@@ -40,6 +40,7 @@ pub struct Pending {
     /// Bytes a body with all of `events` would have.
     body_bytes: usize,
     overhead: usize,
+    separator: usize,
     max_body_bytes: usize,
     /// When the oldest event arrived: bounds its wait by `batch_timeout`.
     pub oldest: Option<Instant>,
@@ -53,12 +54,13 @@ pub enum Admitted {
 }
 
 impl Pending {
-    pub fn new(envelope: &Envelope, max_body_bytes: usize) -> Pending {
-        let overhead = envelope.overhead();
+    pub fn new(format: &BodyFormat, max_body_bytes: usize) -> Pending {
+        let overhead = format.overhead();
         Pending {
             events: VecDeque::new(),
             body_bytes: overhead,
             overhead,
+            separator: format.separator_len(),
             max_body_bytes,
             oldest: None,
         }
@@ -72,17 +74,25 @@ impl Pending {
         self.max_body_bytes.saturating_sub(self.overhead)
     }
 
-    pub fn push(&mut self, queued: Queued) -> Admitted {
-        let encoded = Encoded::new(queued);
-        let encoded = if encoded.json.len() > self.room_for_one() {
-            match shrink(encoded, self.room_for_one()) {
+    fn separator_before(&self, events_before: usize) -> usize {
+        if events_before > 0 {
+            self.separator
+        } else {
+            0
+        }
+    }
+
+    pub fn push(&mut self, queued: Queued, format: &BodyFormat) -> Admitted {
+        let encoded = Encoded::new(queued, format);
+        let encoded = if encoded.bytes.len() > self.room_for_one() {
+            match shrink(encoded, self.room_for_one(), format) {
                 Ok(shrunk) => shrunk,
                 Err(whole) => return Admitted::TooLarge(whole),
             }
         } else {
             encoded
         };
-        self.body_bytes += encoded.json.len() + usize::from(!self.events.is_empty());
+        self.body_bytes += encoded.bytes.len() + self.separator_before(self.events.len());
         self.events.push_back(encoded);
         self.oldest.get_or_insert_with(Instant::now);
         Admitted::Queued
@@ -98,7 +108,7 @@ impl Pending {
         let mut size = self.overhead;
         let mut batch = Vec::new();
         while let Some(next) = self.events.front() {
-            let added = next.json.len() + usize::from(!batch.is_empty());
+            let added = next.bytes.len() + self.separator_before(batch.len());
             if !batch.is_empty() && size + added > self.max_body_bytes {
                 break;
             }
@@ -106,8 +116,8 @@ impl Pending {
             batch.push(self.events.pop_front().expect("front exists"));
         }
         self.body_bytes = self.overhead
-            + self.events.iter().map(|e| e.json.len()).sum::<usize>()
-            + self.events.len().saturating_sub(1);
+            + self.events.iter().map(|e| e.bytes.len()).sum::<usize>()
+            + self.events.len().saturating_sub(1) * self.separator;
         self.oldest = if self.events.is_empty() {
             None
         } else {
@@ -117,25 +127,21 @@ impl Pending {
     }
 }
 
-/// Cuts the event's message to the longest prefix whose encoding fits `room`.
-fn shrink(encoded: Encoded, room: usize) -> Result<Encoded, Encoded> {
+/// Cuts the event's message to the longest prefix whose encoded event fits
+/// `room` bytes; hands the event back if not even an empty message fits.
+fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded, Encoded> {
     let mut event = (*encoded.event).clone();
     event.truncated = true;
     let message = std::mem::take(&mut event.message);
-    let encoded_len = |text: &str| {
-        serde_json::to_string(text)
-            .expect("strings serialize")
-            .len()
+    let mut size_with = |len: usize| {
+        event.message = message[..len].to_string();
+        format.encode_event(&event).len()
     };
-    let without_message = serde_json::to_vec(&event)
-        .expect("events always serialize")
-        .len();
-    if without_message > room {
+    if size_with(0) > room {
         return Err(encoded);
     }
-    // Room for the message's quoted, escaped form; escaping makes its size
-    // differ from its length, and the size grows with the prefix, so search.
-    let budget = room - without_message + encoded_len("");
+    // Escaping makes the encoded size differ from the message's length, but
+    // it grows with the prefix: search for the longest prefix that fits.
     let (mut fits, mut too_long) = (0, message.len() + 1);
     while too_long - fits > 1 {
         let mut mid = (fits + too_long) / 2;
@@ -145,17 +151,17 @@ fn shrink(encoded: Encoded, room: usize) -> Result<Encoded, Encoded> {
         if mid == fits {
             break;
         }
-        if encoded_len(&message[..mid]) <= budget {
+        if size_with(mid) <= room {
             fits = mid;
         } else {
             too_long = mid;
         }
     }
     event.message = message[..fits].to_string();
-    let json = serde_json::to_vec(&event).expect("events always serialize");
+    let bytes = format.encode_event(&event);
     Ok(Encoded {
         event: Arc::new(event),
-        json,
+        bytes,
         _commit: encoded._commit,
     })
 }
@@ -163,6 +169,7 @@ fn shrink(encoded: Encoded, room: usize) -> Result<Encoded, Encoded> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ContentType;
     use crate::event::{Fields, LogOrigin};
     use crate::rules::Severity;
 
@@ -187,74 +194,88 @@ mod tests {
         }
     }
 
-    fn body(envelope: &Envelope, batch: &[Encoded]) -> Vec<u8> {
-        envelope.encode(batch.iter().map(|e| e.json.as_slice()))
+    fn body(format: &BodyFormat, batch: &[Encoded]) -> Vec<u8> {
+        format.encode(batch.iter().map(|e| e.bytes.as_slice()))
+    }
+
+    /// The messages of a JSON or form body's events.
+    fn messages(content_type: ContentType, body: &[u8]) -> Vec<String> {
+        let json = match content_type {
+            ContentType::FormUrlencoded => url::form_urlencoded::parse(body)
+                .next()
+                .unwrap()
+                .1
+                .into_owned(),
+            _ => String::from_utf8(body.to_vec()).unwrap(),
+        };
+        let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+        value["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
     }
 
     #[test]
-    fn batches_never_exceed_the_limit_and_keep_order() {
-        let envelope = Envelope { host: "h" };
-        let limit = 2_000;
-        let mut pending = Pending::new(&envelope, limit);
-        // Sizes from tiny to nearly the whole body, deterministic but irregular.
-        let mut seed = 7u64;
-        let mut sent = Vec::new();
-        for i in 0..300 {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let len = (seed >> 33) as usize % 1_800;
-            assert!(matches!(
-                pending.push(event(&format!("{i}:{}", "é".repeat(len / 2)))),
-                Admitted::Queued
-            ));
-        }
-        while !pending.is_empty() {
-            let batch = pending.take_batch();
-            let encoded = body(&envelope, &batch);
-            assert!(encoded.len() <= limit, "body of {} bytes", encoded.len());
-            let value: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
-            for e in value["events"].as_array().unwrap() {
-                sent.push(
-                    e["message"]
-                        .as_str()
-                        .unwrap()
-                        .split(':')
-                        .next()
-                        .unwrap()
-                        .parse::<usize>()
-                        .unwrap(),
-                );
+    fn batches_never_exceed_the_limit_and_keep_order_in_every_format() {
+        for content_type in [ContentType::Json, ContentType::FormUrlencoded] {
+            let format = BodyFormat::new(content_type, None, "h");
+            let limit = 2_000;
+            let mut pending = Pending::new(&format, limit);
+            // Sizes from tiny to nearly the whole body, deterministic but irregular.
+            let mut seed = 7u64;
+            for i in 0..300 {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = (seed >> 33) as usize % 1_800;
+                let message = format!("{i}:{}", "é\"&".repeat(len / 6));
+                assert!(matches!(
+                    pending.push(event(&message), &format),
+                    Admitted::Queued
+                ));
             }
+            let mut sent = Vec::new();
+            while !pending.is_empty() {
+                let encoded = body(&format, &pending.take_batch());
+                assert!(
+                    encoded.len() <= limit,
+                    "{content_type:?}: body of {} bytes",
+                    encoded.len()
+                );
+                for message in messages(content_type, &encoded) {
+                    sent.push(message.split(':').next().unwrap().parse::<usize>().unwrap());
+                }
+            }
+            assert_eq!(sent, (0..300).collect::<Vec<_>>(), "{content_type:?}");
         }
-        assert_eq!(sent, (0..300).collect::<Vec<_>>());
     }
 
     #[test]
     fn full_body_is_detected_exactly() {
-        let envelope = Envelope { host: "h" };
-        let one = Encoded::new(event("x")).json.len();
-        let limit = envelope.overhead() + 2 * one + 1;
-        let mut pending = Pending::new(&envelope, limit);
-        pending.push(event("x"));
-        pending.push(event("x"));
+        let format = BodyFormat::new(ContentType::Json, None, "h");
+        let one = format.encode_event(&event("x").event).len();
+        let limit = format.overhead() + 2 * one + format.separator_len();
+        let mut pending = Pending::new(&format, limit);
+        pending.push(event("x"), &format);
+        pending.push(event("x"), &format);
         assert!(pending.has_full_body());
         assert_eq!(pending.take_batch().len(), 2);
-        pending.push(event("x"));
+        pending.push(event("x"), &format);
         assert!(!pending.has_full_body());
     }
 
     #[test]
     fn oversized_event_is_cut_to_fit_and_flagged() {
-        let envelope = Envelope { host: "h" };
+        let format = BodyFormat::new(ContentType::Json, None, "h");
         let limit = 600;
-        let mut pending = Pending::new(&envelope, limit);
+        let mut pending = Pending::new(&format, limit);
         assert!(matches!(
-            pending.push(event(&"\"<quoted>\" ".repeat(500))),
+            pending.push(event(&"\"<quoted>\" ".repeat(500)), &format),
             Admitted::Queued
         ));
-        let batch = pending.take_batch();
-        let encoded = body(&envelope, &batch);
+        let encoded = body(&format, &pending.take_batch());
         assert!(encoded.len() <= limit);
         let value: serde_json::Value = serde_json::from_slice(&encoded).unwrap();
         assert_eq!(value["events"][0]["truncated"], true);
@@ -270,9 +291,12 @@ mod tests {
 
     #[test]
     fn event_that_cannot_fit_is_handed_back() {
-        let envelope = Envelope { host: "h" };
-        let mut pending = Pending::new(&envelope, 100);
-        assert!(matches!(pending.push(event("x")), Admitted::TooLarge(_)));
+        let format = BodyFormat::new(ContentType::Json, None, "h");
+        let mut pending = Pending::new(&format, 100);
+        assert!(matches!(
+            pending.push(event("x"), &format),
+            Admitted::TooLarge(_)
+        ));
         assert!(pending.is_empty());
     }
 }

@@ -12,6 +12,7 @@
 //! never delays another.
 
 mod batch;
+mod body;
 mod limit;
 mod send;
 
@@ -22,16 +23,18 @@ use backon::BackoffBuilder;
 use tokio::time::Instant;
 
 use crate::config::WebhookConfig;
-use crate::event::Envelope;
 use crate::queue::{EventReceiver, Queued};
 use batch::{Admitted, Encoded, Pending};
+use body::BodyFormat;
+
+pub use body::Template;
 use limit::RateLimiter;
 use send::{Outcome, Transport};
 
 /// A webhook's delivery task, ready to run.
 pub struct Deliverer {
     config: WebhookConfig,
-    host: String,
+    format: BodyFormat,
     transport: Transport,
     limiter: RateLimiter,
     dead_letters: PathBuf,
@@ -52,7 +55,7 @@ impl Deliverer {
                 .join("dead-letter")
                 .join(format!("{}.jsonl", config.name)),
             transport,
-            host,
+            format: BodyFormat::new(config.content_type, config.template.as_deref(), &host),
             config,
         })
     }
@@ -60,10 +63,7 @@ impl Deliverer {
     /// Runs until `events` is closed and everything it held was sent or
     /// dead-lettered.
     pub async fn run(mut self, mut events: EventReceiver) {
-        let envelope = Envelope {
-            host: &self.host.clone(),
-        };
-        let mut pending = Pending::new(&envelope, self.config.max_body_bytes);
+        let mut pending = Pending::new(&self.format, self.config.max_body_bytes);
         let mut closed = false;
         loop {
             if pending.is_empty() {
@@ -86,7 +86,7 @@ impl Deliverer {
             }
             if !pending.is_empty() {
                 let batch = pending.take_batch();
-                self.deliver(&envelope, batch).await;
+                self.deliver(batch).await;
             }
             if closed && pending.is_empty() {
                 return;
@@ -95,10 +95,10 @@ impl Deliverer {
     }
 
     fn admit(&self, pending: &mut Pending, event: Queued) {
-        if let Admitted::TooLarge(encoded) = pending.push(event) {
+        if let Admitted::TooLarge(encoded) = pending.push(event, &self.format) {
             let reason = format!(
                 "event of {} bytes cannot fit max_body_bytes = {} even with its message removed",
-                encoded.json.len(),
+                encoded.bytes.len(),
                 self.config.max_body_bytes
             );
             self.dead_letter(&[encoded], None, &reason);
@@ -108,11 +108,11 @@ impl Deliverer {
     /// Sends one batch until it is delivered or rejected. A batch refused as
     /// too large (413) is split in two and each half sent in turn: the
     /// receiver's real limit may be below `max_body_bytes`.
-    async fn deliver(&mut self, envelope: &Envelope<'_>, batch: Vec<Encoded>) {
+    async fn deliver(&mut self, batch: Vec<Encoded>) {
         // Oldest last, so `pop` sends in order.
         let mut to_send = vec![batch];
         while let Some(batch) = to_send.pop() {
-            if let Some(too_large) = self.send_until_settled(envelope, batch).await {
+            if let Some(too_large) = self.send_until_settled(batch).await {
                 let mut first = too_large;
                 let second = first.split_off(first.len() / 2);
                 tracing::warn!(
@@ -128,12 +128,8 @@ impl Deliverer {
 
     /// Sends `batch` until it is delivered or dead-lettered; hands it back
     /// when it was refused as too large and can still be split.
-    async fn send_until_settled(
-        &mut self,
-        envelope: &Envelope<'_>,
-        batch: Vec<Encoded>,
-    ) -> Option<Vec<Encoded>> {
-        let body = envelope.encode(batch.iter().map(|e| e.json.as_slice()));
+    async fn send_until_settled(&mut self, batch: Vec<Encoded>) -> Option<Vec<Encoded>> {
+        let body = self.format.encode(batch.iter().map(|e| e.bytes.as_slice()));
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(std::time::Duration::from_millis(500))
             .with_max_delay(self.config.max_retry_delay)

@@ -1,0 +1,410 @@
+//! Request bodies: the envelope of DESIGN §5 in the webhook's content type.
+//!
+//! A body is `prefix, event, separator, event, …, suffix`, and each event's
+//! bytes are computed once, so the batcher knows a body's size exactly
+//! before building it: the limit holds for the bytes on the wire.
+//!
+//! - `application/json` (and `; charset=utf-8`): the JSON envelope
+//!   `{"agent":"tailhook","host":…,"events":[…]}`.
+//! - `application/x-www-form-urlencoded`: `payload=` and the JSON envelope,
+//!   percent-encoded (Slack's and many receivers' form convention).
+//! - `application/xml`: `<tailhook agent="tailhook" host="…"><event …>…`.
+//! - A `template`: each event rendered as one line of text, the lines joined
+//!   into `{"text": "…"}` (Slack, Mattermost, Teams), JSON or form-encoded.
+
+use std::fmt::Write as _;
+
+use crate::config::ContentType;
+use crate::event::Event;
+
+pub struct BodyFormat {
+    wire: Wire,
+    shape: Shape,
+    host: String,
+}
+
+enum Wire {
+    Json,
+    Form,
+    Xml,
+}
+
+enum Shape {
+    Envelope,
+    Text(Template),
+}
+
+impl BodyFormat {
+    /// `template` was validated when the config loaded.
+    pub fn new(content_type: ContentType, template: Option<&str>, host: &str) -> BodyFormat {
+        let wire = match content_type {
+            ContentType::Json | ContentType::JsonUtf8 => Wire::Json,
+            ContentType::FormUrlencoded => Wire::Form,
+            ContentType::Xml => Wire::Xml,
+        };
+        let shape = match template {
+            Some(text) => {
+                Shape::Text(Template::parse(text).expect("templates are validated at load"))
+            }
+            None => Shape::Envelope,
+        };
+        BodyFormat {
+            wire,
+            shape,
+            host: host.to_string(),
+        }
+    }
+
+    /// The JSON text pieces of the body, before the wire encoding.
+    fn json_prefix(&self) -> String {
+        match &self.shape {
+            Shape::Envelope => {
+                let host = serde_json::to_string(&self.host).expect("strings serialize");
+                format!(r#"{{"agent":"tailhook","host":{host},"events":["#)
+            }
+            Shape::Text(_) => r#"{"text":""#.to_string(),
+        }
+    }
+
+    fn json_separator(&self) -> &'static str {
+        match self.shape {
+            Shape::Envelope => ",",
+            Shape::Text(_) => "\\n",
+        }
+    }
+
+    fn json_suffix(&self) -> &'static str {
+        match self.shape {
+            Shape::Envelope => "]}",
+            Shape::Text(_) => "\"}",
+        }
+    }
+
+    fn json_event(&self, event: &Event) -> String {
+        match &self.shape {
+            Shape::Envelope => serde_json::to_string(event).expect("events serialize"),
+            Shape::Text(template) => {
+                let quoted = serde_json::to_string(&template.render(event, &self.host))
+                    .expect("strings serialize");
+                quoted[1..quoted.len() - 1].to_string()
+            }
+        }
+    }
+
+    fn prefix(&self) -> Vec<u8> {
+        match self.wire {
+            Wire::Json => self.json_prefix().into_bytes(),
+            Wire::Form => format!("payload={}", percent_encode(&self.json_prefix())).into_bytes(),
+            Wire::Xml => format!(
+                r#"<?xml version="1.0" encoding="UTF-8"?><tailhook agent="tailhook" host="{}">"#,
+                xml_escape(&self.host)
+            )
+            .into_bytes(),
+        }
+    }
+
+    fn separator(&self) -> Vec<u8> {
+        match self.wire {
+            Wire::Json => self.json_separator().as_bytes().to_vec(),
+            Wire::Form => percent_encode(self.json_separator()).into_bytes(),
+            Wire::Xml => Vec::new(),
+        }
+    }
+
+    fn suffix(&self) -> Vec<u8> {
+        match self.wire {
+            Wire::Json => self.json_suffix().as_bytes().to_vec(),
+            Wire::Form => percent_encode(self.json_suffix()).into_bytes(),
+            Wire::Xml => b"</tailhook>".to_vec(),
+        }
+    }
+
+    /// One event's bytes, as they appear in the body.
+    pub fn encode_event(&self, event: &Event) -> Vec<u8> {
+        match self.wire {
+            Wire::Json => self.json_event(event).into_bytes(),
+            Wire::Form => percent_encode(&self.json_event(event)).into_bytes(),
+            Wire::Xml => xml_event(event).into_bytes(),
+        }
+    }
+
+    /// Bytes of a body holding no events.
+    pub fn overhead(&self) -> usize {
+        self.prefix().len() + self.suffix().len()
+    }
+
+    pub fn separator_len(&self) -> usize {
+        self.separator().len()
+    }
+
+    /// The body for encoded events; exactly `overhead() + sum(len) +
+    /// (n - 1) * separator_len()` bytes.
+    pub fn encode<'e>(&self, events: impl IntoIterator<Item = &'e [u8]>) -> Vec<u8> {
+        let separator = self.separator();
+        let mut body = self.prefix();
+        for (i, event) in events.into_iter().enumerate() {
+            if i > 0 {
+                body.extend_from_slice(&separator);
+            }
+            body.extend_from_slice(event);
+        }
+        body.extend_from_slice(&self.suffix());
+        body
+    }
+}
+
+/// `application/x-www-form-urlencoded` value encoding.
+fn percent_encode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // XML 1.0 has no way to write most control characters, escaped or not.
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn xml_event(event: &Event) -> String {
+    let mut xml = format!(
+        r#"<event id="{}" rule="{}" severity="{}" time="{}"{}{}><log file="{}" offset="{}"/><message>{}</message><fields>"#,
+        xml_escape(&event.id),
+        xml_escape(&event.rule),
+        event.severity.as_str(),
+        xml_escape(&event.time),
+        event
+            .count
+            .map(|c| format!(r#" count="{c}""#))
+            .unwrap_or_default(),
+        if event.truncated {
+            r#" truncated="true""#
+        } else {
+            ""
+        },
+        xml_escape(&event.log.file),
+        event.log.offset,
+        xml_escape(&event.message),
+    );
+    for (name, value) in &event.fields {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let _ = write!(
+            xml,
+            r#"<field name="{}">{}</field>"#,
+            xml_escape(name),
+            xml_escape(&text)
+        );
+    }
+    xml.push_str("</fields></event>");
+    xml
+}
+
+/// A line of text with `{placeholder}`s for event values: `{rule}`,
+/// `{severity}`, `{message}`, `{host}`, `{time}`, `{id}`, `{log.file}`,
+/// `{count}` and `{fields.NAME}` (empty when the event has no such field).
+#[derive(Debug)]
+pub struct Template(Vec<Piece>);
+
+#[derive(Debug)]
+enum Piece {
+    Text(String),
+    Value(Placeholder),
+}
+
+#[derive(Debug)]
+enum Placeholder {
+    Rule,
+    Severity,
+    Message,
+    Host,
+    Time,
+    Id,
+    LogFile,
+    Count,
+    Field(String),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut pieces = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            pieces.push(Piece::Text(rest[..open].to_string()));
+            let close = rest[open..].find('}').ok_or_else(|| {
+                format!(
+                    "`{{` at byte {} is not closed",
+                    text.len() - rest.len() + open
+                )
+            })?;
+            let name = &rest[open + 1..open + close];
+            let placeholder = match name {
+                "rule" => Placeholder::Rule,
+                "severity" => Placeholder::Severity,
+                "message" => Placeholder::Message,
+                "host" => Placeholder::Host,
+                "time" => Placeholder::Time,
+                "id" => Placeholder::Id,
+                "log.file" => Placeholder::LogFile,
+                "count" => Placeholder::Count,
+                field if field.starts_with("fields.") && field.len() > 7 => Placeholder::Field(field[7..].to_string()),
+                other => {
+                    return Err(format!(
+                        "unknown placeholder `{{{other}}}`; use rule, severity, message, host, time, id, log.file, count or fields.NAME"
+                    ))
+                }
+            };
+            pieces.push(Piece::Value(placeholder));
+            rest = &rest[open + close + 1..];
+        }
+        pieces.push(Piece::Text(rest.to_string()));
+        Ok(Template(pieces))
+    }
+
+    pub fn render(&self, event: &Event, host: &str) -> String {
+        let mut out = String::new();
+        for piece in &self.0 {
+            match piece {
+                Piece::Text(text) => out.push_str(text),
+                Piece::Value(value) => match value {
+                    Placeholder::Rule => out.push_str(&event.rule),
+                    Placeholder::Severity => out.push_str(event.severity.as_str()),
+                    Placeholder::Message => out.push_str(&event.message),
+                    Placeholder::Host => out.push_str(host),
+                    Placeholder::Time => out.push_str(&event.time),
+                    Placeholder::Id => out.push_str(&event.id),
+                    Placeholder::LogFile => out.push_str(&event.log.file),
+                    Placeholder::Count => out.push_str(&event.count.unwrap_or(1).to_string()),
+                    Placeholder::Field(name) => match event.fields.get(name) {
+                        Some(serde_json::Value::String(s)) => out.push_str(s),
+                        Some(other) => out.push_str(&other.to_string()),
+                        None => {}
+                    },
+                },
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Fields, LogOrigin};
+    use crate::rules::Severity;
+
+    fn event(message: &str) -> Event {
+        Event {
+            id: "0123".into(),
+            rule: "sshd.auth_failed".into(),
+            severity: Severity::High,
+            time: "2026-11-22T10:00:01Z".into(),
+            log: LogOrigin {
+                file: "/var/log/auth.log".into(),
+                offset: 7,
+            },
+            message: message.into(),
+            fields: Fields::from([
+                ("source.ip".to_string(), serde_json::json!("203.0.113.7")),
+                ("source.port".to_string(), serde_json::json!(22)),
+            ]),
+            count: None,
+            truncated: false,
+        }
+    }
+
+    fn body(format: &BodyFormat, events: &[Event]) -> Vec<u8> {
+        let encoded: Vec<Vec<u8>> = events.iter().map(|e| format.encode_event(e)).collect();
+        let body = format.encode(encoded.iter().map(Vec::as_slice));
+        let predicted = format.overhead()
+            + encoded.iter().map(Vec::len).sum::<usize>()
+            + encoded.len().saturating_sub(1) * format.separator_len();
+        assert_eq!(
+            body.len(),
+            predicted,
+            "size is known before the body is built"
+        );
+        body
+    }
+
+    #[test]
+    fn json_envelope_has_the_documented_shape() {
+        let format = BodyFormat::new(ContentType::Json, None, "web\"1");
+        let value: serde_json::Value =
+            serde_json::from_slice(&body(&format, &[event("a \"b\""), event("c")])).unwrap();
+        assert_eq!(value["agent"], "tailhook");
+        assert_eq!(value["host"], "web\"1");
+        assert_eq!(value["events"][0]["message"], "a \"b\"");
+        assert_eq!(value["events"][1]["fields"]["source.port"], 22);
+    }
+
+    #[test]
+    fn form_body_is_the_envelope_as_a_payload_field() {
+        let format = BodyFormat::new(ContentType::FormUrlencoded, None, "web1");
+        let bytes = body(&format, &[event("x & y = z"), event("100%")]);
+        let pairs: Vec<(String, String)> =
+            url::form_urlencoded::parse(&bytes).into_owned().collect();
+        assert_eq!(pairs.len(), 1);
+        assert_eq!(pairs[0].0, "payload");
+        let value: serde_json::Value = serde_json::from_str(&pairs[0].1).unwrap();
+        assert_eq!(value["events"][0]["message"], "x & y = z");
+        assert_eq!(value["events"][1]["message"], "100%");
+    }
+
+    #[test]
+    fn xml_body_escapes_text_and_drops_characters_xml_cannot_hold() {
+        let format = BodyFormat::new(ContentType::Xml, None, "a<b");
+        let text =
+            String::from_utf8(body(&format, &[event("<script>&\"'\u{1}"), event("ok")])).unwrap();
+        assert!(
+            text.starts_with(
+                r#"<?xml version="1.0" encoding="UTF-8"?><tailhook agent="tailhook" host="a&lt;b">"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("<message>&lt;script&gt;&amp;&quot;&apos;\u{fffd}</message>"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"<field name="source.port">22</field>"#),
+            "{text}"
+        );
+        assert_eq!(text.matches("<event ").count(), 2);
+        assert!(text.ends_with("</tailhook>"));
+    }
+
+    #[test]
+    fn template_renders_one_line_per_event_into_text() {
+        let template =
+            "[{severity}] {rule} from {fields.source.ip} on {host}: {message}{fields.nope}";
+        let format = BodyFormat::new(ContentType::Json, Some(template), "web1");
+        let value: serde_json::Value =
+            serde_json::from_slice(&body(&format, &[event("one"), event("two \"2\"")])).unwrap();
+        assert_eq!(
+            value["text"],
+            "[high] sshd.auth_failed from 203.0.113.7 on web1: one\n[high] sshd.auth_failed from 203.0.113.7 on web1: two \"2\""
+        );
+    }
+
+    #[test]
+    fn template_errors_name_the_problem() {
+        assert!(Template::parse("{rule").unwrap_err().contains("not closed"));
+        assert!(Template::parse("{user}")
+            .unwrap_err()
+            .contains("unknown placeholder `{user}`"));
+        assert!(Template::parse("plain text").is_ok());
+    }
+}
