@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::rules::Severity;
@@ -15,7 +15,7 @@ use crate::rules::Severity;
 /// Field values keep their JSON type (`source.port` may be an integer).
 pub type Fields = BTreeMap<String, serde_json::Value>;
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// Stable for the same line of the same file read by the same rule, so a
     /// receiver can drop a re-sent duplicate.
@@ -30,14 +30,14 @@ pub struct Event {
     pub fields: Fields,
     /// How many matching lines this event stands for, for rules with a
     /// `threshold` or `suppress`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     /// Present when the line or the message was cut to fit a limit.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogOrigin {
     pub file: String,
     /// Byte offset of the line's first byte in the file.

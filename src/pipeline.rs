@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use crate::config::{Config, WebhookConfig};
 use crate::deliver::Deliverer;
 use crate::event::LogOrigin;
-use crate::queue::Router;
+use crate::queue::{Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
 
@@ -131,7 +131,7 @@ impl Pipeline {
             .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
-        let (router, queues) = Router::new(
+        let router = Router::new(
             self.rules.iter().map(|r| r.id.as_str()),
             &names,
             &self.config.routes,
@@ -141,11 +141,19 @@ impl Pipeline {
                 tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
             }
         }
+        let lanes: Vec<(String, u64)> = self
+            .webhooks
+            .iter()
+            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .collect();
+        let queue = Queue::open(state_dir, &lanes)?;
 
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut deliveries = tokio::task::JoinSet::new();
-        for (webhook, queue) in self.webhooks.into_iter().zip(queues) {
+        for (lane, webhook) in self.webhooks.into_iter().enumerate() {
             tracing::info!(webhook = %webhook.name, target = %webhook.target, "webhook ready");
-            deliveries.spawn(Deliverer::new(webhook, host.clone(), state_dir)?.run(queue));
+            let deliverer = Deliverer::new(webhook, &host, state_dir, queue.clone(), lane)?;
+            deliveries.spawn(deliverer.run(stopped.clone()));
         }
         let options = TailOptions {
             poll_interval: self.config.agent.poll_interval,
@@ -161,6 +169,7 @@ impl Pipeline {
             gates,
             matchers: self.matchers,
             router,
+            queue,
         };
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
         tracing::info!(config = %self.config.source.display(), "tailhook running");
@@ -169,11 +178,13 @@ impl Pipeline {
         let grace = self.config.agent.shutdown_timeout;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
-            "stopping: flushing queued events"
+            "stopping: sending what the limits allow"
         );
-        // The tailer stops reading, closes the queues, and commits offsets as
-        // the deliveries finish; both are bounded by the same grace period.
+        // Lines read are queued on disk before their offsets are committed,
+        // so the tailer stops at once; the webhooks get the grace period to
+        // send what is queued, and what is left is sent by the next run.
         let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
+        let _ = stop.send(true);
         let drained = tokio::time::timeout(grace, async {
             while deliveries.join_next().await.is_some() {}
         })
@@ -182,8 +193,7 @@ impl Pipeline {
         if drained.is_err() {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
-                "shutdown_timeout elapsed before every queued event was delivered; \
-                 their lines are not committed and will be read again at the next start"
+                "shutdown_timeout elapsed with events still queued; they stay queued for the next run"
             );
         } else {
             tracing::info!("stopped");
@@ -193,17 +203,21 @@ impl Pipeline {
 }
 
 /// The rules stage, run on the tailer's thread: most lines match nothing, and
-/// matching where they are read spares a hand-off per line.
+/// matching where they are read spares a hand-off per line. A chunk's events
+/// are queued on disk in one transaction before `accept` returns, which is
+/// when the tailer may commit the chunk's offset.
 struct RuleStage {
     matchers: Vec<Matcher>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     router: Router,
+    queue: Arc<Queue>,
 }
 
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
-        for line in lines {
+        let mut events = Vec::new();
+        for line in &lines {
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 let gate = self
                     .gates
@@ -216,11 +230,27 @@ impl LineSink for RuleStage {
                     file: line.path.to_string(),
                     offset: line.offset,
                 };
-                let event = event_for(rule, log, &line.text, fields, line.truncated, count);
-                self.router
-                    .push_blocking(event, &line.commit)
-                    .map_err(|_| SinkClosed)?;
+                let event = Arc::new(event_for(
+                    rule,
+                    log,
+                    &line.text,
+                    fields,
+                    line.truncated,
+                    count,
+                ));
+                events.extend(
+                    self.router
+                        .destinations(&rule.id)
+                        .iter()
+                        .map(|&lane| (lane, event.clone())),
+                );
             }
+        }
+        // Nothing may be lost: a queue that cannot be written (disk full) holds
+        // the tailer here, with an error each time, until it can.
+        while let Err(e) = self.queue.append(&events) {
+            tracing::error!(error = %e, "cannot queue events; tailing waits and retries");
+            std::thread::sleep(std::time::Duration::from_secs(1));
         }
         Ok(())
     }

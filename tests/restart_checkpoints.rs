@@ -97,7 +97,7 @@ fn sigkill_during_a_write_load_loses_no_line() {
     assert!(missing.is_empty(), "lost lines: {missing:?}");
     let repeated: usize = counts.values().map(|c| c - 1).sum();
     eprintln!(
-        "{total} lines, 3 SIGKILLs: {repeated} events re-sent (delivered but not yet committed)"
+        "{total} lines, 3 SIGKILLs: {repeated} events re-sent (batches in flight at the kills)"
     );
     // A re-sent event is the same event: same id, so a receiver can drop it.
     let mut ids: BTreeMap<i64, String> = BTreeMap::new();

@@ -14,6 +14,9 @@ use serde::Deserialize;
 use super::humantime_duration;
 use super::RateLimit;
 
+/// 100 MB: days of events for a 5000/day webhook.
+const DEFAULT_MAX_QUEUE_BYTES: u64 = 100_000_000;
+
 /// The line a Slack message shows per event, unless `template` says otherwise.
 const SLACK_TEMPLATE: &str = "*{severity}* `{rule}` on {host}: {message}";
 
@@ -33,6 +36,9 @@ pub struct WebhookSpec {
     content_type: Option<ContentType>,
     rate_limits: Option<Vec<RateLimit>>,
     max_body_bytes: Option<usize>,
+    /// Bytes of events this webhook's queue may hold on disk before tailing
+    /// pauses (the log files then keep the rest).
+    max_queue_bytes: Option<u64>,
     #[serde(default, with = "optional_duration")]
     batch_timeout: Option<Duration>,
     /// How long one request may take before it counts as failed and is retried.
@@ -120,6 +126,7 @@ pub struct WebhookConfig {
     pub content_type: ContentType,
     pub rate_limits: Vec<RateLimit>,
     pub max_body_bytes: usize,
+    pub max_queue_bytes: u64,
     pub batch_timeout: Duration,
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
@@ -279,6 +286,7 @@ impl WebhookSpec {
             content_type: self.content_type.unwrap_or(ContentType::Json),
             rate_limits,
             max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            max_queue_bytes: self.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES),
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),

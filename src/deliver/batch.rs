@@ -13,23 +13,22 @@ use std::time::Instant;
 use super::body::BodyFormat;
 use crate::event::Event;
 use crate::queue::Queued;
-use crate::tail::CommitToken;
 
-/// An event with its bytes in the body format, computed once. Dropping it
-/// (after delivery or dead-lettering) releases its line for commit.
+/// An event with its bytes in the body format, computed once, and its place
+/// in the queue (removed from there once delivered or dead-lettered).
 #[derive(Debug)]
 pub struct Encoded {
+    pub seq: u64,
     pub event: Arc<Event>,
     pub bytes: Vec<u8>,
-    _commit: CommitToken,
 }
 
 impl Encoded {
     fn new(queued: Queued, format: &BodyFormat) -> Encoded {
         Encoded {
+            seq: queued.seq,
             bytes: format.encode_event(&queued.event),
             event: queued.event,
-            _commit: queued.commit,
         }
     }
 }
@@ -160,9 +159,9 @@ fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded,
     event.message = message[..fits].to_string();
     let bytes = format.encode_event(&event);
     Ok(Encoded {
+        seq: encoded.seq,
         event: Arc::new(event),
         bytes,
-        _commit: encoded._commit,
     })
 }
 
@@ -188,10 +187,7 @@ mod tests {
             count: None,
             truncated: false,
         });
-        Queued {
-            event,
-            commit: CommitToken::default(),
-        }
+        Queued { seq: 0, event }
     }
 
     fn body(format: &BodyFormat, batch: &[Encoded]) -> Vec<u8> {

@@ -56,16 +56,33 @@ fn jitter_margin(period: Duration) -> Duration {
 
 impl RateLimiter {
     pub fn new(limits: &[RateLimit]) -> RateLimiter {
+        Self::with_history(limits, &[])
+    }
+
+    /// A limiter that already counts attempts made `ages` ago (by an earlier
+    /// run: a restart loop must not get a fresh budget each time).
+    pub fn with_history(limits: &[RateLimit], ages: &[Duration]) -> RateLimiter {
+        let now = Instant::now();
+        let mut past: Vec<Instant> = ages
+            .iter()
+            .filter_map(|age| now.checked_sub(*age))
+            .collect();
+        past.sort();
         RateLimiter {
             windows: limits
                 .iter()
                 .map(|&limit| Window {
                     limit,
                     held_for: limit.period + jitter_margin(limit.period),
-                    attempts: VecDeque::new(),
+                    attempts: past.iter().copied().collect(),
                 })
                 .collect(),
         }
+    }
+
+    /// How long an attempt counts in some window; `None` without windows.
+    pub fn memory(&self) -> Option<Duration> {
+        self.windows.iter().map(|w| w.held_for).max()
     }
 
     /// The earliest instant at which an attempt fits every window.
@@ -118,6 +135,23 @@ mod tests {
         // 2 at once, the 3rd after a second, then the 10 s window holds the
         // rest; each window is held 50 ms (1 s) or 200 ms (10 s) longer.
         assert_eq!(ms, vec![0, 0, 1_050, 10_200, 10_200, 11_250]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn attempts_of_an_earlier_run_still_count() {
+        let ages = [Duration::from_secs(30), Duration::from_secs(10)];
+        let mut limiter = RateLimiter::with_history(&limits(&["3/1m"]), &ages);
+        let start = Instant::now();
+        limiter.acquire().await;
+        assert_eq!(
+            Instant::now() - start,
+            Duration::ZERO,
+            "one attempt left in the window"
+        );
+        limiter.acquire().await;
+        // The attempt made 30 s before start leaves the window 30 s (+ 1 s margin) in.
+        assert_eq!((Instant::now() - start).as_millis(), 31_000);
+        assert_eq!(limiter.memory(), Some(Duration::from_secs(61)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,12 +18,14 @@ mod send;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use backon::BackoffBuilder;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::WebhookConfig;
-use crate::queue::{EventReceiver, Queued};
+use crate::queue::{Queue, Queued};
 use batch::{Admitted, Encoded, Pending};
 use body::BodyFormat;
 
@@ -38,10 +40,22 @@ pub struct Deliverer {
     transport: Transport,
     limiter: RateLimiter,
     dead_letters: PathBuf,
+    queue: Arc<Queue>,
+    /// This webhook's lane in `queue`.
+    lane: usize,
 }
 
+/// Events read from the queue at a time while filling a body.
+const READ_CHUNK: usize = 500;
+
 impl Deliverer {
-    pub fn new(config: WebhookConfig, host: String, state_dir: &Path) -> anyhow::Result<Deliverer> {
+    pub fn new(
+        config: WebhookConfig,
+        host: &str,
+        state_dir: &Path,
+        queue: Arc<Queue>,
+        lane: usize,
+    ) -> anyhow::Result<Deliverer> {
         let transport = Transport::new(&config).map_err(|e| {
             anyhow::anyhow!(
                 "webhook `{}`: cannot build HTTP client: {}",
@@ -49,47 +63,78 @@ impl Deliverer {
                 e.without_url()
             )
         })?;
+        // Attempts of earlier runs count: a restart loop gets no fresh budget.
+        let earlier = match RateLimiter::new(&config.rate_limits).memory() {
+            Some(memory) => queue.recent_attempts(lane, memory)?,
+            None => Vec::new(),
+        };
         Ok(Deliverer {
-            limiter: RateLimiter::new(&config.rate_limits),
+            limiter: RateLimiter::with_history(&config.rate_limits, &earlier),
             dead_letters: state_dir
                 .join("dead-letter")
                 .join(format!("{}.jsonl", config.name)),
             transport,
-            format: BodyFormat::new(config.content_type, config.template.as_deref(), &host),
+            format: BodyFormat::new(config.content_type, config.template.as_deref(), host),
             config,
+            queue,
+            lane,
         })
     }
 
-    /// Runs until `events` is closed and everything it held was sent or
-    /// dead-lettered.
-    pub async fn run(mut self, mut events: EventReceiver) {
+    /// Delivers the webhook's queue until `stop` turns true and nothing is
+    /// left; what the limits do not let out before the pipeline gives up
+    /// stays queued for the next run.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let arrivals = self.queue.arrivals(self.lane);
         let mut pending = Pending::new(&self.format, self.config.max_body_bytes);
-        let mut closed = false;
+        // The highest sequence taken from the queue into `pending`.
+        let mut cursor = 0;
         loop {
+            self.fill(&mut pending, &mut cursor);
+            let stopping = *stop.borrow();
             if pending.is_empty() {
-                match events.recv().await {
-                    Some(event) => self.admit(&mut pending, event),
-                    None => return,
+                if stopping {
+                    return;
                 }
+                tokio::select! {
+                    () = arrivals.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
             }
-            while !closed && !pending.has_full_body() {
+            if !pending.has_full_body() && !stopping {
                 let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
                 let send_at = (oldest + self.config.batch_timeout)
                     .max(self.limiter.next_free(Instant::now()));
+                // While the batch may still grow, more arrivals are taken in.
                 tokio::select! {
-                    event = events.recv() => match event {
-                        Some(event) => self.admit(&mut pending, event),
-                        None => closed = true,
-                    },
-                    () = tokio::time::sleep_until(send_at) => break,
+                    () = arrivals.notified() => continue,
+                    _ = stop.changed() => continue,
+                    () = tokio::time::sleep_until(send_at) => {}
                 }
             }
-            if !pending.is_empty() {
-                let batch = pending.take_batch();
-                self.deliver(batch).await;
-            }
-            if closed && pending.is_empty() {
+            let batch = pending.take_batch();
+            self.deliver(batch).await;
+        }
+    }
+
+    /// Takes queued events after `cursor` into `pending` until it holds a
+    /// full body or the queue has no more.
+    fn fill(&self, pending: &mut Pending, cursor: &mut u64) {
+        while !pending.has_full_body() {
+            let fresh = match self.queue.read(self.lane, *cursor, READ_CHUNK) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    tracing::error!(webhook = %self.config.name, error = %e, "cannot read the queue; will retry");
+                    return;
+                }
+            };
+            if fresh.is_empty() {
                 return;
+            }
+            for queued in fresh {
+                *cursor = queued.seq;
+                self.admit(pending, queued);
             }
         }
     }
@@ -101,7 +146,19 @@ impl Deliverer {
                 encoded.bytes.len(),
                 self.config.max_body_bytes
             );
-            self.dead_letter(&[encoded], None, &reason);
+            self.settle(&[encoded], Some((None, reason)));
+        }
+    }
+
+    /// Removes a batch from the queue once it is delivered or, with a
+    /// status and reason, dead-lettered.
+    fn settle(&self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
+        if let Some((status, reason)) = rejected {
+            self.dead_letter(batch, status, &reason);
+        }
+        let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
+        if let Err(e) = self.queue.remove(self.lane, &seqs) {
+            tracing::error!(webhook = %self.config.name, error = %e, "cannot remove sent events from the queue; they may be sent again");
         }
     }
 
@@ -139,12 +196,18 @@ impl Deliverer {
         let name = &self.config.name;
         loop {
             let waited = self.limiter.acquire().await;
+            if let Some(memory) = self.limiter.memory() {
+                if let Err(e) = self.queue.record_attempt(self.lane, memory) {
+                    tracing::warn!(webhook = %name, error = %e, "cannot record the attempt; a restart may count it out");
+                }
+            }
             if !waited.is_zero() {
                 tracing::debug!(webhook = %name, waited_ms = waited.as_millis() as u64, "waited for rate-limit budget");
             }
             match self.transport.send(&body).await {
                 Outcome::Delivered { status } => {
                     tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
+                    self.settle(&batch, None);
                     return None;
                 }
                 Outcome::Retry { reason, after } => {
@@ -162,7 +225,7 @@ impl Deliverer {
                 }
                 Outcome::Rejected { status: 413, .. } if batch.len() > 1 => return Some(batch),
                 Outcome::Rejected { status, reason } => {
-                    self.dead_letter(&batch, Some(status), &reason);
+                    self.settle(&batch, Some((Some(status), reason)));
                     return None;
                 }
             }

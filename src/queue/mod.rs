@@ -1,55 +1,29 @@
 //! Queue: where events wait for their webhook, and which webhooks they go to.
 //!
-//! Each webhook has its own bounded queue, so a webhook that is down only fills
-//! its own. The [`Router`] maps a rule id to the webhooks its events go to
-//! (`[[route]]` sections; with none, every rule goes to every webhook) and
-//! blocks when a queue is full, which is how back-pressure reaches the tailer.
-//!
-//! The queues are in memory for now; they are the seam where the durable
-//! on-disk queue plugs in, behind the same `push`.
+//! [`Router`] maps a rule id to the webhooks its events go to (`[[route]]`
+//! sections; with none, every rule goes to every webhook). [`Queue`] (in
+//! `store.rs`) keeps each webhook's events on disk until the webhook took them.
+
+mod store;
 
 use std::collections::HashMap;
-use std::sync::Arc;
-
-use tokio::sync::mpsc;
 
 use crate::config::RouteConfig;
-use crate::event::Event;
 use crate::rules::{compile_globs, id_selected};
-use crate::tail::CommitToken;
 
-/// Events one webhook's queue holds before `push` blocks.
-pub const QUEUE_CAPACITY: usize = 10_000;
-
-/// An event waiting for one webhook. Its line's offset stays uncommitted
-/// until every webhook's copy of `commit` is dropped, after delivery.
-pub struct Queued {
-    pub event: Arc<Event>,
-    pub commit: CommitToken,
-}
-
-pub type EventReceiver = mpsc::Receiver<Queued>;
-
-#[derive(Debug)]
-pub struct QueueClosed;
+pub use store::{Queue, QueueError, Queued};
 
 pub struct Router {
-    queues: Vec<mpsc::Sender<Queued>>,
-    /// Rule id → indexes into `queues`.
+    /// Rule id → indexes of webhooks, in config order.
     destinations: HashMap<String, Vec<usize>>,
 }
 
 impl Router {
-    /// One queue per webhook in `webhooks` order; receivers come back in that order.
     pub fn new<'a>(
         rule_ids: impl IntoIterator<Item = &'a str>,
         webhooks: &[String],
         routes: &[RouteConfig],
-    ) -> (Router, Vec<EventReceiver>) {
-        let (queues, receivers) = webhooks
-            .iter()
-            .map(|_| mpsc::channel(QUEUE_CAPACITY))
-            .unzip();
+    ) -> Router {
         let routes: Vec<(Vec<glob::Pattern>, Vec<usize>)> = routes
             .iter()
             .map(|route| {
@@ -78,34 +52,12 @@ impl Router {
                 (id.to_string(), to)
             })
             .collect();
-        (
-            Router {
-                queues,
-                destinations,
-            },
-            receivers,
-        )
+        Router { destinations }
     }
 
-    /// Names of the webhooks a rule's events go to, by index.
+    /// The webhooks (by index) a rule's events go to.
     pub fn destinations(&self, rule_id: &str) -> &[usize] {
         self.destinations.get(rule_id).map_or(&[], Vec::as_slice)
-    }
-
-    /// Queues `event` for each of its rule's webhooks, waiting while a queue is
-    /// full. Called from the tailer thread, outside the async runtime.
-    pub fn push_blocking(&self, event: Event, commit: &CommitToken) -> Result<(), QueueClosed> {
-        let event = Arc::new(event);
-        for &i in self.destinations(&event.rule) {
-            let queued = Queued {
-                event: event.clone(),
-                commit: commit.clone(),
-            };
-            self.queues[i]
-                .blocking_send(queued)
-                .map_err(|_| QueueClosed)?;
-        }
-        Ok(())
     }
 }
 
@@ -123,7 +75,7 @@ mod tests {
     #[test]
     fn without_routes_every_rule_goes_everywhere() {
         let hooks = vec!["a".to_string(), "b".to_string()];
-        let (router, _rx) = Router::new(["sshd.x"], &hooks, &[]);
+        let router = Router::new(["sshd.x"], &hooks, &[]);
         assert_eq!(router.destinations("sshd.x"), &[0, 1]);
     }
 
@@ -134,7 +86,7 @@ mod tests {
             route(&["sshd.*"], &["soc"]),
             route(&["*.auth_failed"], &["soc", "chat"]),
         ];
-        let (router, _rx) = Router::new(
+        let router = Router::new(
             ["sshd.auth_failed", "sshd.invalid_user", "sudo.command"],
             &hooks,
             &routes,

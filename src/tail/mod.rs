@@ -11,9 +11,9 @@
 //! blocks this thread, so back-pressure from a slow webhook reaches the files,
 //! which are the buffer. Every line carries a [`CommitToken`] shared by its
 //! chunk; whoever holds the line's events holds a copy, and the chunk's end
-//! offset is committed once every copy is dropped. Today that is after the
-//! webhook took the events; a durable queue moves the point to "written to
-//! disk" just by dropping the token there, without touching this module.
+//! offset is committed once every copy is dropped. The pipeline's sink drops
+//! them once the chunk's events are in the durable queue; a sink that kept
+//! events in memory could hold them until delivery instead.
 
 mod checkpoint;
 mod discover;

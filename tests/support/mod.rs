@@ -64,6 +64,8 @@ impl Default for ReceiverOptions {
 pub struct Receiver {
     pub url: String,
     seen: Arc<Mutex<Seen>>,
+    /// When non-zero, every request is answered with this status.
+    failing: Arc<std::sync::atomic::AtomicU16>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -72,7 +74,9 @@ impl Receiver {
         let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind loopback"));
         let port = server.server_addr().to_ip().expect("ip listener").port();
         let seen = Arc::new(Mutex::new(Seen::default()));
-        let (thread_server, thread_seen) = (server.clone(), seen.clone());
+        let failing = Arc::new(std::sync::atomic::AtomicU16::new(0));
+        let (thread_server, thread_seen, thread_failing) =
+            (server.clone(), seen.clone(), failing.clone());
         thread::spawn(move || {
             let mut accepted_at: Vec<Instant> = Vec::new();
             for mut request in thread_server.incoming_requests() {
@@ -98,7 +102,10 @@ impl Receiver {
                 // A sender killed mid-request leaves a cut body: a real server
                 // answers 400, and so do we, instead of recording it.
                 let events = parse_events(options.content_type, &body);
-                let status = if *request.method() != tiny_http::Method::Post {
+                let forced = thread_failing.load(std::sync::atomic::Ordering::SeqCst);
+                let status = if forced != 0 {
+                    forced
+                } else if *request.method() != tiny_http::Method::Post {
                     405
                 } else if !key_ok {
                     401
@@ -136,8 +143,15 @@ impl Receiver {
                 url::form_urlencoded::byte_serialize(API_KEY.as_bytes()).collect::<String>()
             ),
             seen,
+            failing,
             server,
         }
+    }
+
+    /// Answers every request with `status` (e.g. 503) until set back to 0.
+    pub fn set_failing(&self, status: u16) {
+        self.failing
+            .store(status, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn events(&self) -> Vec<serde_json::Value> {

@@ -1,0 +1,151 @@
+//! The durable queue: events wait on disk for a webhook that is down, survive
+//! SIGKILL and restarts, do not hold up other webhooks, and rate-limit usage
+//! survives restarts too.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn two_webhooks(setup: &Setup, down: &str, up: &str) -> std::path::PathBuf {
+    setup.write_config(&format!(
+        r#"
+[agent]
+state_dir = "state"
+poll_interval = "100ms"
+[rules]
+paths = ["rules"]
+[[input]]
+name = "auth"
+paths = ["auth.log"]
+start_at = "beginning"
+[webhook.down]
+url = "{down}"
+batch_timeout = "50ms"
+max_retry_delay = "300ms"
+[webhook.up]
+url = "{up}"
+batch_timeout = "50ms"
+"#
+    ))
+}
+
+#[test]
+fn a_dead_webhook_delays_no_other_and_gets_its_backlog_when_it_returns() {
+    let down = Receiver::start(ReceiverOptions::default());
+    let up = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    let _agent = Agent::start(&two_webhooks(&setup, &down.url, &up.url));
+    for round in 0..5 {
+        setup.append(
+            "auth.log",
+            &(round * 20 + 1..=round * 20 + 20)
+                .map(failed_line)
+                .collect::<Vec<_>>(),
+        );
+        up.wait_for_events(round * 20 + 20, DEADLINE);
+    }
+    assert!(down.events().is_empty());
+    assert!(down.requests().iter().all(|r| r.status == 503) && !down.requests().is_empty());
+
+    down.set_failing(0);
+    let events = down.wait_for_events(100, DEADLINE);
+    assert_eq!(
+        sequences(&events),
+        (1..=100).collect::<Vec<_>>(),
+        "the backlog, once, in order"
+    );
+}
+
+#[test]
+fn queued_events_survive_sigkill_and_are_sent_once_after_restart() {
+    let down = Receiver::start(ReceiverOptions::default());
+    let up = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    let config = two_webhooks(&setup, &down.url, &up.url);
+    let mut agent = Agent::start(&config);
+    setup.append("auth.log", &(1..=50).map(failed_line).collect::<Vec<_>>());
+    up.wait_for_events(50, DEADLINE);
+    agent.wait_for_log("delivery failed; will retry", DEADLINE);
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+
+    // Back up; the lines were committed (their events are queued), so only
+    // the queue can deliver them now.
+    down.set_failing(0);
+    setup.append("auth.log", &(51..=60).map(failed_line).collect::<Vec<_>>());
+    let agent = Agent::start(&config);
+    let events = down.wait_for_events(60, DEADLINE);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        sequences(&down.events()),
+        (1..=60).collect::<Vec<_>>(),
+        "{events:?}"
+    );
+    let up_events = up.wait_for_events(60, DEADLINE);
+    assert_eq!(
+        sequences(&up_events),
+        (1..=60).collect::<Vec<_>>(),
+        "the restart re-read nothing twice"
+    );
+
+    // Nothing the agent wrote holds the api_key: logs, queue, checkpoints.
+    let mut written = agent.logs();
+    for entry in walk(&setup.path("state")) {
+        written.push_str(&String::from_utf8_lossy(&std::fs::read(entry).unwrap()));
+    }
+    assert!(
+        !written.contains(API_KEY) && !written.contains("k3y"),
+        "api_key leaked"
+    );
+}
+
+#[test]
+fn a_restart_gets_no_fresh_rate_budget() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input: "",
+        webhook: "rate_limits = [\"2/1h\"]\nbatch_timeout = \"20ms\"",
+    };
+    let config = setup.agent_config(&receiver.url, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    for seq in 1..=2 {
+        setup.append("auth.log", &[failed_line(seq)]);
+        receiver.wait_for_events(seq, DEADLINE);
+    }
+    agent.signal("TERM");
+    agent.wait_exit(DEADLINE);
+
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(3)]);
+    // The hour's budget (2) was spent before the restart: nothing may go.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(
+        receiver.requests().len(),
+        2,
+        "a restart must not reset the budget"
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
