@@ -149,3 +149,37 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[test]
+fn a_full_queue_pauses_tailing_with_a_warning_and_loses_nothing() {
+    let down = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input: "start_at = \"beginning\"",
+        webhook: "max_queue_bytes = 5000\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
+    };
+    let config = setup.agent_config(&down.url, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    // Written in spaced chunks, so they are read (and queued) one by one and
+    // the 5,000-byte queue fills after a few; the pause only paces the writer.
+    for chunk in (1..=300).collect::<Vec<_>>().chunks(10) {
+        setup.append(
+            "auth.log",
+            &chunk.iter().map(|&s| failed_line(s)).collect::<Vec<_>>(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    agent.wait_for_log("queue is full", DEADLINE);
+
+    down.set_failing(0);
+    let events = down.wait_for_events(300, DEADLINE);
+    assert_eq!(
+        sequences(&events),
+        (1..=300).collect::<Vec<_>>(),
+        "the log files kept what the queue could not"
+    );
+}

@@ -1,6 +1,6 @@
 //! Checkpoints across restarts: a stopped agent resumes where it committed
 //! (never from the end), and one killed with SIGKILL during a write load loses
-//! no line; it re-sends at most what was delivered but not yet committed.
+//! no line; only batches in flight at the kill are sent twice.
 
 mod support;
 
