@@ -20,7 +20,11 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 fn start(setup: &Setup, receiver: &Receiver, agent_keys: &str) -> Agent {
     std::fs::write(setup.path("auth.log"), "").unwrap();
-    let agent_keys = format!("poll_interval = \"200ms\"\n{agent_keys}");
+    let agent_keys = if agent_keys.contains("poll_interval") {
+        agent_keys.to_string()
+    } else {
+        format!("poll_interval = \"200ms\"\n{agent_keys}")
+    };
     let keys = ConfigKeys {
         agent: &agent_keys,
         input: "",
@@ -65,9 +69,11 @@ fn write_load(
 
 /// Every number in `1..=total` exactly once.
 fn assert_exactly_once(receiver: &Receiver, total: usize) {
-    wait_until(DEADLINE, &format!("{total} events"), || {
-        receiver.events().len() >= total
-    });
+    // On a timeout the comparison below says which numbers are missing.
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while receiver.events().len() < total && std::time::Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
     // Late duplicates would arrive after the count is reached: give them a moment.
     thread::sleep(Duration::from_millis(300));
     let mut seen = sequences(&receiver.events());
@@ -116,16 +122,22 @@ fn rename_and_create_three_times_in_quick_succession() {
 }
 
 #[test]
+/// A file deleted before anyone opened it is gone for every reader, so each
+/// recreated file is left in place until the agent has opened it; the writer
+/// keeps writing throughout.
 fn delete_and_recreate_under_load() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let _agent = start(&setup, &receiver, "");
+    let agent = start(&setup, &receiver, "");
     let total = 3_000;
     let written = Arc::new(AtomicUsize::new(0));
     let writer = write_load(&setup, 1, total, written.clone());
     for round in 1..=2 {
         wait_written(&written, round * total / 3);
         std::fs::remove_file(setup.path("auth.log")).unwrap();
+        wait_until(DEADLINE, "the recreated file to be opened", || {
+            agent.logs().matches("tailing file").count() > round
+        });
     }
     writer.join().unwrap();
     assert_exactly_once(&receiver, total);
@@ -168,4 +180,29 @@ fn copytruncate_with_the_file_refilled_before_the_agent_looks() {
             .collect::<Vec<_>>(),
     );
     assert_exactly_once(&receiver, last + 2 * per_round);
+}
+
+/// Two rotations between two looks: the middle file lived under `auth.log`
+/// only while the agent was not looking, and now sits at `auth.log.1`, which
+/// the input does not match. It is found next to the rotated file and read.
+#[test]
+fn a_file_rotated_away_before_the_agent_saw_it_is_still_read() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let _agent = start(&setup, &receiver, "inotify = false\npoll_interval = \"3s\"");
+    setup.append("auth.log", &(1..=10).map(failed_line).collect::<Vec<_>>());
+    wait_until(DEADLINE, "the first lines", || {
+        receiver.events().len() >= 10
+    });
+
+    let rotate = || {
+        let _ = std::fs::rename(setup.path("auth.log.1"), setup.path("auth.log.2"));
+        std::fs::rename(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    };
+    setup.append("auth.log", &(11..=20).map(failed_line).collect::<Vec<_>>());
+    rotate();
+    setup.append("auth.log", &(21..=30).map(failed_line).collect::<Vec<_>>());
+    rotate();
+    setup.append("auth.log", &(31..=40).map(failed_line).collect::<Vec<_>>());
+    assert_exactly_once(&receiver, 40);
 }

@@ -7,9 +7,13 @@
 //! Windows are held slightly longer than configured: the receiver's window
 //! starts when a request arrives, which varies by the network's jitter, so an
 //! attempt sent exactly one period after another may arrive just inside it.
+//!
+//! Windows of whole days (`5000/1d`) count calendar days in UTC, as SecureX
+//! and XDR count their daily budget: the budget returns at midnight UTC.
+//! Shorter windows slide.
 
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -23,12 +27,50 @@ struct Window {
     limit: RateLimit,
     /// `limit.period` plus the jitter margin.
     held_for: Duration,
-    /// Attempts within the last `limit.period`, oldest first.
+    /// Attempts within the current window, oldest first.
     attempts: VecDeque<Instant>,
+    /// Counts calendar periods (UTC days) rather than sliding ones.
+    calendar: bool,
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// How far into its calendar period (periods counted from the Unix epoch,
+/// so whole days start at midnight UTC) the moment `since_epoch` is.
+fn into_calendar_period(since_epoch: Duration, period: Duration) -> Duration {
+    Duration::from_nanos((since_epoch.as_nanos() % period.as_nanos()) as u64)
 }
 
 impl Window {
+    fn new(limit: RateLimit, past: &[Instant]) -> Window {
+        let calendar = !limit.period.is_zero()
+            && (limit.period.as_secs() % DAY.as_secs() == 0)
+            && limit.period.subsec_nanos() == 0;
+        Window {
+            limit,
+            held_for: limit.period + jitter_margin(limit.period),
+            attempts: past.iter().copied().collect(),
+            calendar,
+        }
+    }
+
+    /// When the current calendar period began, as an `Instant`.
+    fn period_start(&self, now: Instant) -> Instant {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let into = into_calendar_period(since_epoch, self.limit.period);
+        now.checked_sub(into).unwrap_or(now)
+    }
+
     fn forget_before(&mut self, now: Instant) {
+        if self.calendar {
+            let start = self.period_start(now);
+            while self.attempts.front().is_some_and(|&at| at < start) {
+                self.attempts.pop_front();
+            }
+            return;
+        }
         while self
             .attempts
             .front()
@@ -42,6 +84,8 @@ impl Window {
     fn free_at(&self, now: Instant) -> Instant {
         if self.attempts.len() < self.limit.count as usize {
             now
+        } else if self.calendar {
+            self.period_start(now) + self.limit.period + jitter_margin(self.limit.period)
         } else {
             let oldest_that_counts = self.attempts[self.attempts.len() - self.limit.count as usize];
             oldest_that_counts + self.held_for
@@ -71,11 +115,7 @@ impl RateLimiter {
         RateLimiter {
             windows: limits
                 .iter()
-                .map(|&limit| Window {
-                    limit,
-                    held_for: limit.period + jitter_margin(limit.period),
-                    attempts: past.iter().copied().collect(),
-                })
+                .map(|&limit| Window::new(limit, &past))
                 .collect(),
         }
     }
@@ -152,6 +192,35 @@ mod tests {
         // The attempt made 30 s before start leaves the window 30 s (+ 1 s margin) in.
         assert_eq!((Instant::now() - start).as_millis(), 31_000);
         assert_eq!(limiter.memory(), Some(Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn whole_days_are_utc_calendar_days() {
+        let day: RateLimit = "5000/1d".parse().unwrap();
+        assert!(Window::new(day, &[]).calendar);
+        assert!(!Window::new("5/1m".parse().unwrap(), &[]).calendar);
+        assert!(!Window::new("5/36h".parse().unwrap(), &[]).calendar);
+        // 2026-11-22T10:00:00Z is 10 h into its UTC day.
+        let at = Duration::from_secs(1_795_341_600);
+        assert_eq!(
+            into_calendar_period(at, DAY),
+            Duration::from_secs(10 * 3600)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_spent_day_frees_up_at_the_next_utc_midnight() {
+        let mut limiter = RateLimiter::new(&limits(&["2/1d"]));
+        limiter.acquire().await;
+        limiter.acquire().await;
+        let now = Instant::now();
+        let wait = limiter.next_free(now) - now;
+        let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let to_midnight = DAY - into_calendar_period(since_epoch, DAY);
+        let margin = Duration::from_secs(1);
+        let expected = to_midnight + margin;
+        let off = wait.abs_diff(expected);
+        assert!(off < Duration::from_secs(2), "{wait:?} vs {expected:?}");
     }
 
     #[tokio::test(start_paused = true)]

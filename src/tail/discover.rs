@@ -39,7 +39,7 @@ impl PathSet {
         found
     }
 
-    fn excluded(&self, path: &Path) -> bool {
+    pub fn excluded(&self, path: &Path) -> bool {
         self.exclude.iter().any(|p| p.matches_path(path))
     }
 

@@ -78,6 +78,8 @@ pub struct TailedFile {
     pub live: bool,
     /// When this file was last seen at its end without growing.
     pub idle_since: Option<Instant>,
+    /// When the agent started following it.
+    pub followed_since: std::time::SystemTime,
     /// Size and mtime at the last read; a change makes the first bytes worth checking.
     last_seen: (u64, Option<std::time::SystemTime>),
     /// Chunks handed downstream, oldest first, with the offset that becomes
@@ -101,6 +103,7 @@ impl TailedFile {
             reader: LineReader::new(0, max_line_bytes),
             live: true,
             idle_since: None,
+            followed_since: std::time::SystemTime::now(),
             in_flight: VecDeque::new(),
             committed: 0,
             last_seen: (meta.len(), meta.modified().ok()),

@@ -261,12 +261,70 @@ impl TailState {
             }
         }
         for key in was_live {
-            if let Some(file) = self.files.get_mut(&key).filter(|f| !f.live) {
-                file.follow_rename();
-            }
+            let Some(file) = self.files.get_mut(&key).filter(|f| !f.live) else {
+                continue;
+            };
+            let old_path = PathBuf::from(&*file.path);
+            let since = file.followed_since;
+            file.follow_rename();
+            self.adopt_missed_rotations(key.0, &old_path, since);
         }
         if first_scan {
             self.resume_rotated_files();
+        }
+    }
+
+    /// Rotations faster than one scan can carry a file from the watched path
+    /// to a rotated name before the agent ever saw it (`x.log` → `x.log.1`
+    /// twice between two looks). Next to a file that was just rotated away
+    /// from `old_path`, an unknown file named after it (`x.log.*`, not
+    /// compressed, not excluded) and written since that file was first
+    /// followed is such a file: it is read whole.
+    fn adopt_missed_rotations(
+        &mut self,
+        index: usize,
+        old_path: &std::path::Path,
+        since: std::time::SystemTime,
+    ) {
+        let (Some(folder), Some(name)) = (old_path.parent(), old_path.file_name()) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(folder) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        const COMPRESSED: &[&str] = &[".gz", ".bz2", ".xz", ".zst", ".lz4", ".zip"];
+        for path in entries.flatten().map(|e| e.path()) {
+            let file_name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if !file_name.starts_with(&prefix)
+                || COMPRESSED.iter().any(|ext| file_name.ends_with(ext))
+                || self.inputs[index].paths.excluded(&path)
+            {
+                continue;
+            }
+            let Ok(meta) = std::fs::metadata(&path) else {
+                continue;
+            };
+            let written_since = meta.modified().is_ok_and(|m| m >= since);
+            if !meta.is_file()
+                || !written_since
+                || self.files.contains_key(&(index, FileId::of(&meta)))
+            {
+                continue;
+            }
+            match TailedFile::open(&path, self.inputs[index].max_line_bytes) {
+                Ok(mut file) => {
+                    tracing::info!(file = %path.display(), "found a rotated file never seen under the watched name; reading it whole");
+                    file.live = false;
+                    self.files.entry((index, file.id)).or_insert(file);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "cannot open a rotated file; its lines are not read")
+                }
+            }
         }
     }
 
