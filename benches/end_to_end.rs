@@ -8,6 +8,9 @@
 //! 2. Latency: single lines appended 20 ms apart → POST received, p50/p99.
 //! 3. Batching: a burst under `5/2s`: requests used vs the ideal
 //!    ceil(bytes / max_body_bytes), and 429s seen.
+//! 4. Steady load: another process appends at a fixed rate for 10 s; the
+//!    agent's CPU share, and how long after the last append the last event
+//!    arrives.
 
 use std::io::Write;
 use std::path::Path;
@@ -231,6 +234,58 @@ fn batching() {
     );
 }
 
+fn steady(lines_per_second: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steady.log");
+    std::fs::write(&log, "").unwrap();
+    let (url, seen) = receiver(None);
+    let mut agent = start_agent(
+        dir.path(),
+        &url,
+        "paths = [\"steady.log\"]",
+        "batch_timeout = \"100ms\"",
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu_before, _) = usage(agent.id());
+    let mut rng = common::Lcg(7);
+    let mut file =
+        std::io::BufWriter::new(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
+    let started = Instant::now();
+    let mut written = 0u64;
+    let mut matching = 0usize;
+    // 10 s, in 10 ms slices of lines, 10 % of them matching.
+    for slice in 0..1000u64 {
+        let due = started + Duration::from_millis(slice * 10);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for _ in 0..lines_per_second / 100 {
+            let line = if rng.below(10) == 0 {
+                matching += 1;
+                format!("bench seq={}", written + 1)
+            } else {
+                common::noise(&mut rng, written)
+            };
+            writeln!(file, "{line}").unwrap();
+            written += 1;
+        }
+        file.flush().unwrap();
+    }
+    let writing = started.elapsed();
+    let all = wait_for(&seen, matching, Duration::from_secs(60));
+    let lag = started.elapsed() - writing;
+    let (cpu_after, rss) = usage(agent.id());
+    let _ = agent.kill();
+    let _ = agent.wait();
+    println!(
+        "steady: {written} lines ({matching} matching) over {:.1} s at {lines_per_second}/s: agent {:.1} % of a core, peak RSS {rss:.1} MiB, last event {}{:?} after the last append",
+        writing.as_secs_f64(),
+        100.0 * (cpu_after - cpu_before) / writing.as_secs_f64(),
+        if all { "" } else { "NOT arrived; waited " },
+        lag
+    );
+}
+
 fn main() {
     let megabytes: u64 = std::env::args()
         .skip(1)
@@ -239,4 +294,5 @@ fn main() {
     throughput(megabytes);
     latency(200);
     batching();
+    steady(20_000);
 }

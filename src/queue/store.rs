@@ -27,6 +27,10 @@ const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_or
 /// checkpoint writes, which is what can be read twice.
 const REMEMBERED_IDS: u64 = 200_000;
 
+/// The queue is written once and read once per event; a large page cache
+/// would only cost memory on a small server.
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 #[error("queue {path}: {message}")]
 pub struct QueueError {
@@ -73,7 +77,10 @@ impl Queue {
             path: path.clone(),
             message,
         };
-        let db = Database::create(&file).map_err(|e| fail(format!("cannot open: {e}")))?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&file)
+            .map_err(|e| fail(format!("cannot open: {e}")))?;
         let lanes: Vec<Lane> = webhooks
             .iter()
             .map(|(name, max_bytes)| Lane {
