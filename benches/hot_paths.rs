@@ -1,0 +1,53 @@
+//! criterion micro-benchmarks of the per-line hot paths: cutting bytes into
+//! lines, matching a line against the shipped rules (a miss, the common case,
+//! and a hit with captures), and encoding an event into a body.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use std::hint::black_box;
+use tailhook::rules::{load_rules, rule_files, Matcher};
+use tailhook::tail::LineReader;
+
+fn shipped_matcher() -> Matcher {
+    let rules = rule_files(&[concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into()]).unwrap();
+    Matcher::new(
+        load_rules(&rules)
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    )
+}
+
+const MISS: &str = "Nov 22 10:00:09 web1 CRON[902]: pam_unix(cron:session): session opened for user root(uid=0) by (uid=0)";
+const HIT: &str = "Nov 22 10:00:01 web1 sshd[811]: Failed password for invalid user admin from 203.0.113.7 port 52144 ssh2";
+
+fn hot_paths(c: &mut Criterion) {
+    let chunk: Vec<u8> = format!("{MISS}\n{HIT}\n").repeat(300).into_bytes();
+    let mut group = c.benchmark_group("line_reader");
+    group.throughput(Throughput::Bytes(chunk.len() as u64));
+    group.bench_function("split 64 KB into lines", |b| {
+        b.iter(|| {
+            let mut reader = LineReader::new(0, 64 * 1024);
+            let mut out = Vec::with_capacity(600);
+            reader.feed(black_box(&chunk), &mut out);
+            out.len()
+        })
+    });
+    group.finish();
+
+    let matcher = shipped_matcher();
+    let mut group = c.benchmark_group("matcher");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("line no rule matches", |b| {
+        b.iter(|| matcher.matches(black_box(MISS)).count())
+    });
+    group.bench_function("line a rule matches (captures, types)", |b| {
+        b.iter(|| matcher.matches(black_box(HIT)).count())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, hot_paths);
+criterion_main!(benches);
