@@ -60,6 +60,27 @@ impl Event {
     }
 }
 
+#[cfg(test)]
+impl Event {
+    /// A plain event for tests of the stages after the rules.
+    pub fn sample(id: &str, message: &str) -> Event {
+        Event {
+            id: id.into(),
+            rule: "r".into(),
+            severity: Severity::Low,
+            time: "2026-11-22T10:00:01Z".into(),
+            log: LogOrigin {
+                file: "/f".into(),
+                offset: 0,
+            },
+            message: message.into(),
+            fields: Fields::new(),
+            count: None,
+            truncated: false,
+        }
+    }
+}
+
 pub fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }

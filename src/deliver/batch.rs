@@ -169,25 +169,12 @@ fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded,
 mod tests {
     use super::*;
     use crate::config::ContentType;
-    use crate::event::{Fields, LogOrigin};
-    use crate::rules::Severity;
 
     fn event(message: &str) -> Queued {
-        let event = Arc::new(Event {
-            id: "0".repeat(32),
-            rule: "r".into(),
-            severity: Severity::Low,
-            time: "2026-11-22T10:00:01Z".into(),
-            log: LogOrigin {
-                file: "/f".into(),
-                offset: 0,
-            },
-            message: message.into(),
-            fields: Fields::new(),
-            count: None,
-            truncated: false,
-        });
-        Queued { seq: 0, event }
+        Queued {
+            seq: 0,
+            event: Arc::new(Event::sample(&"0".repeat(32), message)),
+        }
     }
 
     fn body(format: &BodyFormat, batch: &[Encoded]) -> Vec<u8> {

@@ -361,24 +361,9 @@ fn micros_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{Fields, LogOrigin};
-    use crate::rules::Severity;
 
     fn event(id: &str, message: &str) -> Arc<Event> {
-        Arc::new(Event {
-            id: id.into(),
-            rule: "r".into(),
-            severity: Severity::Low,
-            time: "2026-11-22T10:00:01Z".into(),
-            log: LogOrigin {
-                file: "/f".into(),
-                offset: 0,
-            },
-            message: message.into(),
-            fields: Fields::new(),
-            count: None,
-            truncated: false,
-        })
+        Arc::new(Event::sample(id, message))
     }
 
     fn hooks() -> Vec<(String, u64)> {
