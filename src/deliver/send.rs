@@ -20,6 +20,8 @@ pub enum Outcome {
     },
     Retry {
         reason: String,
+        /// None when no answer came (timeout, connection error).
+        status: Option<u16>,
         after: Option<Duration>,
     },
     Rejected {
@@ -68,6 +70,7 @@ impl Transport {
                     Ok(()) => Outcome::Delivered { status: 200 },
                     Err(e) => Outcome::Retry {
                         reason: format!("stdout: {e}"),
+                        status: None,
                         after: None,
                     },
                 }
@@ -88,11 +91,13 @@ impl Transport {
                     Ok(response) => {
                         let status = response.status();
                         let retry_after = retry_after(response.headers());
-                        let text = response.text().await.unwrap_or_default();
+                        // A receiver may echo the request, secret and all.
+                        let text = url.scrub(&response.text().await.unwrap_or_default());
                         classify(status, retry_after, &text)
                     }
                     Err(e) => Outcome::Retry {
                         reason: e.without_url().to_string(),
+                        status: None,
                         after: None,
                     },
                 }
@@ -120,6 +125,7 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Ou
     {
         Outcome::Retry {
             reason: reason(),
+            status: Some(status.as_u16()),
             after: retry_after,
         }
     } else {
