@@ -53,7 +53,8 @@ pub struct WebhookStatus {
     pub budget: Vec<WindowStatus>,
     pub last_error: Option<LastError>,
     pub dead_lettered: DeadLettered,
-    /// Why the queue figures above are missing, when they are.
+    /// Why the queue figures, budget and last error are missing, when they
+    /// are (the queue file cannot be read).
     pub problem: Option<String>,
 }
 
@@ -114,7 +115,14 @@ pub fn gather(
                 Ok(state) => (state, None),
                 Err(problem) => (LaneState::default(), Some(problem)),
             };
-            let budget = budget_from_history(&webhook.rate_limits, &state.attempt_ages)
+            // Without the queue file the attempts are unknown too: no budget
+            // is shown rather than a wrongly unspent one.
+            let history = if problem.is_some() {
+                Vec::new()
+            } else {
+                budget_from_history(&webhook.rate_limits, &state.attempt_ages)
+            };
+            let budget = history
                 .into_iter()
                 .map(|usage| WindowStatus {
                     window: usage.limit.to_string(),
@@ -222,25 +230,32 @@ impl StatusReport {
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
         for webhook in &self.webhooks {
-            let _ = writeln!(out, "\nwebhook {}", webhook.name);
-            if let Some(problem) = &webhook.problem {
-                let _ = writeln!(out, "  queue:         unknown: {problem}");
-            } else {
-                let oldest = webhook
-                    .oldest_age_seconds
-                    .map(|s| format!(", oldest {} old", human(Duration::from_secs(s))))
-                    .unwrap_or_default();
-                let _ = writeln!(
-                    out,
-                    "  queued:        {} events ({} bytes){oldest}",
-                    webhook.queued_events, webhook.queued_bytes
-                );
-            }
-            let budget = if webhook.budget.is_empty() {
+            webhook.render(&mut out);
+        }
+        out
+    }
+}
+
+impl WebhookStatus {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "\nwebhook {}", self.name);
+        if let Some(problem) = &self.problem {
+            let _ = writeln!(out, "  queue, budget and last error unknown: {problem}");
+        } else {
+            let oldest = self
+                .oldest_age_seconds
+                .map(|s| format!(", oldest {} old", human(Duration::from_secs(s))))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  queued:        {} events ({} bytes){oldest}",
+                self.queued_events, self.queued_bytes
+            );
+            let budget = if self.budget.is_empty() {
                 "no rate limit".to_string()
             } else {
-                webhook
-                    .budget
+                self.budget
                     .iter()
                     .map(|w| {
                         let mut text = format!("{}: {} used", w.window, w.used);
@@ -254,17 +269,16 @@ impl StatusReport {
                     .join(", ")
             };
             let _ = writeln!(out, "  budget:        {budget}");
-            let _ = writeln!(
-                out,
-                "  dead-lettered: {} events in {} batches",
-                webhook.dead_lettered.events, webhook.dead_lettered.batches
-            );
-            let last_error = webhook
+            let last_error = self
                 .last_error
                 .as_ref()
                 .map_or("none".to_string(), |e| format!("{} {}", e.time, e.message));
             let _ = writeln!(out, "  last error:    {last_error}");
         }
-        out
+        let _ = writeln!(
+            out,
+            "  dead-lettered: {} events in {} batches",
+            self.dead_lettered.events, self.dead_lettered.batches
+        );
     }
 }
