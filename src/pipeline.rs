@@ -209,7 +209,10 @@ impl Pipeline {
             }
         }
         if let Some(listener) = metrics_listener {
-            tracing::info!(listen = %self.config.agent.metrics_listen.expect("set"), "serving /metrics and /health");
+            // The bound address: with port 0 the system picked one.
+            if let Ok(listen) = listener.local_addr() {
+                tracing::info!(%listen, "serving /metrics and /health");
+            }
             services.spawn(metrics::server::serve(listener, running.clone()));
         }
         tracing::info!(config = %self.config.source.display(), "tailhook running");

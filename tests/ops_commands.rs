@@ -6,7 +6,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -32,19 +32,36 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// `send` to `soc` with a 1 s `--timeout`: too short to wait for a 2/10s window.
+fn send_within_a_second(config: &Path, data: &str) -> Output {
+    tailhook(
+        config,
+        &[
+            "send",
+            "--webhook",
+            "soc",
+            "--data",
+            data,
+            "--timeout",
+            "1s",
+        ],
+    )
+}
+
 fn status_json(config: &Path) -> serde_json::Value {
     let output = tailhook(config, &["status", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
     serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
 }
 
-/// A port nothing listens on now, for `metrics_listen`.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A receiver answering every request with `failing` (0: as SecureX
+/// would), and a config (the support one, with `keys`) that posts to it.
+fn receiver_and_config(failing: u16, keys: ConfigKeys) -> (Receiver, Setup, PathBuf) {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    receiver.set_failing(failing);
+    let setup = Setup::new();
+    let config = setup.agent_config(&receiver.url, keys);
+    (receiver, setup, config)
 }
 
 /// (status code, body) of `GET path`; `None` while nothing listens.
@@ -75,15 +92,14 @@ fn sample(metrics: &str, series: &str) -> f64 {
 
 #[test]
 fn status_shows_queue_offsets_lag_budget_and_last_error_while_running_and_once_stopped() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    receiver.set_failing(429);
-    let setup = Setup::new();
-    let keys = ConfigKeys {
+    let (receiver, setup, config) = receiver_and_config(
+        429,
+        ConfigKeys {
         agent: "poll_interval = \"100ms\"\nshutdown_timeout = \"1s\"",
         input: "start_at = \"beginning\"",
         webhook: "rate_limits = [\"2/1m\", \"5000/1d\"]\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    },
+    );
 
     // Before the agent ever ran: a report, and no state created by it.
     let before = status_json(&config);
@@ -171,15 +187,14 @@ fn status_shows_queue_offsets_lag_budget_and_last_error_while_running_and_once_s
 
 #[test]
 fn status_counts_dead_letters_in_both_modes() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    receiver.set_failing(400);
-    let setup = Setup::new();
-    let keys = ConfigKeys {
-        agent: "poll_interval = \"100ms\"\nshutdown_timeout = \"1s\"",
-        input: "start_at = \"beginning\"",
-        webhook: "batch_timeout = \"20ms\"",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    let (_receiver, setup, config) = receiver_and_config(
+        400,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nshutdown_timeout = \"1s\"",
+            input: "start_at = \"beginning\"",
+            webhook: "batch_timeout = \"20ms\"",
+        },
+    );
     setup.append("auth.log", &(1..=2).map(failed_line).collect::<Vec<_>>());
     let mut agent = Agent::start(&config);
     agent.wait_for_log("written to the dead-letter file", DEADLINE);
@@ -202,14 +217,14 @@ fn status_counts_dead_letters_in_both_modes() {
 
 #[test]
 fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once_stopped() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    let setup = Setup::new();
-    let keys = ConfigKeys {
-        agent: "shutdown_timeout = \"1s\"",
-        input: "",
-        webhook: "rate_limits = [\"2/10s\", \"100/1d\"]",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    let (receiver, setup, config) = receiver_and_config(
+        0,
+        ConfigKeys {
+            agent: "shutdown_timeout = \"1s\"",
+            input: "",
+            webhook: "rate_limits = [\"2/10s\", \"100/1d\"]",
+        },
+    );
     std::fs::write(setup.path("auth.log"), "").unwrap();
 
     // Mistakes are refused before anything is sent.
@@ -248,18 +263,7 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
     // The third would exceed 2/10s: with a short --timeout it fails at once
     // and says when the budget frees; nothing is sent.
     let started = Instant::now();
-    let output = tailhook(
-        &config,
-        &[
-            "send",
-            "--webhook",
-            "soc",
-            "--data",
-            data,
-            "--timeout",
-            "1s",
-        ],
-    );
+    let output = send_within_a_second(&config, data);
     assert!(!output.status.success());
     let said = text(&output);
     assert!(said.contains("not sent within 1.0s"), "{said}");
@@ -281,18 +285,7 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
     assert_eq!(agent.wait_exit(DEADLINE), Some(0));
 
     // Stopped: the budget spent through the agent still counts.
-    let output = tailhook(
-        &config,
-        &[
-            "send",
-            "--webhook",
-            "soc",
-            "--data",
-            data,
-            "--timeout",
-            "1s",
-        ],
-    );
+    let output = send_within_a_second(&config, data);
     assert!(!output.status.success(), "{}", text(&output));
     assert!(text(&output).contains("no agent is running"));
     assert!(text(&output).contains("allow the next request in"));
@@ -329,15 +322,14 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
 
 #[test]
 fn a_failing_send_retries_then_reports_the_final_failure() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    receiver.set_failing(503);
-    let setup = Setup::new();
-    let keys = ConfigKeys {
-        agent: "",
-        input: "",
-        webhook: "max_retry_delay = \"300ms\"",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    let (receiver, _setup, config) = receiver_and_config(
+        503,
+        ConfigKeys {
+            agent: "",
+            input: "",
+            webhook: "max_retry_delay = \"300ms\"",
+        },
+    );
     let output = tailhook(&config, &["send", "--webhook", "soc", "--timeout", "2s"]);
     assert!(!output.status.success());
     let said = text(&output);
@@ -358,23 +350,26 @@ fn a_failing_send_retries_then_reports_the_final_failure() {
 
 #[test]
 fn metrics_and_health_are_served_on_loopback_without_secrets() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    let setup = Setup::new();
-    let port = free_port();
-    let agent_keys = format!("poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:{port}\"");
     let keys = ConfigKeys {
-        agent: &agent_keys,
+        // Port 0: the system picks a free one, and the agent logs it.
+        agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
         input: "",
         webhook: "rate_limits = [\"100/1m\"]\nbatch_timeout = \"20ms\"",
     };
-    let config = setup.agent_config(&receiver.url, keys);
+    let (receiver, setup, config) = receiver_and_config(0, keys);
     std::fs::write(setup.path("auth.log"), "").unwrap();
-    let _agent = Agent::start(&config);
-    let mut health = None;
-    wait_until(DEADLINE, "/health to answer", || {
-        health = http_get(port, "/health");
-        health.is_some()
-    });
+    let agent = Agent::start(&config);
+    let marker = "serving /metrics and /health listen=127.0.0.1:";
+    agent.wait_for_log(marker, DEADLINE);
+    let logs = agent.logs();
+    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+    let port: u16 = after_marker
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let health = http_get(port, "/health");
     assert_eq!(health.unwrap().0, 200);
 
     let (code, before) = http_get(port, "/metrics").unwrap();
@@ -432,14 +427,14 @@ fn metrics_and_health_are_served_on_loopback_without_secrets() {
 
 #[test]
 fn after_sigkill_status_explains_the_queue_and_a_restart_replaces_the_stale_socket() {
-    let receiver = Receiver::start(ReceiverOptions::default());
-    let setup = Setup::new();
-    let keys = ConfigKeys {
-        agent: "poll_interval = \"100ms\"",
-        input: "start_at = \"beginning\"",
-        webhook: "batch_timeout = \"20ms\"",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    let (receiver, setup, config) = receiver_and_config(
+        0,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            input: "start_at = \"beginning\"",
+            webhook: "batch_timeout = \"20ms\"",
+        },
+    );
     setup.append("auth.log", &[failed_line(1)]);
     let mut agent = Agent::start(&config);
     receiver.wait_for_events(1, DEADLINE);

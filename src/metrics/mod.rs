@@ -68,31 +68,23 @@ pub struct WebhookGauges {
     pub budget_left: Vec<(String, u64)>,
 }
 
-/// A family being written: one `# HELP`/`# TYPE` header, then samples.
-struct Family<'a> {
-    out: &'a mut String,
-}
+/// One sample: its labels and value.
+type Sample<'a> = (Vec<(&'a str, &'a str)>, f64);
 
-impl<'a> Family<'a> {
-    fn new(out: &'a mut String, name: &str, kind: &str, help: &str) -> Family<'a> {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        Family { out }
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.out.push_str(name);
+/// Writes a family: its `# HELP` and `# TYPE` lines, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, samples: Vec<Sample>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        out.push_str(name);
         if !labels.is_empty() {
-            self.out.push('{');
-            for (i, (key, value)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.out.push(',');
-                }
-                let _ = write!(self.out, "{key}=\"{}\"", escape_label(value));
-            }
-            self.out.push('}');
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(key, value)| format!("{key}=\"{}\"", escape_label(value)))
+                .collect();
+            let _ = write!(out, "{{{}}}", labels.join(","));
         }
-        let _ = writeln!(self.out, " {value}");
+        let _ = writeln!(out, " {value}");
     }
 }
 
@@ -137,133 +129,153 @@ impl Metrics {
     /// The Prometheus text of every counter and of `gauges` (one per
     /// webhook, in config order).
     pub fn render(&self, gauges: &[WebhookGauges]) -> String {
-        let mut out = String::new();
-        type InputField = fn(&InputCounters) -> &AtomicU64;
-        let input_counters: [(&str, &str, InputField); 2] = [
+        let by_input = |field: fn(&InputCounters) -> &AtomicU64| -> Vec<Sample> {
+            self.inputs
+                .iter()
+                .map(|(input, c)| (vec![("input", input.as_str())], get(field(c)) as f64))
+                .collect()
+        };
+        let by_webhook = |value: &dyn Fn(&WebhookCounters) -> f64| -> Vec<Sample> {
+            self.webhooks
+                .iter()
+                .map(|(webhook, c)| (vec![("webhook", webhook.as_str())], value(c)))
+                .collect()
+        };
+        let count =
+            |field: fn(&WebhookCounters) -> &AtomicU64| by_webhook(&|c| get(field(c)) as f64);
+        let names = self.webhooks.iter().map(|(name, _)| name.as_str());
+        let now: Vec<(&str, &WebhookGauges)> = names.zip(gauges).collect();
+        let gauge = |value: fn(&WebhookGauges) -> f64| -> Vec<Sample> {
+            now.iter()
+                .map(|(webhook, g)| (vec![("webhook", *webhook)], value(g)))
+                .collect()
+        };
+
+        let matches = self
+            .rules
+            .iter()
+            .map(|(rule, c)| (vec![("rule", rule.as_str())], get(c) as f64))
+            .collect();
+        let waited = by_webhook(&|c| get(&c.rate_limit_wait_micros) as f64 / 1e6);
+        let responses: Vec<(String, String, u64)> = self
+            .webhooks
+            .iter()
+            .flat_map(|(webhook, c)| {
+                let responses = c.responses.lock().expect("response counters").clone();
+                responses
+                    .into_iter()
+                    .map(move |(code, n)| (webhook.clone(), code, n))
+            })
+            .collect();
+        let requests = responses
+            .iter()
+            .map(|(webhook, code, n)| {
+                (
+                    vec![("webhook", webhook.as_str()), ("code", code.as_str())],
+                    *n as f64,
+                )
+            })
+            .collect();
+        let budget = now
+            .iter()
+            .flat_map(|(webhook, g)| {
+                g.budget_left.iter().map(|(window, left)| {
+                    (
+                        vec![("webhook", *webhook), ("window", window.as_str())],
+                        *left as f64,
+                    )
+                })
+            })
+            .collect();
+        let families: Vec<(&str, &str, &str, Vec<Sample>)> = vec![
             (
                 "tailhook_lines_read_total",
+                "counter",
                 "Lines read from the input's files.",
-                |c| &c.lines,
+                by_input(|c| &c.lines),
             ),
             (
                 "tailhook_bytes_read_total",
+                "counter",
                 "Bytes of the lines read from the input's files.",
-                |c| &c.bytes,
+                by_input(|c| &c.bytes),
             ),
-        ];
-        for (name, help, field) in input_counters {
-            let mut family = Family::new(&mut out, name, "counter", help);
-            for (input, counters) in &self.inputs {
-                family.sample(name, &[("input", input)], get(field(counters)));
-            }
-        }
-        let name = "tailhook_rule_matches_total";
-        let mut family = Family::new(
-            &mut out,
-            name,
-            "counter",
-            "Lines the rule matched, before thresholds and suppression.",
-        );
-        for (rule, counter) in &self.rules {
-            family.sample(name, &[("rule", rule)], get(counter));
-        }
-
-        type WebhookField = fn(&WebhookCounters) -> &AtomicU64;
-        let webhook_counters: [(&str, &str, WebhookField); 5] = [
+            (
+                "tailhook_rule_matches_total",
+                "counter",
+                "Lines the rule matched, before thresholds and suppression.",
+                matches,
+            ),
             (
                 "tailhook_events_queued_total",
+                "counter",
                 "Events queued on disk for the webhook.",
-                |c| &c.events_queued,
+                count(|c| &c.events_queued),
             ),
             (
                 "tailhook_events_sent_total",
+                "counter",
                 "Events the webhook accepted.",
-                |c| &c.events_sent,
+                count(|c| &c.events_sent),
             ),
             (
                 "tailhook_events_dead_lettered_total",
+                "counter",
                 "Events written to the webhook's dead-letter file.",
-                |c| &c.events_dead_lettered,
+                count(|c| &c.events_dead_lettered),
             ),
             (
                 "tailhook_retries_total",
+                "counter",
                 "Failed attempts that were retried.",
-                |c| &c.retries,
+                count(|c| &c.retries),
             ),
             (
                 "tailhook_rate_limit_waits_total",
+                "counter",
                 "Attempts that waited for rate-limit budget.",
-                |c| &c.rate_limit_waits,
+                count(|c| &c.rate_limit_waits),
+            ),
+            (
+                "tailhook_rate_limit_wait_seconds_total",
+                "counter",
+                "Time spent waiting for rate-limit budget.",
+                waited,
+            ),
+            (
+                "tailhook_requests_total",
+                "counter",
+                "Requests to the webhook by HTTP status (`error`: no answer).",
+                requests,
+            ),
+            (
+                "tailhook_queue_events",
+                "gauge",
+                "Events waiting for the webhook.",
+                gauge(|g| g.queued_events as f64),
+            ),
+            (
+                "tailhook_queue_bytes",
+                "gauge",
+                "Bytes waiting for the webhook.",
+                gauge(|g| g.queued_bytes as f64),
+            ),
+            (
+                "tailhook_queue_oldest_age_seconds",
+                "gauge",
+                "Age of the oldest queued event (0 when none is queued).",
+                gauge(|g| g.oldest_age_seconds.unwrap_or(0.0)),
+            ),
+            (
+                "tailhook_rate_limit_remaining",
+                "gauge",
+                "Requests the rate window still allows now.",
+                budget,
             ),
         ];
-        for (name, help, field) in webhook_counters {
-            let mut family = Family::new(&mut out, name, "counter", help);
-            for (webhook, counters) in &self.webhooks {
-                family.sample(name, &[("webhook", webhook)], get(field(counters)));
-            }
-        }
-        let name = "tailhook_rate_limit_wait_seconds_total";
-        let mut family = Family::new(
-            &mut out,
-            name,
-            "counter",
-            "Time spent waiting for rate-limit budget.",
-        );
-        for (webhook, counters) in &self.webhooks {
-            let seconds = get(&counters.rate_limit_wait_micros) as f64 / 1e6;
-            family.sample(name, &[("webhook", webhook)], seconds);
-        }
-        let name = "tailhook_requests_total";
-        let mut family = Family::new(
-            &mut out,
-            name,
-            "counter",
-            "Requests to the webhook by HTTP status (`error`: no answer).",
-        );
-        for (webhook, counters) in &self.webhooks {
-            let responses = counters.responses.lock().expect("response counters");
-            for (code, count) in responses.iter() {
-                family.sample(name, &[("webhook", webhook), ("code", code)], count);
-            }
-        }
-
-        let names = self.webhooks.iter().map(|(name, _)| name.as_str());
-        let rows: Vec<(&str, &WebhookGauges)> = names.zip(gauges).collect();
-        let name = "tailhook_queue_events";
-        let mut family = Family::new(&mut out, name, "gauge", "Events waiting for the webhook.");
-        for (webhook, g) in &rows {
-            family.sample(name, &[("webhook", webhook)], g.queued_events);
-        }
-        let name = "tailhook_queue_bytes";
-        let mut family = Family::new(&mut out, name, "gauge", "Bytes waiting for the webhook.");
-        for (webhook, g) in &rows {
-            family.sample(name, &[("webhook", webhook)], g.queued_bytes);
-        }
-        let name = "tailhook_queue_oldest_age_seconds";
-        let mut family = Family::new(
-            &mut out,
-            name,
-            "gauge",
-            "Age of the oldest queued event (0 when none is queued).",
-        );
-        for (webhook, g) in &rows {
-            family.sample(
-                name,
-                &[("webhook", webhook)],
-                g.oldest_age_seconds.unwrap_or(0.0),
-            );
-        }
-        let name = "tailhook_rate_limit_remaining";
-        let mut family = Family::new(
-            &mut out,
-            name,
-            "gauge",
-            "Requests the rate window still allows now.",
-        );
-        for (webhook, g) in &rows {
-            for (window, left) in &g.budget_left {
-                family.sample(name, &[("webhook", webhook), ("window", window)], left);
-            }
+        let mut out = String::new();
+        for (name, kind, help, samples) in families {
+            family(&mut out, name, kind, help, samples);
         }
         out
     }
