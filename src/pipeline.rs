@@ -149,7 +149,7 @@ impl Pipeline {
             .iter()
             .map(|w| (w.name.clone(), w.max_queue_bytes))
             .collect();
-        let queue = Queue::open(state_dir, &lanes)?;
+        let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
             self.rules.iter().map(|r| r.id.as_str()),
@@ -244,6 +244,31 @@ impl Pipeline {
         }
         services.shutdown().await;
         Ok(())
+    }
+}
+
+/// How long a starting agent waits for another process to let go of the queue.
+const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// While no agent runs, `tailhook send` holds the queue file for as long as
+/// it sends, and `status` for a moment; an agent starting just then waits
+/// for them (bounded) instead of failing.
+async fn open_queue(
+    state_dir: &std::path::Path,
+    lanes: &[(String, u64)],
+) -> anyhow::Result<Arc<Queue>> {
+    let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
+    let mut warned = false;
+    loop {
+        match Queue::open(state_dir, lanes) {
+            Err(e) if e.is_in_use() && tokio::time::Instant::now() < deadline => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(error = %e, patience_s = QUEUE_IN_USE_PATIENCE.as_secs(), "waiting for the queue");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 

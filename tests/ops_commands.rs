@@ -461,3 +461,41 @@ fn after_sigkill_status_explains_the_queue_and_a_restart_replaces_the_stale_sock
     assert!(report["webhooks"][0]["problem"].is_null(), "{report}");
     assert_eq!(report["webhooks"][0]["queued_events"], 0);
 }
+
+#[test]
+fn an_agent_started_while_a_direct_send_holds_the_queue_waits_for_it() {
+    let keys = ConfigKeys {
+        agent: "",
+        input: "",
+        webhook: "rate_limits = [\"1/3s\", \"100/1d\"]",
+    };
+    let (receiver, setup, config) = receiver_and_config(0, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let first = tailhook(&config, &["send", "--webhook", "soc"]);
+    assert!(first.status.success(), "{}", text(&first));
+
+    // The second waits for the 1/3s window, holding the queue meanwhile.
+    let mut second = Command::new(binary())
+        .args(["send", "--webhook", "soc", "--timeout", "20s", "-c"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(second.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "send ended without waiting for budget"
+        );
+    }
+    let agent = Agent::start(&config);
+    agent.wait_for_log("waiting for the queue", DEADLINE);
+    assert!(second.wait().unwrap().success());
+    agent.wait_for_log("tailhook running", DEADLINE);
+    assert_eq!(receiver.requests().len(), 2);
+    let report = status_json(&config);
+    assert_eq!(report["agent"], "running");
+    assert_eq!(report["webhooks"][0]["budget"][1]["used"], 2);
+}

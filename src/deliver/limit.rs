@@ -257,6 +257,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn usage_counts_each_window_and_says_when_a_full_one_frees() {
+        let mut limiter = RateLimiter::new(&limits(&["2/10s", "5/1m"]));
+        let start = Instant::now();
+        assert!(limiter.try_acquire(start).is_ok());
+        assert!(limiter.try_acquire(start).is_ok());
+        // Full: refused, uncharged, with the instant it frees (10 s + 200 ms margin).
+        assert_eq!(
+            limiter.try_acquire(start),
+            Err(start + Duration::from_millis(10_200))
+        );
+        let usage = limiter.usage(start);
+        assert_eq!(
+            usage.iter().map(|w| (w.used, w.free_in)).collect::<Vec<_>>(),
+            vec![(2, Duration::from_millis(10_200)), (2, Duration::ZERO)]
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let usage = limiter.usage(Instant::now());
+        assert_eq!(usage[0].used, 0, "the attempts left the 10 s window");
+        assert_eq!(usage[1].used, 2, "and are still in the minute");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_window_means_no_wait() {
         let mut limiter = RateLimiter::new(&[]);
         for _ in 0..100 {

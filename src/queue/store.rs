@@ -42,6 +42,16 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 pub struct QueueError {
     path: String,
     message: String,
+    /// Another process has the file open for writing.
+    in_use: bool,
+}
+
+impl QueueError {
+    /// Another process (an agent, or `tailhook send` while none runs) has
+    /// the queue open: it may be free again in a moment.
+    pub fn is_in_use(&self) -> bool {
+        self.in_use
+    }
 }
 
 /// An event taken from a webhook's queue.
@@ -104,14 +114,16 @@ impl Queue {
         let fail = |message: String| QueueError {
             path: path.clone(),
             message,
+            in_use: false,
         };
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&file)
             .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => fail(
-                    "in use by another process (is an agent running with this state_dir?)".into(),
-                ),
+                DatabaseError::DatabaseAlreadyOpen => QueueError {
+                    in_use: true,
+                    ..fail("in use by another process (an agent, or `tailhook send`)".into())
+                },
                 other => fail(format!("cannot open: {other}")),
             })?;
         let lanes: Vec<Lane> = webhooks
@@ -180,6 +192,7 @@ impl Queue {
         QueueError {
             path: self.path.clone(),
             message: error.to_string(),
+            in_use: false,
         }
     }
 
@@ -438,6 +451,7 @@ impl QueueView {
         let fail = |message: String| QueueError {
             path: path.clone(),
             message,
+            in_use: false,
         };
         let db = ReadOnlyDatabase::open(&file).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => {
@@ -456,6 +470,7 @@ impl QueueView {
         let fail = |e: redb::Error| QueueError {
             path: self.path.clone(),
             message: e.to_string(),
+            in_use: false,
         };
         let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
         let (mut events, mut bytes) = (0, 0);
