@@ -1,7 +1,8 @@
 //! Command line: parses arguments and runs one command. Each command is a thin
 //! layer over the pipeline; nothing here knows how a stage works.
 
-mod ops;
+mod send;
+mod status;
 mod test_rules;
 
 use std::path::PathBuf;
@@ -98,14 +99,14 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
         Command::TestRules(args) => test_rules(args),
-        Command::Send(args) => ops::send(&ops::SendOptions {
+        Command::Send(args) => send::send(&send::SendOptions {
             config: args.config,
             webhook: args.webhook,
             data: args.data,
             data_file: args.data_file,
             timeout: args.timeout,
         }),
-        Command::Status(args) => ops::status(&args.config, args.json),
+        Command::Status(args) => status::status(&args.config, args.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

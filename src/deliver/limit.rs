@@ -269,7 +269,10 @@ mod tests {
         );
         let usage = limiter.usage(start);
         assert_eq!(
-            usage.iter().map(|w| (w.used, w.free_in)).collect::<Vec<_>>(),
+            usage
+                .iter()
+                .map(|w| (w.used, w.free_in))
+                .collect::<Vec<_>>(),
             vec![(2, Duration::from_millis(10_200)), (2, Duration::ZERO)]
         );
         tokio::time::advance(Duration::from_secs(11)).await;

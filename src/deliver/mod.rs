@@ -9,7 +9,9 @@
 //! filling, so a rate-limited webhook gets as few, as full requests as possible.
 //!
 //! Each webhook has its own task, queue and limiter: one that is slow or down
-//! never delays another.
+//! never delays another. A [`Webhook`] (transport, body format, limiter,
+//! record of attempts) is shared by its delivery task and by manual sends
+//! (`manual`, for `tailhook send`), so both are charged to one budget.
 
 mod batch;
 mod body;

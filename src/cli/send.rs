@@ -1,7 +1,8 @@
-//! `status` and `send`: ask the running agent over its control socket, and
-//! when none answers, do the same from the state files.
+//! `send`: one manual trigger. Through the running agent's control socket,
+//! so the agent charges its own limiter; when none answers, with the
+//! webhook's limiter and attempt record loaded from the state files.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,59 +12,7 @@ use crate::config::Config;
 use crate::control::{self, Reply, Request};
 use crate::deliver::{manual_fields, Sent, Webhook};
 use crate::metrics::WebhookCounters;
-use crate::queue::{LaneState, Queue, QueueView};
-use crate::status::{self, StatusReport, WebhookLimits};
-
-/// How long `status` waits for a running agent's answer.
-const STATUS_WAIT: Duration = Duration::from_secs(10);
-
-pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let state_dir = &config.agent.state_dir;
-    let report = match control::ask(state_dir, &Request::Status, STATUS_WAIT, |_| {})
-        .map_err(|e| anyhow!(e))?
-    {
-        Some(Reply::Status { report }) => *report,
-        Some(Reply::Error { message }) => bail!("the agent could not report: {message}"),
-        Some(other) => bail!("the agent answered out of turn: {other:?}"),
-        None => stopped_status(&config)?,
-    };
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("reports serialize")
-        );
-    } else {
-        print!("{}", report.render());
-    }
-    Ok(())
-}
-
-/// The report read from the state files; creates none of them.
-fn stopped_status(config: &Config) -> anyhow::Result<StatusReport> {
-    let state_dir = &config.agent.state_dir;
-    let limits: Vec<WebhookLimits> = config
-        .webhooks
-        .iter()
-        .map(|(name, spec)| WebhookLimits {
-            name: name.clone(),
-            rate_limits: spec.rate_limits(),
-        })
-        .collect();
-    let view = QueueView::open(state_dir).map_err(|e| e.to_string());
-    status::gather(
-        "stopped",
-        state_dir,
-        &config.inputs,
-        &limits,
-        |_, name, window| match &view {
-            Ok(Some(view)) => view.lane_state(name, window).map_err(|e| e.to_string()),
-            Ok(None) => Ok(LaneState::default()),
-            Err(problem) => Err(problem.clone()),
-        },
-    )
-    .map_err(|e| anyhow!(e))
-}
+use crate::queue::Queue;
 
 pub struct SendOptions {
     pub config: PathBuf,
