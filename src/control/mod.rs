@@ -218,12 +218,20 @@ async fn answer(stream: UnixStream, running: Arc<Running>) {
             Err(e) => Reply::Error {
                 message: format!("not a request: {e}"),
             },
-            Ok(Request::Status) => match running.status() {
-                Ok(report) => Reply::Status {
-                    report: Box::new(report),
-                },
-                Err(message) => Reply::Error { message },
-            },
+            // It reads files (a dead-letter file may be large): off the
+            // runtime's few threads, which the deliveries need.
+            Ok(Request::Status) => {
+                let running = running.clone();
+                match tokio::task::spawn_blocking(move || running.status()).await {
+                    Ok(Ok(report)) => Reply::Status {
+                        report: Box::new(report),
+                    },
+                    Ok(Err(message)) => Reply::Error { message },
+                    Err(e) => Reply::Error {
+                        message: format!("status failed: {e}"),
+                    },
+                }
+            }
             Ok(Request::Send {
                 webhook,
                 fields,
