@@ -96,7 +96,7 @@ impl Transport {
                         classify(status, retry_after, &text)
                     }
                     Err(e) => Outcome::Retry {
-                        reason: e.without_url().to_string(),
+                        reason: url.scrub(&with_causes(&e.without_url())),
                         status: None,
                         after: None,
                     },
@@ -104,6 +104,19 @@ impl Transport {
             }
         }
     }
+}
+
+/// An error and its causes, `: `-separated: reqwest's own text alone
+/// ("error sending request") does not say that the connection was refused.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Outcome {
@@ -153,6 +166,27 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_without_the_key() {
+        // Nothing listens on a port bound and released just before.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let transport = Transport::Http {
+            client: reqwest::Client::new(),
+            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
+            content_type: ContentType::Json,
+        };
+        let Outcome::Retry { reason, status, .. } = transport.send(b"{}").await else {
+            panic!("a refused connection is retried");
+        };
+        assert_eq!(status, None);
+        assert!(reason.contains("Connection refused"), "{reason}");
+        assert!(!reason.contains("hunter22"), "{reason}");
+    }
 
     #[test]
     fn statuses_are_classified() {
