@@ -32,7 +32,7 @@ fn text(output: &Output) -> String {
     )
 }
 
-/// `send` to `soc` with a 1 s `--timeout`: too short to wait for a 2/10s window.
+/// `send` to `soc` with a 1 s `--timeout`: too short to wait for a 2/15s window.
 fn send_within_a_second(config: &Path, data: &str) -> Output {
     tailhook(
         config,
@@ -222,7 +222,7 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
         ConfigKeys {
             agent: "shutdown_timeout = \"1s\"",
             input: "",
-            webhook: "rate_limits = [\"2/10s\", \"100/1d\"]",
+            webhook: "rate_limits = [\"2/15s\", \"100/1d\"]",
         },
     );
     std::fs::write(setup.path("auth.log"), "").unwrap();
@@ -260,14 +260,14 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
             text(&output)
         );
     }
-    // The third would exceed 2/10s: with a short --timeout it fails at once
+    // The third would exceed 2/15s: with a short --timeout it fails at once
     // and says when the budget frees; nothing is sent.
     let started = Instant::now();
     let output = send_within_a_second(&config, data);
     assert!(!output.status.success());
     let said = text(&output);
     assert!(said.contains("not sent within 1.0s"), "{said}");
-    assert!(said.contains("2/10s"), "{said}");
+    assert!(said.contains("2/15s"), "{said}");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(receiver.requests().len(), 2);
     let events = receiver.events();
@@ -302,13 +302,13 @@ fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once
             "--data-file",
             data_file.to_str().unwrap(),
             "--timeout",
-            "20s",
+            "30s",
         ],
     );
     assert!(output.status.success(), "{}", text(&output));
     assert!(
         text(&output).contains("waiting")
-            && text(&output).contains("rate-limit budget (2/10s, 100/1d)"),
+            && text(&output).contains("rate-limit budget (2/15s, 100/1d)"),
         "{}",
         text(&output)
     );
