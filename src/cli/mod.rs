@@ -48,7 +48,8 @@ struct SendArgs {
     /// The webhook's name (its [webhook.NAME] section).
     #[arg(long)]
     webhook: String,
-    /// A JSON object: the event's fields, e.g. '{"source.ip": "203.0.113.7"}'.
+    /// A JSON object: the event's fields, e.g. '{"source.ip": "203.0.113.7"}'
+    /// (without --data or --data-file: an event without fields).
     #[arg(long, value_name = "JSON", conflicts_with = "data_file")]
     data: Option<String>,
     /// A file holding the JSON object of --data.

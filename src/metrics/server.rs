@@ -40,7 +40,10 @@ pub async fn serve(listener: TcpListener, running: Arc<Running>) {
                 let running = running.clone();
                 async move { Ok::<_, Infallible>(respond(&request, &running)) }
             });
+            // With a timer, hyper closes a connection whose request headers
+            // do not come within 30 s, so idle clients cannot pile up.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
