@@ -630,6 +630,47 @@ mod tests {
     }
 
     #[test]
+    fn a_read_only_view_sees_what_the_agent_left_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(QueueView::open(dir.path()).unwrap().is_none());
+        assert!(!dir.path().join("queue.redb").exists());
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue
+            .append(&[(0, event("1", "x")), (0, event("2", "y"))])
+            .unwrap();
+        queue.record_attempt(0, Duration::from_secs(60)).unwrap();
+        queue.record_error(0, "503 Service Unavailable").unwrap();
+        let err = QueueView::open(dir.path())
+            .err()
+            .expect("no reader beside the writer");
+        assert!(
+            err.to_string().contains("in use by a running agent"),
+            "{err}"
+        );
+        let live = queue.lane_state(0, Duration::from_secs(60)).unwrap();
+        drop(queue);
+
+        let view = QueueView::open(dir.path()).unwrap().unwrap();
+        let stored = view.lane_state("a", Duration::from_secs(60)).unwrap();
+        for state in [&live, &stored] {
+            assert_eq!((state.events, state.bytes), (live.events, live.bytes));
+            assert_eq!(state.events, 2);
+            assert_eq!(state.attempt_ages.len(), 1);
+            assert_eq!(
+                state.last_error.as_ref().unwrap().message,
+                "503 Service Unavailable"
+            );
+            assert_eq!(
+                state.oldest,
+                Some(humantime::parse_rfc3339("2026-11-22T10:00:01Z").unwrap())
+            );
+        }
+        let unknown = view.lane_state("never", Duration::from_secs(60)).unwrap();
+        assert_eq!(unknown.events, 0);
+        assert!(unknown.last_error.is_none());
+    }
+
+    #[test]
     fn attempts_are_remembered_within_their_window() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
