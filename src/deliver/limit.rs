@@ -151,6 +151,21 @@ impl RateLimiter {
         Ok(())
     }
 
+    /// The attempt charged at `charged` was answered at `answered`. The
+    /// receiver counted it somewhere in between, and may start its window
+    /// then: counting ours from the answer keeps a slow request (a loaded
+    /// receiver, a long body) from letting the next one arrive inside the
+    /// receiver's window.
+    pub fn answered(&mut self, charged: Instant, answered: Instant) {
+        for window in &mut self.windows {
+            if let Some(at) = window.attempts.iter().position(|&t| t == charged) {
+                window.attempts.remove(at);
+                let later = window.attempts.partition_point(|&t| t <= answered);
+                window.attempts.insert(later, answered);
+            }
+        }
+    }
+
     /// Each window with the attempts it counts at `now`.
     pub fn usage(&mut self, now: Instant) -> Vec<WindowUsage> {
         self.windows
@@ -279,6 +294,20 @@ mod tests {
         let usage = limiter.usage(Instant::now());
         assert_eq!(usage[0].used, 0, "the attempts left the 10 s window");
         assert_eq!(usage[1].used, 2, "and are still in the minute");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_counts_an_attempt_from_its_answer() {
+        let mut limiter = RateLimiter::new(&limits(&["1/2s"]));
+        let charged = Instant::now();
+        assert!(limiter.try_acquire(charged).is_ok());
+        let answered = charged + Duration::from_millis(700);
+        limiter.answered(charged, answered);
+        let margin = jitter_margin(Duration::from_secs(2));
+        assert_eq!(
+            limiter.next_free(answered),
+            answered + Duration::from_secs(2) + margin
+        );
     }
 
     #[tokio::test(start_paused = true)]

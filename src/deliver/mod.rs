@@ -118,17 +118,18 @@ impl Webhook {
     }
 
     /// Waits until the rate windows allow an attempt and charges it, in
-    /// memory and on disk; `Err(when)` if that is past `deadline`.
+    /// memory and on disk; the moment it was charged, or `Err(when)` if
+    /// that is past `deadline`.
     async fn acquire(
         &self,
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<Duration, Instant> {
+    ) -> Result<Instant, Instant> {
         let start = Instant::now();
-        loop {
+        let charged = loop {
             let now = Instant::now();
             let free = match self.limiter().try_acquire(now) {
-                Ok(()) => break,
+                Ok(()) => break now,
                 Err(free) => free,
             };
             if deadline.is_some_and(|deadline| free > deadline) {
@@ -136,8 +137,8 @@ impl Webhook {
             }
             progress(Progress::WaitingForBudget(free - now));
             tokio::time::sleep_until(free).await;
-        }
-        let waited = start.elapsed();
+        };
+        let waited = charged - start;
         if let Some(memory) = self.limiter().memory() {
             if let Err(e) = self.queue.record_attempt(self.lane, memory) {
                 tracing::warn!(webhook = %self.config.name, error = %e, "cannot record the attempt; a restart may count it out");
@@ -150,7 +151,7 @@ impl Webhook {
                 waited.as_micros() as u64,
             );
         }
-        Ok(waited)
+        Ok(charged)
     }
 
     /// Sends `body` until it is delivered or rejected: every attempt waits
@@ -171,13 +172,16 @@ impl Webhook {
             .build();
         let mut attempts = 0;
         loop {
-            if let Err(free) = self.acquire(deadline, progress).await {
-                return Settled::GaveUp(format!(
-                    "the rate limits ({}) allow the next request in {}, beyond that time",
-                    self.windows(),
-                    human(free - Instant::now())
-                ));
-            }
+            let charged = match self.acquire(deadline, progress).await {
+                Ok(charged) => charged,
+                Err(free) => {
+                    return Settled::GaveUp(format!(
+                        "the rate limits ({}) allow the next request in {}, beyond that time",
+                        self.windows(),
+                        human(free - Instant::now())
+                    ))
+                }
+            };
             attempts += 1;
             let outcome = match deadline {
                 None => self.transport.send(body).await,
@@ -193,6 +197,7 @@ impl Webhook {
                     }
                 }
             };
+            self.limiter().answered(charged, Instant::now());
             let status = match &outcome {
                 Outcome::Delivered { status } | Outcome::Rejected { status, .. } => Some(*status),
                 Outcome::Retry { status, .. } => *status,
