@@ -2,9 +2,9 @@
 //! file and posts to a loopback receiver in this process.
 //!
 //! Run: `cargo bench --bench end_to_end [-- MEGABYTES]` (default 100).
-//! 1. Throughput: a file already written (10 % of lines matching) → every
-//!    event accepted by a receiver without limits: wall time, MB/s, CPU
-//!    seconds and peak RSS of the agent.
+//! 1. Throughput: a file already written (1 % and 10 % of lines matching) →
+//!    every event accepted by a receiver without limits: wall time, MB/s,
+//!    CPU seconds and peak RSS of the agent.
 //! 2. Latency: single lines appended 20 ms apart → POST received, p50/p99.
 //! 3. Batching: a burst under `5/2s`: requests used vs the ideal
 //!    ceil(bytes / max_body_bytes), and 429s seen.
@@ -128,11 +128,11 @@ fn wait_for(seen: &Mutex<Seen>, events: usize, limit: Duration) -> bool {
     true
 }
 
-fn throughput(megabytes: u64) {
+fn throughput(megabytes: u64, percent: u64) {
     let dir = tempfile::tempdir().unwrap();
     let corpus_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-corpus");
     std::fs::create_dir_all(&corpus_dir).unwrap();
-    let corpus = common::corpus(&corpus_dir, megabytes, 10);
+    let corpus = common::corpus(&corpus_dir, megabytes, percent);
     // Matching lines, counted by the agent's own test-rules (one line may make
     // several events; the shipped pack is what the agent runs).
     let out = Command::new(env!("CARGO_BIN_EXE_tailhook"))
@@ -161,9 +161,10 @@ fn throughput(megabytes: u64) {
     let size = std::fs::metadata(&corpus).unwrap().len() as f64 / 1e6;
     let seen = seen.lock().unwrap();
     println!(
-        "throughput: {size:.0} MB, {expected} events{}: {wall:.2} s wall, {:.1} MB/s, {cpu:.2} CPU s, peak RSS {rss:.1} MiB, {} requests",
+        "throughput, {percent}% matching: {size:.0} MB, {expected} events{}: {wall:.2} s wall, {:.1} MB/s, {cpu:.2} CPU s ({:.1} MB per CPU s), peak RSS {rss:.1} MiB, {} requests",
         if done { "" } else { " (NOT all arrived)" },
         size / wall,
+        size / cpu,
         seen.requests
     );
 }
@@ -291,7 +292,9 @@ fn main() {
         .skip(1)
         .find_map(|a| a.parse().ok())
         .unwrap_or(100);
-    throughput(megabytes);
+    for percent in [1, 10] {
+        throughput(megabytes, percent);
+    }
     latency(200);
     batching();
     steady(20_000);
