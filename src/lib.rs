@@ -5,7 +5,8 @@
 //! A line travels through the modules in this order:
 //! [`config`] → [`tail`] → [`rules`] → [`queue`] → [`deliver`] (batch, limit,
 //! send), wired together by [`pipeline`]. [`event`] holds the payload types
-//! that cross those seams; [`cli`] is the command line on top.
+//! that cross those seams; [`cli`] is the command line on top, and
+//! [`systemd`] tells a service manager when the agent is ready and alive.
 
 pub mod cli;
 pub mod config;
@@ -14,4 +15,5 @@ pub mod event;
 pub mod pipeline;
 pub mod queue;
 pub mod rules;
+pub mod systemd;
 pub mod tail;

@@ -28,7 +28,7 @@ pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, We
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
 
 /// Environment variables under the `TAILHOOK_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log"];
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -431,6 +431,7 @@ mod tests {
             jail.set_env("TAILHOOK_WEBHOOK__SOC__BATCH_TIMEOUT", "250ms");
             jail.set_env("TAILHOOK_CONFIG", "/ignored.toml");
             jail.set_env("TAILHOOK_LOG", "debug");
+            jail.set_env("TAILHOOK_LOG_FORMAT", "json");
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             assert_eq!(config.agent.state_dir, PathBuf::from("/srv/th"));
             let hooks = config.webhooks().map_err(|e| e.to_string())?;
