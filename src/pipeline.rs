@@ -136,8 +136,13 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let summary = self.summary();
         let state_dir = &self.config.agent.state_dir;
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!(
+                "{}: agent.state_dir: cannot create {}",
+                self.config.source.display(),
+                state_dir.display()
+            )
+        })?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
         let router = Router::new(

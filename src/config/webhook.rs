@@ -162,6 +162,14 @@ impl SecretUrl {
         &self.url
     }
 
+    /// Whether the URL holds anything [`Display`](fmt::Display) redacts.
+    pub fn has_secret(&self) -> bool {
+        self.path_is_secret
+            || self.url.query().is_some()
+            || !self.url.username().is_empty()
+            || self.url.password().is_some()
+    }
+
     fn with_secret_path(self) -> SecretUrl {
         SecretUrl {
             path_is_secret: true,
@@ -324,13 +332,28 @@ impl WebhookSpec {
         } else {
             "url_file"
         };
-        let url = SecretUrl::parse(text).map_err(|e| (key, e))?;
-        let url = if self.preset == Preset::Slack {
+        Ok(WebhookTarget::Http(
+            self.secret_url(text).map_err(|e| (key, e))?,
+        ))
+    }
+
+    fn secret_url(&self, text: &str) -> Result<SecretUrl, String> {
+        let url = SecretUrl::parse(text)?;
+        Ok(if self.preset == Preset::Slack {
             url.with_secret_path()
         } else {
             url
-        };
-        Ok(WebhookTarget::Http(url))
+        })
+    }
+
+    /// Whether `url` is written in the config itself and holds a secret
+    /// (`api_key`, Slack's path), so whoever reads the config holds it too.
+    pub(super) fn url_holds_secret(&self) -> bool {
+        self.url
+            .as_deref()
+            .filter(|url| *url != STDOUT_URL)
+            .and_then(|url| self.secret_url(url).ok())
+            .is_some_and(|url| url.has_secret())
     }
 }
 
