@@ -226,3 +226,36 @@ fn shell_completions_cover_every_subcommand() {
         }
     }
 }
+
+#[test]
+fn a_state_dir_that_cannot_be_created_stops_the_start_naming_file_and_key() {
+    let setup = Setup::new();
+    setup.append("auth.log", &[noise_line(1)]);
+    let config = setup.agent_config("-", ConfigKeys::default());
+    let state_dir = setup.path("auth.log/state");
+    let socket_path = setup.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("TAILHOOK_AGENT__STATE_DIR", state_dir.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(agent.wait_exit(DEADLINE), Some(1));
+    let logs = agent.logs();
+    assert!(
+        logs.contains(&format!(
+            "{}: agent.state_dir: cannot create",
+            config.display()
+        )),
+        "{logs}"
+    );
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    assert!(
+        socket.recv(&mut buf).is_err(),
+        "no READY=1 for a failed start"
+    );
+}
