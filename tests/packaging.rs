@@ -52,7 +52,10 @@ fn install_sh_stages_the_whole_layout_and_keeps_local_changes() {
         ("etc/systemd/system/tailhook.service", 0o644),
         ("opt/th/share/bash-completion/completions/tailhook", 0o644),
         ("opt/th/share/zsh/site-functions/_tailhook", 0o644),
-        ("opt/th/share/fish/vendor_completions.d/tailhook.fish", 0o644),
+        (
+            "opt/th/share/fish/vendor_completions.d/tailhook.fish",
+            0o644,
+        ),
         ("opt/th/share/man/man1/tailhook.1.gz", 0o644),
         ("opt/th/share/man/man1/tailhook-run.1.gz", 0o644),
     ] {
@@ -77,7 +80,10 @@ fn install_sh_stages_the_whole_layout_and_keeps_local_changes() {
         .arg("check")
         .arg("-c")
         .arg(at("etc/tailhook/tailhook.toml"))
-        .env("SOC_WEBHOOK_URL", "https://securex.test/webhooks/1?api_key=k")
+        .env(
+            "SOC_WEBHOOK_URL",
+            "https://securex.test/webhooks/1?api_key=k",
+        )
         .env(
             "TAILHOOK_RULES__PATHS",
             format!("[\"{}\"]", at("etc/tailhook/rules.d").display()),
@@ -143,7 +149,9 @@ fn the_unit_runs_unprivileged_hardened_and_supervised() {
     }
     // A group missing on the machine would stop the unit from starting.
     assert!(
-        !directives.iter().any(|d| d.starts_with("SupplementaryGroups=")),
+        !directives
+            .iter()
+            .any(|d| d.starts_with("SupplementaryGroups=")),
         "log groups come from the user's memberships"
     );
     // The shipped config must fit the unit: state where StateDirectory= is
