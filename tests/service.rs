@@ -101,6 +101,52 @@ fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
 }
 
 #[test]
+fn a_tailer_paused_by_a_full_queue_still_feeds_the_watchdog() {
+    let down = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let config = setup.agent_config(
+        &down.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            input: "start_at = \"beginning\"",
+            webhook:
+                "max_queue_bytes = 3000\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    // Chunk after chunk until the tailer waits for room: the webhook is down.
+    let mut seq = 0;
+    wait_until(DEADLINE, "the queue to fill", || {
+        let chunk: Vec<String> = (seq..seq + 10).map(failed_line).collect();
+        seq += 10;
+        setup.append("auth.log", &chunk);
+        agent.logs().contains("queue is full")
+    });
+    // Twice the time after which a tailer that made no pass counts as stuck
+    // (WATCHDOG_USEC + poll_interval): the pings go on, it is only paused.
+    for _ in 0..6 {
+        assert_eq!(socket.next(Instant::now() + DEADLINE), "WATCHDOG=1");
+    }
+    assert!(!agent.logs().contains("no longer fed"), "{}", agent.logs());
+    down.set_failing(0);
+    agent.signal("TERM");
+    socket.until("STOPPING=1", DEADLINE);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+#[test]
 fn abstract_notify_socket_gets_ready_and_no_pings_without_a_watchdog() {
     let setup = Setup::new();
     let name = format!("tailhook-test-{}-{:?}", std::process::id(), Instant::now());
