@@ -305,3 +305,46 @@ fn a_state_dir_that_cannot_be_created_stops_the_start_naming_file_and_key() {
         "no READY=1 for a failed start"
     );
 }
+
+/// `tailhook check` on a config every user can read that holds a webhook's
+/// key logs one warning; its stderr is a file whose device and inode the
+/// test knows, as systemd's journal stream would be.
+fn warning_with_journal_stream(
+    journal_stream: impl FnOnce(&std::fs::Metadata) -> String,
+) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let config = setup.agent_config(
+        "https://example.test/webhooks/1?api_key=hunter2",
+        ConfigKeys::default(),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr_path = setup.path("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let stream = journal_stream(&stderr.metadata().unwrap());
+    let status = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", stream)
+        .env_remove("TAILHOOK_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(stderr_path).unwrap()
+}
+
+#[test]
+fn journald_format_is_the_default_only_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let journal = warning_with_journal_stream(|m| format!("{}:{}", m.dev(), m.ino()));
+    assert!(journal.starts_with("<4> WARN "), "{journal}");
+
+    let elsewhere = warning_with_journal_stream(|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(elsewhere.contains(" WARN "), "{elsewhere}");
+    assert!(
+        !elsewhere.starts_with('<'),
+        "human, with a time: {elsewhere}"
+    );
+}
