@@ -29,7 +29,7 @@ while [ $# -gt 0 ]; do
     --destdir) destdir=$2; shift 2 ;;
     --binary) binary=$2; shift 2 ;;
     --unit-dir) unit_dir=$2; shift 2 ;;
-    -h | --help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done
