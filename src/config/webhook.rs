@@ -312,7 +312,10 @@ impl WebhookSpec {
             std::env::var(var).map_err(|_| {
                 (
                     "url_env",
-                    format!("environment variable `{var}` is not set"),
+                    format!(
+                        "environment variable `{var}` is not set \
+                         (the systemd service reads it from /etc/default/tailhook)"
+                    ),
                 )
             })?
         } else if let Some(path) = &self.url_file {
