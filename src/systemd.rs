@@ -64,7 +64,7 @@ impl Notifier {
     /// start as timed out, which the log line below explains.
     fn send(&self, message: &str) {
         if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
-            tracing::warn!(error = %e, message, "cannot notify systemd");
+            tracing::warn!(error = %e, notification = ?message, "cannot notify systemd");
         }
     }
 }
