@@ -16,6 +16,7 @@ use std::io;
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A connection to the service manager's notification socket.
@@ -23,6 +24,8 @@ pub struct Notifier {
     socket: UnixDatagram,
     address: SocketAddr,
     watchdog: Option<Duration>,
+    /// The last notification could not be sent.
+    failing: AtomicBool,
 }
 
 impl Notifier {
@@ -39,6 +42,7 @@ impl Notifier {
             socket: UnixDatagram::unbound()?,
             address: socket_address(&name)?,
             watchdog,
+            failing: AtomicBool::new(false),
         }))
     }
 
@@ -61,10 +65,15 @@ impl Notifier {
     }
 
     /// A lost notification must not stop the agent: systemd then reports the
-    /// start as timed out, which the log line below explains.
+    /// start as timed out, which the log line below explains. Only the first
+    /// of a run of failures is logged, so watchdog pings cannot flood the log.
     fn send(&self, message: &str) {
-        if let Err(e) = self.socket.send_to_addr(message.as_bytes(), &self.address) {
-            tracing::warn!(error = %e, notification = ?message, "cannot notify systemd");
+        match self.socket.send_to_addr(message.as_bytes(), &self.address) {
+            Ok(_) => self.failing.store(false, Ordering::Relaxed),
+            Err(e) if !self.failing.swap(true, Ordering::Relaxed) => {
+                tracing::warn!(error = %e, notification = ?message, "cannot notify systemd")
+            }
+            Err(_) => {}
         }
     }
 }
@@ -124,6 +133,7 @@ mod tests {
                 socket: UnixDatagram::unbound().unwrap(),
                 address: socket_address(&address).unwrap(),
                 watchdog: None,
+                failing: AtomicBool::new(false),
             };
             notifier.watchdog();
             let mut buf = [0u8; 64];
