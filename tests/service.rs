@@ -233,7 +233,7 @@ fn run_tailhook(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "check", "test-rules"];
+const SUBCOMMANDS: &[&str] = &["run", "check", "test-rules", "send", "status"];
 
 #[test]
 fn man_pages_cover_every_subcommand() {

@@ -28,6 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, StartAt};
+pub use checkpoint::{committed_progress, FileProgress};
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
