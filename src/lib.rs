@@ -5,7 +5,8 @@
 //! A line travels through the modules in this order:
 //! [`config`] → [`tail`] → [`rules`] → [`queue`] → [`deliver`] (batch, limit,
 //! send), wired together by [`pipeline`]. [`event`] holds the payload types
-//! that cross those seams; [`cli`] is the command line on top.
+//! that cross those seams; [`cli`] is the command line on top, and
+//! [`systemd`] tells a service manager when the agent is ready and alive.
 //!
 //! Operating the agent: [`control`] is the socket through which `status` and
 //! `send` reach a running agent, [`status`] builds the status report (from the
@@ -21,4 +22,5 @@ pub mod pipeline;
 pub mod queue;
 pub mod rules;
 pub mod status;
+pub mod systemd;
 pub mod tail;

@@ -3,14 +3,16 @@
 //! [`Pipeline::build`] does everything that can fail before the agent starts
 //! (load rules, run their examples, resolve webhooks, check that every
 //! selection selects something), so `tailhook check` and `tailhook run` refuse
-//! exactly the same mistakes. [`Pipeline::run`] then wires the stages and owns
-//! shutdown: stop the tailer, let each webhook flush what the limits allow
-//! within `shutdown_timeout`.
+//! exactly the same mistakes. [`Pipeline::run`] then wires the stages, says
+//! when they run (systemd's `READY=1`, then watchdog pings while the tail
+//! thread keeps making passes), and owns shutdown: stop the tailer, let each
+//! webhook flush what the limits allow within `shutdown_timeout`.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 
@@ -21,6 +23,7 @@ use crate::event::LogOrigin;
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
+use crate::systemd::Notifier;
 use crate::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
 
 pub struct Pipeline {
@@ -127,11 +130,22 @@ impl Pipeline {
         )
     }
 
-    /// Runs until `shutdown` completes, then drains.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    /// Runs until `shutdown` completes, then drains. With a `notifier`
+    /// (systemd), tells it when the agent is ready, alive and stopping.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()>,
+        notifier: Option<Notifier>,
+    ) -> anyhow::Result<()> {
+        let summary = self.summary();
         let state_dir = &self.config.agent.state_dir;
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
+        std::fs::create_dir_all(state_dir).with_context(|| {
+            format!(
+                "{}: agent.state_dir: cannot create {}",
+                self.config.source.display(),
+                state_dir.display()
+            )
+        })?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
         let router = Router::new(
@@ -180,6 +194,7 @@ impl Pipeline {
             .iter()
             .map(|r| (r.id.clone(), r.gate()))
             .collect();
+        let watched_queue = queue.clone();
         let stage = RuleStage {
             gates,
             matchers: self.matchers,
@@ -187,6 +202,7 @@ impl Pipeline {
             queue: queue.clone(),
             metrics: metrics.clone(),
         };
+        let poll_interval = options.poll_interval;
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
         let running = Arc::new(Running {
             state_dir: state_dir.clone(),
@@ -215,9 +231,38 @@ impl Pipeline {
             }
             services.spawn(metrics::server::serve(listener, running.clone()));
         }
-        tracing::info!(config = %self.config.source.display(), "tailhook running");
-
-        shutdown.await;
+        let mut heartbeat = tailer.heartbeat();
+        tokio::pin!(shutdown);
+        // Ready once every file is open and where reading starts is on disk.
+        let start = tokio::select! {
+            scanned = heartbeat.wait_for(Option::is_some) => match scanned {
+                Ok(_) => Start::Scanned,
+                Err(_) => Start::TailerGone,
+            },
+            () = &mut shutdown => Start::StoppedEarly,
+        };
+        let notifier = notifier.map(Arc::new);
+        let mut watchdog = None;
+        if start == Start::Scanned {
+            tracing::info!(config = %self.config.source.display(), "tailhook running");
+            if let Some(notifier) = &notifier {
+                notifier.ready(&summary);
+                watchdog = notifier.watchdog_timeout().map(|timeout| {
+                    let liveness = Liveness {
+                        heartbeat,
+                        queue: watched_queue,
+                        // A well tailer beats every poll_interval; missing the
+                        // whole timeout on top of that is a stall.
+                        stale_after: timeout + poll_interval,
+                    };
+                    tokio::spawn(feed_watchdog(notifier.clone(), timeout / 2, liveness))
+                });
+            }
+            shutdown.await;
+        }
+        if let Some(notifier) = &notifier {
+            notifier.stopping();
+        }
         let grace = self.config.agent.shutdown_timeout;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
@@ -234,6 +279,12 @@ impl Pipeline {
         })
         .await;
         let _ = tailer_stopped.await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        if start == Start::TailerGone {
+            bail!("the tail thread ended before its first scan");
+        }
         if drained.is_err() {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
@@ -244,6 +295,56 @@ impl Pipeline {
         }
         services.shutdown().await;
         Ok(())
+    }
+}
+
+#[derive(PartialEq, Eq)]
+enum Start {
+    /// The tailer finished its first scan: the agent is running.
+    Scanned,
+    /// Shutdown was asked for before that.
+    StoppedEarly,
+    /// The tail thread ended (panicked) before that.
+    TailerGone,
+}
+
+/// What the watchdog checks before each ping. The delivery tasks share the
+/// runtime that runs the pinger, so a ping also shows the runtime turns; the
+/// tail thread is its own thread and must show it still makes passes.
+struct Liveness {
+    heartbeat: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
+    queue: Arc<Queue>,
+    stale_after: Duration,
+}
+
+impl Liveness {
+    /// How long the tail thread has been stuck, if it is: a pass older than
+    /// `stale_after` while not paused on purpose for room in the queue.
+    fn tail_stalled_for(&self) -> Option<Duration> {
+        let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
+        (since_pass > self.stale_after && !self.queue.waiting_for_room()).then_some(since_pass)
+    }
+}
+
+/// Pings the systemd watchdog every `period` while the pipeline is alive.
+/// Once the tail thread stalls the pings stop, and systemd restarts the
+/// agent after `WatchdogSec=`.
+async fn feed_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
+    let mut ticks = tokio::time::interval(period);
+    let mut warned = false;
+    loop {
+        ticks.tick().await;
+        match liveness.tail_stalled_for() {
+            None => {
+                notifier.watchdog();
+                warned = false;
+            }
+            Some(stalled) if !std::mem::replace(&mut warned, true) => tracing::error!(
+                stalled_ms = stalled.as_millis() as u64,
+                "the tail thread has made no pass for too long; the systemd watchdog is no longer fed"
+            ),
+            Some(_) => {}
+        }
     }
 }
 

@@ -138,3 +138,59 @@ fn config_mistakes_name_the_key_and_never_the_secret() {
     assert_eq!(code, 1);
     assert!(stderr.contains("missing.toml"), "{stderr}");
 }
+
+#[test]
+fn a_secret_every_user_can_read_is_warned_about_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let config = setup.write_config(CONFIG);
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 0, "a warning, not an error: {stderr}");
+    assert!(stderr.contains("WARN"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: webhook.soc.url holds the webhook's secret",
+            config.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("chmod 640"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+}
+
+#[test]
+fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
+    let setup = Setup::new();
+    let url_line = "url = \"https://example.test/webhooks/1?api_key=hunter2\"";
+    // What a service sees when /etc/default/tailhook was never filled in.
+    let config =
+        setup.write_config(&CONFIG.replace(url_line, "url_env = \"TAILHOOK_TEST_NEVER_SET\""));
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    assert!(
+        stderr.contains(&format!(
+            "{}: webhook.soc.url_env: environment variable `TAILHOOK_TEST_NEVER_SET` is not set",
+            config.display()
+        )),
+        "{stderr}"
+    );
+
+    let config = setup.write_config(&CONFIG.replace(url_line, "url_file = \"soc.url\""));
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 1);
+    let url_file = setup.dir.path().canonicalize().unwrap().join("soc.url");
+    assert!(
+        stderr.contains(&format!(
+            "{}: webhook.soc.url_file: cannot read {}",
+            config.display(),
+            url_file.display()
+        )),
+        "{stderr}"
+    );
+}

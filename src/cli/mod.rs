@@ -1,6 +1,8 @@
 //! Command line: parses arguments and runs one command. Each command is a thin
 //! layer over the pipeline; nothing here knows how a stage works.
 
+mod generate;
+mod logging;
 mod send;
 mod status;
 mod test_rules;
@@ -13,6 +15,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::pipeline::Pipeline;
+use crate::systemd::Notifier;
+use logging::LogFormat;
 
 #[derive(Parser)]
 #[command(
@@ -21,6 +25,9 @@ use crate::pipeline::Pipeline;
     about = "Tails security logs and pushes rule matches to webhooks, within their limits"
 )]
 struct Cli {
+    /// Log line format [default: journald when stderr is the systemd journal, else human].
+    #[arg(long, global = true, value_enum, env = "TAILHOOK_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +45,9 @@ enum Command {
     /// Show per input the files, offsets and lag; per webhook the queue,
     /// budget, last error and dead letters. Works whether the agent runs or not.
     Status(StatusArgs),
+    /// Write shell completions on stdout, or the man pages into a folder (for packagers).
+    #[command(hide = true, subcommand)]
+    Generate(generate::Generate),
 }
 
 #[derive(Args)]
@@ -96,10 +106,12 @@ struct ConfigArg {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
         Command::TestRules(args) => test_rules(args),
+        Command::Generate(what) => generate::write(what, &mut std::io::stdout().lock()),
         Command::Send(args) => send::send(&send::SendOptions {
             config: args.config,
             webhook: args.webhook,
@@ -138,30 +150,18 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<()> {
-    init_logging();
     let pipeline = Pipeline::build(Config::load(&args.config)?)?;
     tracing::info!("{}", pipeline.summary());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let notifier =
+        Notifier::from_env().map_err(|e| anyhow::anyhow!("$NOTIFY_SOCKET: cannot use it: {e}"))?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
-        pipeline.run(shutdown).await
+        pipeline.run(shutdown, notifier).await
     })
-}
-
-/// Logs go to stderr, so the stdout sink (`url = "-"`) carries bodies only.
-/// `TAILHOOK_LOG` takes `tracing` filter directives (default `info`).
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TAILHOOK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
 }
 
 /// Installs the handlers now, before any stage starts, so a signal that comes

@@ -28,7 +28,7 @@ pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, We
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
 
 /// Environment variables under the `TAILHOOK_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log"];
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +166,11 @@ fn default_max_line_bytes() -> usize {
     64 * 1024
 }
 
+fn world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
 /// Serde adapter for human durations (`"500ms"`, `"5s"`, `"10m"`, `"1d"`).
 pub(crate) mod humantime_duration {
     use serde::{Deserialize, Deserializer};
@@ -207,7 +212,38 @@ impl Config {
         config.source = path.to_path_buf();
         config.resolve_relative_paths();
         config.validate()?;
+        for warning in config.readable_secrets() {
+            tracing::warn!("{warning}");
+        }
         Ok(config)
+    }
+
+    /// Files that every local user can read and that hold a webhook's
+    /// secret: the config itself when a `url` in it carries one, and every
+    /// `url_file`. Each is a warning naming the file, the key and the fix.
+    pub fn readable_secrets(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if world_readable(&self.source) {
+            for (name, spec) in &self.webhooks {
+                if spec.url_holds_secret() {
+                    warnings.push(format!(
+                        "{file}: webhook.{name}.url holds the webhook's secret and this file is readable by every user: \
+                         chmod 640 {file} (group tailhook), or move the URL to url_env or url_file",
+                        file = self.source.display()
+                    ));
+                }
+            }
+        }
+        for (name, spec) in &self.webhooks {
+            if let Some(file) = spec.url_file.as_deref().filter(|f| world_readable(f)) {
+                warnings.push(format!(
+                    "{file}: webhook.{name}.url_file holds the webhook's secret and is readable by every user: \
+                     chmod 640 {file} (group tailhook)",
+                    file = file.display()
+                ));
+            }
+        }
+        warnings
     }
 
     fn resolve_relative_paths(&mut self) {
@@ -455,6 +491,7 @@ mod tests {
             jail.set_env("TAILHOOK_WEBHOOK__SOC__BATCH_TIMEOUT", "250ms");
             jail.set_env("TAILHOOK_CONFIG", "/ignored.toml");
             jail.set_env("TAILHOOK_LOG", "debug");
+            jail.set_env("TAILHOOK_LOG_FORMAT", "json");
             let config = Config::load(&path).map_err(|e| e.to_string())?;
             assert_eq!(config.agent.state_dir, PathBuf::from("/srv/th"));
             let hooks = config.webhooks().map_err(|e| e.to_string())?;
@@ -484,6 +521,82 @@ mod tests {
         ))
         .unwrap_err();
         assert!(err.to_string().contains("rate_limits"), "{err}");
+    }
+
+    #[test]
+    fn secrets_readable_by_every_user_are_named_with_their_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let chmod = |path: &Path, mode: u32| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        let (dir, path) = write_config(MINIMAL);
+        let load = || Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_"));
+
+        chmod(&path, 0o644);
+        let warnings = load().unwrap().readable_secrets();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let file = path.display();
+        assert!(
+            warnings[0].starts_with(&format!(
+                "{file}: webhook.soc.url holds the webhook's secret"
+            )),
+            "{warnings:?}"
+        );
+        assert!(
+            warnings[0].contains(&format!("chmod 640 {file}")),
+            "{warnings:?}"
+        );
+        assert!(warnings[0].contains("url_env or url_file"), "{warnings:?}");
+        assert!(!warnings[0].contains("api_key"), "the secret is not shown");
+
+        chmod(&path, 0o640);
+        assert!(load().unwrap().readable_secrets().is_empty());
+
+        // No key in the URL, nothing to protect.
+        std::fs::write(&path, MINIMAL.replace("?api_key=secret", "")).unwrap();
+        chmod(&path, 0o644);
+        assert!(load().unwrap().readable_secrets().is_empty());
+
+        // Slack keeps its secret in the path.
+        std::fs::write(
+            &path,
+            MINIMAL
+                .replace(
+                    "example.test/webhooks/1?api_key=secret",
+                    "hooks.slack.test/services/T/B/x",
+                )
+                .replace("\"securex\"", "\"slack\""),
+        )
+        .unwrap();
+        assert_eq!(load().unwrap().readable_secrets().len(), 1);
+
+        let url_file = dir.path().join("soc.url");
+        std::fs::write(
+            &url_file,
+            "https://example.test/webhooks/1?api_key=secret\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &path,
+            MINIMAL.replace(
+                "url = \"https://example.test/webhooks/1?api_key=secret\"",
+                "url_file = \"soc.url\"",
+            ),
+        )
+        .unwrap();
+        chmod(&url_file, 0o604);
+        let warnings = load().unwrap().readable_secrets();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let shown = url_file.canonicalize().unwrap();
+        assert!(
+            warnings[0].starts_with(&format!(
+                "{}: webhook.soc.url_file holds the webhook's secret",
+                shown.display()
+            )),
+            "{warnings:?}"
+        );
+        chmod(&url_file, 0o640);
+        assert!(load().unwrap().readable_secrets().is_empty());
     }
 
     #[test]

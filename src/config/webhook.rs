@@ -162,6 +162,14 @@ impl SecretUrl {
         &self.url
     }
 
+    /// Whether the URL holds anything [`Display`](fmt::Display) redacts.
+    pub fn has_secret(&self) -> bool {
+        self.path_is_secret
+            || self.url.query().is_some()
+            || !self.url.username().is_empty()
+            || self.url.password().is_some()
+    }
+
     /// `text` with every secret of this URL (the URL itself, its query and
     /// query values, its password, a secret path) replaced by `<redacted>`,
     /// for text that came from elsewhere, such as a receiver's error page.
@@ -336,7 +344,10 @@ impl WebhookSpec {
             std::env::var(var).map_err(|_| {
                 (
                     "url_env",
-                    format!("environment variable `{var}` is not set"),
+                    format!(
+                        "environment variable `{var}` is not set \
+                         (the systemd service reads it from /etc/default/tailhook)"
+                    ),
                 )
             })?
         } else if let Some(path) = &self.url_file {
@@ -356,13 +367,28 @@ impl WebhookSpec {
         } else {
             "url_file"
         };
-        let url = SecretUrl::parse(text).map_err(|e| (key, e))?;
-        let url = if self.preset == Preset::Slack {
+        Ok(WebhookTarget::Http(
+            self.secret_url(text).map_err(|e| (key, e))?,
+        ))
+    }
+
+    fn secret_url(&self, text: &str) -> Result<SecretUrl, String> {
+        let url = SecretUrl::parse(text)?;
+        Ok(if self.preset == Preset::Slack {
             url.with_secret_path()
         } else {
             url
-        };
-        Ok(WebhookTarget::Http(url))
+        })
+    }
+
+    /// Whether `url` is written in the config itself and holds a secret
+    /// (`api_key`, Slack's path), so whoever reads the config holds it too.
+    pub(super) fn url_holds_secret(&self) -> bool {
+        self.url
+            .as_deref()
+            .filter(|url| *url != STDOUT_URL)
+            .and_then(|url| self.secret_url(url).ok())
+            .is_some_and(|url| url.has_secret())
     }
 }
 

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -104,6 +105,8 @@ pub struct Queue {
     lanes: Vec<Lane>,
     usage: Mutex<Usage>,
     room: Condvar,
+    /// An `append` is waiting for room: the tailer is paused on purpose.
+    waiting_for_room: AtomicBool,
 }
 
 impl Queue {
@@ -185,6 +188,7 @@ impl Queue {
             lanes,
             usage: Mutex::new(usage),
             room: Condvar::new(),
+            waiting_for_room: AtomicBool::new(false),
         }))
     }
 
@@ -204,6 +208,12 @@ impl Queue {
     pub fn depth(&self, lane: usize) -> (u64, u64) {
         let usage = self.usage.lock().expect("queue usage");
         (usage.events[lane], usage.bytes[lane])
+    }
+
+    /// Whether an `append` is waiting for a full lane to make room (and so
+    /// the tailer that called it is paused, not stuck).
+    pub fn waiting_for_room(&self) -> bool {
+        self.waiting_for_room.load(Ordering::Relaxed)
     }
 
     /// Appends `events` (lane, event) in one durable transaction, skipping
@@ -239,6 +249,7 @@ impl Queue {
                     && usage.bytes[l] + adding[l] > self.lanes[l].max_bytes
             });
             let Some(lane) = full else { break };
+            self.waiting_for_room.store(true, Ordering::Relaxed);
             if !std::mem::replace(&mut warned[lane], true) {
                 tracing::warn!(
                     queue = %self.lanes[lane].table,
@@ -253,6 +264,7 @@ impl Queue {
                 .expect("queue usage")
                 .0;
         }
+        self.waiting_for_room.store(false, Ordering::Relaxed);
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         let mut added = Vec::new();
         {
@@ -621,11 +633,16 @@ mod tests {
             std::thread::spawn(move || queue.append(&[(0, event("2", &"y".repeat(300)))]).unwrap())
         };
         // The second append waits: the lane is full. Removing the first lets it in.
-        std::thread::sleep(Duration::from_millis(100));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !queue.waiting_for_room() {
+            assert!(std::time::Instant::now() < deadline, "append never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(queue.depth(0).0, 1, "still waiting");
         let first = queue.read(0, 0, 1).unwrap();
         queue.remove(0, &[first[0].seq]).unwrap();
         writer.join().unwrap();
+        assert!(!queue.waiting_for_room());
         assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.id, "2");
     }
 

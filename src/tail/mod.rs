@@ -112,6 +112,7 @@ pub struct Tailer {
     stop: StopRequest,
     waker: Waker,
     thread: JoinHandle<()>,
+    heartbeat: tokio::sync::watch::Receiver<Option<Instant>>,
 }
 
 impl Tailer {
@@ -136,6 +137,7 @@ impl Tailer {
         let wakeups = Wakeups::new(options.use_inotify);
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
+        let (heartbeat, heartbeat_seen) = tokio::sync::watch::channel(None);
         let state = TailState {
             inputs,
             options,
@@ -146,6 +148,7 @@ impl Tailer {
             last_checkpoint: Instant::now(),
             wakeups,
             stop: stop.clone(),
+            heartbeat,
         };
         let thread = std::thread::Builder::new()
             .name("tailhook-tail".into())
@@ -155,7 +158,16 @@ impl Tailer {
             stop,
             waker,
             thread,
+            heartbeat: heartbeat_seen,
         }
+    }
+
+    /// When the thread last finished a pass over every file: `None` until the
+    /// first scan has opened the files and recorded where reading starts.
+    /// A pass ends at least every `poll_interval` while the thread is well,
+    /// unless it waits for room in the queue.
+    pub fn heartbeat(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
+        self.heartbeat.clone()
     }
 
     /// Asks the thread to stop after its current read, closes the sink, and
@@ -182,6 +194,7 @@ struct TailState {
     last_checkpoint: Instant,
     wakeups: Wakeups,
     stop: StopRequest,
+    heartbeat: tokio::sync::watch::Sender<Option<Instant>>,
 }
 
 /// Set to the deadline for committing in-flight events when stopping.
@@ -200,6 +213,9 @@ impl TailState {
                 // the next write must not make the restart a "first start"
                 // that skips, with start_at = "end", what was written since.
                 self.save_checkpoints(true);
+                // Ready before the first read: reading may wait for room in
+                // a queue left full by the last run.
+                self.heartbeat.send_replace(Some(Instant::now()));
             }
             first_scan = false;
             let Some(more) = self.read_all() else {
@@ -208,6 +224,7 @@ impl TailState {
             };
             self.let_go_of_finished_files();
             self.save_checkpoints(false);
+            self.heartbeat.send_replace(Some(Instant::now()));
             if !more {
                 self.wakeups.wait(self.options.poll_interval);
             }

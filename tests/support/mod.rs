@@ -210,6 +210,16 @@ impl Agent {
 
     /// Runs the agent under `wrapper` (e.g. `setpriv …` to drop privileges).
     pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Agent {
+        Self::start_with(config, wrapper, &[], &[])
+    }
+
+    /// Runs the agent with `args` after `run -c CONFIG` and `env` added to
+    /// its environment.
+    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+        Self::start_with(config, &[], args, env)
+    }
+
+    fn start_with(config: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Agent {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -221,7 +231,9 @@ impl Agent {
         let mut child = command
             .args(["run", "-c"])
             .arg(config)
+            .args(args)
             .env("TAILHOOK_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

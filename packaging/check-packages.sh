@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# Builds the .deb (and the .rpm when cargo-generate-rpm is installed) from
+# target/release/tailhook and checks what they would do to a server:
+#
+# 1. contents and modes (dpkg-deb -c), conffiles and scripts (dpkg-deb -I);
+# 2. unpacked into a throwaway root with dpkg --root: dpkg records the
+#    conffiles, and the installed binary passes `tailhook check` with the
+#    installed config and rule packs;
+# 3. the unit passes `systemd-analyze verify` (when systemd-analyze exists);
+# 4. the setup the maintainer scripts run (user, group, adm, ownership of
+#    /etc/tailhook) runs twice in a private mount namespace whose /etc and
+#    /var/log are throwaway copies (when unshare works, i.e. as root), so
+#    it is tested for real without touching this machine's users.
+#
+# Maintainer scripts are not run by dpkg itself: inside a fake root they
+# would need a whole system there (sh, useradd) or, chrootless, would change
+# this machine. Step 4 runs what they run.
+#
+#   packaging/check-packages.sh    (after cargo build --release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+fail() {
+    echo "check-packages: $*" >&2
+    exit 1
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+packaging/build-assets.sh
+cargo deb --no-build --locked --output "$work/tailhook.deb" >/dev/null
+deb="$work/tailhook.deb"
+
+# 1. Contents, modes, conffiles.
+dpkg-deb -c "$deb" >"$work/contents"
+expect_entry() { # MODE PATH
+    grep -Eq "^$1 root/root .* \./$2\$" "$work/contents" ||
+        grep -Eq "^$1 0/0 .* \./$2\$" "$work/contents" ||
+        fail "$2 with mode $1 missing from the .deb:$(printf '\n')$(cat "$work/contents")"
+}
+expect_entry -rwxr-xr-x usr/bin/tailhook
+expect_entry -rwxr-xr-x usr/lib/tailhook/tailhook-setup
+expect_entry -rw-r----- etc/tailhook/tailhook.toml
+expect_entry -rw------- etc/default/tailhook
+expect_entry -rw-r--r-- lib/systemd/system/tailhook.service
+expect_entry -rw-r--r-- usr/share/bash-completion/completions/tailhook
+expect_entry -rw-r--r-- usr/share/zsh/vendor-completions/_tailhook
+expect_entry -rw-r--r-- usr/share/fish/vendor_completions.d/tailhook.fish
+expect_entry -rw-r--r-- usr/share/man/man1/tailhook.1.gz
+expect_entry -rw-r--r-- usr/share/man/man1/tailhook-run.1.gz
+for pack in rules/*.toml; do
+    expect_entry -rw-r--r-- "etc/tailhook/rules.d/$(basename "$pack")"
+done
+
+dpkg-deb -I "$deb" >"$work/info"
+for script in postinst prerm postrm; do
+    grep -q " $script " "$work/info" || fail "no $script in the .deb"
+done
+dpkg-deb -f "$deb" Depends | grep -q passwd || fail "the .deb must depend on passwd (useradd)"
+dpkg-deb --ctrl-tarfile "$deb" | tar -xO ./conffiles >"$work/conffiles"
+for conffile in /etc/tailhook/tailhook.toml /etc/tailhook/rules.d/sshd.toml /etc/default/tailhook; do
+    grep -qx "$conffile" "$work/conffiles" || fail "$conffile is not a conffile"
+done
+mkdir "$work/scripts"
+dpkg-deb -e "$deb" "$work/scripts"
+for script in "$work"/scripts/{postinst,prerm,postrm}; do
+    sh -n "$script" || fail "$(basename "$script") does not parse"
+done
+grep -Eq "systemctl[^#]*( start| enable|--now)" "$work/scripts/postinst" &&
+    fail "postinst must not start or enable the service before a webhook is configured"
+
+# 2. Unpacked into a throwaway root.
+root="$work/dpkg-root"
+mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates"
+touch "$root/var/lib/dpkg/status"
+dpkg --root="$root" --log=/dev/null --force-not-root \
+    --unpack "$deb" >/dev/null
+dpkg-query --admindir="$root/var/lib/dpkg" -W -f='${Conffiles}\n' tailhook >"$work/registered"
+grep -q "/etc/tailhook/tailhook.toml" "$work/registered" || fail "dpkg did not register the conffiles"
+[ -f "$root/etc/tailhook/tailhook.toml.dpkg-new" ] || fail "dpkg did not unpack the config as a conffile"
+# Conffiles take their names at --configure, which runs postinst; the files
+# as they will be are those in the archive.
+root="$work/files"
+dpkg-deb -x "$deb" "$root"
+SOC_WEBHOOK_URL="https://securex-ao.us.security.cisco.com/webhooks/01X?api_key=k" \
+    TAILHOOK_RULES__PATHS="[\"$root/etc/tailhook/rules.d\"]" \
+    "$root/usr/bin/tailhook" check -c "$root/etc/tailhook/tailhook.toml" >"$work/check" ||
+    fail "the installed config and rules fail tailhook check"
+grep -q "OK" "$work/check" || fail "tailhook check said: $(cat "$work/check")"
+man -l "$root/usr/share/man/man1/tailhook.1.gz" >/dev/null 2>&1 ||
+    zcat "$root/usr/share/man/man1/tailhook.1.gz" | grep -q '^\.TH tailhook 1' ||
+    fail "tailhook.1.gz is not a man page"
+
+# 3. The unit, pointed at the unpacked binary.
+if command -v systemd-analyze >/dev/null; then
+    sed "s#/usr/bin/tailhook#$root/usr/bin/tailhook#" \
+        "$root/lib/systemd/system/tailhook.service" >"$work/tailhook.service"
+    systemd-analyze verify --man=no "$work/tailhook.service" ||
+        fail "systemd-analyze verify rejects the unit"
+else
+    echo "check-packages: no systemd-analyze; unit not verified"
+fi
+
+# 4. The maintainer scripts' setup, in a private mount namespace.
+if unshare --mount true 2>/dev/null; then
+    cp -a /etc "$work/etc"
+    cp -a "$root/etc/tailhook" "$work/etc/tailhook"
+    unshare --mount bash -euo pipefail -c '
+        mount --make-rprivate /
+        mount --bind "$1/etc" /etc
+        mount -t tmpfs tmpfs /var/log   # useradd writes lastlog/faillog there
+        ! getent passwd tailhook >/dev/null || userdel tailhook
+        "$2/usr/lib/tailhook/tailhook-setup"
+        "$2/usr/lib/tailhook/tailhook-setup"
+        [ "$(getent passwd tailhook | cut -d: -f7)" = /usr/sbin/nologin ]
+        ! getent group adm >/dev/null || id -nG tailhook | grep -qw adm
+        [ "$(grep -c "^tailhook:" /etc/passwd)" = 1 ]
+        [ "$(stat -c "%U:%G %a" /etc/tailhook)" = "root:tailhook 750" ]
+        [ "$(stat -c "%U:%G %a" /etc/tailhook/tailhook.toml)" = "root:tailhook 640" ]
+    ' setup "$work" "$root" || fail "tailhook-setup did not set up the user and /etc/tailhook"
+    echo "check-packages: maintainer setup OK (user tailhook, group adm, /etc/tailhook root:tailhook), twice"
+else
+    echo "check-packages: unshare --mount not permitted; maintainer setup not run"
+fi
+
+# The .rpm, when its tool is installed (building cargo-generate-rpm costs CI
+# several minutes, so CI installs cargo-deb only).
+if cargo generate-rpm --version >/dev/null 2>&1; then
+    cargo generate-rpm --output "$work/tailhook.rpm" >/dev/null
+    if command -v rpm >/dev/null; then
+        rpm -qlp "$work/tailhook.rpm" 2>/dev/null >"$work/rpm-files"
+        for path in /usr/bin/tailhook /etc/tailhook/tailhook.toml /etc/tailhook/rules.d/sshd.toml \
+            /usr/lib/systemd/system/tailhook.service /usr/share/man/man1/tailhook.1.gz \
+            /usr/share/bash-completion/completions/tailhook /usr/lib/tailhook/tailhook-setup; do
+            grep -qx "$path" "$work/rpm-files" || fail "$path missing from the .rpm"
+        done
+        rpm -qp --configfiles "$work/tailhook.rpm" 2>/dev/null | grep -qx /etc/tailhook/tailhook.toml ||
+            fail "/etc/tailhook/tailhook.toml is not a config file in the .rpm"
+        rpm -qp --scripts "$work/tailhook.rpm" 2>/dev/null | grep -q tailhook-setup ||
+            fail "the .rpm's %post does not run tailhook-setup"
+        echo "check-packages: .rpm OK"
+    else
+        echo "check-packages: .rpm built; no rpm tool to list it"
+    fi
+fi
+echo "check-packages: .deb OK ($(du -k "$deb" | cut -f1) KiB)"

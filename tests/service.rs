@@ -1,0 +1,350 @@
+//! Running as a service: the real binary talks the sd_notify protocol to a
+//! socket the test binds (as systemd would), writes JSON or journald log
+//! lines on request, and renders its man pages and shell completions.
+
+mod support;
+
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixDatagram};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Datagrams the agent sent to the notify socket, one message each.
+struct NotifySocket(UnixDatagram);
+
+impl NotifySocket {
+    /// The next message, waiting at most until `deadline`.
+    fn next(&self, deadline: Instant) -> String {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "timed out waiting for a notification");
+        self.0.set_read_timeout(Some(left)).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = self
+            .0
+            .recv(&mut buf)
+            .expect("a notification before the deadline");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+
+    /// Messages up to and including the first that has `field`, which is returned last.
+    fn until(&self, field: &str, timeout: Duration) -> Vec<String> {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Vec::new();
+        loop {
+            let message = self.next(deadline);
+            let done = message.lines().any(|l| l == field);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+fn quiet_config(setup: &Setup) -> std::path::PathBuf {
+    setup.append("auth.log", &[noise_line(1)]);
+    setup.agent_config(
+        "-",
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            ..ConfigKeys::default()
+        },
+    )
+}
+
+#[test]
+fn systemd_hears_ready_then_watchdog_pings_then_stopping() {
+    let setup = Setup::new();
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let config = quiet_config(&setup);
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+
+    let before_ready = socket.until("READY=1", DEADLINE);
+    assert_eq!(
+        before_ready.len(),
+        1,
+        "READY=1 comes first: {before_ready:?}"
+    );
+    assert!(
+        before_ready[0].contains("STATUS=1 input(s), 1 webhook(s)"),
+        "{before_ready:?}"
+    );
+    // READY is sent once the tailer's first scan is done, so the file is followed.
+    agent.wait_for_log("tailing file", DEADLINE);
+
+    // Pings every WATCHDOG_USEC / 2 while the tail thread keeps making passes.
+    for _ in 0..3 {
+        assert_eq!(socket.next(Instant::now() + DEADLINE), "WATCHDOG=1");
+    }
+
+    agent.signal("TERM");
+    let stopping = socket.until("STOPPING=1", DEADLINE);
+    assert!(
+        stopping[..stopping.len() - 1]
+            .iter()
+            .all(|m| m == "WATCHDOG=1"),
+        "{stopping:?}"
+    );
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+#[test]
+fn a_tailer_paused_by_a_full_queue_still_feeds_the_watchdog() {
+    let down = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let config = setup.agent_config(
+        &down.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            input: "start_at = \"beginning\"",
+            webhook:
+                "max_queue_bytes = 3000\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    // Chunk after chunk until the tailer waits for room: the webhook is down.
+    let mut seq = 0;
+    wait_until(DEADLINE, "the queue to fill", || {
+        let chunk: Vec<String> = (seq..seq + 10).map(failed_line).collect();
+        seq += 10;
+        setup.append("auth.log", &chunk);
+        agent.logs().contains("queue is full")
+    });
+    // Twice the time after which a tailer that made no pass counts as stuck
+    // (WATCHDOG_USEC + poll_interval): the pings go on, it is only paused.
+    for _ in 0..6 {
+        assert_eq!(socket.next(Instant::now() + DEADLINE), "WATCHDOG=1");
+    }
+    assert!(!agent.logs().contains("no longer fed"), "{}", agent.logs());
+    down.set_failing(0);
+    agent.signal("TERM");
+    socket.until("STOPPING=1", DEADLINE);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+#[test]
+fn abstract_notify_socket_gets_ready_and_no_pings_without_a_watchdog() {
+    let setup = Setup::new();
+    let name = format!("tailhook-test-{}-{:?}", std::process::id(), Instant::now());
+    let address = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let socket = NotifySocket(UnixDatagram::bind_addr(&address).unwrap());
+    let config = quiet_config(&setup);
+    let mut agent = Agent::start_with_env(&config, &[], &[("NOTIFY_SOCKET", &format!("@{name}"))]);
+
+    assert_eq!(socket.until("READY=1", DEADLINE).len(), 1);
+    agent.signal("TERM");
+    // Without WATCHDOG_USEC nothing is sent between READY and STOPPING.
+    let after_ready = socket.until("STOPPING=1", DEADLINE);
+    assert_eq!(after_ready.len(), 1, "{after_ready:?}");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+#[test]
+fn json_log_format_writes_one_object_per_line_without_secrets() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    setup.append("auth.log", &[failed_line(1)]);
+    let config = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            input: "start_at = \"beginning\"",
+            webhook: "batch_timeout = \"100ms\"",
+        },
+    );
+    let mut agent = Agent::start_with_env(&config, &["--log-format", "json"], &[]);
+    receiver.wait_for_events(1, DEADLINE);
+    agent.wait_for_log("batch delivered", DEADLINE);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+
+    let logs = agent.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let delivered = lines
+        .iter()
+        .find(|l| l["message"] == "batch delivered")
+        .expect("a delivery log line");
+    assert_eq!(delivered["level"], "INFO");
+    assert_eq!(delivered["webhook"], "soc");
+    assert_eq!(delivered["events"], 1);
+    assert!(delivered["timestamp"].is_string(), "{delivered}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "tailhook running"),
+        "{logs}"
+    );
+    assert!(!logs.contains(API_KEY), "{logs}");
+    assert!(!logs.contains("api_key"), "{logs}");
+}
+
+#[test]
+fn journald_log_format_prefixes_priorities_and_leaves_time_to_the_journal() {
+    let setup = Setup::new();
+    let config = quiet_config(&setup);
+    let mut agent = Agent::start_with_env(&config, &[], &[("TAILHOOK_LOG_FORMAT", "journald")]);
+    agent.wait_for_log("tailhook running", DEADLINE);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+    let logs = agent.logs();
+    let running = logs
+        .lines()
+        .find(|l| l.contains("tailhook running"))
+        .unwrap();
+    assert!(
+        running.starts_with("<6> INFO tailhook::pipeline: tailhook running"),
+        "{running}"
+    );
+    assert!(!logs.contains('\u{1b}'), "no colours: {logs}");
+}
+
+fn run_tailhook(args: &[&str]) -> String {
+    let out = Command::new(binary()).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const SUBCOMMANDS: &[&str] = &["run", "check", "test-rules", "send", "status"];
+
+#[test]
+fn man_pages_cover_every_subcommand() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tailhook(&["generate", "man", dir.path().to_str().unwrap()]);
+    let main_page = std::fs::read_to_string(dir.path().join("tailhook.1")).unwrap();
+    assert!(main_page.contains(".TH tailhook 1"), "{main_page}");
+    for command in SUBCOMMANDS {
+        let roff_name = command.replace('-', "\\-");
+        assert!(
+            main_page.contains(&format!("tailhook\\-{roff_name}(1)")),
+            "tailhook(1) lists {command}: {main_page}"
+        );
+        let page = std::fs::read_to_string(dir.path().join(format!("tailhook-{command}.1")))
+            .unwrap_or_else(|e| panic!("tailhook-{command}.1: {e}"));
+        assert!(page.contains("\\-\\-config"), "{command} page: {page}");
+    }
+    assert!(
+        !dir.path().join("tailhook-generate.1").exists(),
+        "generate is hidden"
+    );
+}
+
+#[test]
+fn shell_completions_cover_every_subcommand() {
+    let bash = run_tailhook(&["generate", "completions", "bash"]);
+    assert!(bash.contains("complete -F _tailhook"), "{bash}");
+    for command in SUBCOMMANDS {
+        assert!(bash.contains(command), "bash completes {command}");
+    }
+    assert!(bash.contains("--log-format"), "{bash}");
+    for shell in ["zsh", "fish"] {
+        let script = run_tailhook(&["generate", "completions", shell]);
+        for command in SUBCOMMANDS {
+            assert!(script.contains(command), "{shell} completes {command}");
+        }
+    }
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_created_stops_the_start_naming_file_and_key() {
+    let setup = Setup::new();
+    setup.append("auth.log", &[noise_line(1)]);
+    let config = setup.agent_config("-", ConfigKeys::default());
+    let state_dir = setup.path("auth.log/state");
+    let socket_path = setup.path("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("TAILHOOK_AGENT__STATE_DIR", state_dir.to_str().unwrap()),
+        ],
+    );
+    assert_eq!(agent.wait_exit(DEADLINE), Some(1));
+    let logs = agent.logs();
+    assert!(
+        logs.contains(&format!(
+            "{}: agent.state_dir: cannot create",
+            config.display()
+        )),
+        "{logs}"
+    );
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 256];
+    assert!(
+        socket.recv(&mut buf).is_err(),
+        "no READY=1 for a failed start"
+    );
+}
+
+/// `tailhook check` on a config every user can read that holds a webhook's
+/// key logs one warning; its stderr is a file whose device and inode the
+/// test knows, as systemd's journal stream would be.
+fn warning_with_journal_stream(
+    journal_stream: impl FnOnce(&std::fs::Metadata) -> String,
+) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let setup = Setup::new();
+    let config = setup.agent_config(
+        "https://example.test/webhooks/1?api_key=hunter2",
+        ConfigKeys::default(),
+    );
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let stderr_path = setup.path("stderr");
+    let stderr = std::fs::File::create(&stderr_path).unwrap();
+    let stream = journal_stream(&stderr.metadata().unwrap());
+    let status = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env("JOURNAL_STREAM", stream)
+        .env_remove("TAILHOOK_LOG_FORMAT")
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::read_to_string(stderr_path).unwrap()
+}
+
+#[test]
+fn journald_format_is_the_default_only_when_stderr_is_the_journal() {
+    use std::os::unix::fs::MetadataExt;
+    let journal = warning_with_journal_stream(|m| format!("{}:{}", m.dev(), m.ino()));
+    assert!(journal.starts_with("<4> WARN "), "{journal}");
+
+    let elsewhere = warning_with_journal_stream(|m| format!("{}:{}", m.dev(), m.ino() + 1));
+    assert!(elsewhere.contains(" WARN "), "{elsewhere}");
+    assert!(
+        !elsewhere.starts_with('<'),
+        "human, with a time: {elsewhere}"
+    );
+}
