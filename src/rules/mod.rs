@@ -3,9 +3,9 @@
 //! A rule is a regex whose named captures (`(?P<source.ip>…)`) are the event's
 //! fields, plus `ignore` regexes, field `types` and inline examples (DESIGN §4).
 //! [`load`] reads rule files; a [`Matcher`] is the subset of rules one input
-//! selected, compiled into a single `RegexSet` pass so the common case — a line
-//! that matches nothing — costs one scan, and only the rules that hit run their
-//! capturing regex.
+//! selected, behind a literal prefilter so the common case — a line that
+//! matches nothing — costs one scan, and only the rules whose fixed text
+//! occurs run their capturing regex.
 //!
 //! This module knows nothing of files being tailed or webhooks: it turns text
 //! into `(rule, fields)` and fields into [`Event`]s.
