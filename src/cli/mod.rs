@@ -123,6 +123,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `tailhook status --json | head`: the reader has what it wanted.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tailhook: error: {e:#}");
             ExitCode::FAILURE
@@ -130,10 +132,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+/// Writes command output to stdout; an error (a closed pipe) is returned,
+/// where `print!` would panic.
+pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
 fn check(args: &ConfigArg) -> anyhow::Result<()> {
     let pipeline = Pipeline::build(Config::load(&args.config)?)?;
-    println!("{}: OK: {}", args.config.display(), pipeline.summary());
-    Ok(())
+    print_out(&format!(
+        "{}: OK: {}\n",
+        args.config.display(),
+        pipeline.summary()
+    ))
 }
 
 fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {

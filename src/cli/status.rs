@@ -26,14 +26,11 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
         None => stopped_status(&config)?,
     };
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("reports serialize")
-        );
+        let text = serde_json::to_string_pretty(&report).expect("reports serialize");
+        super::print_out(&format!("{text}\n"))
     } else {
-        print!("{}", report.render());
+        super::print_out(&report.render())
     }
-    Ok(())
 }
 
 /// The report read from the state files; creates none of them.

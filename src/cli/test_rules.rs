@@ -108,8 +108,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     out.flush()?;
-    print_summary(&summary, started.elapsed().as_secs_f64(), options.json);
-    Ok(())
+    print_summary(&summary, started.elapsed().as_secs_f64(), options.json)
 }
 
 fn examine(
@@ -180,7 +179,7 @@ fn examine(
     Ok(())
 }
 
-fn print_summary(summary: &Summary, seconds: f64, json: bool) {
+fn print_summary(summary: &Summary, seconds: f64, json: bool) -> anyhow::Result<()> {
     let mut text = String::new();
     if !json {
         text.push('\n');
@@ -212,8 +211,9 @@ fn print_summary(summary: &Summary, seconds: f64, json: bool) {
     text.push_str(&format!("Time: {seconds:.3} s, {rate:.0} lines/s\n"));
     if json {
         eprint!("{text}");
+        Ok(())
     } else {
-        print!("{text}");
+        super::print_out(&text)
     }
 }
 
