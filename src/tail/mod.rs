@@ -21,7 +21,7 @@ mod file;
 mod reader;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -54,6 +54,56 @@ impl CommitToken {
     /// Whether only the tailer's own copy is left.
     fn is_last(&self) -> bool {
         Arc::strong_count(&self.0) == 1
+    }
+}
+
+/// Chunks handed downstream, oldest first, each with the position (a file
+/// offset, a journal cursor) that becomes committed once every holder of the
+/// chunk's token has let it go. Positions commit in order: a later chunk
+/// released first waits for the earlier ones.
+#[derive(Debug)]
+struct Commits<P> {
+    in_flight: VecDeque<(CommitToken, P)>,
+    committed: P,
+}
+
+impl<P: Clone> Commits<P> {
+    fn new(committed: P) -> Self {
+        Commits {
+            in_flight: VecDeque::new(),
+            committed,
+        }
+    }
+
+    /// Registers a chunk that ends at `end`; the token goes with its lines.
+    fn chunk(&mut self, end: P) -> CommitToken {
+        let token = CommitToken::default();
+        self.in_flight.push_back((token.clone(), end));
+        token
+    }
+
+    /// The position up to which every chunk's events have left the pipeline.
+    fn committed(&mut self) -> &P {
+        while let Some((token, end)) = self.in_flight.front() {
+            if !token.is_last() {
+                break;
+            }
+            self.committed = end.clone();
+            self.in_flight.pop_front();
+        }
+        &self.committed
+    }
+
+    fn has_in_flight(&mut self) -> bool {
+        self.committed();
+        !self.in_flight.is_empty()
+    }
+
+    /// Forgets what is in flight and commits `position` (the content the
+    /// chunks came from no longer exists).
+    fn reset(&mut self, position: P) {
+        self.in_flight.clear();
+        self.committed = position;
     }
 }
 
