@@ -314,6 +314,7 @@ mod tests {
             log: LogOrigin {
                 file: "/var/log/auth.log".into(),
                 offset: 7,
+                cursor: None,
             },
             message: message.into(),
             fields: Fields::from([

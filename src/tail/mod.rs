@@ -18,6 +18,7 @@
 mod checkpoint;
 mod discover;
 mod file;
+mod journal;
 mod reader;
 mod watch;
 
@@ -27,13 +28,19 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{InputConfig, StartAt};
+use crate::config::{InputConfig, InputKind, StartAt};
+use crate::event::LogOrigin;
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
 
+use journal::JournalSource;
+pub use journal::{
+    journalctl_missing, journalctl_on_path, parse_entry, read_recorded, EntryError, JournalEntry,
+    JournalMeta, Recorded, JOURNAL_ORIGIN,
+};
 pub use reader::LineReader;
 
 /// Where the tailer hands its lines.
@@ -107,18 +114,32 @@ impl<P: Clone> Commits<P> {
     }
 }
 
-/// A complete line read from a file, with where it came from.
+/// A complete line read from a file or the journal, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Line {
     /// Index of the input (in config order) whose paths matched the file.
     pub input: usize,
+    /// The file's path; [`JOURNAL_ORIGIN`] for journal entries.
     pub path: Arc<str>,
-    /// Byte offset of the line's first byte.
+    /// Byte offset of the line's first byte; a journal entry's sequence number.
     pub offset: u64,
     pub text: String,
     /// The line was longer than `max_line_bytes` and was cut.
     pub truncated: bool,
+    /// For a journal entry: its cursor, time and fields.
+    pub journal: Option<Arc<JournalMeta>>,
     pub commit: CommitToken,
+}
+
+impl Line {
+    /// The `log` member of this line's events.
+    pub fn origin(&self) -> LogOrigin {
+        LogOrigin {
+            file: self.path.to_string(),
+            offset: self.offset,
+            cursor: self.journal.as_ref().map(|j| j.cursor.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -172,7 +193,9 @@ impl Tailer {
         options: TailOptions,
         sink: impl LineSink,
     ) -> Tailer {
-        let inputs: Vec<Input> = inputs
+        let configs = inputs;
+        // A journald input has no paths: it discovers no file.
+        let inputs: Vec<Input> = configs
             .iter()
             .map(|c| Input {
                 name: c.name.clone(),
@@ -185,13 +208,23 @@ impl Tailer {
         let wakeups = Wakeups::new(options.use_inotify);
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
+        let checkpoints = CheckpointStore::open(state_dir);
+        let journals = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind == InputKind::Journald)
+            .map(|(index, c)| {
+                JournalSource::new(index, c, checkpoints.journal(&c.name), waker.clone())
+            })
+            .collect();
         let state = TailState {
             inputs,
             options,
             files: BTreeMap::new(),
+            journals,
             unreadable: HashSet::new(),
             sink: Some(Box::new(sink)),
-            checkpoints: CheckpointStore::open(state_dir),
+            checkpoints,
             last_checkpoint: Instant::now(),
             wakeups,
             stop: stop.clone(),
@@ -223,6 +256,7 @@ struct TailState {
     options: TailOptions,
     /// Followed files, by input and identity: two inputs may follow one file.
     files: BTreeMap<(usize, FileId), TailedFile>,
+    journals: Vec<JournalSource>,
     /// Paths that failed to open, warned about once until they open again.
     unreadable: HashSet<PathBuf>,
     /// Dropped at shutdown, which closes the queues behind it.
@@ -262,7 +296,13 @@ impl TailState {
             }
         };
         self.sink = None;
-        while self.files.values_mut().any(TailedFile::has_in_flight) && Instant::now() < deadline {
+        for journal in &mut self.journals {
+            journal.stop();
+        }
+        while (self.files.values_mut().any(TailedFile::has_in_flight)
+            || self.journals.iter_mut().any(JournalSource::has_in_flight))
+            && Instant::now() < deadline
+        {
             self.save_checkpoints(false);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -288,7 +328,12 @@ impl TailState {
                 offset: file.committed(),
             })
             .collect();
-        if let Err(e) = self.checkpoints.save(current) {
+        let journals = self
+            .journals
+            .iter_mut()
+            .filter_map(JournalSource::checkpoint)
+            .collect();
+        if let Err(e) = self.checkpoints.save(current, journals) {
             tracing::warn!(error = %e, "cannot write checkpoints; will retry");
         }
     }
@@ -521,12 +566,16 @@ impl TailState {
                             offset,
                             text,
                             truncated,
+                            journal: None,
                             commit: commit.clone(),
                         },
                     )
                     .collect();
                 self.sink.as_mut()?.accept(lines).ok()?;
             }
+        }
+        for journal in &mut self.journals {
+            more |= journal.poll(self.sink.as_mut()?.as_mut())?;
         }
         Some(more)
     }
