@@ -272,6 +272,9 @@ type StopRequest = Arc<Mutex<Option<Instant>>>;
 
 impl TailState {
     fn run(mut self) {
+        for journal in &mut self.journals {
+            journal.find_start();
+        }
         let mut first_scan = true;
         let deadline = loop {
             if let Some(deadline) = *self.stop.lock().expect("stop flag") {

@@ -210,6 +210,16 @@ impl Agent {
 
     /// Runs the agent under `wrapper` (e.g. `setpriv …` to drop privileges).
     pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Agent {
+        Self::launch(config, wrapper, &[])
+    }
+
+    /// Runs the agent with these environment variables set (e.g. a `PATH`
+    /// that leads to a fake `journalctl`).
+    pub fn start_with_env(config: &Path, env: &[(&str, &std::ffi::OsStr)]) -> Agent {
+        Self::launch(config, &[], env)
+    }
+
+    fn launch(config: &Path, wrapper: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Agent {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -222,6 +232,7 @@ impl Agent {
             .args(["run", "-c"])
             .arg(config)
             .env("TAILHOOK_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

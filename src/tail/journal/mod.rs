@@ -215,20 +215,33 @@ impl JournalSource {
         }
     }
 
-    fn start(&mut self) {
-        if self.find_tail {
-            match self.last_entry_cursor() {
-                Ok(cursor) => {
-                    tracing::info!(input = %self.name, cursor = cursor.as_deref().unwrap_or("none"), "first start: reading the journal from its current end");
-                    self.find_tail = false;
-                    self.read = cursor;
-                    self.commits.reset(self.read.clone());
-                }
-                Err(e) => {
-                    self.schedule_restart(&e);
-                    return;
-                }
+    /// On a first start with `start_at = "end"`, takes the journal's last
+    /// entry as read and committed. The tailer calls this before it first
+    /// writes its checkpoints, so a crash right after start cannot make the
+    /// next start skip what was written in between. False when journalctl
+    /// failed (a retry is scheduled).
+    pub fn find_start(&mut self) -> bool {
+        if !self.find_tail {
+            return true;
+        }
+        match self.last_entry_cursor() {
+            Ok(cursor) => {
+                tracing::info!(input = %self.name, cursor = cursor.as_deref().unwrap_or("none"), "first start: reading the journal from its current end");
+                self.find_tail = false;
+                self.read = cursor;
+                self.commits.reset(self.read.clone());
+                true
             }
+            Err(e) => {
+                self.schedule_restart(&e);
+                false
+            }
+        }
+    }
+
+    fn start(&mut self) {
+        if !self.find_start() {
+            return;
         }
         let mut command = Command::new(JOURNALCTL);
         command.args(["--follow", "--output=json", "--all", "--no-pager"]);
@@ -317,14 +330,12 @@ impl JournalSource {
                 output.status
             ));
         }
-        Ok(output
-            .stdout
-            .split(|&b| b == b'\n')
-            .rev()
-            .find_map(|line| match parse_entry(line, self.max_line_bytes) {
+        Ok(output.stdout.split(|&b| b == b'\n').rev().find_map(|line| {
+            match parse_entry(line, self.max_line_bytes) {
                 Ok(entry) => Some(entry.meta.cursor),
                 Err(e) => e.cursor().map(str::to_string),
-            }))
+            }
+        }))
     }
 
     fn spawn_error(&self, error: &std::io::Error) -> String {

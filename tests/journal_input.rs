@@ -1,0 +1,539 @@
+//! Journald inputs, end to end: the real binary runs `journalctl` as a real
+//! process. Where no journal is readable (containers, CI), a fake
+//! `journalctl` put first on the agent's PATH replays a file of recorded
+//! `journalctl --output=json` entries and honours `--after-cursor`,
+//! `--lines` and `--follow` (with `tail -f`), so spawning, following,
+//! restarting from the committed cursor and `kill -9` are exercised for real.
+//! The fake leaves filtering to the agent's arguments, which it records.
+//! One test reads the machine's real journal and skips when there is none.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Recorded entries: sshd and sudo events, systemd noise, an entry without
+/// MESSAGE, non-UTF-8 and control-character messages (byte arrays), and a
+/// multi-line message that tries to pose as an sshd line.
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/journal-auth.json"
+);
+const SHIPPED_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+/// Replays `$FAKE_JOURNAL` like journalctl; appends its arguments to
+/// `$FAKE_JOURNAL.args` and its pid to `$FAKE_JOURNAL.pids`, and writes
+/// `$FAKE_JOURNAL_STDERR` (if set) to stderr.
+const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
+printf '%s\n' "$*" >> "$FAKE_JOURNAL.args"
+[ -n "$FAKE_JOURNAL_STDERR" ] && printf '%s\n' "$FAKE_JOURNAL_STDERR" >&2
+follow=0; after=""; lines=""
+for arg in "$@"; do
+  case "$arg" in
+    --follow) follow=1 ;;
+    --after-cursor=*) after="${arg#--after-cursor=}" ;;
+    --lines=*) lines="${arg#--lines=}" ;;
+  esac
+done
+start=1
+if [ -n "$after" ]; then
+  start=$(awk -v c="\"__CURSOR\":\"$after\"" 'index($0, c) { n = NR + 1 } END { print n ? n : 1 }' "$FAKE_JOURNAL")
+elif [ -n "$lines" ] && [ "$lines" != all ]; then
+  total=$(wc -l < "$FAKE_JOURNAL")
+  start=$((total - lines + 1))
+  [ "$start" -lt 1 ] && start=1
+fi
+if [ "$follow" = 1 ]; then
+  printf '%s\n' "$$" >> "$FAKE_JOURNAL.pids"
+  exec tail -n "+$start" -f "$FAKE_JOURNAL"
+fi
+exec tail -n "+$start" "$FAKE_JOURNAL"
+"#;
+
+/// A temp folder with a fake journalctl, its journal file and a config.
+struct FakeJournal {
+    setup: Setup,
+}
+
+impl FakeJournal {
+    fn new() -> FakeJournal {
+        use std::os::unix::fs::PermissionsExt;
+        let setup = Setup::new();
+        std::fs::create_dir(setup.path("bin")).unwrap();
+        let program = setup.path("bin/journalctl");
+        std::fs::write(&program, FAKE_JOURNALCTL).unwrap();
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(setup.path("journal.json"), "").unwrap();
+        FakeJournal { setup }
+    }
+
+    fn env(&self) -> Vec<(&'static str, OsString)> {
+        let mut path = OsString::from(self.setup.path("bin"));
+        path.push(":");
+        path.push(std::env::var_os("PATH").unwrap_or_default());
+        vec![
+            ("PATH", path),
+            ("FAKE_JOURNAL", self.setup.path("journal.json").into()),
+        ]
+    }
+
+    fn start_agent(&self, config: &Path, extra: &[(&'static str, OsString)]) -> Agent {
+        let mut env = self.env();
+        env.extend(extra.iter().cloned());
+        let env: Vec<(&str, &std::ffi::OsStr)> =
+            env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+        Agent::start_with_env(config, &env)
+    }
+
+    /// Appends entries in one write each, as journald makes them visible.
+    fn append(&self, entries: &[String]) {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.setup.path("journal.json"))
+            .unwrap();
+        for entry in entries {
+            file.write_all(format!("{entry}\n").as_bytes()).unwrap();
+        }
+    }
+
+    /// The arguments of every journalctl run so far, one string per run.
+    fn runs(&self) -> Vec<String> {
+        std::fs::read_to_string(self.setup.path("journal.json.args"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn follower_pids(&self) -> Vec<String> {
+        std::fs::read_to_string(self.setup.path("journal.json.pids"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// A journald input `journal` over the shipped rules, posting to `url`.
+    fn config(&self, url: &str, input: &str) -> PathBuf {
+        self.setup.write_config(&format!(
+            "[agent]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\
+             [rules]\npaths = [\"{SHIPPED_RULES}\"]\n\
+             [[input]]\nname = \"journal\"\ntype = \"journald\"\nunits = [\"ssh.service\"]\n\
+             identifiers = [\"sudo\"]\n{input}\n\
+             [webhook.soc]\nurl = \"{url}\"\nbatch_timeout = \"20ms\"\n"
+        ))
+    }
+}
+
+/// An sshd entry as journalctl writes it; `seq` makes its cursor, time and
+/// user name.
+fn sshd_entry(seq: usize) -> String {
+    let realtime = 1_795_341_601_000_000u64 + seq as u64 * 1000;
+    serde_json::json!({
+        "__CURSOR": format!("s=feedc0de;i={seq:x};b=b007;m={seq:x};t={realtime:x};x={:x}", seq * 7919),
+        "__REALTIME_TIMESTAMP": realtime.to_string(),
+        "__MONOTONIC_TIMESTAMP": (seq * 1000).to_string(),
+        "__SEQNUM": seq.to_string(),
+        "_BOOT_ID": "b007",
+        "_HOSTNAME": "web1",
+        "_TRANSPORT": "syslog",
+        "_SYSTEMD_UNIT": "ssh.service",
+        "_PID": (2000 + seq % 1000).to_string(),
+        "_COMM": "sshd",
+        "SYSLOG_IDENTIFIER": "sshd",
+        "PRIORITY": "6",
+        "MESSAGE": format!("Failed password for user{seq} from 192.0.2.{} port {} ssh2", seq % 250 + 1, 10_000 + seq),
+    })
+    .to_string()
+}
+
+/// `seq` of each event from [`sshd_entry`], from its user name.
+fn seqs(events: &[serde_json::Value]) -> Vec<usize> {
+    events
+        .iter()
+        .filter_map(|e| e["fields"]["user.name"].as_str()?.strip_prefix("user"))
+        .map(|s| s.parse().unwrap())
+        .collect()
+}
+
+fn recorded() -> Vec<String> {
+    std::fs::read_to_string(FIXTURE)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn cursor_of(entry: &str) -> String {
+    let value: serde_json::Value = serde_json::from_str(entry).unwrap();
+    value["__CURSOR"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn entries_reach_the_webhook_as_syslog_lines_with_journal_time_and_fields() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let journal = FakeJournal::new();
+    journal.append(&recorded());
+    let config = journal.config(&receiver.url, "start_at = \"beginning\"");
+    let mut agent = journal.start_agent(&config, &[]);
+
+    let events = receiver.wait_for_events(6, DEADLINE);
+    let rules: Vec<&str> = events.iter().map(|e| e["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        [
+            "sshd.auth_failed",
+            "sshd.invalid_user",
+            "sudo.command",
+            "sudo.pam_auth_failed",
+            "sshd.invalid_user",
+            "sshd.auth_failed"
+        ],
+        "{events:#?}"
+    );
+    let first = &events[0];
+    assert_eq!(first["time"], "2026-11-22T10:00:01.000000Z");
+    assert_eq!(
+        first["message"],
+        "2026-11-22T10:00:01.000000Z web1 sshd[811]: Failed password for root from 203.0.113.7 port 52144 ssh2"
+    );
+    assert_eq!(first["log"]["file"], "journald");
+    assert_eq!(first["log"]["cursor"], cursor_of(&recorded()[0]).as_str());
+    assert_eq!(first["fields"]["systemd.unit"], "ssh.service");
+    assert_eq!(first["fields"]["host.hostname"], "web1");
+    assert_eq!(first["fields"]["process.pid"], 811);
+    assert_eq!(first["fields"]["source.ip"], "203.0.113.7");
+    assert_eq!(events[2]["fields"]["systemd.unit"], "session-3.scope");
+    // The Latin-1 user name arrives decoded lossily, and says so.
+    assert_eq!(events[4]["fields"]["user.name"], "\u{fffd}t\u{fffd}");
+    assert_eq!(events[4]["fields"]["journald.message_lossy"], true);
+
+    let runs = journal.runs();
+    assert_eq!(
+        runs,
+        ["--follow --output=json --all --no-pager --lines=all --unit=ssh.service --identifier=sudo"]
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+    // The multi-line message posing as sshd made no event.
+    assert_eq!(receiver.events().len(), 6);
+
+    // Written while stopped: read after the committed cursor, nothing again.
+    journal.append(&[sshd_entry(1), sshd_entry(2)]);
+    let _agent = journal.start_agent(&config, &[]);
+    let events = receiver.wait_for_events(8, DEADLINE);
+    assert_eq!(seqs(&events[6..]), [1, 2]);
+    let last_recorded = cursor_of(recorded().last().unwrap());
+    assert!(
+        journal.runs()[1].contains(&format!("--after-cursor={last_recorded}")),
+        "{:?}",
+        journal.runs()
+    );
+}
+
+#[test]
+fn the_first_start_begins_at_the_journal_end_and_remembers_it_at_once() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let journal = FakeJournal::new();
+    journal.append(&recorded());
+    let config = journal.config(&receiver.url, "");
+    let mut agent = journal.start_agent(&config, &[]);
+    agent.wait_for_log("following the journal", DEADLINE);
+    let last_recorded = cursor_of(recorded().last().unwrap());
+    let runs = journal.runs();
+    assert!(runs[0].starts_with("--lines=1 --output=json"), "{runs:?}");
+    assert!(
+        runs[1].contains(&format!("--after-cursor={last_recorded}")),
+        "{runs:?}"
+    );
+    // Killed before any new entry: the restart must not be another "first
+    // start" that skips what is written meanwhile.
+    let checkpoints =
+        std::fs::read_to_string(journal.setup.path("state/checkpoints.json")).unwrap();
+    assert!(checkpoints.contains(&last_recorded), "{checkpoints}");
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+    journal.append(&[sshd_entry(1)]);
+    let agent = journal.start_agent(&config, &[]);
+    journal.append(&[sshd_entry(2)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(seqs(&events), [1, 2], "history stays unsent");
+    drop(agent);
+}
+
+#[test]
+fn sigkill_during_a_load_loses_no_entry_and_repeats_none_with_another_id() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let journal = FakeJournal::new();
+    let config = journal.config(&receiver.url, "start_at = \"beginning\"");
+    let total = 2_000;
+    let mut agent = journal.start_agent(&config, &[]);
+    agent.wait_for_log("following the journal", DEADLINE);
+    let writer = {
+        let path = journal.setup.path("journal.json");
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            for seq in 1..=total {
+                file.write_all(format!("{}\n", sshd_entry(seq)).as_bytes())
+                    .unwrap();
+                if seq % 10 == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        })
+    };
+    let distinct = |receiver: &Receiver| {
+        let mut counts: BTreeMap<usize, usize> = BTreeMap::new();
+        for seq in seqs(&receiver.events()) {
+            *counts.entry(seq).or_default() += 1;
+        }
+        counts
+    };
+    for round in 1..=3 {
+        let target = round * total / 5;
+        wait_until(DEADLINE, &format!("{target} distinct events"), || {
+            distinct(&receiver).len() >= target
+        });
+        agent.signal("KILL");
+        agent.wait_exit(DEADLINE);
+        agent = journal.start_agent(&config, &[]);
+    }
+    writer.join().unwrap();
+    wait_until(DEADLINE, "every entry delivered", || {
+        distinct(&receiver).len() >= total
+    });
+    let counts = distinct(&receiver);
+    let missing: Vec<usize> = (1..=total).filter(|s| !counts.contains_key(s)).collect();
+    assert!(missing.is_empty(), "lost entries: {missing:?}");
+    let repeated: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!(
+        "{total} entries, 3 SIGKILLs: {repeated} events re-sent (batches in flight at the kills)"
+    );
+    let mut ids: BTreeMap<usize, String> = BTreeMap::new();
+    for event in receiver.events() {
+        let seq = seqs(std::slice::from_ref(&event))[0];
+        let id = event["id"].as_str().unwrap().to_string();
+        assert_eq!(
+            ids.entry(seq).or_insert_with(|| id.clone()),
+            &id,
+            "entry {seq} re-sent with another id"
+        );
+    }
+    // Restarts resumed after a committed cursor (or from the beginning
+    // when killed before the first commit), never from the end.
+    let runs = journal.runs();
+    assert!(
+        runs.iter()
+            .all(|r| r.contains("--after-cursor=s=feedc0de;") || r.contains("--lines=all")),
+        "{runs:?}"
+    );
+    assert!(
+        runs.iter().any(|r| r.contains("--after-cursor=")),
+        "{runs:?}"
+    );
+    drop(agent);
+}
+
+#[test]
+fn a_journalctl_that_exits_is_restarted_after_the_last_entry_read() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let journal = FakeJournal::new();
+    let config = journal.config(&receiver.url, "start_at = \"beginning\"");
+    let hint = "Hint: You are currently not seeing messages from other users and the system.\n      Users in groups 'adm', 'systemd-journal' can see all messages.";
+    let agent = journal.start_agent(&config, &[("FAKE_JOURNAL_STDERR", hint.into())]);
+    journal.append(&[sshd_entry(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    agent.wait_for_log(
+        "cannot read the system journal, only this user's: add the agent's user to the `systemd-journal` or `adm` group",
+        DEADLINE,
+    );
+    assert!(
+        agent.logs().contains("input=journal") || agent.logs().contains("input=\"journal\""),
+        "{}",
+        agent.logs()
+    );
+
+    let pid = journal.follower_pids()[0].clone();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    agent.wait_for_log(
+        "journalctl exited (signal: 9 (SIGKILL)); will retry",
+        DEADLINE,
+    );
+    wait_until(DEADLINE, "journalctl restarted", || {
+        journal.follower_pids().len() == 2
+    });
+    journal.append(&[sshd_entry(2)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(seqs(&events), [1, 2]);
+    let runs = journal.runs();
+    assert!(
+        runs[1].contains(&format!("--after-cursor={}", cursor_of(&sshd_entry(1)))),
+        "{runs:?}"
+    );
+}
+
+#[test]
+fn a_missing_journalctl_is_a_clear_error_for_check_and_run() {
+    let journal = FakeJournal::new();
+    let config = journal.config("-", "");
+    let empty = journal.setup.path("empty");
+    std::fs::create_dir(&empty).unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new(binary())
+            .args([command, "-c"])
+            .arg(&config)
+            .env("PATH", &empty)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("input `journal`: journalctl not found on PATH; install systemd or use a file input"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn test_rules_and_check_read_recorded_entries() {
+    let out = Command::new(binary())
+        .args([
+            "test-rules",
+            "--json",
+            "--rules",
+            SHIPPED_RULES,
+            "--journal-json",
+            FIXTURE,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let matches: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let found: Vec<(u64, &str)> = matches
+        .iter()
+        .map(|m| (m["line"].as_u64().unwrap(), m["rule"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "sshd.auth_failed"),
+            (2, "sshd.invalid_user"),
+            (3, "sudo.command"),
+            (4, "sudo.pam_auth_failed"),
+            (7, "sshd.invalid_user"),
+            (8, "sshd.auth_failed")
+        ]
+    );
+    assert_eq!(matches[2]["event"]["time"], "2026-11-22T10:00:03.000001Z");
+    assert_eq!(matches[2]["fields"]["user.name"], "deploy");
+    assert_eq!(matches[2]["event"]["fields"]["log.syslog.appname"], "sudo");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(summary.contains("Lines: 8 read, 6 matched"), "{summary}");
+    assert!(
+        summary.contains("Journal entries without MESSAGE (skipped): 1"),
+        "{summary}"
+    );
+
+    let journal = FakeJournal::new();
+    let config = journal.config("-", "");
+    let check = |file: &str| {
+        Command::new(binary())
+            .args(["check", "-c"])
+            .arg(&config)
+            .args(["--journal-json", file])
+            .env("PATH", &journal.env()[0].1)
+            .output()
+            .unwrap()
+    };
+    let out = check(FIXTURE);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("input `journal`: 8 entries (1 without MESSAGE skipped), 6 matched: sshd.auth_failed 2, sshd.invalid_user 2, sudo.command 1, sudo.pam_auth_failed 1"),
+        "{stdout}"
+    );
+    let bad = journal.setup.path("bad.json");
+    std::fs::write(&bad, format!("{}\n-- No entries --\n", recorded()[0])).unwrap();
+    let out = check(bad.to_str().unwrap());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.json:2: not a journal entry"),
+        "{stderr}"
+    );
+}
+
+/// Against the machine's own journal, where there is one the test may read
+/// and write (`systemd-cat`): an entry logged under a unique identifier
+/// reaches the webhook. Skips, saying why, everywhere else.
+#[test]
+fn a_real_journal_entry_reaches_the_webhook() {
+    let readable = Command::new("journalctl")
+        .args(["--lines=1", "--output=json", "--quiet", "--no-pager"])
+        .output()
+        .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
+    let can_write = Command::new("systemd-cat")
+        .arg("--version")
+        .output()
+        .is_ok();
+    if !readable || !can_write {
+        eprintln!("skipped: no readable systemd journal here (or no systemd-cat)");
+        return;
+    }
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let identifier = format!("tailhook-test-{}", std::process::id());
+    std::fs::write(
+        setup.path("rules/journal.toml"),
+        r#"
+[[rule]]
+id = "test.journal"
+regex = '{syslog}tailhook-test-\d+\[\d+\]: seq=(?P<event.sequence>\d+) Failed password$'
+types = { "event.sequence" = "int" }
+"#,
+    )
+    .unwrap();
+    let config = setup.write_config(&format!(
+        "[agent]\nstate_dir = \"state\"\n[rules]\npaths = [\"rules\"]\n\
+         [[input]]\nname = \"journal\"\ntype = \"journald\"\nidentifiers = [\"{identifier}\"]\nrules = [\"test.journal\"]\n\
+         [webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        receiver.url
+    ));
+    let agent = Agent::start(&config);
+    agent.wait_for_log("following the journal", DEADLINE);
+    let status = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo 'seq=7 Failed password' | systemd-cat -t {identifier}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let events = receiver.wait_for_events(1, DEADLINE);
+    assert_eq!(events[0]["fields"]["event.sequence"], 7);
+    assert!(events[0]["log"]["cursor"].is_string());
+}
