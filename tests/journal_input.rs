@@ -219,7 +219,7 @@ fn entries_reach_the_webhook_as_syslog_lines_with_journal_time_and_fields() {
     let runs = journal.runs();
     assert_eq!(
         runs,
-        ["--follow --output=json --all --no-pager --lines=all --unit=ssh.service --identifier=sudo"]
+        ["--follow --output=json --all --no-pager --lines=all _SYSTEMD_UNIT=ssh.service + SYSLOG_IDENTIFIER=sudo"]
     );
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(DEADLINE), Some(0));

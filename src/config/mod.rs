@@ -140,13 +140,15 @@ pub struct InputConfig {
     /// File paths or globs (file inputs).
     #[serde(default)]
     pub paths: Vec<String>,
-    /// systemd units whose entries are read (`journalctl --unit`; journald inputs).
+    /// journald inputs read the entries of these systemd units
+    /// (`_SYSTEMD_UNIT`)…
     #[serde(default)]
     pub units: Vec<String>,
-    /// Syslog identifiers whose entries are read (`journalctl --identifier`).
+    /// …or with these syslog identifiers (`SYSLOG_IDENTIFIER`)…
     #[serde(default)]
     pub identifiers: Vec<String>,
-    /// journalctl match arguments: `FIELD=value`, or `+` between groups.
+    /// …or matching these journalctl matches (`FIELD=value` terms, `+`
+    /// between alternative groups). None of the three: the whole journal.
     #[serde(default)]
     pub matches: Vec<String>,
     /// Globs of paths that `paths` matches but must not be tailed (e.g. `*.gz`).
@@ -347,12 +349,29 @@ impl Config {
                             self.invalid(key("matches"), format!("`{m}` {problem}"))
                         })?;
                     }
+                    let plus_misplaced = input.matches.first().is_some_and(|m| m == "+")
+                        || input.matches.last().is_some_and(|m| m == "+")
+                        || input.matches.windows(2).any(|w| w[0] == "+" && w[1] == "+");
+                    if plus_misplaced {
+                        return Err(self.invalid(
+                            key("matches"),
+                            "`+` goes between two groups of `FIELD=value` terms",
+                        ));
+                    }
                     for (field, values) in
                         [("units", &input.units), ("identifiers", &input.identifiers)]
                     {
                         if values.iter().any(|v| v.trim().is_empty()) {
                             return Err(self.invalid(key(field), "holds an empty name"));
                         }
+                    }
+                    if let Some(unit) = input.units.iter().find(|u| !u.contains('.')) {
+                        return Err(self.invalid(
+                            key("units"),
+                            format!(
+                                "`{unit}` is not a full unit name; did you mean `{unit}.service`?"
+                            ),
+                        ));
                     }
                 }
             }
@@ -569,6 +588,13 @@ mod tests {
         assert!(err.to_string().contains("FIELD=value"), "{err}");
         let err = journal("matches = [\"_systemd_unit=x\"]").unwrap_err();
         assert!(err.to_string().contains("field name"), "{err}");
+        let err = journal("matches = [\"_UID=0\", \"+\"]").unwrap_err();
+        assert!(err.to_string().contains("between two groups"), "{err}");
+        let err = journal("units = [\"ssh\"]").unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean `ssh.service`"),
+            "{err}"
+        );
         let err = load(&MINIMAL.replace("paths =", "type = \"systemd\"\npaths =")).unwrap_err();
         assert!(err.to_string().contains("systemd"), "{err}");
         assert!(err.to_string().contains("journald"), "{err}");

@@ -380,16 +380,31 @@ fn restart_backoff() -> backon::ExponentialBackoff {
         .build()
 }
 
-/// journalctl's arguments for an input's `units`, `identifiers` and `matches`.
+/// journalctl match arguments for an input's `units`, `identifiers` and
+/// `matches`: one group each, joined by `+` (or). Within a group, terms on
+/// one field are alternatives and terms on different fields must all hold,
+/// so an entry is read when it comes from one of the units, or has one of
+/// the identifiers, or matches a `matches` group. (journalctl's own `--unit`
+/// and `--identifier` would require both, which reads neither sshd's unit
+/// nor sudo's sessions when both are listed.)
 pub fn filter_args(config: &InputConfig) -> Vec<OsString> {
-    let units = config.units.iter().map(|u| format!("--unit={u}"));
-    let identifiers = config
-        .identifiers
-        .iter()
-        .map(|i| format!("--identifier={i}"));
-    units
-        .chain(identifiers)
-        .chain(config.matches.iter().cloned())
+    let groups: [Vec<String>; 3] = [
+        config
+            .units
+            .iter()
+            .map(|u| format!("_SYSTEMD_UNIT={u}"))
+            .collect(),
+        config
+            .identifiers
+            .iter()
+            .map(|i| format!("SYSLOG_IDENTIFIER={i}"))
+            .collect(),
+        config.matches.clone(),
+    ];
+    let groups: Vec<Vec<String>> = groups.into_iter().filter(|g| !g.is_empty()).collect();
+    groups
+        .join(&["+".to_string()][..])
+        .into_iter()
         .map(OsString::from)
         .collect()
 }
@@ -438,13 +453,25 @@ mod tests {
         assert_eq!(
             args,
             [
-                "--unit=ssh.service",
-                "--identifier=sudo",
-                "--identifier=su",
+                "_SYSTEMD_UNIT=ssh.service",
+                "+",
+                "SYSLOG_IDENTIFIER=sudo",
+                "SYSLOG_IDENTIFIER=su",
+                "+",
                 "_TRANSPORT=syslog",
                 "+",
                 "PRIORITY=3"
             ]
         );
+        let only_identifiers = InputConfig {
+            units: vec![],
+            matches: vec![],
+            ..config
+        };
+        let args: Vec<String> = filter_args(&only_identifiers)
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(args, ["SYSLOG_IDENTIFIER=sudo", "SYSLOG_IDENTIFIER=su"]);
     }
 }
