@@ -22,7 +22,7 @@ pub struct Event {
     pub id: String,
     pub rule: String,
     pub severity: Severity,
-    /// When the agent read the line (RFC 3339, UTC).
+    /// When the agent read the line, or a journal entry's own time (RFC 3339, UTC).
     pub time: String,
     pub log: LogOrigin,
     /// The raw line (lossily decoded, possibly cut at `max_line_bytes`).

@@ -9,14 +9,15 @@
 //! reading, then journalctl, and the journal is the buffer.
 //!
 //! A source commits like a file: every chunk of entries carries a
-//! [`CommitToken`], and the cursor of a chunk's last entry is committed (in
-//! `checkpoints.json`) once the chunk's events are queued. After a restart,
-//! even `kill -9`, journalctl continues `--after-cursor` the committed one;
-//! entries read again get the same event ids (they include the cursor), and
-//! the queue drops them. On the very first start with `start_at = "end"`,
-//! the cursor of the journal's last matching entry is taken as committed, so
-//! history is not sent. When journalctl exits, it is started again after a
-//! capped exponential backoff, from the last entry read.
+//! [`CommitToken`](super::CommitToken), and the cursor of a chunk's last
+//! entry is committed (in `checkpoints.json`) once the chunk's events are
+//! queued. After a restart, even `kill -9`, journalctl continues
+//! `--after-cursor` the committed one; entries read again get the same event
+//! ids (they include the cursor), and the queue drops them. On the very
+//! first start with `start_at = "end"`, the cursor of the journal's last
+//! matching entry is taken as committed, so history is not sent. When
+//! journalctl exits, it is started again after a capped exponential backoff,
+//! from the last entry read.
 
 mod entry;
 
@@ -34,7 +35,7 @@ pub use entry::{parse_entry, read_recorded, EntryError, JournalEntry, JournalMet
 
 use super::checkpoint::JournalCheckpoint;
 use super::watch::Waker;
-use super::{CommitToken, Commits, Line, LineSink};
+use super::{Commits, Line, LineSink};
 use crate::config::{InputConfig, StartAt};
 
 /// The program journald inputs run, looked up on `PATH`.
@@ -149,12 +150,10 @@ impl JournalSource {
         let Some(running) = self.running.as_mut() else {
             return Some(false);
         };
-        let mut lines = Vec::new();
-        let mut metas: Vec<(JournalEntry, Arc<JournalMeta>)> = Vec::new();
+        let mut entries: Vec<JournalEntry> = Vec::new();
         let mut exited = false;
-        let mut more = false;
         let mut read = self.read.clone();
-        while metas.len() < ENTRIES_PER_POLL {
+        while entries.len() < ENTRIES_PER_POLL {
             let json = match running.lines.try_recv() {
                 Ok(json) => json,
                 Err(TryRecvError::Empty) => break,
@@ -167,37 +166,41 @@ impl JournalSource {
             match parse_entry(&json, self.max_line_bytes) {
                 Ok(entry) => {
                     read = Some(entry.meta.cursor.clone());
-                    let meta = Arc::new(entry.meta.clone());
-                    metas.push((entry, meta));
+                    entries.push(entry);
                 }
-                Err(e) => {
-                    if let Some(cursor) = e.cursor() {
+                Err(e) => match e.cursor() {
+                    Some(cursor) => {
                         tracing::debug!(input = %self.name, cursor, "journal entry without MESSAGE; skipped");
                         read = Some(cursor.to_string());
-                    } else {
+                    }
+                    None => {
                         tracing::warn!(input = %self.name, error = %e, output = %String::from_utf8_lossy(&json), "journalctl wrote a line that is not an entry; skipped");
                     }
-                }
+                },
             }
-            more = metas.len() >= ENTRIES_PER_POLL;
         }
+        let more = entries.len() >= ENTRIES_PER_POLL;
         if read != self.read {
+            // Skipped entries move the cursor too: a chunk may carry no line.
             self.read = read;
-            let commit: CommitToken = self.commits.chunk(self.read.clone());
-            let truncated = metas.iter().filter(|(e, _)| e.truncated).count();
+            let commit = self.commits.chunk(self.read.clone());
+            let truncated = entries.iter().filter(|e| e.truncated).count();
             if truncated > 0 {
                 tracing::warn!(input = %self.name, entries = truncated, max_line_bytes = self.max_line_bytes, "journal entries longer than max_line_bytes were cut");
             }
             let origin: Arc<str> = Arc::from(JOURNAL_ORIGIN);
-            lines.extend(metas.into_iter().map(|(entry, meta)| Line {
-                input: self.input,
-                path: origin.clone(),
-                offset: meta.seqnum,
-                text: entry.line,
-                truncated: entry.truncated,
-                journal: Some(meta),
-                commit: commit.clone(),
-            }));
+            let lines = entries
+                .into_iter()
+                .map(|entry| Line {
+                    input: self.input,
+                    path: origin.clone(),
+                    offset: entry.meta.seqnum,
+                    text: entry.line,
+                    truncated: entry.truncated,
+                    journal: Some(Arc::new(entry.meta)),
+                    commit: commit.clone(),
+                })
+                .collect();
             drop(commit);
             sink.accept(lines).ok()?;
         }
