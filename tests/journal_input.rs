@@ -28,7 +28,9 @@ const FIXTURE: &str = concat!(
 );
 const SHIPPED_RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
 
-/// Replays `$FAKE_JOURNAL` like journalctl; appends its arguments to
+/// Replays `$FAKE_JOURNAL` like journalctl (refusing a cursor that does
+/// not start with `s=`, as journalctl refuses a malformed one); appends its
+/// arguments to
 /// `$FAKE_JOURNAL.args` and its pid to `$FAKE_JOURNAL.pids`, and writes
 /// `$FAKE_JOURNAL_STDERR` (if set) to stderr.
 const FAKE_JOURNALCTL: &str = r#"#!/bin/sh
@@ -42,6 +44,10 @@ for arg in "$@"; do
     --lines=*) lines="${arg#--lines=}" ;;
   esac
 done
+case "$after" in
+  ""|s=*) ;;
+  *) echo "Failed to seek to cursor: Invalid argument" >&2; exit 1 ;;
+esac
 start=1
 if [ -n "$after" ]; then
   start=$(awk -v c="\"__CURSOR\":\"$after\"" 'index($0, c) { n = NR + 1 } END { print n ? n : 1 }' "$FAKE_JOURNAL")
@@ -536,4 +542,32 @@ types = { "event.sequence" = "int" }
     let events = receiver.wait_for_events(1, DEADLINE);
     assert_eq!(events[0]["fields"]["event.sequence"], 7);
     assert!(events[0]["log"]["cursor"].is_string());
+}
+
+#[test]
+fn a_cursor_journalctl_refuses_is_reported_and_reading_goes_on_from_the_end() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let journal = FakeJournal::new();
+    journal.append(&recorded());
+    std::fs::create_dir(journal.setup.path("state")).unwrap();
+    std::fs::write(
+        journal.setup.path("state/checkpoints.json"),
+        r#"{"version": "1", "files": [], "journals": [{"input": "journal", "cursor": "garbage"}]}"#,
+    )
+    .unwrap();
+    let config = journal.config(&receiver.url, "");
+    let agent = journal.start_agent(&config, &[]);
+    agent.wait_for_log(
+        "refused the saved cursor; reading on from the journal's current end",
+        DEADLINE,
+    );
+    wait_until(DEADLINE, "journalctl following again", || {
+        journal.follower_pids().len() == 1
+    });
+    journal.append(&[sshd_entry(1)]);
+    let events = receiver.wait_for_events(1, DEADLINE);
+    assert_eq!(seqs(&events), [1], "the recorded history stays unsent");
+    let runs = journal.runs();
+    assert!(runs[0].contains("--after-cursor=garbage"), "{runs:?}");
+    assert!(runs[1].starts_with("--lines=1 "), "{runs:?}");
 }

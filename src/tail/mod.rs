@@ -1,11 +1,14 @@
-//! Tailing: the stage that turns growing log files into [`Line`]s.
+//! Tailing: the stage that turns growing log files, and the systemd journal,
+//! into [`Line`]s.
 //!
 //! One thread follows every input's files: `discover` says which paths match,
 //! `file` follows each file by its handle and identity, `reader` cuts bytes into
 //! lines, `checkpoint` remembers on disk how far each file is committed, `watch`
 //! wakes the thread early when inotify sees a change. A periodic stat of every
 //! known file is the source of truth, so a lost notification delays a line by
-//! at most `poll_interval`.
+//! at most `poll_interval`. The same thread polls the journald inputs
+//! (`journal`), whose entries arrive from `journalctl` and commit a cursor
+//! the way files commit an offset.
 //!
 //! Lines leave through a [`LineSink`]. A sink that blocks (its queue is full)
 //! blocks this thread, so back-pressure from a slow webhook reaches the files,

@@ -91,6 +91,9 @@ pub struct JournalSource {
 struct Running {
     child: Child,
     lines: Receiver<Vec<u8>>,
+    /// Logs journalctl's stderr; says at its end whether journalctl refused
+    /// the cursor it was given.
+    stderr: std::thread::JoinHandle<bool>,
     /// Whether it produced output since it started, which resets the backoff.
     produced: bool,
 }
@@ -298,19 +301,26 @@ impl JournalSource {
         let logged = std::thread::Builder::new()
             .name(format!("tailhook-journal-{}-stderr", self.name))
             .spawn(move || {
+                let mut cursor_refused = false;
                 for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    cursor_refused |= line.contains("Failed to seek to cursor");
                     report_stderr(&name, &line);
                 }
+                cursor_refused
             });
-        if let Err(e) = spawned.and(logged) {
-            let _ = child.kill();
-            let _ = child.wait();
-            self.schedule_restart(&format!("cannot start a reader thread: {e}"));
-            return;
-        }
+        let stderr = match spawned.and(logged) {
+            Ok(stderr) => stderr,
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.schedule_restart(&format!("cannot start a reader thread: {e}"));
+                return;
+            }
+        };
         self.running = Some(Running {
             child,
             lines,
+            stderr,
             produced: false,
         });
     }
@@ -355,6 +365,7 @@ impl JournalSource {
             return;
         };
         let status = running.child.wait();
+        let cursor_refused = running.stderr.join().unwrap_or(false);
         if running.produced {
             self.backoff = restart_backoff();
         }
@@ -362,6 +373,17 @@ impl JournalSource {
             Ok(status) => status.to_string(),
             Err(e) => e.to_string(),
         };
+        if cursor_refused && !running.produced {
+            // A checkpoint edited by hand or from another machine: like a
+            // corrupt checkpoint file, start over as on a first start rather
+            // than retry the same cursor forever.
+            tracing::error!(
+                input = %self.name,
+                cursor = self.read.as_deref().unwrap_or_default(),
+                "{JOURNALCTL} refused the saved cursor; reading on from the journal's current end"
+            );
+            self.find_tail = true;
+        }
         self.schedule_restart(&format!("{JOURNALCTL} exited ({status})"));
     }
 
