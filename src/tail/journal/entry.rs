@@ -27,7 +27,7 @@ pub struct JournalMeta {
     /// The entry's `__CURSOR`: its identity in the journal, where a restart
     /// resumes, and part of its events' ids.
     pub cursor: String,
-    /// The entry's `__SEQNUM`, the events' `log.offset` (0 when absent).
+    /// The entry's sequence number, the events' `log.offset` (0 when unknown).
     pub seqnum: u64,
     /// `__REALTIME_TIMESTAMP` as RFC 3339 (UTC, microseconds): the events' `time`.
     pub time: String,
@@ -155,8 +155,16 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
     if message.lossy {
         fields.insert("journald.message_lossy".into(), Value::from(true));
     }
+    // journalctl writes __SEQNUM only since systemd 254; the cursor has
+    // always carried it, in hex, as `i=`.
     let seqnum = text("__SEQNUM")
         .and_then(|t| t.text.parse().ok())
+        .or_else(|| {
+            cursor
+                .split(';')
+                .find_map(|part| part.strip_prefix("i="))
+                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+        })
         .unwrap_or(0);
     Ok(JournalEntry {
         line,
@@ -311,10 +319,11 @@ mod tests {
     fn missing_parts_fall_back_as_journalctl_does() {
         let mut value = sshd(json!("hello"));
         let object = value.as_object_mut().unwrap();
-        for field in ["SYSLOG_IDENTIFIER", "_PID", "_HOSTNAME"] {
+        for field in ["SYSLOG_IDENTIFIER", "_PID", "_HOSTNAME", "__SEQNUM"] {
             object.remove(field);
         }
         let entry = entry(value).unwrap();
+        assert_eq!(entry.meta.seqnum, 0x2a, "from the cursor's i=");
         assert_eq!(
             entry.line,
             "2026-11-22T10:00:01.123456Z sshd-session[999]: hello"
