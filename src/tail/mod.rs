@@ -580,8 +580,13 @@ impl TailState {
                 self.sink.as_mut()?.accept(lines).ok()?;
             }
         }
-        for journal in &mut self.journals {
-            more |= journal.poll(self.sink.as_mut()?.as_mut())?;
+        // When stopping, journalctl may have been signalled with the agent
+        // (systemd stops the whole cgroup): that is no failure to report and
+        // restart. What is left unread is read after the restart.
+        if self.stop.lock().expect("stop flag").is_none() {
+            for journal in &mut self.journals {
+                more |= journal.poll(self.sink.as_mut()?.as_mut())?;
+            }
         }
         Some(more)
     }

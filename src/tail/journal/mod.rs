@@ -23,6 +23,7 @@ mod entry;
 
 use std::ffi::OsString;
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -255,8 +256,12 @@ impl JournalSource {
             Some(cursor) => command.arg(format!("--after-cursor={cursor}")),
             None => command.arg("--lines=all"),
         };
+        // Its own process group: Ctrl-C in a terminal stops the agent, which
+        // then stops journalctl, instead of journalctl dying first and being
+        // reported as a failure.
         command
             .args(&self.filters)
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
