@@ -3,9 +3,10 @@
 //! JSON, then a summary (lines read, matched per rule, ignored, missed with a
 //! sample, time and lines/s). With `--json`, one object per match on stdout
 //! and the summary on stderr. `--journal-json` reads entries recorded with
-//! `journalctl --output=json` and shows the rules the line a journald input
-//! would make of each, with the journal's time and fields in the event. `threshold` and `suppress` are not applied: this
-//! shows what each line matches, not how many events a burst would send.
+//! `journalctl --output=json` and runs the rules over the line a journald
+//! input makes of each, with the journal's time and fields in the events.
+//! `threshold` and `suppress` are not applied: this shows what each line
+//! matches, not how many events a burst would send.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

@@ -41,8 +41,8 @@ use watch::{Waker, Wakeups};
 
 use journal::JournalSource;
 pub use journal::{
-    journalctl_missing, journalctl_on_path, parse_entry, read_recorded, EntryError, JournalEntry,
-    JournalMeta, Recorded, JOURNAL_ORIGIN,
+    journalctl_missing, journalctl_on_path, read_recorded, JournalEntry, JournalMeta, Recorded,
+    JOURNAL_ORIGIN,
 };
 pub use reader::LineReader;
 
@@ -120,7 +120,7 @@ impl<P: Clone> Commits<P> {
 /// A complete line read from a file or the journal, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Line {
-    /// Index of the input (in config order) whose paths matched the file.
+    /// Index of the input (in config order) the line came from.
     pub input: usize,
     /// The file's path; [`JOURNAL_ORIGIN`] for journal entries.
     pub path: Arc<str>,

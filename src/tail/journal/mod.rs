@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
 
-pub use entry::{parse_entry, read_recorded, EntryError, JournalEntry, JournalMeta, Recorded};
+use entry::parse_entry;
+pub use entry::{read_recorded, JournalEntry, JournalMeta, Recorded};
 
 use super::checkpoint::JournalCheckpoint;
 use super::watch::Waker;
