@@ -20,8 +20,9 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Recorded entries: sshd and sudo events, systemd noise, an entry without
-/// MESSAGE, non-UTF-8 and control-character messages (byte arrays), and a
-/// multi-line message that tries to pose as an sshd line.
+/// MESSAGE, non-UTF-8 and control-character messages (byte arrays), a
+/// multi-line message that tries to pose as an sshd line, and a kernel
+/// firewall entry (a rule with a threshold: one entry makes no event).
 const FIXTURE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/fixtures/journal-auth.json"
@@ -447,14 +448,15 @@ fn test_rules_and_check_read_recorded_entries() {
             (3, "sudo.command"),
             (4, "sudo.pam_auth_failed"),
             (7, "sshd.invalid_user"),
-            (8, "sshd.auth_failed")
+            (8, "sshd.auth_failed"),
+            (10, "firewall.scan")
         ]
     );
     assert_eq!(matches[2]["event"]["time"], "2026-11-22T10:00:03.000001Z");
     assert_eq!(matches[2]["fields"]["user.name"], "deploy");
     assert_eq!(matches[2]["event"]["fields"]["log.syslog.appname"], "sudo");
     let summary = String::from_utf8_lossy(&out.stderr);
-    assert!(summary.contains("Lines: 8 read, 6 matched"), "{summary}");
+    assert!(summary.contains("Lines: 9 read, 7 matched"), "{summary}");
     assert!(
         summary.contains("Journal entries without MESSAGE (skipped): 1"),
         "{summary}"
@@ -479,7 +481,7 @@ fn test_rules_and_check_read_recorded_entries() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(
-        stdout.contains("input `journal`: 8 entries (1 without MESSAGE skipped), 6 matched: sshd.auth_failed 2, sshd.invalid_user 2, sudo.command 1, sudo.pam_auth_failed 1"),
+        stdout.contains("input `journal`: 9 entries (1 without MESSAGE skipped), 7 matched: firewall.scan 1, sshd.auth_failed 2, sshd.invalid_user 2, sudo.command 1, sudo.pam_auth_failed 1"),
         "{stdout}"
     );
     let bad = journal.setup.path("bad.json");
