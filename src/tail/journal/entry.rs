@@ -1,8 +1,8 @@
 //! One `journalctl --output=json` entry → the syslog-style line the rules
 //! read, plus what its events carry from the journal.
 //!
-//! The line is what `journalctl -o short-iso` would print, in UTC with
-//! microseconds: `2026-11-22T10:00:01.123456Z web1 sshd[811]: Failed …`, so
+//! The line is what `journalctl -o short-iso-precise` prints, with the time
+//! in UTC: `2026-11-22T10:00:01.123456Z web1 sshd[811]: Failed …`, so
 //! rules written for auth.log (`{syslog}sshd\[…`) match journal entries
 //! unchanged. Like journalctl, the identifier is `SYSLOG_IDENTIFIER` (else
 //! `_COMM`) and the pid the trusted `_PID` (else `SYSLOG_PID`).
