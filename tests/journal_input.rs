@@ -5,7 +5,10 @@
 //! `--lines` and `--follow` (with `tail -f`), so spawning, following,
 //! restarting from the committed cursor and `kill -9` are exercised for real.
 //! The fake leaves filtering to the agent's arguments, which it records.
-//! One test reads the machine's real journal and skips when there is none.
+//! Two tests use the real journalctl: one on the machine's journal (skipped
+//! where there is none), one on a systemd-journald of its own in a private
+//! mount namespace (skipped unless root with `unshare`, `nsenter` and the
+//! journald binary), which checks the filters' meaning and a `kill -9`.
 
 mod support;
 
@@ -495,26 +498,34 @@ fn test_rules_and_check_read_recorded_entries() {
     );
 }
 
-/// Against the machine's own journal, where there is one the test may read
-/// and write (`systemd-cat`): an entry logged under a unique identifier
-/// reaches the webhook. Skips, saying why, everywhere else.
+/// Against the machine's own journal, where there is one this user may read
+/// and write to (`systemd-cat`): an entry logged under an identifier of its
+/// own reaches the webhook through the real journalctl. Skips, saying why,
+/// everywhere else.
 #[test]
 fn a_real_journal_entry_reaches_the_webhook() {
     let readable = Command::new("journalctl")
         .args(["--lines=1", "--output=json", "--quiet", "--no-pager"])
         .output()
         .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
-    let can_write = Command::new("systemd-cat")
-        .arg("--version")
+    if !readable {
+        eprintln!("skipped: no readable systemd journal here");
+        return;
+    }
+    let identifier = format!("tailhook-test-{}", std::process::id());
+    let logged = Command::new("sh")
+        .args([
+            "-c",
+            &format!("echo 'seq=7 Failed password' | systemd-cat -t {identifier}"),
+        ])
         .output()
-        .is_ok();
-    if !readable || !can_write {
-        eprintln!("skipped: no readable systemd journal here (or no systemd-cat)");
+        .is_ok_and(|out| out.status.success());
+    if !logged {
+        eprintln!("skipped: cannot write to the journal (no systemd-cat or no journald)");
         return;
     }
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let identifier = format!("tailhook-test-{}", std::process::id());
     std::fs::write(
         setup.path("rules/journal.toml"),
         r#"
@@ -525,22 +536,16 @@ types = { "event.sequence" = "int" }
 "#,
     )
     .unwrap();
+    // From the beginning: the entry was written before the agent started,
+    // and only this test's identifier is read.
     let config = setup.write_config(&format!(
         "[agent]\nstate_dir = \"state\"\n[rules]\npaths = [\"rules\"]\n\
-         [[input]]\nname = \"journal\"\ntype = \"journald\"\nidentifiers = [\"{identifier}\"]\nrules = [\"test.journal\"]\n\
+         [[input]]\nname = \"journal\"\ntype = \"journald\"\nidentifiers = [\"{identifier}\"]\n\
+         start_at = \"beginning\"\nrules = [\"test.journal\"]\n\
          [webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
         receiver.url
     ));
-    let agent = Agent::start(&config);
-    agent.wait_for_log("following the journal", DEADLINE);
-    let status = Command::new("sh")
-        .args([
-            "-c",
-            &format!("echo 'seq=7 Failed password' | systemd-cat -t {identifier}"),
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let _agent = Agent::start(&config);
     let events = receiver.wait_for_events(1, DEADLINE);
     assert_eq!(events[0]["fields"]["event.sequence"], 7);
     assert!(events[0]["log"]["cursor"].is_string());
@@ -572,4 +577,214 @@ fn a_cursor_journalctl_refuses_is_reported_and_reading_goes_on_from_the_end() {
     let runs = journal.runs();
     assert!(runs[0].contains("--after-cursor=garbage"), "{runs:?}");
     assert!(runs[1].starts_with("--lines=1 "), "{runs:?}");
+}
+
+/// A systemd-journald of the test's own, in a private mount namespace with
+/// tmpfs over `/run` and `/var/log/journal`, so nothing of it is seen
+/// outside. Needs root (mount), util-linux's `unshare` and `nsenter`,
+/// `systemd-cat` and the journald binary; `None` (and the reason on stderr)
+/// where any is missing.
+struct PrivateJournald {
+    unshare: std::process::Child,
+}
+
+impl PrivateJournald {
+    fn start() -> Option<PrivateJournald> {
+        let skip = |why: &str| {
+            eprintln!("skipped: no private journald: {why}");
+            None
+        };
+        let Some(journald) = [
+            "/lib/systemd/systemd-journald",
+            "/usr/lib/systemd/systemd-journald",
+        ]
+        .into_iter()
+        .find(|p| Path::new(p).exists()) else {
+            return skip("no systemd-journald binary");
+        };
+        let script = format!(
+            "set -e; mount -t tmpfs tailhook-test /run; \
+             if [ -d /var/log/journal ]; then mount -t tmpfs tailhook-test /var/log/journal; fi; \
+             mkdir -p /run/systemd/journal; exec {journald}"
+        );
+        let Ok(unshare) = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--fork",
+                "--kill-child",
+            ])
+            .args(["sh", "-c", &script])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+        else {
+            return skip("no unshare");
+        };
+        let mut journal = PrivateJournald { unshare };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !journal.run("test -S /run/systemd/journal/stdout") {
+            let gone = journal.unshare.try_wait().is_ok_and(|s| s.is_some());
+            if gone || std::time::Instant::now() > deadline {
+                return skip("journald did not start (not root, or no mount namespaces)");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !journal.run("command -v systemd-cat >/dev/null") {
+            return skip("no systemd-cat");
+        }
+        Some(journal)
+    }
+
+    /// Runs a shell command inside the namespace.
+    fn run(&self, command: &str) -> bool {
+        Command::new("nsenter")
+            .args([
+                "-t",
+                &self.unshare.id().to_string(),
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                command,
+            ])
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    /// Logs `message` with this syslog identifier and priority.
+    fn log(&self, identifier: &str, priority: &str, message: &str) {
+        assert!(self.run(&format!(
+            "echo '{message}' | systemd-cat -t {identifier} -p {priority}"
+        )));
+    }
+
+    fn agent(&self, config: &Path) -> Agent {
+        let pid = self.unshare.id().to_string();
+        Agent::start_wrapped(config, &["nsenter", "-t", &pid, "-m", "--"])
+    }
+}
+
+impl Drop for PrivateJournald {
+    fn drop(&mut self) {
+        // --kill-child takes journald with it.
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// The real journalctl against a real journald: the filters select what
+/// journalctl's match semantics say, the first start skips history, and a
+/// `kill -9` resumes after the committed cursor.
+#[test]
+fn a_private_journald_is_read_through_the_real_journalctl() {
+    let Some(journald) = PrivateJournald::start() else {
+        return;
+    };
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = setup.write_config(&format!(
+        "[agent]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\
+         [rules]\npaths = [\"{SHIPPED_RULES}\"]\n\
+         [[input]]\nname = \"journal\"\ntype = \"journald\"\nidentifiers = [\"sshd\"]\n\
+         matches = [\"SYSLOG_IDENTIFIER=sudo\", \"PRIORITY=5\"]\n\
+         [webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        receiver.url
+    ));
+    journald.log(
+        "sshd",
+        "info",
+        "Failed password for old from 192.0.2.1 port 1 ssh2",
+    );
+    let mut agent = journald.agent(&config);
+    agent.wait_for_log("following the journal", DEADLINE);
+    journald.log(
+        "sshd",
+        "info",
+        "Failed password for root from 203.0.113.7 port 52144 ssh2",
+    );
+    journald.log(
+        "sudo",
+        "notice",
+        "  deploy : TTY=pts/0 ; PWD=/home/deploy ; USER=root ; COMMAND=/usr/bin/id",
+    );
+    // Not read: sudo at another priority, another identifier.
+    journald.log(
+        "sudo",
+        "info",
+        "  eve : TTY=pts/1 ; PWD=/home/eve ; USER=root ; COMMAND=/usr/bin/id",
+    );
+    journald.log(
+        "other",
+        "info",
+        "Failed password for other from 192.0.2.2 port 2 sshd",
+    );
+    journald.log(
+        "sshd",
+        "info",
+        "Invalid user first from 203.0.113.50 port 33410",
+    );
+    let events = receiver.wait_for_events(3, DEADLINE);
+    let seen = |events: &[serde_json::Value]| -> Vec<String> {
+        let mut seen: Vec<String> = events
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["rule"].as_str().unwrap(),
+                    e["fields"]["user.name"].as_str().unwrap()
+                )
+            })
+            .collect();
+        // journald takes each systemd-cat stream as it comes: order may vary.
+        seen.sort();
+        seen
+    };
+    assert_eq!(
+        seen(&events),
+        [
+            "sshd.auth_failed root",
+            "sshd.invalid_user first",
+            "sudo.command deploy"
+        ]
+    );
+    assert!(events[0]["log"]["cursor"]
+        .as_str()
+        .unwrap()
+        .starts_with("s="));
+    assert_eq!(events[0]["fields"]["log.syslog.appname"], "sshd");
+
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+    journald.log(
+        "sshd",
+        "info",
+        "Invalid user second from 203.0.113.51 port 33411",
+    );
+    let agent = journald.agent(&config);
+    agent.wait_for_log("following the journal input=journal after=\"s=", DEADLINE);
+    let events = receiver.wait_for_events(4, DEADLINE);
+    // Only batches in flight at the kill may come twice, with the same id.
+    let mut ids = std::collections::HashMap::new();
+    for event in &events {
+        let id = event["id"].as_str().unwrap();
+        assert_eq!(
+            ids.entry(seen(std::slice::from_ref(event))[0].clone())
+                .or_insert(id),
+            &id
+        );
+    }
+    let mut distinct: Vec<String> = ids.into_keys().collect();
+    distinct.sort();
+    assert_eq!(
+        distinct,
+        [
+            "sshd.auth_failed root",
+            "sshd.invalid_user first",
+            "sshd.invalid_user second",
+            "sudo.command deploy"
+        ]
+    );
 }
