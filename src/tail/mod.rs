@@ -606,3 +606,25 @@ impl TailState {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_commit_in_order_once_every_holder_let_go() {
+        let mut commits: Commits<Option<String>> = Commits::new(None);
+        let first = commits.chunk(Some("s=1".into()));
+        let second = commits.chunk(Some("s=2".into()));
+        drop(second);
+        assert_eq!(*commits.committed(), None, "the earlier chunk still holds");
+        drop(first);
+        assert_eq!(commits.committed().as_deref(), Some("s=2"));
+        assert!(!commits.has_in_flight());
+
+        let held = commits.chunk(Some("s=3".into()));
+        commits.reset(Some("s=9".into()));
+        drop(held);
+        assert_eq!(commits.committed().as_deref(), Some("s=9"));
+    }
+}
