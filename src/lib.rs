@@ -6,12 +6,19 @@
 //! [`config`] → [`tail`] → [`rules`] → [`queue`] → [`deliver`] (batch, limit,
 //! send), wired together by [`pipeline`]. [`event`] holds the payload types
 //! that cross those seams; [`cli`] is the command line on top.
+//!
+//! Operating the agent: [`control`] is the socket through which `status` and
+//! `send` reach a running agent, [`status`] builds the status report (from the
+//! agent or the state files), [`metrics`] counts and serves `/metrics`.
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod deliver;
 pub mod event;
+pub mod metrics;
 pub mod pipeline;
 pub mod queue;
 pub mod rules;
+pub mod status;
 pub mod tail;

@@ -9,12 +9,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
 use crate::config::{Config, InputKind, WebhookConfig};
-use crate::deliver::Deliverer;
+use crate::control::{ControlSocket, Running};
+use crate::deliver::{Deliverer, Webhook};
+use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::tail::{
@@ -199,14 +202,26 @@ impl Pipeline {
             .iter()
             .map(|w| (w.name.clone(), w.max_queue_bytes))
             .collect();
-        let queue = Queue::open(state_dir, &lanes)?;
+        let queue = open_queue(state_dir, &lanes).await?;
+        let metrics = Arc::new(Metrics::new(
+            self.config.inputs.iter().map(|i| i.name.as_str()),
+            self.rules.iter().map(|r| r.id.as_str()),
+            names.iter().map(String::as_str),
+        ));
+        let metrics_listener = match self.config.agent.metrics_listen {
+            Some(addr) => Some(metrics::server::bind(addr).await?),
+            None => None,
+        };
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut deliveries = tokio::task::JoinSet::new();
-        for (lane, webhook) in self.webhooks.into_iter().enumerate() {
-            tracing::info!(webhook = %webhook.name, target = %webhook.target, "webhook ready");
-            let deliverer = Deliverer::new(webhook, &host, state_dir, queue.clone(), lane)?;
-            deliveries.spawn(deliverer.run(stopped.clone()));
+        let mut webhooks = Vec::new();
+        for (lane, config) in self.webhooks.into_iter().enumerate() {
+            tracing::info!(webhook = %config.name, target = %config.target, "webhook ready");
+            let counters = metrics.webhooks[lane].1.clone();
+            let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
+            deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));
+            webhooks.push(webhook);
         }
         let options = TailOptions {
             poll_interval: self.config.agent.poll_interval,
@@ -222,9 +237,37 @@ impl Pipeline {
             gates,
             matchers: self.matchers,
             router,
-            queue,
+            queue: queue.clone(),
+            metrics: metrics.clone(),
         };
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
+        let running = Arc::new(Running {
+            state_dir: state_dir.clone(),
+            inputs: self.config.inputs.clone(),
+            webhooks,
+            queue,
+            metrics,
+            healthy: AtomicBool::new(true),
+        });
+        // Both serve until dropped; the socket's file goes with it.
+        let mut services = tokio::task::JoinSet::new();
+        match ControlSocket::bind(state_dir) {
+            Ok(socket) => {
+                services.spawn(socket.serve(running.clone()));
+            }
+            // The agent's job is the pipeline: without the socket it still
+            // runs, and `status`/`send` say that they cannot reach it.
+            Err(e) => {
+                tracing::warn!(error = %e, "no control socket: `tailhook status` and `tailhook send` cannot reach this agent")
+            }
+        }
+        if let Some(listener) = metrics_listener {
+            // The bound address: with port 0 the system picked one.
+            if let Ok(listen) = listener.local_addr() {
+                tracing::info!(%listen, "serving /metrics and /health");
+            }
+            services.spawn(metrics::server::serve(listener, running.clone()));
+        }
         tracing::info!(config = %self.config.source.display(), "tailhook running");
 
         shutdown.await;
@@ -236,6 +279,7 @@ impl Pipeline {
         // Lines read are queued on disk before their offsets are committed,
         // so the tailer stops at once; the webhooks get the grace period to
         // send what is queued, and what is left is sent by the next run.
+        running.healthy.store(false, Ordering::SeqCst);
         let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
         let _ = stop.send(true);
         let drained = tokio::time::timeout(grace, async {
@@ -251,7 +295,33 @@ impl Pipeline {
         } else {
             tracing::info!("stopped");
         }
+        services.shutdown().await;
         Ok(())
+    }
+}
+
+/// How long a starting agent waits for another process to let go of the queue.
+const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// While no agent runs, `tailhook send` holds the queue file for as long as
+/// it sends, and `status` for a moment; an agent starting just then waits
+/// for them (bounded) instead of failing.
+async fn open_queue(
+    state_dir: &std::path::Path,
+    lanes: &[(String, u64)],
+) -> anyhow::Result<Arc<Queue>> {
+    let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
+    let mut warned = false;
+    loop {
+        match Queue::open(state_dir, lanes) {
+            Err(e) if e.is_in_use() && tokio::time::Instant::now() < deadline => {
+                if !std::mem::replace(&mut warned, true) {
+                    tracing::warn!(error = %e, patience_s = QUEUE_IN_USE_PATIENCE.as_secs(), "waiting for the queue");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 
@@ -265,13 +335,20 @@ struct RuleStage {
     gates: HashMap<String, Gate>,
     router: Router,
     queue: Arc<Queue>,
+    metrics: Arc<Metrics>,
 }
 
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
         for line in &lines {
+            let input = &self.metrics.inputs[line.input].1;
+            metrics::add(&input.lines, 1);
+            metrics::add(&input.bytes, line.text.len() as u64 + 1);
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
+                if let Some(matches) = self.metrics.rules.get(&rule.id) {
+                    metrics::add(matches, 1);
+                }
                 let gate = self
                     .gates
                     .get_mut(&rule.id)
@@ -301,9 +378,17 @@ impl LineSink for RuleStage {
         }
         // Nothing may be lost: a queue that cannot be written (disk full) holds
         // the tailer here, with an error each time, until it can.
-        while let Err(e) = self.queue.append(&events) {
-            tracing::error!(error = %e, "cannot queue events; tailing waits and retries");
-            std::thread::sleep(std::time::Duration::from_secs(1));
+        let queued = loop {
+            match self.queue.append(&events) {
+                Ok(queued) => break queued,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot queue events; tailing waits and retries");
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        };
+        for (lane, count) in queued.into_iter().enumerate() {
+            metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
         }
         Ok(())
     }

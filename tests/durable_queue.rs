@@ -163,7 +163,8 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         let path = entry.path();
         if path.is_dir() {
             files.extend(walk(&path));
-        } else {
+        } else if path.is_file() {
+            // Not the control socket: it holds nothing and cannot be read.
             files.push(path);
         }
     }

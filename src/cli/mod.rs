@@ -1,10 +1,13 @@
 //! Command line: parses arguments and runs one command. Each command is a thin
 //! layer over the pipeline; nothing here knows how a stage works.
 
+mod send;
+mod status;
 mod test_rules;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -30,6 +33,42 @@ enum Command {
     Check(CheckArgs),
     /// Run the rules over lines and show every match, its fields and event, and a summary.
     TestRules(TestRulesArgs),
+    /// Send one manual trigger through a webhook's limits, headers and retries.
+    Send(SendArgs),
+    /// Show per input the files, offsets and lag; per webhook the queue,
+    /// budget, last error and dead letters. Works whether the agent runs or not.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct SendArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// The webhook's name (its [webhook.NAME] section).
+    #[arg(long)]
+    webhook: String,
+    /// A JSON object: the event's fields, e.g. '{"source.ip": "203.0.113.7"}'
+    /// (without --data or --data-file: an event without fields).
+    #[arg(long, value_name = "JSON", conflicts_with = "data_file")]
+    data: Option<String>,
+    /// A file holding the JSON object of --data.
+    #[arg(long = "data-file", value_name = "F")]
+    data_file: Option<PathBuf>,
+    /// Longest time to spend, waiting for rate-limit budget and retries
+    /// included; a send that cannot finish by then fails and says why.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// One JSON document instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -75,6 +114,14 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
         Command::TestRules(args) => test_rules(args),
+        Command::Send(args) => send::send(&send::SendOptions {
+            config: args.config,
+            webhook: args.webhook,
+            data: args.data,
+            data_file: args.data_file,
+            timeout: args.timeout,
+        }),
+        Command::Status(args) => status::status(&args.config, args.json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -80,6 +80,8 @@ pub struct AgentConfig {
     /// inotify wakes the tailer as soon as a file changes; turn it off where
     /// it does not work (NFS and other network file systems) to poll only.
     pub inotify: bool,
+    /// Where to serve `/metrics` (Prometheus) and `/health`; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for AgentConfig {
@@ -90,6 +92,7 @@ impl Default for AgentConfig {
             poll_interval: Duration::from_secs(1),
             shutdown_timeout: Duration::from_secs(10),
             inotify: true,
+            metrics_listen: None,
         }
     }
 }
@@ -442,6 +445,27 @@ impl Config {
             .collect()
     }
 
+    /// Resolves the webhook `name` alone (its URL source must be at hand,
+    /// the others' need not); an unknown name is an error listing the names.
+    pub fn webhook(&self, name: &str) -> Result<WebhookConfig, ConfigError> {
+        let spec = self.webhook_spec(name)?;
+        spec.resolve(name)
+            .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))
+    }
+
+    /// The section of webhook `name`; an unknown name is an error listing the names.
+    pub fn webhook_spec(&self, name: &str) -> Result<&WebhookSpec, ConfigError> {
+        self.webhooks.get(name).ok_or_else(|| {
+            self.invalid(
+                "--webhook",
+                format!(
+                    "no webhook named `{name}` (configured: {})",
+                    self.webhook_names()
+                ),
+            )
+        })
+    }
+
     /// The envelope's `host`.
     pub fn host(&self) -> String {
         self.agent
@@ -606,6 +630,34 @@ mod tests {
         let err = load(&MINIMAL.replace("paths = [\"logs/auth.log\", \"../other/./x.log\"]", ""))
             .unwrap_err();
         assert!(err.to_string().contains("input[0].paths"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listen_is_off_by_default_and_must_be_an_address() {
+        assert_eq!(load(MINIMAL).unwrap().agent.metrics_listen, None);
+        let config = load(&format!(
+            "{MINIMAL}\n[agent]\nmetrics_listen = \"127.0.0.1:9898\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            config.agent.metrics_listen,
+            Some("127.0.0.1:9898".parse().unwrap())
+        );
+        let err = load(&format!(
+            "{MINIMAL}\n[agent]\nmetrics_listen = \"localhost\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("metrics_listen"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_webhook_name_lists_the_configured_ones() {
+        let err = load(MINIMAL).unwrap().webhook("nope").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("no webhook named `nope` (configured: soc)"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -49,7 +49,12 @@ impl fmt::Display for RateLimit {
             f,
             "{}/{}",
             self.count,
-            humantime::format_duration(self.period)
+            // As people write them: `5000/1d` (humantime would say `1day`).
+            if self.period.as_secs() % 86_400 == 0 && self.period.subsec_nanos() == 0 {
+                format!("{}d", self.period.as_secs() / 86_400)
+            } else {
+                humantime::format_duration(self.period).to_string()
+            }
         )
     }
 }
@@ -72,6 +77,11 @@ mod tests {
             Duration::from_secs(86_400)
         );
         assert_eq!("5/2s".parse::<RateLimit>().unwrap().to_string(), "5/2s");
+        assert_eq!(
+            "5000/1d".parse::<RateLimit>().unwrap().to_string(),
+            "5000/1d"
+        );
+        assert_eq!("5/1m".parse::<RateLimit>().unwrap().to_string(), "5/1m");
     }
 
     #[test]

@@ -162,6 +162,32 @@ impl SecretUrl {
         &self.url
     }
 
+    /// `text` with every secret of this URL (the URL itself, its query and
+    /// query values, its password, a secret path) replaced by `<redacted>`,
+    /// for text that came from elsewhere, such as a receiver's error page.
+    pub fn scrub(&self, text: &str) -> String {
+        let url = &self.url;
+        let mut secrets: Vec<String> = vec![url.as_str().to_string()];
+        secrets.extend(url.query().map(str::to_string));
+        for (_, value) in url.query_pairs() {
+            secrets.push(value.into_owned());
+        }
+        secrets.extend(url.query_pairs().map(|(_, value)| {
+            url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
+        }));
+        secrets.extend(url.password().map(str::to_string));
+        if self.path_is_secret {
+            secrets.push(url.path().to_string());
+        }
+        // Longest first, so a secret inside another goes with it; very short
+        // values (`a=1`) would blank out ordinary text and guard nothing.
+        secrets.retain(|s| s.len() >= 4);
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.iter().fold(text.to_string(), |text, secret| {
+            text.replace(secret, "<redacted>")
+        })
+    }
+
     fn with_secret_path(self) -> SecretUrl {
         SecretUrl {
             path_is_secret: true,
@@ -270,21 +296,11 @@ impl WebhookSpec {
     pub(super) fn resolve(&self, name: &str) -> Result<WebhookConfig, KeyError> {
         let target = self.resolve_target()?;
         let defaults = self.preset.defaults();
-        let rate_limits = self.rate_limits.clone().unwrap_or_else(|| {
-            defaults
-                .rate_limits
-                .iter()
-                .map(|&(count, secs)| RateLimit {
-                    count,
-                    period: Duration::from_secs(secs),
-                })
-                .collect()
-        });
         Ok(WebhookConfig {
             name: name.to_string(),
             target,
             content_type: self.content_type.unwrap_or(ContentType::Json),
-            rate_limits,
+            rate_limits: self.rate_limits(),
             max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
             max_queue_bytes: self.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES),
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
@@ -294,6 +310,22 @@ impl WebhookSpec {
                 .template
                 .clone()
                 .or_else(|| (self.preset == Preset::Slack).then(|| SLACK_TEMPLATE.to_string())),
+        })
+    }
+
+    /// The rate windows: as configured, else the preset's. Needs no URL, so
+    /// `status` can show budgets without the webhook's secret at hand.
+    pub fn rate_limits(&self) -> Vec<RateLimit> {
+        self.rate_limits.clone().unwrap_or_else(|| {
+            self.preset
+                .defaults()
+                .rate_limits
+                .iter()
+                .map(|&(count, secs)| RateLimit {
+                    count,
+                    period: Duration::from_secs(secs),
+                })
+                .collect()
         })
     }
 
@@ -359,6 +391,16 @@ mod tests {
             ),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn scrub_removes_the_secrets_a_receiver_echoes() {
+        let url =
+            SecretUrl::parse("https://h/webhooks/1?api_key=k3y%2BWith%2FSlash%3D%3D").unwrap();
+        let echoed = "bad key k3y+With/Slash== in /webhooks/1?api_key=k3y%2BWith%2FSlash%3D%3D";
+        let scrubbed = url.scrub(echoed);
+        assert!(!scrubbed.contains("k3y"), "{scrubbed}");
+        assert!(scrubbed.contains("/webhooks/1?"), "{scrubbed}");
     }
 
     #[test]

@@ -137,21 +137,60 @@ impl RateLimiter {
             .unwrap_or(now)
     }
 
-    /// Waits until an attempt fits, then charges it to every window.
-    pub async fn acquire(&mut self) -> Duration {
-        let start = Instant::now();
-        loop {
-            let now = Instant::now();
-            let free = self.next_free(now);
-            if free <= now {
-                for w in &mut self.windows {
-                    w.attempts.push_back(now);
-                }
-                return now - start;
+    /// Charges an attempt to every window if it fits now; otherwise says
+    /// when it will. Never waits, so a limiter shared between the delivery
+    /// task and a manual send is never locked across a sleep.
+    pub fn try_acquire(&mut self, now: Instant) -> Result<(), Instant> {
+        let free = self.next_free(now);
+        if free > now {
+            return Err(free);
+        }
+        for w in &mut self.windows {
+            w.attempts.push_back(now);
+        }
+        Ok(())
+    }
+
+    /// The attempt charged at `charged` was answered at `answered`. The
+    /// receiver counted it somewhere in between, and may start its window
+    /// then: counting ours from the answer keeps a slow request (a loaded
+    /// receiver, a long body) from letting the next one arrive inside the
+    /// receiver's window.
+    pub fn answered(&mut self, charged: Instant, answered: Instant) {
+        for window in &mut self.windows {
+            if let Some(at) = window.attempts.iter().position(|&t| t == charged) {
+                window.attempts.remove(at);
+                let later = window.attempts.partition_point(|&t| t <= answered);
+                window.attempts.insert(later, answered);
             }
-            tokio::time::sleep_until(free).await;
         }
     }
+
+    /// Each window with the attempts it counts at `now`.
+    pub fn usage(&mut self, now: Instant) -> Vec<WindowUsage> {
+        self.windows
+            .iter_mut()
+            .map(|w| {
+                w.forget_before(now);
+                WindowUsage {
+                    limit: w.limit,
+                    used: w.attempts.len() as u32,
+                    free_in: w.free_at(now).saturating_duration_since(now),
+                }
+            })
+            .collect()
+    }
+}
+
+/// How much of one rate window is spent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct WindowUsage {
+    pub limit: RateLimit,
+    /// Attempts counted in the window (may exceed the limit's count only
+    /// for a window made smaller since those attempts).
+    pub used: u32,
+    /// Zero while the window has room; else how long until it has.
+    pub free_in: Duration,
 }
 
 #[cfg(test)]
@@ -162,13 +201,22 @@ mod tests {
         spec.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    /// Waits until an attempt fits, then charges it; returns the wait.
+    async fn acquire(limiter: &mut RateLimiter) -> Duration {
+        let start = Instant::now();
+        while let Err(free) = limiter.try_acquire(Instant::now()) {
+            tokio::time::sleep_until(free).await;
+        }
+        Instant::now() - start
+    }
+
     #[tokio::test(start_paused = true)]
     async fn every_window_is_enforced_at_once() {
         let mut limiter = RateLimiter::new(&limits(&["2/1s", "3/10s"]));
         let start = Instant::now();
         let mut times = Vec::new();
         for _ in 0..6 {
-            limiter.acquire().await;
+            acquire(&mut limiter).await;
             times.push(Instant::now() - start);
         }
         let ms: Vec<u128> = times.iter().map(|d| d.as_millis()).collect();
@@ -182,13 +230,13 @@ mod tests {
         let ages = [Duration::from_secs(30), Duration::from_secs(10)];
         let mut limiter = RateLimiter::with_history(&limits(&["3/1m"]), &ages);
         let start = Instant::now();
-        limiter.acquire().await;
+        acquire(&mut limiter).await;
         assert_eq!(
             Instant::now() - start,
             Duration::ZERO,
             "one attempt left in the window"
         );
-        limiter.acquire().await;
+        acquire(&mut limiter).await;
         // The attempt made 30 s before start leaves the window 30 s (+ 1 s margin) in.
         assert_eq!((Instant::now() - start).as_millis(), 31_000);
         assert_eq!(limiter.memory(), Some(Duration::from_secs(61)));
@@ -211,8 +259,8 @@ mod tests {
     #[tokio::test]
     async fn a_spent_day_frees_up_at_the_next_utc_midnight() {
         let mut limiter = RateLimiter::new(&limits(&["2/1d"]));
-        limiter.acquire().await;
-        limiter.acquire().await;
+        acquire(&mut limiter).await;
+        acquire(&mut limiter).await;
         let now = Instant::now();
         let wait = limiter.next_free(now) - now;
         let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
@@ -224,10 +272,49 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn usage_counts_each_window_and_says_when_a_full_one_frees() {
+        let mut limiter = RateLimiter::new(&limits(&["2/10s", "5/1m"]));
+        let start = Instant::now();
+        assert!(limiter.try_acquire(start).is_ok());
+        assert!(limiter.try_acquire(start).is_ok());
+        // Full: refused, uncharged, with the instant it frees (10 s + 200 ms margin).
+        assert_eq!(
+            limiter.try_acquire(start),
+            Err(start + Duration::from_millis(10_200))
+        );
+        let usage = limiter.usage(start);
+        assert_eq!(
+            usage
+                .iter()
+                .map(|w| (w.used, w.free_in))
+                .collect::<Vec<_>>(),
+            vec![(2, Duration::from_millis(10_200)), (2, Duration::ZERO)]
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let usage = limiter.usage(Instant::now());
+        assert_eq!(usage[0].used, 0, "the attempts left the 10 s window");
+        assert_eq!(usage[1].used, 2, "and are still in the minute");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_counts_an_attempt_from_its_answer() {
+        let mut limiter = RateLimiter::new(&limits(&["1/2s"]));
+        let charged = Instant::now();
+        assert!(limiter.try_acquire(charged).is_ok());
+        let answered = charged + Duration::from_millis(700);
+        limiter.answered(charged, answered);
+        let margin = jitter_margin(Duration::from_secs(2));
+        assert_eq!(
+            limiter.next_free(answered),
+            answered + Duration::from_secs(2) + margin
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn no_window_means_no_wait() {
         let mut limiter = RateLimiter::new(&[]);
         for _ in 0..100 {
-            assert_eq!(limiter.acquire().await, Duration::ZERO);
+            assert_eq!(acquire(&mut limiter).await, Duration::ZERO);
         }
     }
 }

@@ -20,6 +20,8 @@ pub enum Outcome {
     },
     Retry {
         reason: String,
+        /// None when no answer came (timeout, connection error).
+        status: Option<u16>,
         after: Option<Duration>,
     },
     Rejected {
@@ -68,6 +70,7 @@ impl Transport {
                     Ok(()) => Outcome::Delivered { status: 200 },
                     Err(e) => Outcome::Retry {
                         reason: format!("stdout: {e}"),
+                        status: None,
                         after: None,
                     },
                 }
@@ -88,17 +91,32 @@ impl Transport {
                     Ok(response) => {
                         let status = response.status();
                         let retry_after = retry_after(response.headers());
-                        let text = response.text().await.unwrap_or_default();
+                        // A receiver may echo the request, secret and all.
+                        let text = url.scrub(&response.text().await.unwrap_or_default());
                         classify(status, retry_after, &text)
                     }
                     Err(e) => Outcome::Retry {
-                        reason: e.without_url().to_string(),
+                        reason: url.scrub(&with_causes(&e.without_url())),
+                        status: None,
                         after: None,
                     },
                 }
             }
         }
     }
+}
+
+/// An error and its causes, `: `-separated: reqwest's own text alone
+/// ("error sending request") does not say that the connection was refused.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
 }
 
 fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Outcome {
@@ -120,6 +138,7 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Ou
     {
         Outcome::Retry {
             reason: reason(),
+            status: Some(status.as_u16()),
             after: retry_after,
         }
     } else {
@@ -147,6 +166,27 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_without_the_key() {
+        // Nothing listens on a port bound and released just before.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let transport = Transport::Http {
+            client: reqwest::Client::new(),
+            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
+            content_type: ContentType::Json,
+        };
+        let Outcome::Retry { reason, status, .. } = transport.send(b"{}").await else {
+            panic!("a refused connection is retried");
+        };
+        assert_eq!(status, None);
+        assert!(reason.contains("Connection refused"), "{reason}");
+        assert!(!reason.contains("hunter22"), "{reason}");
+    }
 
     #[test]
     fn statuses_are_classified() {

@@ -15,7 +15,11 @@ use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
+    TableDefinition, TableError,
+};
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::event::Event;
@@ -23,6 +27,8 @@ use crate::event::Event;
 /// Ids of recently queued events, and their order for forgetting the oldest.
 const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids");
 const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
+/// Per webhook name: its last delivery error, as JSON ([`LastError`]).
+const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
 /// How many ids are remembered: far more than the lines between two
 /// checkpoint writes, which is what can be read twice.
 const REMEMBERED_IDS: u64 = 200_000;
@@ -36,6 +42,16 @@ const CACHE_BYTES: usize = 4 * 1024 * 1024;
 pub struct QueueError {
     path: String,
     message: String,
+    /// Another process has the file open for writing.
+    in_use: bool,
+}
+
+impl QueueError {
+    /// Another process (an agent, or `tailhook send` while none runs) has
+    /// the queue open: it may be free again in a moment.
+    pub fn is_in_use(&self) -> bool {
+        self.in_use
+    }
 }
 
 /// An event taken from a webhook's queue.
@@ -44,7 +60,29 @@ pub struct Queued {
     pub event: Arc<Event>,
 }
 
+/// The latest failed attempt of a webhook, kept so `status` can show it
+/// whether or not the agent runs. `message` never holds the URL's secrets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastError {
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub message: String,
+}
+
+/// What the queue holds and remembers for one webhook.
+#[derive(Debug, Default)]
+pub struct LaneState {
+    pub events: u64,
+    pub bytes: u64,
+    /// When the oldest queued event's line was read.
+    pub oldest: Option<SystemTime>,
+    /// Ages of the attempts recorded within the asked window.
+    pub attempt_ages: Vec<Duration>,
+    pub last_error: Option<LastError>,
+}
+
 struct Lane {
+    name: String,
     table: String,
     attempts: String,
     max_bytes: u64,
@@ -76,14 +114,22 @@ impl Queue {
         let fail = |message: String| QueueError {
             path: path.clone(),
             message,
+            in_use: false,
         };
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&file)
-            .map_err(|e| fail(format!("cannot open: {e}")))?;
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => QueueError {
+                    in_use: true,
+                    ..fail("in use by another process (an agent, or `tailhook send`)".into())
+                },
+                other => fail(format!("cannot open: {other}")),
+            })?;
         let lanes: Vec<Lane> = webhooks
             .iter()
             .map(|(name, max_bytes)| Lane {
+                name: name.clone(),
                 table: format!("events:{name}"),
                 attempts: format!("attempts:{name}"),
                 max_bytes: *max_bytes,
@@ -117,6 +163,8 @@ impl Queue {
             }
             txn.open_table(RECENT_IDS)
                 .map_err(|e| fail(e.to_string()))?;
+            txn.open_table(LAST_ERRORS)
+                .map_err(|e| fail(e.to_string()))?;
             let order = txn
                 .open_table(RECENT_ORDER)
                 .map_err(|e| fail(e.to_string()))?;
@@ -144,6 +192,7 @@ impl Queue {
         QueueError {
             path: self.path.clone(),
             message: error.to_string(),
+            in_use: false,
         }
     }
 
@@ -158,11 +207,13 @@ impl Queue {
     }
 
     /// Appends `events` (lane, event) in one durable transaction, skipping
-    /// events whose id was queued before. Waits while a lane they go to is
-    /// full: that pauses the tailer, which calls this.
-    pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<(), QueueError> {
+    /// events whose id was queued before; returns how many each lane took.
+    /// Waits while a lane they go to is full: that pauses the tailer, which
+    /// calls this.
+    pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+        let mut taken = vec![0; self.lanes.len()];
         if events.is_empty() {
-            return Ok(());
+            return Ok(taken);
         }
         let encoded: Vec<(usize, &Event, Vec<u8>)> = events
             .iter()
@@ -253,9 +304,10 @@ impl Queue {
         for (lane, bytes) in added {
             usage.bytes[lane] += bytes;
             usage.events[lane] += 1;
+            taken[lane] += 1;
             self.lanes[lane].arrived.notify_one();
         }
-        Ok(())
+        Ok(taken)
     }
 
     /// Up to `limit` events of `lane` with a sequence above `after`, oldest first.
@@ -315,20 +367,41 @@ impl Queue {
         lane: usize,
         window: Duration,
     ) -> Result<Vec<Duration>, QueueError> {
-        let now = micros_now();
-        let since = now.saturating_sub(window.as_micros() as u64);
         let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn
-            .open_table(TableDefinition::<u64, ()>::new(&self.lanes[lane].attempts))
+        attempt_ages(&txn, &self.lanes[lane].attempts, window).map_err(|e| self.fail(e))
+    }
+
+    /// Depth, oldest event, attempts within `window` and last error of `lane`.
+    pub fn lane_state(&self, lane: usize, window: Duration) -> Result<LaneState, QueueError> {
+        let (events, bytes) = self.depth(lane);
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        let lane = &self.lanes[lane];
+        Ok(LaneState {
+            events,
+            bytes,
+            ..remembered(&txn, &lane.name, window).map_err(|e| self.fail(e))?
+        })
+    }
+
+    /// When `lane`'s oldest queued event was read (for the metrics' age gauge).
+    pub fn oldest(&self, lane: usize) -> Result<Option<SystemTime>, QueueError> {
+        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
+        oldest_event(&txn, &self.lanes[lane].table).map_err(|e| self.fail(e))
+    }
+
+    /// Keeps `message` as `lane`'s last error.
+    pub fn record_error(&self, lane: usize, message: &str) -> Result<(), QueueError> {
+        let record = LastError {
+            time: crate::event::rfc3339_now(),
+            message: message.to_string(),
+        };
+        let json = serde_json::to_vec(&record).expect("errors serialize");
+        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
+        txn.open_table(LAST_ERRORS)
+            .map_err(|e| self.fail(e))?
+            .insert(self.lanes[lane].name.as_str(), json.as_slice())
             .map_err(|e| self.fail(e))?;
-        let mut ages = Vec::new();
-        for entry in table.range(since..).map_err(|e| self.fail(e))? {
-            let (at, ()) = entry
-                .map(|(k, v)| (k.value(), v.value()))
-                .map_err(|e| self.fail(e))?;
-            ages.push(Duration::from_micros(now.saturating_sub(at)));
-        }
-        Ok(ages)
+        txn.commit().map_err(|e| self.fail(e))
     }
 
     /// Records an attempt on `lane`'s webhook, forgetting those older than `window`.
@@ -356,6 +429,127 @@ fn micros_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// The queue file opened read-only, for `tailhook status` while no agent
+/// runs. redb lets one process open a file for writing, and no reader beside
+/// it: while the agent runs it answers `status` itself.
+pub struct QueueView {
+    db: ReadOnlyDatabase,
+    path: String,
+}
+
+impl QueueView {
+    /// `None` when there is no queue file (the agent never ran here): status
+    /// must not create one.
+    pub fn open(state_dir: &Path) -> Result<Option<QueueView>, QueueError> {
+        let file = state_dir.join("queue.redb");
+        let path = file.display().to_string();
+        if !file.exists() {
+            return Ok(None);
+        }
+        let fail = |message: String| QueueError {
+            path: path.clone(),
+            message,
+            in_use: false,
+        };
+        let db = ReadOnlyDatabase::open(&file).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => {
+                fail("in use by a running agent (whose control socket did not answer)".into())
+            }
+            DatabaseError::RepairAborted => fail(
+                "was not closed cleanly (agent killed?); the next `tailhook run` repairs it".into(),
+            ),
+            other => fail(format!("cannot open: {other}")),
+        })?;
+        Ok(Some(QueueView { db, path }))
+    }
+
+    /// What the queue holds and remembers for the webhook `name`.
+    pub fn lane_state(&self, name: &str, window: Duration) -> Result<LaneState, QueueError> {
+        let fail = |e: redb::Error| QueueError {
+            path: self.path.clone(),
+            message: e.to_string(),
+            in_use: false,
+        };
+        let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
+        let (mut events, mut bytes) = (0, 0);
+        match txn.open_table(TableDefinition::<u64, &[u8]>::new(&format!(
+            "events:{name}"
+        ))) {
+            Ok(table) => {
+                for entry in table.iter().map_err(|e| fail(e.into()))? {
+                    let (_, json) = entry.map_err(|e| fail(e.into()))?;
+                    events += 1;
+                    bytes += json.value().len() as u64;
+                }
+            }
+            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(fail(e.into())),
+        }
+        Ok(LaneState {
+            events,
+            bytes,
+            ..remembered(&txn, name, window).map_err(fail)?
+        })
+    }
+}
+
+/// Everything of a [`LaneState`] but the depth, which the running queue
+/// keeps in memory and a [`QueueView`] counts.
+fn remembered(
+    txn: &ReadTransaction,
+    name: &str,
+    window: Duration,
+) -> Result<LaneState, redb::Error> {
+    let last_error = match txn.open_table(LAST_ERRORS) {
+        Ok(table) => table
+            .get(name)?
+            .and_then(|json| serde_json::from_slice(json.value()).ok()),
+        Err(TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(LaneState {
+        oldest: oldest_event(txn, &format!("events:{name}"))?,
+        attempt_ages: attempt_ages(txn, &format!("attempts:{name}"), window)?,
+        last_error,
+        ..LaneState::default()
+    })
+}
+
+fn oldest_event(txn: &ReadTransaction, table: &str) -> Result<Option<SystemTime>, redb::Error> {
+    let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(table)) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some((_, json)) = table.first()? else {
+        return Ok(None);
+    };
+    Ok(serde_json::from_slice::<Event>(json.value())
+        .ok()
+        .and_then(|event| humantime::parse_rfc3339(&event.time).ok()))
+}
+
+/// Ages of the attempts recorded in `table` within `window`.
+fn attempt_ages(
+    txn: &ReadTransaction,
+    table: &str,
+    window: Duration,
+) -> Result<Vec<Duration>, redb::Error> {
+    let now = micros_now();
+    let since = now.saturating_sub(window.as_micros() as u64);
+    let table = match txn.open_table(TableDefinition::<u64, ()>::new(table)) {
+        Ok(table) => table,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut ages = Vec::new();
+    for entry in table.range(since..)? {
+        let (at, ()) = entry.map(|(k, v)| (k.value(), v.value()))?;
+        ages.push(Duration::from_micros(now.saturating_sub(at)));
+    }
+    Ok(ages)
 }
 
 #[cfg(test)]
@@ -433,6 +627,47 @@ mod tests {
         queue.remove(0, &[first[0].seq]).unwrap();
         writer.join().unwrap();
         assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.id, "2");
+    }
+
+    #[test]
+    fn a_read_only_view_sees_what_the_agent_left_and_creates_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(QueueView::open(dir.path()).unwrap().is_none());
+        assert!(!dir.path().join("queue.redb").exists());
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue
+            .append(&[(0, event("1", "x")), (0, event("2", "y"))])
+            .unwrap();
+        queue.record_attempt(0, Duration::from_secs(60)).unwrap();
+        queue.record_error(0, "503 Service Unavailable").unwrap();
+        let err = QueueView::open(dir.path())
+            .err()
+            .expect("no reader beside the writer");
+        assert!(
+            err.to_string().contains("in use by a running agent"),
+            "{err}"
+        );
+        let live = queue.lane_state(0, Duration::from_secs(60)).unwrap();
+        drop(queue);
+
+        let view = QueueView::open(dir.path()).unwrap().unwrap();
+        let stored = view.lane_state("a", Duration::from_secs(60)).unwrap();
+        for state in [&live, &stored] {
+            assert_eq!((state.events, state.bytes), (live.events, live.bytes));
+            assert_eq!(state.events, 2);
+            assert_eq!(state.attempt_ages.len(), 1);
+            assert_eq!(
+                state.last_error.as_ref().unwrap().message,
+                "503 Service Unavailable"
+            );
+            assert_eq!(
+                state.oldest,
+                Some(humantime::parse_rfc3339("2026-11-22T10:00:01Z").unwrap())
+            );
+        }
+        let unknown = view.lane_state("never", Duration::from_secs(60)).unwrap();
+        assert_eq!(unknown.events, 0);
+        assert!(unknown.last_error.is_none());
     }
 
     #[test]

@@ -83,7 +83,7 @@ fn yes() -> bool {
 /// distributions; the zone may be missing) or TAI64N (daemontools' `@4000…`),
 /// and the host (`host.hostname`), which some senders omit.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<\d{1,3}>\d? ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +\d{1,2} \d{2}:\d{2}:\d{2}|\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:Z|[+-]\d{2}:?\d{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]? ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {

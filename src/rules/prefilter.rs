@@ -2,173 +2,479 @@
 //!
 //! Most log lines match no rule. Every rule's regex needs some fixed text to
 //! match ("Failed ", "SASL ", "password mismatch"); those literals are pulled
-//! out of the parsed regex and searched for all at once with Aho-Corasick.
-//! Only rules whose literal occurs in a line run their full regex on it. A
-//! rule with no literal every match must contain is always run.
+//! out of the parsed regex. Each rule's most selective set is its trigger;
+//! all triggers are searched for at once with one Aho-Corasick DFA. A rule
+//! whose trigger occurs then checks up to three more of its required sets
+//! (cheap substring searches) before its full regex runs. A rule with no
+//! usable trigger is a candidate for every line.
 //!
 //! The literals are a necessary condition by construction, so the prefilter
 //! never changes what matches, only how fast a non-match is rejected.
 
-use aho_corasick::AhoCorasick;
-use regex_syntax::hir::{Hir, HirKind};
+use aho_corasick::automaton::{Automaton, StateID};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored};
+use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Literals shorter than this find too many lines to be worth a scan.
 const MIN_LITERAL: usize = 3;
 
+/// Trigger literals are cut to their last this many bytes (see
+/// `Triggers::found_in`).
+const MAX_TRIGGER: usize = 16;
+
+/// At most this many further literal sets are checked before a rule's regex:
+/// each costs a scan of the line, which lines the rule matches pay too.
+const MAX_CONFIRMS: usize = 3;
+
 pub struct Prefilter {
-    searcher: Option<AhoCorasick>,
-    /// For each literal of `searcher`: the rule it belongs to.
-    owner: Vec<usize>,
-    /// Rules without a usable literal: candidates for every line.
+    triggers: Option<Triggers>,
+    /// Rules without a usable trigger literal: candidates for every line.
     always: Vec<usize>,
+    /// For each rule: further literal sets its matches contain, checked only
+    /// once its trigger occurs (a line with " HTTP/" but no `" 4` cannot be
+    /// a 4xx response).
+    confirms: Vec<Vec<AhoCorasick>>,
+}
+
+/// Every rule's trigger literals in one Aho-Corasick DFA, walked by a loop
+/// of our own: the crate's overlapping search keeps its position in memory
+/// and costs ~4 times more per byte, and the literals are too many and too
+/// alike for a SIMD prefilter to skip ahead.
+struct Triggers {
+    dfa: aho_corasick::dfa::DFA,
+    /// For each literal of the DFA: the rule it triggers.
+    owner: Vec<usize>,
 }
 
 impl Prefilter {
     /// `patterns[i]` is rule `i`'s regex (already known to compile).
     pub fn new<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Prefilter {
-        let (mut literals, mut owner, mut always) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut literals, mut owner, mut always, mut confirms) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (rule, pattern) in patterns.into_iter().enumerate() {
-            let required = regex_syntax::Parser::new()
+            let plan = regex_syntax::Parser::new()
                 .parse(pattern)
-                .ok()
-                .and_then(|hir| required_literals(&hir))
-                .filter(|set| set.iter().all(|l| l.len() >= MIN_LITERAL));
-            match required {
+                .map(|hir| RulePlan::for_regex(&hir))
+                .unwrap_or_default();
+            match plan.trigger {
                 Some(set) => {
                     owner.extend(std::iter::repeat_n(rule, set.len()));
-                    literals.extend(set);
+                    literals.extend(set.into_iter().map(|literal| {
+                        // Any part of a required literal is required too.
+                        let keep = literal.bytes.len().min(MAX_TRIGGER);
+                        literal.bytes[literal.bytes.len() - keep..].to_vec()
+                    }));
                 }
                 None => always.push(rule),
             }
+            confirms.push(plan.confirms.iter().map(searcher).collect());
         }
-        let searcher = if literals.is_empty() {
-            None
-        } else {
-            Some(AhoCorasick::new(&literals).expect("literal sets this small always build"))
-        };
-        Prefilter {
-            searcher,
+        let triggers = (!literals.is_empty()).then(|| Triggers {
+            dfa: aho_corasick::dfa::DFA::builder()
+                .prefilter(false)
+                .build(&literals)
+                .expect("literal sets this small always build"),
             owner,
+        });
+        Prefilter {
+            triggers,
             always,
+            confirms,
         }
     }
 
     /// Rules that may match `line`, in rule order, each once. Allocates
-    /// nothing for a line no literal occurs in (when every rule has one).
+    /// nothing for a line no trigger occurs in (when every rule has one).
     pub fn candidates(&self, line: &str) -> Vec<usize> {
         let mut found = self.always.clone();
-        if let Some(searcher) = &self.searcher {
-            found.extend(
-                searcher
-                    .find_overlapping_iter(line)
-                    .map(|m| self.owner[m.pattern().as_usize()]),
-            );
+        if let Some(triggers) = &self.triggers {
+            triggers.found_in(line, &mut found);
         }
         found.sort_unstable();
         found.dedup();
+        found.retain(|&rule| self.confirms[rule].iter().all(|set| set.is_match(line)));
         found
     }
 }
 
-/// A set of literals at least one of which every match of `hir` contains,
-/// chosen to reject as many lines as possible (longest shortest literal).
-fn required_literals(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    match hir.kind() {
-        HirKind::Literal(literal) => Some(vec![literal.0.to_vec()]),
-        HirKind::Capture(capture) => required_literals(&capture.sub),
-        HirKind::Repetition(repetition) if repetition.min >= 1 => {
-            required_literals(&repetition.sub)
+impl Triggers {
+    /// Adds the rule of every trigger literal in `line` to `found` (a
+    /// literal in the middle of a long line may be added twice).
+    fn found_in(&self, line: &str, found: &mut Vec<usize>) {
+        // Each step waits on the one before (the next state is a load at an
+        // address the current state gives), so one walk leaves the core
+        // mostly idle: two halves walked in step take little more time than
+        // one. The first half reaches `MAX_TRIGGER - 1` bytes into the
+        // second, so a literal that starts in it is found whole.
+        let line = line.as_bytes();
+        let mid = line.len() / 2;
+        if mid < MAX_TRIGGER {
+            return self.walk(self.start(), line, found);
         }
+        let (first, second) = (&line[..mid + MAX_TRIGGER - 1], &line[mid..]);
+        let (mut a, mut b) = (self.start(), self.start());
+        let dfa = &self.dfa;
+        for (&x, &y) in first.iter().zip(second) {
+            a = dfa.next_state(Anchored::No, a, x);
+            b = dfa.next_state(Anchored::No, b, y);
+            if dfa.is_special(a) {
+                self.record(a, found);
+            }
+            if dfa.is_special(b) {
+                self.record(b, found);
+            }
+        }
+        let done = first.len().min(second.len());
+        if first.len() > done {
+            self.walk(a, &first[done..], found);
+        } else {
+            self.walk(b, &second[done..], found);
+        }
+    }
+
+    fn start(&self) -> StateID {
+        self.dfa
+            .start_state(Anchored::No)
+            .expect("an unanchored DFA has an unanchored start")
+    }
+
+    /// Walks `bytes` from `state`, recording the matches met.
+    fn walk(&self, mut state: StateID, bytes: &[u8], found: &mut Vec<usize>) {
+        for &byte in bytes {
+            state = self.dfa.next_state(Anchored::No, state, byte);
+            // Special states are match states here (the dead one is never
+            // reached unanchored): rare, so a step is a lookup and a compare.
+            if self.dfa.is_special(state) {
+                self.record(state, found);
+            }
+        }
+    }
+
+    /// Out of line, so the loop above keeps its few values in registers.
+    #[inline(never)]
+    fn record(&self, state: StateID, found: &mut Vec<usize>) {
+        if self.dfa.is_match(state) {
+            for i in 0..self.dfa.match_len(state) {
+                found.push(self.owner[self.dfa.match_pattern(state, i).as_usize()]);
+            }
+        }
+    }
+}
+
+/// A searcher for "any literal of `set` occurs".
+fn searcher(set: &LiteralSet) -> AhoCorasick {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(set.iter().any(|literal| literal.caseless))
+        .build(set.iter().map(|literal| &literal.bytes))
+        .expect("literal sets this small always build")
+}
+
+/// Fixed text every match of some part of a regex contains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Literal {
+    /// Lowercase when `caseless`.
+    bytes: Vec<u8>,
+    /// From `(?i)` text: any ASCII case matches.
+    caseless: bool,
+}
+
+/// Literals at least one of which every match contains.
+type LiteralSet = Vec<Literal>;
+
+/// How the prefilter treats one rule.
+#[derive(Default)]
+struct RulePlan {
+    /// The case-sensitive set that rejects the most lines: the rule is a
+    /// candidate only where one of these occurs.
+    trigger: Option<LiteralSet>,
+    /// Other required sets, longest first.
+    confirms: Vec<LiteralSet>,
+}
+
+impl RulePlan {
+    fn for_regex(hir: &Hir) -> RulePlan {
+        let mut sets: Vec<LiteralSet> = required_sets(hir)
+            .into_iter()
+            .filter(|set| {
+                !set.is_empty() && set.iter().all(|literal| literal.bytes.len() >= MIN_LITERAL)
+            })
+            .collect();
+        sets.sort_by_key(|set| std::cmp::Reverse(score(set)));
+        sets.dedup();
+        let trigger = sets
+            .iter()
+            .position(|set| set.iter().all(|literal| !literal.caseless))
+            .map(|at| sets.remove(at));
+        sets.retain(|set| !trigger.as_ref().is_some_and(|t| implied_by(set, t)));
+        sets.truncate(MAX_CONFIRMS);
+        RulePlan {
+            trigger,
+            confirms: sets,
+        }
+    }
+}
+
+/// Whether `set` occurs wherever `trigger` does: the trigger is one literal
+/// that contains one of the set's (case-sensitive) literals.
+fn implied_by(set: &LiteralSet, trigger: &LiteralSet) -> bool {
+    let [only] = trigger.as_slice() else {
+        return false;
+    };
+    set.iter().any(|literal| {
+        !literal.caseless
+            && only
+                .bytes
+                .windows(literal.bytes.len())
+                .any(|window| window == literal.bytes)
+    })
+}
+
+/// How well a set filters, higher is better: its shortest literal is longer
+/// (rarer), case-sensitive beats caseless, then fewer literals.
+fn score(set: &LiteralSet) -> (usize, bool, std::cmp::Reverse<usize>) {
+    let shortest = set.iter().map(|l| l.bytes.len()).min().unwrap_or(0);
+    let exact = set.iter().all(|l| !l.caseless);
+    (shortest, exact, std::cmp::Reverse(set.len()))
+}
+
+/// Every literal set that all matches of `hir` contain: each set on its own
+/// is a necessary condition.
+fn required_sets(hir: &Hir) -> Vec<LiteralSet> {
+    match hir.kind() {
+        HirKind::Capture(capture) => required_sets(&capture.sub),
+        HirKind::Repetition(repetition) if repetition.min >= 1 => required_sets(&repetition.sub),
         HirKind::Alternation(branches) => {
             let mut union = Vec::new();
             for branch in branches {
-                union.extend(required_literals(branch)?);
-            }
-            Some(union)
-        }
-        HirKind::Concat(parts) => {
-            let mut best: Option<Vec<Vec<u8>>> = None;
-            let mut run: Vec<u8> = Vec::new();
-            let consider = |candidate: Vec<Vec<u8>>, best: &mut Option<Vec<Vec<u8>>>| {
-                if best.as_ref().is_none_or(|b| better(&candidate, b)) {
-                    *best = Some(candidate);
+                let best = required_sets(branch).into_iter().max_by_key(score);
+                match best {
+                    Some(set) => union.extend(set),
+                    None => return Vec::new(),
                 }
-            };
-            for part in parts {
-                if let HirKind::Literal(literal) = part.kind() {
-                    run.extend_from_slice(&literal.0);
+            }
+            vec![union]
+        }
+        HirKind::Concat(_) | HirKind::Literal(_) | HirKind::Class(_) => {
+            // Captures do not change the text matched, so fixed text runs
+            // across group boundaries: `" (?P<code>4\d\d)` holds `" 4`.
+            let mut sets = Vec::new();
+            let mut run: Option<Literal> = None;
+            for part in sequence(hir) {
+                if let Some(piece) = fixed_text(part) {
+                    run = Some(match run {
+                        Some(text) => text.joined(piece),
+                        None => piece,
+                    });
                     continue;
                 }
-                if !run.is_empty() {
-                    consider(vec![std::mem::take(&mut run)], &mut best);
-                }
-                if let Some(set) = required_literals(part) {
-                    consider(set, &mut best);
+                sets.extend(run.take().map(|text| vec![text]));
+                if !matches!(part.kind(), HirKind::Class(_)) {
+                    sets.extend(required_sets(part));
                 }
             }
-            if !run.is_empty() {
-                consider(vec![run], &mut best);
+            sets.extend(run.map(|text| vec![text]));
+            sets
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `hir` as a flat sequence of parts, with captures and nested
+/// concatenations opened.
+fn sequence(hir: &Hir) -> Vec<&Hir> {
+    match hir.kind() {
+        HirKind::Concat(parts) => parts.iter().flat_map(sequence).collect(),
+        HirKind::Capture(capture) => sequence(&capture.sub),
+        _ => vec![hir],
+    }
+}
+
+/// The text `hir` matches when it is fixed: a literal, or a letter in either
+/// ASCII case (how `(?i)` letters parse). A class that also holds non-ASCII
+/// forms (`(?i)k` matches the Kelvin sign) is not fixed text.
+fn fixed_text(hir: &Hir) -> Option<Literal> {
+    match hir.kind() {
+        HirKind::Literal(literal) => Some(Literal {
+            bytes: literal.0.to_vec(),
+            caseless: false,
+        }),
+        HirKind::Class(class) => {
+            let pair: Vec<(u32, u32)> = match class {
+                Class::Unicode(c) => c
+                    .ranges()
+                    .iter()
+                    .map(|r| (u32::from(r.start()), u32::from(r.end())))
+                    .collect(),
+                Class::Bytes(c) => c
+                    .ranges()
+                    .iter()
+                    .map(|r| (u32::from(r.start()), u32::from(r.end())))
+                    .collect(),
+            };
+            match pair.as_slice() {
+                &[(upper, upper_end), (lower, lower_end)]
+                    if upper == upper_end
+                        && lower == lower_end
+                        && u8::try_from(upper).is_ok_and(|b| b.is_ascii_uppercase())
+                        && lower == upper + 32 =>
+                {
+                    Some(Literal {
+                        bytes: vec![lower as u8],
+                        caseless: true,
+                    })
+                }
+                _ => None,
             }
-            best
         }
         _ => None,
     }
 }
 
-/// Whether literal set `a` filters better than `b`: its shortest literal is
-/// longer (rarer), and on a tie it has fewer literals.
-fn better(a: &[Vec<u8>], b: &[Vec<u8>]) -> bool {
-    let shortest = |set: &[Vec<u8>]| set.iter().map(Vec::len).min().unwrap_or(0);
-    (shortest(a), std::cmp::Reverse(a.len())) > (shortest(b), std::cmp::Reverse(b.len()))
+impl Literal {
+    fn joined(self, next: Literal) -> Literal {
+        let caseless = self.caseless || next.caseless;
+        let mut bytes = self.bytes;
+        bytes.extend_from_slice(&next.bytes);
+        if caseless {
+            bytes.make_ascii_lowercase();
+        }
+        Literal { bytes, caseless }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn literals(pattern: &str) -> Option<Vec<String>> {
+    /// A rule's trigger and confirms, caseless literals written `(?i)text`.
+    fn plan(pattern: &str) -> (Option<Vec<String>>, Vec<Vec<String>>) {
         let hir = regex_syntax::Parser::new().parse(pattern).unwrap();
-        required_literals(&hir).map(|set| {
+        let text = |set: LiteralSet| -> Vec<String> {
             set.into_iter()
-                .map(|l| String::from_utf8(l).unwrap())
+                .map(|l| {
+                    let bytes = String::from_utf8(l.bytes).unwrap();
+                    if l.caseless {
+                        format!("(?i){bytes}")
+                    } else {
+                        bytes
+                    }
+                })
                 .collect()
-        })
+        };
+        let plan = RulePlan::for_regex(&hir);
+        (
+            plan.trigger.map(text),
+            plan.confirms.into_iter().map(text).collect(),
+        )
     }
 
     #[test]
-    fn picks_the_longest_mandatory_literal() {
+    fn the_longest_required_literal_triggers_and_the_next_confirm() {
+        let (trigger, confirms) =
+            plan(r"^\w+ sshd\[\d+\]: Failed (?P<a>password|publickey) for (?P<u>.*) from \S+$");
+        assert_eq!(trigger, Some(vec!["]: Failed ".to_string()]));
         assert_eq!(
-            literals(r"^\w+ sshd\[\d+\]: Failed (?P<a>password|publickey) for (?P<u>.*) from \S+$"),
-            Some(vec!["]: Failed ".to_string()])
+            confirms,
+            vec![
+                vec!["password".to_string(), "publickey".to_string()],
+                vec![" sshd[".to_string()],
+                vec![" from ".to_string()]
+            ]
         );
-        // Either branch's literal will do, and both are longer than " user ";
-        // optional parts offer none.
+        // Either branch's literal will do; optional parts offer none.
         assert_eq!(
-            literals(r"^(?:x )?(?:Invalid|Illegal) user \S+$"),
+            plan(r"^(?:x )?(?:Invalid|Illegal) user \S+$").0,
             Some(vec!["Invalid".to_string(), "Illegal".to_string()])
         );
         assert_eq!(
-            literals(r"(?:abc|defg)\d"),
+            plan(r"(?:abc|defg)\d").0,
             Some(vec!["abc".to_string(), "defg".to_string()])
         );
-        assert_eq!(literals(r"(?:abc)?\d+"), None);
-        assert_eq!(
-            literals(r"(?i)failed"),
-            None,
-            "case-insensitive text is no literal"
-        );
+        assert_eq!(plan(r"(?:abc)?\d+"), (None, vec![]));
     }
 
     #[test]
-    fn candidates_are_the_rules_whose_literal_occurs_plus_the_rest() {
+    fn fixed_text_runs_across_groups_and_caseless_letters_confirm() {
+        // The 4xx rule: " HTTP/" is on every access line, `" 4` only on 4xx.
+        let (trigger, confirms) =
+            plan(r#"^(?P<ip>\S+) "(?P<m>[A-Z]+) (?P<u>\S+) HTTP/[\d.]+" (?P<c>4\d\d) "#);
+        assert_eq!(trigger, Some(vec![" HTTP/".to_string()]));
+        assert_eq!(confirms, vec![vec!["\" 4".to_string()]]);
+
+        let (trigger, confirms) = plan(r"GET (?P<u>\S*(?i:/\.env|/wp-login\.php)\S*) HTTP/");
+        assert_eq!(trigger, Some(vec![" HTTP/".to_string()]));
+        assert_eq!(
+            confirms,
+            vec![
+                vec!["(?i)/.env".to_string(), "(?i)/wp-login.php".to_string()],
+                vec!["GET ".to_string()]
+            ]
+        );
+        // `(?i)k` also matches the Kelvin sign: not fixed text, so the run
+        // stops there and "/.env" is all this branch offers.
+        assert_eq!(
+            plan(r"(?i:/\.env|/kubectl)x").1,
+            vec![vec!["(?i)/.env".to_string(), "(?i)ubectl".to_string()]]
+        );
+        assert_eq!(plan(r"(?i)failed").0, None, "caseless text never triggers");
+    }
+
+    #[test]
+    fn a_trigger_across_the_middle_of_a_long_line_is_found() {
+        let prefilter = Prefilter::new(["needle in the middle (?P<x>\\d+)"]);
+        for pad in 0..80 {
+            let line = format!(
+                "{}needle in the middle 7{}",
+                "x".repeat(pad),
+                "y".repeat(80 - pad)
+            );
+            assert_eq!(prefilter.candidates(&line), vec![0], "padding {pad}");
+        }
+    }
+
+    /// The prefilter is a necessary condition: every shipped rule is a
+    /// candidate for every example line its regex matches, and so is every
+    /// other rule that matches it.
+    #[test]
+    fn no_shipped_rule_is_filtered_out_of_a_line_it_matches() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let files = crate::rules::rule_files(&[root.join("rules")]).unwrap();
+        let rules = crate::rules::load_rules(&files).unwrap();
+        let prefilter = Prefilter::new(rules.iter().map(|r| r.regex.as_str()));
+        let mut checked = 0;
+        for example in rules.iter().flat_map(|r| &r.examples) {
+            let line = example.line.as_str();
+            let candidates = prefilter.candidates(line);
+            for (i, rule) in rules.iter().enumerate() {
+                if rule.regex.is_match(line) {
+                    checked += 1;
+                    assert!(
+                        candidates.contains(&i),
+                        "{} filtered out of {line:?}",
+                        rule.id
+                    );
+                }
+            }
+        }
+        assert!(checked > 150, "only {checked} matching pairs");
+    }
+
+    #[test]
+    fn candidates_are_the_triggered_and_confirmed_rules_plus_the_rest() {
         let prefilter = Prefilter::new([
             "Failed (?P<x>\\S+)",
             "Invalid user (?P<x>\\S+)",
             "(?P<x>\\d+)",
+            "Failed (?P<x>\\S+) from (?P<y>\\S+)",
         ]);
         assert_eq!(
             prefilter.candidates("sshd: Failed password; Invalid user x"),
             vec![0, 1, 2]
+        );
+        assert_eq!(
+            prefilter.candidates("Invalid user x: Failed password from y"),
+            vec![0, 1, 2, 3],
+            "overlapping and later triggers are all found"
         );
         assert_eq!(
             prefilter.candidates("kernel: link up"),

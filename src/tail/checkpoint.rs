@@ -118,8 +118,8 @@ impl CheckpointStore {
             }
         };
         store.existed = true;
-        match serde_json::from_slice::<Stored>(&text) {
-            Ok(Stored::V1 { files, journals }) => {
+        match parse(&text) {
+            Ok((files, journals)) => {
                 store.last_saved = (files.clone(), journals.clone());
                 store.journals = journals;
                 store.loaded = files
@@ -197,6 +197,56 @@ impl CheckpointStore {
         self.existed = true;
         Ok(())
     }
+}
+
+fn parse(text: &[u8]) -> serde_json::Result<(Vec<Checkpoint>, Vec<JournalCheckpoint>)> {
+    serde_json::from_slice::<Stored>(text).map(|Stored::V1 { files, journals }| (files, journals))
+}
+
+/// One checkpointed file as `tailhook status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileProgress {
+    pub input: String,
+    pub path: String,
+    /// Bytes committed: their events are queued.
+    pub offset: u64,
+    /// The file's size now; `None` when the path is gone or holds another
+    /// file (rotated away: the agent finishes the old one by its inode).
+    pub size: Option<u64>,
+}
+
+/// What `checkpoints.json` in `state_dir` holds, with each file's size now.
+/// Only reads: a corrupt file is reported, not set aside (the agent does
+/// that when it starts). No file yet gives an empty list.
+pub fn committed_progress(state_dir: &Path) -> Result<Vec<FileProgress>, String> {
+    let path = state_dir.join("checkpoints.json");
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let (files, _) = parse(&text).map_err(|e| format!("{}: corrupt: {e}", path.display()))?;
+    Ok(files
+        .into_iter()
+        .map(|c| {
+            let size = std::fs::metadata(&c.path)
+                .ok()
+                .filter(|meta| {
+                    FileId::of(meta)
+                        == FileId {
+                            dev: c.dev,
+                            ino: c.ino,
+                        }
+                })
+                .map(|meta| meta.len());
+            FileProgress {
+                input: c.input,
+                path: c.path,
+                offset: c.offset,
+                size,
+            }
+        })
+        .collect())
 }
 
 /// Write, fsync, rename over, fsync the folder: after a crash the file holds

@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, InputKind, StartAt};
 use crate::event::LogOrigin;
+pub use checkpoint::{committed_progress, FileProgress};
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};

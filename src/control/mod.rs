@@ -1,0 +1,336 @@
+//! The control socket: how `tailhook status` and `tailhook send` reach a
+//! running agent.
+//!
+//! While the agent runs, redb keeps `queue.redb` to itself and the rate-limit
+//! budget lives in the agent's limiters, so the commands ask the agent
+//! instead of opening the state. The agent listens on the Unix socket
+//! `<state_dir>/control.sock` (mode 0600: only its user and root may ask;
+//! removed on a graceful exit, a stale one replaced at start). A connection
+//! carries one request as a JSON line; the agent answers with JSON lines:
+//! any number of notes (what a send is waiting for), then one final reply.
+//! When nothing answers on the socket, the commands open the state files
+//! themselves.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::config::InputConfig;
+use crate::deliver::{Sent, Webhook};
+use crate::event::Fields;
+use crate::metrics::{Metrics, WebhookGauges};
+use crate::queue::Queue;
+use crate::status::{self, StatusReport, WebhookLimits};
+
+/// The socket's file name in the state dir.
+const SOCKET_FILE: &str = "control.sock";
+
+/// A request larger than this is not one of ours.
+const MAX_REQUEST_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long a client may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn socket_path(state_dir: &Path) -> PathBuf {
+    state_dir.join(SOCKET_FILE)
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    Status,
+    Send {
+        webhook: String,
+        fields: Fields,
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "reply", rename_all = "snake_case")]
+pub enum Reply {
+    /// Progress; more lines follow.
+    Note {
+        text: String,
+    },
+    Status {
+        report: Box<StatusReport>,
+    },
+    Sent {
+        sent: Sent,
+    },
+    Error {
+        message: String,
+    },
+}
+
+/// The running agent as the control socket and the metrics endpoint see it.
+pub struct Running {
+    pub state_dir: PathBuf,
+    pub inputs: Vec<InputConfig>,
+    /// In config order, which is their lane in `queue`.
+    pub webhooks: Vec<Arc<Webhook>>,
+    pub queue: Arc<Queue>,
+    pub metrics: Arc<Metrics>,
+    /// Every stage started and no stop was asked for.
+    pub healthy: AtomicBool,
+}
+
+impl Running {
+    pub fn status(&self) -> Result<StatusReport, String> {
+        let limits: Vec<WebhookLimits> = self
+            .webhooks
+            .iter()
+            .map(|w| WebhookLimits {
+                name: w.config.name.clone(),
+                rate_limits: w.config.rate_limits.clone(),
+            })
+            .collect();
+        status::gather(
+            "running",
+            &self.state_dir,
+            &self.inputs,
+            &limits,
+            |lane, _, window| {
+                self.queue
+                    .lane_state(lane, window)
+                    .map_err(|e| e.to_string())
+            },
+        )
+    }
+
+    /// Queue depth, oldest event and budget left of each webhook, now.
+    pub fn gauges(&self) -> Vec<WebhookGauges> {
+        self.webhooks
+            .iter()
+            .enumerate()
+            .map(|(lane, webhook)| {
+                let (queued_events, queued_bytes) = self.queue.depth(lane);
+                let oldest = self.queue.oldest(lane).ok().flatten();
+                WebhookGauges {
+                    queued_events,
+                    queued_bytes,
+                    oldest_age_seconds: oldest.map(|t| status::age(t).as_secs_f64()),
+                    budget_left: webhook
+                        .budget()
+                        .into_iter()
+                        .map(|w| {
+                            let left = w.limit.count.saturating_sub(w.used);
+                            (w.limit.to_string(), u64::from(left))
+                        })
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    fn webhook(&self, name: &str) -> Result<&Arc<Webhook>, String> {
+        self.webhooks
+            .iter()
+            .find(|w| w.config.name == name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = self
+                    .webhooks
+                    .iter()
+                    .map(|w| w.config.name.as_str())
+                    .collect();
+                format!(
+                    "no webhook named `{name}` (configured: {})",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// The bound socket; removes its file when dropped (on a graceful exit).
+pub struct ControlSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlSocket {
+    /// Binds `<state_dir>/control.sock`, replacing a stale socket that
+    /// nothing answers on (left by an agent that was killed).
+    pub fn bind(state_dir: &Path) -> anyhow::Result<ControlSocket> {
+        let path = socket_path(state_dir);
+        if path.exists() {
+            if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                anyhow::bail!(
+                    "{}: another agent answers on this control socket; is one already running with this state_dir?",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(&path).map_err(|e| {
+                anyhow::anyhow!("{}: cannot remove the stale socket: {e}", path.display())
+            })?;
+        }
+        let listener = UnixListener::bind(&path)
+            .map_err(|e| anyhow::anyhow!("{}: cannot listen: {e}", path.display()))?;
+        // Status shows the last errors and send triggers the webhook: only
+        // the agent's user (and root) may ask.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
+            anyhow::anyhow!("{}: cannot restrict to mode 0600: {e}", path.display())
+        })?;
+        Ok(ControlSocket { listener, path })
+    }
+
+    /// Answers requests until the task is dropped.
+    pub async fn serve(self, running: Arc<Running>) {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    tokio::spawn(answer(stream, running.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(socket = %self.path.display(), error = %e, "control socket: cannot accept");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn answer(stream: UnixStream, running: Arc<Running>) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
+    let reply = match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Err(_) => Reply::Error {
+            message: format!("no request within {REQUEST_TIMEOUT:?}"),
+        },
+        Ok(Err(e)) => Reply::Error {
+            message: format!("cannot read the request: {e}"),
+        },
+        Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+            Err(e) => Reply::Error {
+                message: format!("not a request: {e}"),
+            },
+            // It reads files (a dead-letter file may be large): off the
+            // runtime's few threads, which the deliveries need.
+            Ok(Request::Status) => {
+                let running = running.clone();
+                match tokio::task::spawn_blocking(move || running.status()).await {
+                    Ok(Ok(report)) => Reply::Status {
+                        report: Box::new(report),
+                    },
+                    Ok(Err(message)) => Reply::Error { message },
+                    Err(e) => Reply::Error {
+                        message: format!("status failed: {e}"),
+                    },
+                }
+            }
+            Ok(Request::Send {
+                webhook,
+                fields,
+                timeout_ms,
+            }) => manual_send(&running, &webhook, fields, timeout_ms, &mut write).await,
+        },
+    };
+    let _ = write_reply(&mut write, &reply).await;
+}
+
+/// Sends through the agent's own webhook (so its limiter is charged),
+/// passing notes on to the client while it waits.
+async fn manual_send(
+    running: &Running,
+    name: &str,
+    fields: Fields,
+    timeout_ms: u64,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Reply {
+    let webhook = match running.webhook(name) {
+        Ok(webhook) => webhook,
+        Err(message) => return Reply::Error { message },
+    };
+    tracing::info!(webhook = %name, "manual send asked for on the control socket");
+    let (notes, mut noted) = tokio::sync::mpsc::unbounded_channel();
+    let mut tell = |text: String| {
+        let _ = notes.send(text);
+    };
+    let send = webhook.send_manual(fields, Duration::from_millis(timeout_ms), &mut tell);
+    tokio::pin!(send);
+    let result = loop {
+        tokio::select! {
+            result = &mut send => break result,
+            Some(text) = noted.recv() => {
+                let _ = write_reply(write, &Reply::Note { text }).await;
+            }
+        }
+    };
+    while let Ok(text) = noted.try_recv() {
+        let _ = write_reply(write, &Reply::Note { text }).await;
+    }
+    match result {
+        Ok(sent) => Reply::Sent { sent },
+        Err(message) => Reply::Error { message },
+    }
+}
+
+async fn write_reply(
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+    reply: &Reply,
+) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(reply).expect("replies serialize");
+    line.push(b'\n');
+    write.write_all(&line).await
+}
+
+/// Asks the agent running on `state_dir`. `Ok(None)` when none answers (no
+/// socket, or a stale one); notes are handed to `on_note` as they come, and
+/// the final reply is returned. `wait` bounds the wait for each line.
+pub fn ask(
+    state_dir: &Path,
+    request: &Request,
+    wait: Duration,
+    mut on_note: impl FnMut(&str),
+) -> Result<Option<Reply>, String> {
+    let path = socket_path(state_dir);
+    let stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Ok(None)
+        }
+        Err(e) => {
+            return Err(format!(
+                "{}: cannot reach the agent: {e} (run as the agent's user or root)",
+                path.display()
+            ))
+        }
+    };
+    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
+    stream.set_read_timeout(Some(wait)).map_err(fail)?;
+    let mut line = serde_json::to_vec(request).expect("requests serialize");
+    line.push(b'\n');
+    (&stream).write_all(&line).map_err(fail)?;
+    for line in BufReader::new(&stream).lines() {
+        let line =
+            line.map_err(|e| format!("{}: the agent did not answer in time: {e}", path.display()))?;
+        match serde_json::from_str::<Reply>(&line) {
+            Ok(Reply::Note { text }) => on_note(&text),
+            Ok(reply) => return Ok(Some(reply)),
+            Err(e) => return Err(format!("{}: unexpected answer: {e}", path.display())),
+        }
+    }
+    Err(format!(
+        "{}: the agent closed the connection without an answer",
+        path.display()
+    ))
+}

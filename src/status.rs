@@ -1,0 +1,284 @@
+//! `tailhook status`: how far each input is read, and how each webhook is
+//! doing (queue, rate-limit budget, last error, dead letters).
+//!
+//! The same report is built by the running agent (asked over the control
+//! socket, because redb lets no other process open the queue meanwhile) and
+//! by the `status` command itself from the state files when no agent runs.
+//! Both read the queue through a [`LaneState`] and everything else from
+//! files, so the two can only differ in how fresh they are.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{InputConfig, RateLimit};
+use crate::deliver::{attempt_memory, budget_from_history, dead_letter_file, human};
+use crate::queue::{LaneState, LastError};
+use crate::tail::committed_progress;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// `running` when the agent answered; `stopped` when read from the files.
+    pub agent: String,
+    pub state_dir: String,
+    pub inputs: Vec<InputStatus>,
+    pub webhooks: Vec<WebhookStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputStatus {
+    pub name: String,
+    pub files: Vec<FileStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileStatus {
+    pub path: String,
+    /// Bytes committed (their events are queued).
+    pub offset: u64,
+    /// `None` when the path is gone or holds another file now.
+    pub size: Option<u64>,
+    /// Bytes not yet committed: size − offset.
+    pub lag: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WebhookStatus {
+    pub name: String,
+    pub queued_events: u64,
+    pub queued_bytes: u64,
+    pub oldest_age_seconds: Option<u64>,
+    pub budget: Vec<WindowStatus>,
+    pub last_error: Option<LastError>,
+    pub dead_lettered: DeadLettered,
+    /// Why the queue figures, budget and last error are missing, when they
+    /// are (the queue file cannot be read).
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WindowStatus {
+    /// As configured, e.g. `5/1m`.
+    pub window: String,
+    pub limit: u32,
+    pub used: u32,
+    /// Seconds until the window has room again; 0 while it has.
+    pub free_in_seconds: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct DeadLettered {
+    pub batches: u64,
+    pub events: u64,
+}
+
+/// A webhook as status needs it: its name and rate windows.
+pub struct WebhookLimits {
+    pub name: String,
+    pub rate_limits: Vec<RateLimit>,
+}
+
+/// Builds the report. `lane_state(lane, name, window)` reads the queue for
+/// the webhook at `lane` (config order), with attempts made within `window`.
+pub fn gather(
+    agent: &str,
+    state_dir: &Path,
+    inputs: &[InputConfig],
+    webhooks: &[WebhookLimits],
+    mut lane_state: impl FnMut(usize, &str, Duration) -> Result<LaneState, String>,
+) -> Result<StatusReport, String> {
+    let progress = committed_progress(state_dir)?;
+    let inputs = inputs
+        .iter()
+        .map(|input| InputStatus {
+            name: input.name.clone(),
+            files: progress
+                .iter()
+                .filter(|p| p.input == input.name)
+                .map(|p| FileStatus {
+                    path: p.path.clone(),
+                    offset: p.offset,
+                    size: p.size,
+                    lag: p.size.map(|size| size.saturating_sub(p.offset)),
+                })
+                .collect(),
+        })
+        .collect();
+    let webhooks = webhooks
+        .iter()
+        .enumerate()
+        .map(|(lane, webhook)| {
+            let window = attempt_memory(&webhook.rate_limits);
+            let (state, problem) = match lane_state(lane, &webhook.name, window) {
+                Ok(state) => (state, None),
+                Err(problem) => (LaneState::default(), Some(problem)),
+            };
+            // Without the queue file the attempts are unknown too: no budget
+            // is shown rather than a wrongly unspent one.
+            let history = if problem.is_some() {
+                Vec::new()
+            } else {
+                budget_from_history(&webhook.rate_limits, &state.attempt_ages)
+            };
+            let budget = history
+                .into_iter()
+                .map(|usage| WindowStatus {
+                    window: usage.limit.to_string(),
+                    limit: usage.limit.count,
+                    used: usage.used,
+                    free_in_seconds: usage.free_in.as_secs_f64(),
+                })
+                .collect();
+            WebhookStatus {
+                name: webhook.name.clone(),
+                queued_events: state.events,
+                queued_bytes: state.bytes,
+                oldest_age_seconds: state.oldest.map(|t| age(t).as_secs()),
+                budget,
+                last_error: state.last_error,
+                dead_lettered: count_dead_letters(&dead_letter_file(state_dir, &webhook.name)),
+                problem,
+            }
+        })
+        .collect();
+    Ok(StatusReport {
+        agent: agent.to_string(),
+        state_dir: state_dir.display().to_string(),
+        inputs,
+        webhooks,
+    })
+}
+
+pub fn age(time: SystemTime) -> Duration {
+    SystemTime::now().duration_since(time).unwrap_or_default()
+}
+
+/// Batches (lines) and their events in a dead-letter file; none if absent.
+fn count_dead_letters(file: &Path) -> DeadLettered {
+    let Ok(file) = std::fs::File::open(file) else {
+        return DeadLettered::default();
+    };
+    let mut count = DeadLettered::default();
+    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        if line.trim().is_empty() {
+            continue;
+        }
+        count.batches += 1;
+        count.events += serde_json::from_str::<serde_json::Value>(&line)
+            .ok()
+            .and_then(|record| record["events"].as_array().map(|e| e.len() as u64))
+            .unwrap_or(0);
+    }
+    count
+}
+
+impl StatusReport {
+    /// The report for people: a table of files, then a block per webhook.
+    pub fn render(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("agent: {} (state in {})\n\n", self.agent, self.state_dir);
+        let mut rows = vec![[
+            "INPUT".to_string(),
+            "FILE".into(),
+            "OFFSET".into(),
+            "SIZE".into(),
+            "LAG".into(),
+        ]];
+        for input in &self.inputs {
+            if input.files.is_empty() {
+                rows.push([
+                    input.name.clone(),
+                    "(no file committed yet)".into(),
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+            }
+            for file in &input.files {
+                let or_gone = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                rows.push([
+                    input.name.clone(),
+                    if file.size.is_some() {
+                        file.path.clone()
+                    } else {
+                        format!("{} (rotated or gone)", file.path)
+                    },
+                    file.offset.to_string(),
+                    or_gone(file.size),
+                    or_gone(file.lag),
+                ]);
+            }
+        }
+        let widths: Vec<usize> = (0..5)
+            .map(|col| rows.iter().map(|r| r[col].len()).max().unwrap_or(0))
+            .collect();
+        for row in &rows {
+            let line: Vec<String> = row
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(col, (cell, width))| {
+                    if col >= 2 {
+                        format!("{cell:>width$}")
+                    } else {
+                        format!("{cell:<width$}")
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "{}", line.join("  ").trim_end());
+        }
+        for webhook in &self.webhooks {
+            webhook.render(&mut out);
+        }
+        out
+    }
+}
+
+impl WebhookStatus {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(out, "\nwebhook {}", self.name);
+        if let Some(problem) = &self.problem {
+            let _ = writeln!(out, "  queue, budget and last error unknown: {problem}");
+        } else {
+            let oldest = self
+                .oldest_age_seconds
+                .map(|s| format!(", oldest {} old", human(Duration::from_secs(s))))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "  queued:        {} events ({} bytes){oldest}",
+                self.queued_events, self.queued_bytes
+            );
+            let budget = if self.budget.is_empty() {
+                "no rate limit".to_string()
+            } else {
+                self.budget
+                    .iter()
+                    .map(|w| {
+                        let mut text = format!("{}: {} used", w.window, w.used);
+                        if w.free_in_seconds > 0.0 {
+                            let wait = Duration::from_secs_f64(w.free_in_seconds);
+                            let _ = write!(text, " (full for {})", human(wait));
+                        }
+                        text
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let _ = writeln!(out, "  budget:        {budget}");
+            let last_error = self
+                .last_error
+                .as_ref()
+                .map_or("none".to_string(), |e| format!("{} {}", e.time, e.message));
+            let _ = writeln!(out, "  last error:    {last_error}");
+        }
+        let _ = writeln!(
+            out,
+            "  dead-lettered: {} events in {} batches",
+            self.dead_lettered.events, self.dead_lettered.batches
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! The operational surface of the real binary: `status` (through the
+//! running agent's control socket, and from the state files once it is
+//! stopped), `send` (charged to the same budget either way), and the
+//! `/metrics` and `/health` endpoint, against the loopback receiver.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// Runs `tailhook ARGS -c CONFIG`; every command bounds its own time.
+fn tailhook(config: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run tailhook")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `send` to `soc` with a 1 s `--timeout`: too short to wait for a 2/15s window.
+fn send_within_a_second(config: &Path, data: &str) -> Output {
+    tailhook(
+        config,
+        &[
+            "send",
+            "--webhook",
+            "soc",
+            "--data",
+            data,
+            "--timeout",
+            "1s",
+        ],
+    )
+}
+
+fn status_json(config: &Path) -> serde_json::Value {
+    let output = tailhook(config, &["status", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
+}
+
+/// A receiver answering every request with `failing` (0: as SecureX
+/// would), and a config (the support one, with `keys`) that posts to it.
+fn receiver_and_config(failing: u16, keys: ConfigKeys) -> (Receiver, Setup, PathBuf) {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    receiver.set_failing(failing);
+    let setup = Setup::new();
+    let config = setup.agent_config(&receiver.url, keys);
+    (receiver, setup, config)
+}
+
+/// (status code, body) of `GET path`; `None` while nothing listens.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn status_shows_queue_offsets_lag_budget_and_last_error_while_running_and_once_stopped() {
+    let (receiver, setup, config) = receiver_and_config(
+        429,
+        ConfigKeys {
+        agent: "poll_interval = \"100ms\"\nshutdown_timeout = \"1s\"",
+        input: "start_at = \"beginning\"",
+        webhook: "rate_limits = [\"2/1m\", \"5000/1d\"]\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
+    },
+    );
+
+    // Before the agent ever ran: a report, and no state created by it.
+    let before = status_json(&config);
+    assert_eq!(before["agent"], "stopped");
+    assert_eq!(before["webhooks"][0]["queued_events"], 0);
+    assert!(!setup.path("state").exists(), "status created state");
+
+    setup.append("auth.log", &(1..=3).map(failed_line).collect::<Vec<_>>());
+    let log_size = std::fs::metadata(setup.path("auth.log")).unwrap().len();
+    let mut agent = Agent::start(&config);
+    // Two attempts spend the 2/1m window; the events stay queued.
+    wait_until(DEADLINE, "two refused attempts", || {
+        receiver.requests().len() >= 2
+    });
+    let mut running = serde_json::Value::Null;
+    wait_until(
+        DEADLINE,
+        "status to show the queue and committed offset",
+        || {
+            running = status_json(&config);
+            running["webhooks"][0]["queued_events"] == 3
+                && running["inputs"][0]["files"][0]["offset"] == log_size
+                && running["webhooks"][0]["last_error"].is_object()
+        },
+    );
+    assert_eq!(running["agent"], "running");
+    let file = &running["inputs"][0]["files"][0];
+    assert_eq!(file["lag"], 0, "{running}");
+    assert!(file["path"].as_str().unwrap().ends_with("auth.log"));
+    let webhook = &running["webhooks"][0];
+    assert_eq!(webhook["name"], "soc");
+    assert_eq!(webhook["budget"][0]["window"], "2/1m");
+    assert_eq!(webhook["budget"][0]["used"], 2, "{running}");
+    assert_eq!(webhook["budget"][1]["window"], "5000/1d");
+    assert_eq!(webhook["budget"][1]["used"], 2);
+    assert!(webhook["budget"][0]["free_in_seconds"].as_f64().unwrap() > 0.0);
+    assert!(
+        webhook["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("429"),
+        "{running}"
+    );
+    assert!(webhook["oldest_age_seconds"].is_u64());
+    assert_eq!(webhook["dead_lettered"]["events"], 0);
+    let table = text(&tailhook(&config, &["status"]));
+    assert!(table.contains("agent: running"), "{table}");
+    assert!(table.contains("2/1m: 2 used"), "{table}");
+    assert!(table.contains("5000/1d: 2 used"), "{table}");
+    assert!(table.contains("queued:        3 events"), "{table}");
+
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+    assert!(
+        !setup.path("state/control.sock").exists(),
+        "socket removed on exit"
+    );
+    // Lines written while stopped are lag.
+    setup.append("auth.log", &[failed_line(4)]);
+    let grown = std::fs::metadata(setup.path("auth.log")).unwrap().len();
+
+    let stopped = status_json(&config);
+    assert_eq!(stopped["agent"], "stopped");
+    let file = &stopped["inputs"][0]["files"][0];
+    assert_eq!(file["offset"], log_size);
+    assert_eq!(file["size"], grown);
+    assert_eq!(file["lag"], grown - log_size);
+    let webhook = &stopped["webhooks"][0];
+    assert_eq!(webhook["queued_events"], 3, "{stopped}");
+    // Two attempts, maybe more during the shutdown grace once the window
+    // had room again: at least what the running agent showed.
+    assert!(webhook["budget"][0]["used"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        webhook["budget"][1]["used"],
+        receiver.requests().len() as u64,
+        "every attempt is charged and remembered"
+    );
+    assert_eq!(webhook["last_error"], running["webhooks"][0]["last_error"]);
+    let table = text(&tailhook(&config, &["status"]));
+    assert!(table.contains("agent: stopped"), "{table}");
+
+    let everything = format!("{}{running}{stopped}{table}", agent.logs());
+    assert!(!everything.contains("k3y"), "api_key leaked");
+}
+
+#[test]
+fn status_counts_dead_letters_in_both_modes() {
+    let (_receiver, setup, config) = receiver_and_config(
+        400,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nshutdown_timeout = \"1s\"",
+            input: "start_at = \"beginning\"",
+            webhook: "batch_timeout = \"20ms\"",
+        },
+    );
+    setup.append("auth.log", &(1..=2).map(failed_line).collect::<Vec<_>>());
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("written to the dead-letter file", DEADLINE);
+    let dead = |report: &serde_json::Value| report["webhooks"][0]["dead_lettered"].clone();
+    let mut running = serde_json::Value::Null;
+    wait_until(DEADLINE, "both events dead-lettered", || {
+        running = status_json(&config);
+        dead(&running)["events"] == 2
+    });
+    assert_eq!(running["agent"], "running");
+    agent.signal("TERM");
+    agent.wait_exit(DEADLINE);
+    let stopped = status_json(&config);
+    assert_eq!(dead(&stopped), dead(&running));
+    assert!(stopped["webhooks"][0]["last_error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("400"));
+}
+
+#[test]
+fn send_is_charged_to_the_agents_budget_while_it_runs_and_to_the_stored_one_once_stopped() {
+    let (receiver, setup, config) = receiver_and_config(
+        0,
+        ConfigKeys {
+            agent: "shutdown_timeout = \"1s\"",
+            input: "",
+            webhook: "rate_limits = [\"2/15s\", \"100/1d\"]",
+        },
+    );
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+
+    // Mistakes are refused before anything is sent.
+    let output = tailhook(&config, &["send", "--webhook", "nope"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("no webhook named `nope` (configured: soc)"),
+        "{}",
+        text(&output)
+    );
+    let output = tailhook(
+        &config,
+        &["send", "--webhook", "soc", "--data", "{\"source.ip\": }"],
+    );
+    assert!(!output.status.success());
+    assert!(text(&output).contains("--data is not valid JSON"));
+    assert!(text(&output).contains("column 15"), "{}", text(&output));
+    let output = tailhook(&config, &["send", "--webhook", "soc", "--data", "[1]"]);
+    assert!(text(&output).contains("must be a JSON object"));
+    assert!(receiver.requests().is_empty());
+
+    let mut agent = Agent::start(&config);
+    wait_until(DEADLINE, "the control socket", || {
+        setup.path("state/control.sock").exists()
+    });
+    let data = "{\"source.ip\": \"203.0.113.7\", \"user.name\": \"root\"}";
+    for _ in 0..2 {
+        let output = tailhook(&config, &["send", "--webhook", "soc", "--data", data]);
+        assert!(output.status.success(), "{}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("soc: HTTP 202 after 1 attempt(s)"),
+            "{}",
+            text(&output)
+        );
+    }
+    // The third would exceed 2/15s: with a short --timeout it fails at once
+    // and says when the budget frees; nothing is sent.
+    let started = Instant::now();
+    let output = send_within_a_second(&config, data);
+    assert!(!output.status.success());
+    let said = text(&output);
+    assert!(said.contains("not sent within 1.0s"), "{said}");
+    assert!(said.contains("2/15s"), "{said}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(receiver.requests().len(), 2);
+    let events = receiver.events();
+    assert_eq!(events[0]["rule"], "manual");
+    assert_eq!(events[0]["severity"], "info");
+    assert_eq!(events[0]["fields"]["source.ip"], "203.0.113.7");
+    assert!(receiver
+        .requests()
+        .iter()
+        .all(|r| r.status == 202 && r.content_type == "application/json"));
+    let report = status_json(&config);
+    assert_eq!(report["webhooks"][0]["budget"][0]["used"], 2);
+
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+
+    // Stopped: the budget spent through the agent still counts.
+    let output = send_within_a_second(&config, data);
+    assert!(!output.status.success(), "{}", text(&output));
+    assert!(text(&output).contains("no agent is running"));
+    assert!(text(&output).contains("allow the next request in"));
+    assert_eq!(receiver.requests().len(), 2);
+    // Given the time, it waits for the window, says so, and goes out.
+    let data_file = setup.path("data.json");
+    std::fs::write(&data_file, data).unwrap();
+    let output = tailhook(
+        &config,
+        &[
+            "send",
+            "--webhook",
+            "soc",
+            "--data-file",
+            data_file.to_str().unwrap(),
+            "--timeout",
+            "30s",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output));
+    assert!(
+        text(&output).contains("waiting")
+            && text(&output).contains("rate-limit budget (2/15s, 100/1d)"),
+        "{}",
+        text(&output)
+    );
+    assert_eq!(receiver.events().len(), 3);
+    let stopped = status_json(&config);
+    // The day remembers all three sends, through the agent or not.
+    assert_eq!(stopped["webhooks"][0]["budget"][1]["used"], 3, "{stopped}");
+    let everything = format!("{}{}{stopped}", agent.logs(), text(&output));
+    assert!(!everything.contains("k3y"), "api_key leaked");
+}
+
+#[test]
+fn a_failing_send_retries_then_reports_the_final_failure() {
+    let (receiver, _setup, config) = receiver_and_config(
+        503,
+        ConfigKeys {
+            agent: "",
+            input: "",
+            webhook: "max_retry_delay = \"300ms\"",
+        },
+    );
+    let output = tailhook(&config, &["send", "--webhook", "soc", "--timeout", "2s"]);
+    assert!(!output.status.success());
+    let said = text(&output);
+    assert!(said.contains("attempt 1 failed: 503"), "{said}");
+    assert!(said.contains("not sent within 2.0s"), "{said}");
+    assert!(receiver.requests().len() >= 2, "retried");
+    assert!(!said.contains("k3y"), "api_key leaked");
+
+    receiver.set_failing(400);
+    let output = tailhook(&config, &["send", "--webhook", "soc"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("rejected the event with HTTP 400"),
+        "{}",
+        text(&output)
+    );
+}
+
+#[test]
+fn metrics_and_health_are_served_on_loopback_without_secrets() {
+    let keys = ConfigKeys {
+        // Port 0: the system picks a free one, and the agent logs it.
+        agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+        input: "",
+        webhook: "rate_limits = [\"100/1m\"]\nbatch_timeout = \"20ms\"",
+    };
+    let (receiver, setup, config) = receiver_and_config(0, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let agent = Agent::start(&config);
+    let marker = "serving /metrics and /health listen=127.0.0.1:";
+    agent.wait_for_log(marker, DEADLINE);
+    let logs = agent.logs();
+    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+    let port: u16 = after_marker
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let health = http_get(port, "/health");
+    assert_eq!(health.unwrap().0, 200);
+
+    let (code, before) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert_eq!(
+        sample(&before, "tailhook_lines_read_total{input=\"auth\"}"),
+        0.0
+    );
+    let mut lines: Vec<String> = (1..=5).map(failed_line).collect();
+    lines.push(noise_line(6));
+    setup.append("auth.log", &lines);
+    receiver.wait_for_events(5, DEADLINE);
+    let mut after = String::new();
+    wait_until(DEADLINE, "the counters to move", || {
+        after = http_get(port, "/metrics").unwrap().1;
+        sample(&after, "tailhook_events_sent_total{webhook=\"soc\"}") == 5.0
+    });
+    for (series, value) in [
+        ("tailhook_lines_read_total{input=\"auth\"}", 6.0),
+        (
+            "tailhook_rule_matches_total{rule=\"test.auth_failed\"}",
+            5.0,
+        ),
+        ("tailhook_events_queued_total{webhook=\"soc\"}", 5.0),
+        ("tailhook_events_dead_lettered_total{webhook=\"soc\"}", 0.0),
+        ("tailhook_queue_events{webhook=\"soc\"}", 0.0),
+        ("tailhook_queue_oldest_age_seconds{webhook=\"soc\"}", 0.0),
+    ] {
+        assert_eq!(sample(&after, series), value, "{series}");
+    }
+    let log_bytes = std::fs::metadata(setup.path("auth.log")).unwrap().len();
+    assert_eq!(
+        sample(&after, "tailhook_bytes_read_total{input=\"auth\"}"),
+        log_bytes as f64
+    );
+    let requests = sample(
+        &after,
+        "tailhook_requests_total{webhook=\"soc\",code=\"202\"}",
+    );
+    assert!(requests >= 1.0);
+    assert_eq!(
+        sample(
+            &after,
+            "tailhook_rate_limit_remaining{webhook=\"soc\",window=\"100/1m\"}"
+        ),
+        100.0 - requests
+    );
+    assert!(after.contains("# TYPE tailhook_requests_total counter"));
+    assert!(
+        !after.contains("k3y") && !after.contains("127.0.0.1:"),
+        "{after}"
+    );
+    assert_eq!(http_get(port, "/nothing").unwrap().0, 404);
+}
+
+#[test]
+fn after_sigkill_status_explains_the_queue_and_a_restart_replaces_the_stale_socket() {
+    let (receiver, setup, config) = receiver_and_config(
+        0,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"",
+            input: "start_at = \"beginning\"",
+            webhook: "batch_timeout = \"20ms\"",
+        },
+    );
+    setup.append("auth.log", &[failed_line(1)]);
+    let mut agent = Agent::start(&config);
+    receiver.wait_for_events(1, DEADLINE);
+    wait_until(DEADLINE, "the offset to be committed", || {
+        status_json(&config)["inputs"][0]["files"][0]["lag"] == 0
+    });
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+    assert!(setup.path("state/control.sock").exists(), "left behind");
+
+    let report = status_json(&config);
+    assert_eq!(report["agent"], "stopped");
+    let problem = report["webhooks"][0]["problem"].as_str().unwrap();
+    assert!(problem.contains("not closed cleanly"), "{problem}");
+    assert_eq!(report["webhooks"][0]["budget"], serde_json::json!([]));
+    assert_eq!(report["inputs"][0]["files"][0]["lag"], 0);
+
+    let _agent = Agent::start(&config);
+    let mut report = serde_json::Value::Null;
+    wait_until(DEADLINE, "the restarted agent to answer", || {
+        report = status_json(&config);
+        report["agent"] == "running"
+    });
+    assert!(report["webhooks"][0]["problem"].is_null(), "{report}");
+    assert_eq!(report["webhooks"][0]["queued_events"], 0);
+}
+
+#[test]
+fn an_agent_started_while_a_direct_send_holds_the_queue_waits_for_it() {
+    let keys = ConfigKeys {
+        agent: "",
+        input: "",
+        webhook: "rate_limits = [\"1/3s\", \"100/1d\"]",
+    };
+    let (receiver, setup, config) = receiver_and_config(0, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let first = tailhook(&config, &["send", "--webhook", "soc"]);
+    assert!(first.status.success(), "{}", text(&first));
+
+    // The second waits for the 1/3s window, holding the queue meanwhile.
+    let mut second = Command::new(binary())
+        .args(["send", "--webhook", "soc", "--timeout", "20s", "-c"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = std::io::BufReader::new(second.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("waiting") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut stderr, &mut line).unwrap() > 0,
+            "send ended without waiting for budget"
+        );
+    }
+    let agent = Agent::start(&config);
+    agent.wait_for_log("waiting for the queue", DEADLINE);
+    assert!(second.wait().unwrap().success());
+    agent.wait_for_log("tailhook running", DEADLINE);
+    assert_eq!(receiver.requests().len(), 2);
+    let report = status_json(&config);
+    assert_eq!(report["agent"], "running");
+    assert_eq!(report["webhooks"][0]["budget"][1]["used"], 2);
+}
