@@ -236,6 +236,34 @@ fn entries_reach_the_webhook_as_syslog_lines_with_journal_time_and_fields() {
     // The multi-line message posing as sshd made no event.
     assert_eq!(receiver.events().len(), 6);
 
+    // status shows how far the journal is committed: through the last entry.
+    let status = |json: bool| {
+        let out = Command::new(binary())
+            .args(["status", "-c"])
+            .arg(&config)
+            .args(json.then_some("--json"))
+            .envs(journal.env())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let report: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(report["inputs"][0]["journald"], true);
+    assert_eq!(
+        report["inputs"][0]["journal_cursor"],
+        cursor_of(recorded().last().unwrap()).as_str()
+    );
+    let table = status(false);
+    assert!(
+        table.contains("journald, through the entry of 2026-11-22T10:00:09.000000Z"),
+        "{table}"
+    );
+
     // Written while stopped: read after the committed cursor, nothing again.
     journal.append(&[sshd_entry(1), sshd_entry(2)]);
     let _agent = journal.start_agent(&config, &[]);

@@ -215,18 +215,26 @@ pub struct FileProgress {
     pub size: Option<u64>,
 }
 
+/// What `checkpoints.json` holds, as `tailhook status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub files: Vec<FileProgress>,
+    pub journals: Vec<JournalCheckpoint>,
+}
+
 /// What `checkpoints.json` in `state_dir` holds, with each file's size now.
 /// Only reads: a corrupt file is reported, not set aside (the agent does
-/// that when it starts). No file yet gives an empty list.
-pub fn committed_progress(state_dir: &Path) -> Result<Vec<FileProgress>, String> {
+/// that when it starts). No file yet gives empty lists.
+pub fn committed_progress(state_dir: &Path) -> Result<Progress, String> {
     let path = state_dir.join("checkpoints.json");
     let text = match std::fs::read(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Progress::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let (files, _) = parse(&text).map_err(|e| format!("{}: corrupt: {e}", path.display()))?;
-    Ok(files
+    let (files, journals) =
+        parse(&text).map_err(|e| format!("{}: corrupt: {e}", path.display()))?;
+    let files = files
         .into_iter()
         .map(|c| {
             let size = std::fs::metadata(&c.path)
@@ -246,7 +254,8 @@ pub fn committed_progress(state_dir: &Path) -> Result<Vec<FileProgress>, String>
                 size,
             }
         })
-        .collect())
+        .collect();
+    Ok(Progress { files, journals })
 }
 
 /// Write, fsync, rename over, fsync the folder: after a crash the file holds

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, InputKind, StartAt};
 use crate::event::LogOrigin;
-pub use checkpoint::{committed_progress, FileProgress};
+pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progress};
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
@@ -42,8 +42,8 @@ use watch::{Waker, Wakeups};
 
 use journal::JournalSource;
 pub use journal::{
-    journalctl_missing, journalctl_on_path, read_recorded, JournalEntry, JournalMeta, Recorded,
-    JOURNAL_ORIGIN,
+    cursor_time, journalctl_missing, journalctl_on_path, read_recorded, JournalEntry, JournalMeta,
+    Recorded, JOURNAL_ORIGIN,
 };
 pub use reader::LineReader;
 

@@ -156,15 +156,10 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
         fields.insert("journald.message_lossy".into(), Value::from(true));
     }
     // journalctl writes __SEQNUM only since systemd 254; the cursor has
-    // always carried it, in hex, as `i=`.
+    // always carried it.
     let seqnum = text("__SEQNUM")
         .and_then(|t| t.text.parse().ok())
-        .or_else(|| {
-            cursor
-                .split(';')
-                .find_map(|part| part.strip_prefix("i="))
-                .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-        })
+        .or_else(|| cursor_number(&cursor, "i"))
         .unwrap_or(0);
     Ok(JournalEntry {
         line,
@@ -209,6 +204,22 @@ pub fn read_recorded(path: &std::path::Path, max_line_bytes: usize) -> anyhow::R
         }
     }
     Ok(recorded)
+}
+
+/// A number a cursor carries in hex (`i=` sequence number, `t=` realtime
+/// microseconds, `m=` monotonic).
+fn cursor_number(cursor: &str, key: &str) -> Option<u64> {
+    cursor
+        .split(';')
+        .find_map(|part| part.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|hex| u64::from_str_radix(hex, 16).ok())
+}
+
+/// The time of the entry a cursor points at (RFC 3339, UTC), from its `t=`.
+pub fn cursor_time(cursor: &str) -> Option<String> {
+    let micros = cursor_number(cursor, "t")?;
+    let time = SystemTime::UNIX_EPOCH + Duration::from_micros(micros);
+    Some(humantime::format_rfc3339_micros(time).to_string())
 }
 
 struct FieldText<'a> {
@@ -324,6 +335,11 @@ mod tests {
         }
         let entry = entry(value).unwrap();
         assert_eq!(entry.meta.seqnum, 0x2a, "from the cursor's i=");
+        assert_eq!(
+            cursor_time("s=1;i=2a;b=3;m=4;t=660da8a60ca40;x=6").as_deref(),
+            Some("2026-11-22T10:00:01.000000Z")
+        );
+        assert_eq!(cursor_time("garbage"), None);
         assert_eq!(
             entry.line,
             "2026-11-22T10:00:01.123456Z sshd-session[999]: hello"

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 
 use entry::parse_entry;
-pub use entry::{read_recorded, JournalEntry, JournalMeta, Recorded};
+pub use entry::{cursor_time, read_recorded, JournalEntry, JournalMeta, Recorded};
 
 use super::checkpoint::JournalCheckpoint;
 use super::watch::Waker;
