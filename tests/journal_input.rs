@@ -182,6 +182,13 @@ fn recorded() -> Vec<String> {
         .collect()
 }
 
+/// The command exited 1 and its stderr says `needle`.
+fn assert_fails_saying(out: &std::process::Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(needle), "{stderr}");
+}
+
 fn cursor_of(entry: &str) -> String {
     let value: serde_json::Value = serde_json::from_str(entry).unwrap();
     value["__CURSOR"].as_str().unwrap().to_string()
@@ -436,11 +443,9 @@ fn a_missing_journalctl_is_a_clear_error_for_check_and_run() {
             .env("PATH", &empty)
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(1), "{command}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("input `journal`: journalctl not found on PATH; install systemd or use a file input"),
-            "{command}: {stderr}"
+        assert_fails_saying(
+            &out,
+            "input `journal`: journalctl not found on PATH; install systemd or use a file input",
         );
     }
 }
@@ -517,12 +522,9 @@ fn test_rules_and_check_read_recorded_entries() {
     );
     let bad = journal.setup.path("bad.json");
     std::fs::write(&bad, format!("{}\n-- No entries --\n", recorded()[0])).unwrap();
-    let out = check(bad.to_str().unwrap());
-    assert_eq!(out.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("bad.json:2: not a journal entry"),
-        "{stderr}"
+    assert_fails_saying(
+        &check(bad.to_str().unwrap()),
+        "bad.json:2: not a journal entry",
     );
 }
 
