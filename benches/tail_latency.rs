@@ -9,7 +9,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tailhook::config::{InputConfig, StartAt};
+use tailhook::config::{InputConfig, InputKind, StartAt};
 use tailhook::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
 
 struct Recorder {
@@ -47,7 +47,11 @@ fn main() {
     std::fs::write(&log, "").unwrap();
     let input = InputConfig {
         name: "bench".into(),
+        kind: InputKind::File,
         paths: vec![log.to_string_lossy().into_owned()],
+        units: vec![],
+        identifiers: vec![],
+        matches: vec![],
         exclude: vec![],
         start_at: StartAt::Beginning,
         rules: vec!["*".into()],

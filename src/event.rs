@@ -22,7 +22,7 @@ pub struct Event {
     pub id: String,
     pub rule: String,
     pub severity: Severity,
-    /// When the agent read the line (RFC 3339, UTC).
+    /// When the agent read the line, or a journal entry's own time (RFC 3339, UTC).
     pub time: String,
     pub log: LogOrigin,
     /// The raw line (lossily decoded, possibly cut at `max_line_bytes`).
@@ -39,20 +39,32 @@ pub struct Event {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogOrigin {
+    /// The file's path; `journald` for a journal entry.
     pub file: String,
-    /// Byte offset of the line's first byte in the file.
+    /// Byte offset of the line's first byte in the file; a journal entry's
+    /// sequence number.
     pub offset: u64,
+    /// A journal entry's cursor: its identity in the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
 }
 
 impl Event {
-    pub fn id_for(file: &str, offset: u64, rule: &str, line: &str) -> String {
+    /// Hashes where the line came from, the rule and the line. A journal
+    /// entry is identified by its cursor; a file line by path and offset
+    /// alone, as before cursors existed, so ids stay stable across upgrades.
+    pub fn id_for(log: &LogOrigin, rule: &str, line: &str) -> String {
         let mut hasher = Xxh3::new();
+        let cursor = log.cursor.as_deref().map(str::as_bytes);
         for part in [
-            file.as_bytes(),
-            &offset.to_le_bytes(),
+            log.file.as_bytes(),
+            &log.offset.to_le_bytes(),
             rule.as_bytes(),
             line.as_bytes(),
-        ] {
+        ]
+        .into_iter()
+        .chain(cursor)
+        {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
@@ -72,6 +84,7 @@ impl Event {
             log: LogOrigin {
                 file: "/f".into(),
                 offset: 0,
+                cursor: None,
             },
             message: message.into(),
             fields: Fields::new(),
@@ -89,16 +102,22 @@ pub fn rfc3339_now() -> String {
 mod tests {
     use super::*;
 
+    fn origin(file: &str, offset: u64) -> LogOrigin {
+        LogOrigin {
+            file: file.into(),
+            offset,
+            cursor: None,
+        }
+    }
+
     fn event() -> Event {
+        let log = origin("/var/log/auth.log", 1234);
         Event {
-            id: Event::id_for("/var/log/auth.log", 1234, "sshd.auth_failed", "line"),
+            id: Event::id_for(&log, "sshd.auth_failed", "line"),
             rule: "sshd.auth_failed".into(),
             severity: Severity::Medium,
             time: "2026-11-22T10:00:01Z".into(),
-            log: LogOrigin {
-                file: "/var/log/auth.log".into(),
-                offset: 1234,
-            },
+            log,
             message: "a \"quoted\" line\twith tab".into(),
             fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
             count: None,
@@ -108,12 +127,21 @@ mod tests {
 
     #[test]
     fn id_is_stable_and_distinguishes_origin() {
-        let a = Event::id_for("/f", 1, "r", "x");
-        assert_eq!(a, Event::id_for("/f", 1, "r", "x"));
-        assert_ne!(a, Event::id_for("/f", 2, "r", "x"));
-        assert_ne!(a, Event::id_for("/g", 1, "r", "x"));
-        assert_ne!(a, Event::id_for("/f", 1, "r2", "x"));
+        let a = Event::id_for(&origin("/f", 1), "r", "x");
+        assert_eq!(a, Event::id_for(&origin("/f", 1), "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/f", 2), "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/g", 1), "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/f", 1), "r2", "x"));
         assert_eq!(a.len(), 32);
+        // A journal entry is told apart by its cursor.
+        let entry = |cursor: &str| LogOrigin {
+            cursor: Some(cursor.into()),
+            ..origin("journald", 7)
+        };
+        let b = Event::id_for(&entry("s=1;i=7"), "r", "x");
+        assert_eq!(b, Event::id_for(&entry("s=1;i=7"), "r", "x"));
+        assert_ne!(b, Event::id_for(&entry("s=2;i=7"), "r", "x"));
+        assert_ne!(b, Event::id_for(&origin("journald", 7), "r", "x"));
     }
 
     #[test]

@@ -16,15 +16,17 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 
-use crate::config::{Config, WebhookConfig};
+use crate::config::{Config, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
-use crate::event::LogOrigin;
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::systemd::Notifier;
-use crate::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
+use crate::tail::{
+    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
+    Tailer,
+};
 
 pub struct Pipeline {
     config: Config,
@@ -80,6 +82,13 @@ impl Pipeline {
 
         let mut matchers = Vec::new();
         for input in &config.inputs {
+            if input.kind == InputKind::Journald && journalctl_on_path().is_none() {
+                bail!(
+                    "{}: {}",
+                    config.source.display(),
+                    journalctl_missing(&input.name)
+                );
+            }
             let globs = compile_globs(&input.rules);
             let selected: Vec<Arc<Rule>> = rules
                 .iter()
@@ -128,6 +137,50 @@ impl Pipeline {
             self.rule_files,
             examples
         )
+    }
+
+    /// Runs each journald input's rules over entries recorded with
+    /// `journalctl --output=json`; says how many matched which rule.
+    pub fn try_journal_entries(&self, path: &std::path::Path) -> anyhow::Result<String> {
+        let journald: Vec<usize> = (0..self.config.inputs.len())
+            .filter(|&i| self.config.inputs[i].kind == InputKind::Journald)
+            .collect();
+        if journald.is_empty() {
+            bail!(
+                "{}: --journal-json {}: no input has type = \"journald\"",
+                self.config.source.display(),
+                path.display()
+            );
+        }
+        let mut report = String::new();
+        for index in journald {
+            let input = &self.config.inputs[index];
+            let recorded = read_recorded(path, input.max_line_bytes)?;
+            let mut per_rule: std::collections::BTreeMap<&str, u64> = Default::default();
+            let mut matched = 0;
+            for (_, entry) in &recorded.entries {
+                let mut hit = false;
+                for (rule, _) in self.matchers[index].matches(&entry.line) {
+                    *per_rule.entry(&rule.id).or_default() += 1;
+                    hit = true;
+                }
+                matched += u64::from(hit);
+            }
+            let rules: Vec<String> = per_rule
+                .iter()
+                .map(|(rule, count)| format!("{rule} {count}"))
+                .collect();
+            report.push_str(&format!(
+                "{}: input `{}`: {} entries ({} without MESSAGE skipped), {matched} matched{}{}\n",
+                path.display(),
+                input.name,
+                recorded.entries.len(),
+                recorded.without_message,
+                if rules.is_empty() { "" } else { ": " },
+                rules.join(", ")
+            ));
+        }
+        Ok(report)
     }
 
     /// Runs until `shutdown` completes, then drains. With a `notifier`
@@ -404,18 +457,18 @@ impl LineSink for RuleStage {
                 let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
                     continue;
                 };
-                let log = LogOrigin {
-                    file: line.path.to_string(),
-                    offset: line.offset,
-                };
-                let event = Arc::new(event_for(
+                let mut event = event_for(
                     rule,
-                    log,
+                    line.origin(),
                     &line.text,
                     fields,
                     line.truncated,
                     count,
-                ));
+                );
+                if let Some(journal) = &line.journal {
+                    journal.annotate(&mut event);
+                }
+                let event = Arc::new(event);
                 events.extend(
                     self.router
                         .destinations(&rule.id)

@@ -13,10 +13,10 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{InputConfig, RateLimit};
+use crate::config::{InputConfig, InputKind, RateLimit};
 use crate::deliver::{attempt_memory, budget_from_history, dead_letter_file, human};
 use crate::queue::{LaneState, LastError};
-use crate::tail::committed_progress;
+use crate::tail::{committed_progress, cursor_time};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -31,6 +31,12 @@ pub struct StatusReport {
 pub struct InputStatus {
     pub name: String,
     pub files: Vec<FileStatus>,
+    /// A journald input: it has a committed cursor instead of files.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub journald: bool,
+    /// The cursor of the last journal entry whose events are queued.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,7 +100,14 @@ pub fn gather(
         .iter()
         .map(|input| InputStatus {
             name: input.name.clone(),
+            journald: input.kind == InputKind::Journald,
+            journal_cursor: progress
+                .journals
+                .iter()
+                .find(|j| j.input == input.name)
+                .and_then(|j| j.cursor.clone()),
             files: progress
+                .files
                 .iter()
                 .filter(|p| p.input == input.name)
                 .map(|p| FileStatus {
@@ -187,6 +200,23 @@ impl StatusReport {
             "LAG".into(),
         ]];
         for input in &self.inputs {
+            if input.journald {
+                let position = match input.journal_cursor.as_deref() {
+                    Some(cursor) => format!(
+                        "journald, through the entry of {}",
+                        cursor_time(cursor).unwrap_or_else(|| cursor.to_string())
+                    ),
+                    None => "journald (no entry committed yet)".into(),
+                };
+                rows.push([
+                    input.name.clone(),
+                    position,
+                    "-".into(),
+                    "-".into(),
+                    "-".into(),
+                ]);
+                continue;
+            }
             if input.files.is_empty() {
                 rows.push([
                     input.name.clone(),

@@ -176,7 +176,8 @@ fn json_log_format_writes_one_object_per_line_without_secrets() {
             webhook: "batch_timeout = \"100ms\"",
         },
     );
-    let mut agent = Agent::start_with_env(&config, &["--log-format", "json"], &[]);
+    let mut agent =
+        Agent::start_with_env(&config, &["--log-format", "json"], &[] as &[(&str, &str)]);
     receiver.wait_for_events(1, DEADLINE);
     agent.wait_for_log("batch delivered", DEADLINE);
     agent.signal("TERM");

@@ -37,7 +37,7 @@ enum Command {
     /// Run the agent.
     Run(ConfigArg),
     /// Validate the config and rules, compile every regex, run every rule's examples.
-    Check(ConfigArg),
+    Check(CheckArgs),
     /// Run the rules over lines and show every match, its fields and event, and a summary.
     TestRules(TestRulesArgs),
     /// Send one manual trigger through a webhook's limits, headers and retries.
@@ -92,9 +92,23 @@ struct TestRulesArgs {
     /// One JSON object per matched line on stdout; the summary on stderr.
     #[arg(long)]
     json: bool,
-    /// Log files to read; `-` or none reads stdin.
+    /// Entries recorded with `journalctl --output=json > FILE` (repeatable),
+    /// read as a journald input reads the journal.
+    #[arg(long = "journal-json", value_name = "FILE")]
+    journal_json: Vec<PathBuf>,
+    /// Log files to read; `-`, or none and no --journal-json, reads stdin.
     #[arg(value_name = "FILE")]
     inputs: Vec<String>,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Also run the journald inputs' rules over entries recorded with
+    /// `journalctl --output=json > FILE` (repeatable) and show what matched.
+    #[arg(long = "journal-json", value_name = "FILE")]
+    journal_json: Vec<PathBuf>,
 }
 
 #[derive(Args)]
@@ -150,11 +164,15 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check(args: &ConfigArg) -> anyhow::Result<()> {
-    let pipeline = Pipeline::build(Config::load(&args.config)?)?;
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let config = &args.config.config;
+    let pipeline = Pipeline::build(Config::load(config)?)?;
+    for path in &args.journal_json {
+        print_out(&pipeline.try_journal_entries(path)?)?;
+    }
     print_out(&format!(
         "{}: OK: {}\n",
-        args.config.display(),
+        config.display(),
         pipeline.summary()
     ))
 }
@@ -169,6 +187,7 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
         rule_paths,
         json: args.json,
         inputs: args.inputs,
+        journal_json: args.journal_json,
     })
 }
 

@@ -2,8 +2,11 @@
 //! them, like `fail2ban-regex`: every match with its fields and the event
 //! JSON, then a summary (lines read, matched per rule, ignored, missed with a
 //! sample, time and lines/s). With `--json`, one object per match on stdout
-//! and the summary on stderr. `threshold` and `suppress` are not applied: this
-//! shows what each line matches, not how many events a burst would send.
+//! and the summary on stderr. `--journal-json` reads entries recorded with
+//! `journalctl --output=json` and runs the rules over the line a journald
+//! input makes of each, with the journal's time and fields in the events.
+//! `threshold` and `suppress` are not applied: this shows what each line
+//! matches, not how many events a burst would send.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -15,7 +18,7 @@ use anyhow::Context;
 
 use crate::event::LogOrigin;
 use crate::rules::{self, event_for, Matcher, Rule, Verdict};
-use crate::tail::LineReader;
+use crate::tail::{read_recorded, JournalMeta, LineReader};
 
 /// Lines longer than this are cut, as the agent's default `max_line_bytes`.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -25,8 +28,21 @@ const MISSED_SAMPLE: usize = 10;
 pub struct Options {
     pub rule_paths: Vec<PathBuf>,
     pub json: bool,
-    /// Files to read; `-` is stdin. Empty means stdin.
+    /// Files to read; `-` is stdin. Empty means stdin, unless there are
+    /// journal files.
     pub inputs: Vec<String>,
+    /// Files of entries recorded with `journalctl --output=json`.
+    pub journal_json: Vec<PathBuf>,
+}
+
+/// One line to examine and where it came from.
+struct Examined<'a> {
+    name: &'a str,
+    number: u64,
+    text: &'a str,
+    truncated: bool,
+    log: LogOrigin,
+    journal: Option<&'a JournalMeta>,
 }
 
 #[derive(Default)]
@@ -38,6 +54,8 @@ struct Summary {
     per_rule: BTreeMap<String, u64>,
     missed: Vec<String>,
     missed_count: u64,
+    /// Journal entries without MESSAGE, skipped as the agent skips them.
+    entries_without_message: u64,
 }
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
@@ -61,7 +79,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         per_rule: loaded.iter().map(|r| (r.id.clone(), 0)).collect(),
         ..Summary::default()
     };
-    let inputs = if options.inputs.is_empty() {
+    let inputs = if options.inputs.is_empty() && options.journal_json.is_empty() {
         vec!["-".to_string()]
     } else {
         options.inputs.clone()
@@ -92,19 +110,39 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             }
             for line in raw.drain(..) {
                 number += 1;
-                examine(
-                    &matcher,
+                let examined = Examined {
                     name,
                     number,
-                    &line,
-                    options.json,
-                    &mut out,
-                    &mut summary,
-                )?;
+                    text: &line.text,
+                    truncated: line.truncated,
+                    log: LogOrigin {
+                        file: name.to_string(),
+                        offset: line.offset,
+                        cursor: None,
+                    },
+                    journal: None,
+                };
+                examine(&matcher, examined, options.json, &mut out, &mut summary)?;
             }
             if n == 0 {
                 break;
             }
+        }
+    }
+    for path in &options.journal_json {
+        let recorded = read_recorded(path, MAX_LINE_BYTES)?;
+        summary.entries_without_message += recorded.without_message;
+        let name = path.display().to_string();
+        for (number, entry) in &recorded.entries {
+            let examined = Examined {
+                name: &name,
+                number: *number,
+                text: &entry.line,
+                truncated: entry.truncated,
+                log: entry.meta.origin(),
+                journal: Some(&entry.meta),
+            };
+            examine(&matcher, examined, options.json, &mut out, &mut summary)?;
         }
     }
     out.flush()?;
@@ -113,16 +151,15 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
 
 fn examine(
     matcher: &Matcher,
-    name: &str,
-    number: u64,
-    line: &crate::tail::RawLine,
+    line: Examined,
     json: bool,
     out: &mut impl Write,
     summary: &mut Summary,
 ) -> anyhow::Result<()> {
+    let Examined { name, number, .. } = line;
     summary.lines += 1;
     let (mut matched, mut ignored, mut wrong_type) = (false, false, false);
-    for (rule, verdict) in matcher.verdicts(&line.text) {
+    for (rule, verdict) in matcher.verdicts(line.text) {
         let fields = match verdict {
             Verdict::Match(fields) => fields,
             Verdict::Ignored => {
@@ -144,11 +181,17 @@ fn examine(
         };
         matched = true;
         *summary.per_rule.entry(rule.id.clone()).or_default() += 1;
-        let log = LogOrigin {
-            file: name.to_string(),
-            offset: line.offset,
-        };
-        let event = event_for(rule, log, &line.text, fields, line.truncated, None);
+        let mut event = event_for(
+            rule,
+            line.log.clone(),
+            line.text,
+            fields,
+            line.truncated,
+            None,
+        );
+        if let Some(journal) = line.journal {
+            journal.annotate(&mut event);
+        }
         if json {
             let record = serde_json::json!({"line": number, "rule": rule.id, "fields": event.fields, "event": event});
             writeln!(out, "{record}")?;
@@ -197,6 +240,12 @@ fn print_summary(summary: &Summary, seconds: f64, json: bool) -> anyhow::Result<
         summary.wrong_type_lines,
         summary.missed_count
     ));
+    if summary.entries_without_message > 0 {
+        text.push_str(&format!(
+            "Journal entries without MESSAGE (skipped): {}\n",
+            summary.entries_without_message
+        ));
+    }
     if !summary.missed.is_empty() {
         text.push_str(&format!("Missed (first {}):\n", summary.missed.len()));
         for line in &summary.missed {

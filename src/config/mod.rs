@@ -122,12 +122,38 @@ pub enum StartAt {
     Beginning,
 }
 
+/// Where an input's lines come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputKind {
+    /// Log files named by `paths`.
+    #[default]
+    File,
+    /// The systemd journal, read through `journalctl`, filtered by `units`,
+    /// `identifiers` and `matches`.
+    Journald,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputConfig {
     pub name: String,
-    /// File paths or globs.
+    #[serde(default, rename = "type")]
+    pub kind: InputKind,
+    /// File paths or globs (file inputs).
+    #[serde(default)]
     pub paths: Vec<String>,
+    /// journald inputs read the entries of these systemd units
+    /// (`_SYSTEMD_UNIT`)…
+    #[serde(default)]
+    pub units: Vec<String>,
+    /// …or with these syslog identifiers (`SYSLOG_IDENTIFIER`)…
+    #[serde(default)]
+    pub identifiers: Vec<String>,
+    /// …or matching these journalctl matches (`FIELD=value` terms, `+`
+    /// between alternative groups). None of the three: the whole journal.
+    #[serde(default)]
+    pub matches: Vec<String>,
     /// Globs of paths that `paths` matches but must not be tailed (e.g. `*.gz`).
     #[serde(default)]
     pub exclude: Vec<String>,
@@ -152,6 +178,28 @@ pub struct RouteConfig {
     pub rules: Vec<String>,
     /// Webhook names.
     pub webhooks: Vec<String>,
+}
+
+/// A journalctl match is `+` (or between the groups around it) or
+/// `FIELD=value`, where a field name is upper-case letters, digits and
+/// underscores, not starting with a digit (journald's rule).
+fn check_journal_match(text: &str) -> Result<(), &'static str> {
+    if text == "+" {
+        return Ok(());
+    }
+    let Some((field, _)) = text.split_once('=') else {
+        return Err("is not `FIELD=value` (e.g. `_SYSTEMD_UNIT=ssh.service`) or `+`");
+    };
+    let valid = !field.is_empty()
+        && !field.starts_with(|c: char| c.is_ascii_digit())
+        && field
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err("has no valid field name before `=`: upper-case letters, digits and `_`")
+    }
 }
 
 fn match_everything() -> Vec<String> {
@@ -308,8 +356,63 @@ impl Config {
                     format!("`{}` is used by two inputs", input.name),
                 ));
             }
-            if input.paths.is_empty() {
-                return Err(self.invalid(key("paths"), "needs at least one path or glob"));
+            match input.kind {
+                InputKind::File => {
+                    if input.paths.is_empty() {
+                        return Err(self.invalid(key("paths"), "needs at least one path or glob"));
+                    }
+                    for (field, values) in [
+                        ("units", &input.units),
+                        ("identifiers", &input.identifiers),
+                        ("matches", &input.matches),
+                    ] {
+                        if !values.is_empty() {
+                            return Err(self.invalid(
+                                key(field),
+                                "only a journald input (type = \"journald\") filters by it",
+                            ));
+                        }
+                    }
+                }
+                InputKind::Journald => {
+                    for (field, values) in [("paths", &input.paths), ("exclude", &input.exclude)] {
+                        if !values.is_empty() {
+                            return Err(self.invalid(
+                                key(field),
+                                "a journald input reads the journal, not files; select entries with units, identifiers or matches",
+                            ));
+                        }
+                    }
+                    for m in &input.matches {
+                        check_journal_match(m).map_err(|problem| {
+                            self.invalid(key("matches"), format!("`{m}` {problem}"))
+                        })?;
+                    }
+                    let plus_misplaced = input.matches.first().is_some_and(|m| m == "+")
+                        || input.matches.last().is_some_and(|m| m == "+")
+                        || input.matches.windows(2).any(|w| w[0] == "+" && w[1] == "+");
+                    if plus_misplaced {
+                        return Err(self.invalid(
+                            key("matches"),
+                            "`+` goes between two groups of `FIELD=value` terms",
+                        ));
+                    }
+                    for (field, values) in
+                        [("units", &input.units), ("identifiers", &input.identifiers)]
+                    {
+                        if values.iter().any(|v| v.trim().is_empty()) {
+                            return Err(self.invalid(key(field), "holds an empty name"));
+                        }
+                    }
+                    if let Some(unit) = input.units.iter().find(|u| !u.contains('.')) {
+                        return Err(self.invalid(
+                            key("units"),
+                            format!(
+                                "`{unit}` is not a full unit name; did you mean `{unit}.service`?"
+                            ),
+                        ));
+                    }
+                }
             }
             for (field, patterns) in [
                 ("paths", &input.paths),
@@ -597,6 +700,49 @@ mod tests {
         );
         chmod(&url_file, 0o640);
         assert!(load().unwrap().readable_secrets().is_empty());
+    }
+
+    #[test]
+    fn journald_inputs_take_filters_not_paths() {
+        let journal = |keys: &str| {
+            load(&format!(
+                "[[input]]\nname = \"journal\"\ntype = \"journald\"\n{keys}\n\
+                 [webhook.soc]\nurl = \"-\"\n"
+            ))
+        };
+        let config = journal(
+            "units = [\"ssh.service\"]\nidentifiers = [\"sudo\"]\nmatches = [\"_UID=0\", \"+\", \"PRIORITY=2\"]",
+        )
+        .unwrap();
+        assert_eq!(config.inputs[0].kind, InputKind::Journald);
+        assert_eq!(config.inputs[0].start_at, StartAt::End);
+        assert!(journal("").is_ok(), "no filter: the whole journal");
+
+        let err = journal("paths = [\"/var/log/auth.log\"]").unwrap_err();
+        assert!(err.to_string().contains("input[0].paths"), "{err}");
+        let err = journal("matches = [\"sshd\"]").unwrap_err();
+        assert!(err.to_string().contains("input[0].matches"), "{err}");
+        assert!(err.to_string().contains("FIELD=value"), "{err}");
+        let err = journal("matches = [\"_systemd_unit=x\"]").unwrap_err();
+        assert!(err.to_string().contains("field name"), "{err}");
+        let err = journal("matches = [\"_UID=0\", \"+\"]").unwrap_err();
+        assert!(err.to_string().contains("between two groups"), "{err}");
+        let err = journal("units = [\"ssh\"]").unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean `ssh.service`"),
+            "{err}"
+        );
+        let err = load(&MINIMAL.replace("paths =", "type = \"systemd\"\npaths =")).unwrap_err();
+        assert!(err.to_string().contains("systemd"), "{err}");
+        assert!(err.to_string().contains("journald"), "{err}");
+
+        let err =
+            load(&MINIMAL.replace("paths =", "units = [\"ssh.service\"]\npaths =")).unwrap_err();
+        assert!(err.to_string().contains("input[0].units"), "{err}");
+        assert!(err.to_string().contains("journald"), "{err}");
+        let err = load(&MINIMAL.replace("paths = [\"logs/auth.log\", \"../other/./x.log\"]", ""))
+            .unwrap_err();
+        assert!(err.to_string().contains("input[0].paths"), "{err}");
     }
 
     #[test]

@@ -178,7 +178,7 @@ fn xml_escape(text: &str) -> String {
 
 fn xml_event(event: &Event) -> String {
     let mut xml = format!(
-        r#"<event id="{}" rule="{}" severity="{}" time="{}"{}{}><log file="{}" offset="{}"/><message>{}</message><fields>"#,
+        r#"<event id="{}" rule="{}" severity="{}" time="{}"{}{}><log file="{}" offset="{}"{}/><message>{}</message><fields>"#,
         xml_escape(&event.id),
         xml_escape(&event.rule),
         event.severity.as_str(),
@@ -194,6 +194,12 @@ fn xml_event(event: &Event) -> String {
         },
         xml_escape(&event.log.file),
         event.log.offset,
+        event
+            .log
+            .cursor
+            .as_deref()
+            .map(|c| format!(r#" cursor="{}""#, xml_escape(c)))
+            .unwrap_or_default(),
         xml_escape(&event.message),
     );
     for (name, value) in &event.fields {
@@ -314,6 +320,7 @@ mod tests {
             log: LogOrigin {
                 file: "/var/log/auth.log".into(),
                 offset: 7,
+                cursor: None,
             },
             message: message.into(),
             fields: Fields::from([
@@ -384,6 +391,15 @@ mod tests {
         );
         assert_eq!(text.matches("<event ").count(), 2);
         assert!(text.ends_with("</tailhook>"));
+        assert!(
+            text.contains(r#"<log file="/var/log/auth.log" offset="7"/>"#),
+            "{text}"
+        );
+
+        let mut journal = event("x");
+        journal.log.cursor = Some("s=1;i=2".into());
+        let text = String::from_utf8(body(&format, &[journal])).unwrap();
+        assert!(text.contains(r#"offset="7" cursor="s=1;i=2"/>"#), "{text}");
     }
 
     #[test]

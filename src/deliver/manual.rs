@@ -63,14 +63,21 @@ impl Webhook {
             .unwrap_or_default()
             .as_nanos() as u64;
         let file = "tailhook send";
+        // The id hashes the send's time where a line's would hash its offset.
+        let identity = LogOrigin {
+            file: file.into(),
+            offset: nanos,
+            cursor: None,
+        };
         let event = Event {
-            id: Event::id_for(file, nanos, MANUAL_RULE, &message),
+            id: Event::id_for(&identity, MANUAL_RULE, &message),
             rule: MANUAL_RULE.into(),
             severity: Severity::Info,
             time: crate::event::rfc3339_now(),
             log: LogOrigin {
                 file: file.into(),
                 offset: 0,
+                cursor: None,
             },
             message,
             fields,

@@ -242,7 +242,7 @@ pub fn event_for(
     count: Option<u64>,
 ) -> Event {
     Event {
-        id: Event::id_for(&log.file, log.offset, &rule.id, line),
+        id: Event::id_for(&log, &rule.id, line),
         rule: rule.id.clone(),
         severity: rule.severity,
         time: crate::event::rfc3339_now(),
@@ -356,6 +356,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         let log = LogOrigin {
             file: "/var/log/auth.log".into(),
             offset: 42,
+            cursor: None,
         };
         let event = event_for(rule, log, line, fields, false, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();

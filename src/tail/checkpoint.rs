@@ -1,6 +1,7 @@
-//! Checkpoints: how far each followed file has been committed, on disk.
+//! Checkpoints: how far each followed file, and each journald input, has
+//! been committed, on disk.
 //!
-//! An offset is committed only when every event from the lines before it has
+//! An offset (a journal cursor) is committed only when every event from the lines before it has
 //! left the pipeline (delivered or dead-lettered), so a crash re-reads at most
 //! what was not yet committed and loses nothing. The file is written
 //! crash-consistently (temp file, fsync, rename, fsync of the folder) and is a
@@ -67,11 +68,26 @@ impl Fingerprint {
     }
 }
 
+/// Where a journald input resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JournalCheckpoint {
+    pub input: String,
+    /// The cursor of the last entry whose events are queued; `None` when the
+    /// input started on a journal with no entry for it yet, so it resumes at
+    /// the journal's beginning.
+    pub cursor: Option<String>,
+}
+
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "version")]
 enum Stored {
     #[serde(rename = "1")]
-    V1 { files: Vec<Checkpoint> },
+    V1 {
+        files: Vec<Checkpoint>,
+        /// Absent in files written before journald inputs existed.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        journals: Vec<JournalCheckpoint>,
+    },
 }
 
 pub struct CheckpointStore {
@@ -79,7 +95,8 @@ pub struct CheckpointStore {
     /// Whether a checkpoint file was found: if not, this is the first start.
     pub existed: bool,
     loaded: BTreeMap<(String, FileId), Checkpoint>,
-    last_saved: Vec<Checkpoint>,
+    journals: Vec<JournalCheckpoint>,
+    last_saved: (Vec<Checkpoint>, Vec<JournalCheckpoint>),
 }
 
 impl CheckpointStore {
@@ -89,7 +106,8 @@ impl CheckpointStore {
             path: path.clone(),
             existed: false,
             loaded: BTreeMap::new(),
-            last_saved: Vec::new(),
+            journals: Vec::new(),
+            last_saved: (Vec::new(), Vec::new()),
         };
         let text = match std::fs::read(&path) {
             Ok(text) => text,
@@ -101,8 +119,9 @@ impl CheckpointStore {
         };
         store.existed = true;
         match parse(&text) {
-            Ok(files) => {
-                store.last_saved = files.clone();
+            Ok((files, journals)) => {
+                store.last_saved = (files.clone(), journals.clone());
+                store.journals = journals;
                 store.loaded = files
                     .into_iter()
                     .map(|c| {
@@ -145,30 +164,43 @@ impl CheckpointStore {
         self.loaded.values().cloned().collect()
     }
 
+    /// Where the journald input `input` resumes; `None` on its first start.
+    pub fn journal(&self, input: &str) -> Option<&JournalCheckpoint> {
+        self.journals.iter().find(|j| j.input == input)
+    }
+
     /// Writes `current` plus loaded entries not claimed yet whose file is
-    /// still at their path (e.g. one unreadable for now). Skips the write when
-    /// nothing changed since the file was last written.
-    pub fn save(&mut self, mut current: Vec<Checkpoint>) -> io::Result<()> {
+    /// still at their path (e.g. one unreadable for now), and the journald
+    /// inputs' cursors. Skips the write when nothing changed since the file
+    /// was last written.
+    pub fn save(
+        &mut self,
+        mut current: Vec<Checkpoint>,
+        journals: Vec<JournalCheckpoint>,
+    ) -> io::Result<()> {
         self.loaded.retain(|(_, id), c| {
             std::fs::metadata(&c.path).is_ok_and(|meta| FileId::of(&meta) == *id)
         });
         current.extend(self.loaded.values().cloned());
+        let current = (current, journals);
         if self.existed && current == self.last_saved {
             return Ok(());
         }
         let text = serde_json::to_vec_pretty(&Stored::V1 {
-            files: current.clone(),
+            files: current.0.clone(),
+            journals: current.1.clone(),
         })
         .expect("checkpoints serialize");
         write_atomically(&self.path, &text)?;
+        self.journals.clone_from(&current.1);
         self.last_saved = current;
         self.existed = true;
         Ok(())
     }
 }
 
-fn parse(text: &[u8]) -> serde_json::Result<Vec<Checkpoint>> {
-    serde_json::from_slice::<Stored>(text).map(|Stored::V1 { files }| files)
+fn parse(text: &[u8]) -> serde_json::Result<(Vec<Checkpoint>, Vec<JournalCheckpoint>)> {
+    serde_json::from_slice::<Stored>(text).map(|Stored::V1 { files, journals }| (files, journals))
 }
 
 /// One checkpointed file as `tailhook status` shows it.
@@ -183,18 +215,26 @@ pub struct FileProgress {
     pub size: Option<u64>,
 }
 
+/// What `checkpoints.json` holds, as `tailhook status` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub files: Vec<FileProgress>,
+    pub journals: Vec<JournalCheckpoint>,
+}
+
 /// What `checkpoints.json` in `state_dir` holds, with each file's size now.
 /// Only reads: a corrupt file is reported, not set aside (the agent does
-/// that when it starts). No file yet gives an empty list.
-pub fn committed_progress(state_dir: &Path) -> Result<Vec<FileProgress>, String> {
+/// that when it starts). No file yet gives empty lists.
+pub fn committed_progress(state_dir: &Path) -> Result<Progress, String> {
     let path = state_dir.join("checkpoints.json");
     let text = match std::fs::read(&path) {
         Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Progress::default()),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let files = parse(&text).map_err(|e| format!("{}: corrupt: {e}", path.display()))?;
-    Ok(files
+    let (files, journals) =
+        parse(&text).map_err(|e| format!("{}: corrupt: {e}", path.display()))?;
+    let files = files
         .into_iter()
         .map(|c| {
             let size = std::fs::metadata(&c.path)
@@ -214,7 +254,8 @@ pub fn committed_progress(state_dir: &Path) -> Result<Vec<FileProgress>, String>
                 size,
             }
         })
-        .collect())
+        .collect();
+    Ok(Progress { files, journals })
 }
 
 /// Write, fsync, rename over, fsync the folder: after a crash the file holds
@@ -253,12 +294,12 @@ mod tests {
         std::fs::write(&log, "x\n").unwrap();
         let mut store = CheckpointStore::open(dir.path());
         assert!(!store.existed);
-        store.save(vec![checkpoint(42, &log)]).unwrap();
+        store.save(vec![checkpoint(42, &log)], vec![]).unwrap();
 
         let mut store = CheckpointStore::open(dir.path());
         assert!(store.existed);
         // Not claimed this time (say, unreadable): kept on the next save.
-        store.save(vec![]).unwrap();
+        store.save(vec![], vec![]).unwrap();
         let id = FileId::of(&std::fs::metadata(&log).unwrap());
         let mut store = CheckpointStore::open(dir.path());
         assert_eq!(store.unclaimed().len(), 1);
@@ -270,8 +311,35 @@ mod tests {
         std::fs::rename(&log, dir.path().join("a.log.1")).unwrap();
         std::fs::write(&log, "new\n").unwrap();
         let mut store = CheckpointStore::open(dir.path());
-        store.save(vec![]).unwrap();
+        store.save(vec![], vec![]).unwrap();
         assert!(CheckpointStore::open(dir.path()).unclaimed().is_empty());
+    }
+
+    #[test]
+    fn journal_cursors_are_saved_beside_files_and_older_files_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("checkpoints.json"),
+            br#"{"version":"1","files":[]}"#,
+        )
+        .unwrap();
+        let mut store = CheckpointStore::open(dir.path());
+        assert!(store.existed);
+        assert_eq!(store.journal("journal"), None);
+        let journals = vec![
+            JournalCheckpoint {
+                input: "journal".into(),
+                cursor: Some("s=1;i=2".into()),
+            },
+            JournalCheckpoint {
+                input: "empty".into(),
+                cursor: None,
+            },
+        ];
+        store.save(vec![], journals.clone()).unwrap();
+        let store = CheckpointStore::open(dir.path());
+        assert_eq!(store.journal("journal"), Some(&journals[0]));
+        assert_eq!(store.journal("empty"), Some(&journals[1]));
     }
 
     #[test]

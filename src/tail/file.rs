@@ -4,7 +4,6 @@
 //! renamed or deleted (log rotation) is still read to its end. Identity is the
 //! (device, inode) pair of that handle.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -14,7 +13,7 @@ use std::time::Instant;
 
 use super::checkpoint::Fingerprint;
 use super::reader::{LineReader, RawLine};
-use super::CommitToken;
+use super::{CommitToken, Commits};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId {
@@ -82,10 +81,8 @@ pub struct TailedFile {
     pub followed_since: std::time::SystemTime,
     /// Size and mtime at the last read; a change makes the first bytes worth checking.
     last_seen: (u64, Option<std::time::SystemTime>),
-    /// Chunks handed downstream, oldest first, with the offset that becomes
-    /// committed once every holder of the chunk's token has let it go.
-    in_flight: VecDeque<(CommitToken, u64)>,
-    committed: u64,
+    /// Chunks handed downstream, with the offset each one commits.
+    commits: Commits<u64>,
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -104,8 +101,7 @@ impl TailedFile {
             live: true,
             idle_since: None,
             followed_since: std::time::SystemTime::now(),
-            in_flight: VecDeque::new(),
-            committed: 0,
+            commits: Commits::new(0),
             last_seen: (meta.len(), meta.modified().ok()),
         })
     }
@@ -136,7 +132,7 @@ impl TailedFile {
             }
             StartFrom::End | StartFrom::Beginning => LineReader::new(0, max_line_bytes),
         };
-        self.committed = self.reader.line_start();
+        self.commits.reset(self.reader.line_start());
         self.file.seek(SeekFrom::Start(self.reader.position()))?;
         Ok(())
     }
@@ -169,27 +165,16 @@ impl TailedFile {
     /// Registers a chunk of lines just read; the returned token goes with
     /// the lines, and the chunk is committed once all its copies are dropped.
     pub fn chunk_token(&mut self) -> CommitToken {
-        let token = CommitToken::default();
-        self.in_flight
-            .push_back((token.clone(), self.reader.line_start()));
-        token
+        self.commits.chunk(self.reader.line_start())
     }
 
     /// The offset up to which every line's events have left the pipeline.
     pub fn committed(&mut self) -> u64 {
-        while let Some((token, end)) = self.in_flight.front() {
-            if !token.is_last() {
-                break;
-            }
-            self.committed = *end;
-            self.in_flight.pop_front();
-        }
-        self.committed
+        *self.commits.committed()
     }
 
     pub fn has_in_flight(&mut self) -> bool {
-        self.committed();
-        !self.in_flight.is_empty()
+        self.commits.has_in_flight()
     }
 
     /// Extends a fingerprint taken while the file was shorter than the
@@ -230,8 +215,7 @@ impl TailedFile {
             self.file.seek(SeekFrom::Start(0))?;
             self.fingerprint = Fingerprint::of(&self.file)?;
             // What was in flight came from content that no longer exists.
-            self.in_flight.clear();
-            self.committed = 0;
+            self.commits.reset(0);
         }
         let mut outcome = ReadOutcome::default();
         let mut buf = [0u8; CHUNK];

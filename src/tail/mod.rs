@@ -1,11 +1,14 @@
-//! Tailing: the stage that turns growing log files into [`Line`]s.
+//! Tailing: the stage that turns growing log files, and the systemd journal,
+//! into [`Line`]s.
 //!
 //! One thread follows every input's files: `discover` says which paths match,
 //! `file` follows each file by its handle and identity, `reader` cuts bytes into
 //! lines, `checkpoint` remembers on disk how far each file is committed, `watch`
 //! wakes the thread early when inotify sees a change. A periodic stat of every
 //! known file is the source of truth, so a lost notification delays a line by
-//! at most `poll_interval`.
+//! at most `poll_interval`. The same thread polls the journald inputs
+//! (`journal`), whose entries arrive from `journalctl` and commit a cursor
+//! the way files commit an offset.
 //!
 //! Lines leave through a [`LineSink`]. A sink that blocks (its queue is full)
 //! blocks this thread, so back-pressure from a slow webhook reaches the files,
@@ -18,23 +21,30 @@
 mod checkpoint;
 mod discover;
 mod file;
+mod journal;
 mod reader;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::config::{InputConfig, StartAt};
-pub use checkpoint::{committed_progress, FileProgress};
+use crate::config::{InputConfig, InputKind, StartAt};
+use crate::event::LogOrigin;
+pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progress};
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
 
+use journal::JournalSource;
+pub use journal::{
+    cursor_time, journalctl_missing, journalctl_on_path, read_recorded, JournalEntry, JournalMeta,
+    Recorded, JOURNAL_ORIGIN,
+};
 pub use reader::LineReader;
 
 /// Where the tailer hands its lines.
@@ -58,18 +68,82 @@ impl CommitToken {
     }
 }
 
-/// A complete line read from a file, with where it came from.
+/// Chunks handed downstream, oldest first, each with the position (a file
+/// offset, a journal cursor) that becomes committed once every holder of the
+/// chunk's token has let it go. Positions commit in order: a later chunk
+/// released first waits for the earlier ones.
+#[derive(Debug)]
+struct Commits<P> {
+    in_flight: VecDeque<(CommitToken, P)>,
+    committed: P,
+}
+
+impl<P: Clone> Commits<P> {
+    fn new(committed: P) -> Self {
+        Commits {
+            in_flight: VecDeque::new(),
+            committed,
+        }
+    }
+
+    /// Registers a chunk that ends at `end`; the token goes with its lines.
+    fn chunk(&mut self, end: P) -> CommitToken {
+        let token = CommitToken::default();
+        self.in_flight.push_back((token.clone(), end));
+        token
+    }
+
+    /// The position up to which every chunk's events have left the pipeline.
+    fn committed(&mut self) -> &P {
+        while let Some((token, end)) = self.in_flight.front() {
+            if !token.is_last() {
+                break;
+            }
+            self.committed = end.clone();
+            self.in_flight.pop_front();
+        }
+        &self.committed
+    }
+
+    fn has_in_flight(&mut self) -> bool {
+        self.committed();
+        !self.in_flight.is_empty()
+    }
+
+    /// Forgets what is in flight and commits `position` (the content the
+    /// chunks came from no longer exists).
+    fn reset(&mut self, position: P) {
+        self.in_flight.clear();
+        self.committed = position;
+    }
+}
+
+/// A complete line read from a file or the journal, with where it came from.
 #[derive(Debug, Clone)]
 pub struct Line {
-    /// Index of the input (in config order) whose paths matched the file.
+    /// Index of the input (in config order) the line came from.
     pub input: usize,
+    /// The file's path; [`JOURNAL_ORIGIN`] for journal entries.
     pub path: Arc<str>,
-    /// Byte offset of the line's first byte.
+    /// Byte offset of the line's first byte; a journal entry's sequence number.
     pub offset: u64,
     pub text: String,
     /// The line was longer than `max_line_bytes` and was cut.
     pub truncated: bool,
+    /// For a journal entry: its cursor, time and fields.
+    pub journal: Option<Arc<JournalMeta>>,
     pub commit: CommitToken,
+}
+
+impl Line {
+    /// The `log` member of this line's events.
+    pub fn origin(&self) -> LogOrigin {
+        LogOrigin {
+            file: self.path.to_string(),
+            offset: self.offset,
+            cursor: self.journal.as_ref().map(|j| j.cursor.clone()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -124,7 +198,9 @@ impl Tailer {
         options: TailOptions,
         sink: impl LineSink,
     ) -> Tailer {
-        let inputs: Vec<Input> = inputs
+        let configs = inputs;
+        // A journald input has no paths: it discovers no file.
+        let inputs: Vec<Input> = configs
             .iter()
             .map(|c| Input {
                 name: c.name.clone(),
@@ -138,13 +214,23 @@ impl Tailer {
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
         let (heartbeat, heartbeat_seen) = tokio::sync::watch::channel(None);
+        let checkpoints = CheckpointStore::open(state_dir);
+        let journals = configs
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.kind == InputKind::Journald)
+            .map(|(index, c)| {
+                JournalSource::new(index, c, checkpoints.journal(&c.name), waker.clone())
+            })
+            .collect();
         let state = TailState {
             inputs,
             options,
             files: BTreeMap::new(),
+            journals,
             unreadable: HashSet::new(),
             sink: Some(Box::new(sink)),
-            checkpoints: CheckpointStore::open(state_dir),
+            checkpoints,
             last_checkpoint: Instant::now(),
             wakeups,
             stop: stop.clone(),
@@ -186,6 +272,7 @@ struct TailState {
     options: TailOptions,
     /// Followed files, by input and identity: two inputs may follow one file.
     files: BTreeMap<(usize, FileId), TailedFile>,
+    journals: Vec<JournalSource>,
     /// Paths that failed to open, warned about once until they open again.
     unreadable: HashSet<PathBuf>,
     /// Dropped at shutdown, which closes the queues behind it.
@@ -202,6 +289,9 @@ type StopRequest = Arc<Mutex<Option<Instant>>>;
 
 impl TailState {
     fn run(mut self) {
+        for journal in &mut self.journals {
+            journal.find_start();
+        }
         let mut first_scan = true;
         let deadline = loop {
             if let Some(deadline) = *self.stop.lock().expect("stop flag") {
@@ -230,7 +320,13 @@ impl TailState {
             }
         };
         self.sink = None;
-        while self.files.values_mut().any(TailedFile::has_in_flight) && Instant::now() < deadline {
+        for journal in &mut self.journals {
+            journal.stop();
+        }
+        while (self.files.values_mut().any(TailedFile::has_in_flight)
+            || self.journals.iter_mut().any(JournalSource::has_in_flight))
+            && Instant::now() < deadline
+        {
             self.save_checkpoints(false);
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -256,7 +352,12 @@ impl TailState {
                 offset: file.committed(),
             })
             .collect();
-        if let Err(e) = self.checkpoints.save(current) {
+        let journals = self
+            .journals
+            .iter_mut()
+            .filter_map(JournalSource::checkpoint)
+            .collect();
+        if let Err(e) = self.checkpoints.save(current, journals) {
             tracing::warn!(error = %e, "cannot write checkpoints; will retry");
         }
     }
@@ -489,11 +590,20 @@ impl TailState {
                             offset,
                             text,
                             truncated,
+                            journal: None,
                             commit: commit.clone(),
                         },
                     )
                     .collect();
                 self.sink.as_mut()?.accept(lines).ok()?;
+            }
+        }
+        // When stopping, journalctl may have been signalled with the agent
+        // (systemd stops the whole cgroup): that is no failure to report and
+        // restart. What is left unread is read after the restart.
+        if self.stop.lock().expect("stop flag").is_none() {
+            for journal in &mut self.journals {
+                more |= journal.poll(self.sink.as_mut()?.as_mut())?;
             }
         }
         Some(more)
@@ -512,5 +622,27 @@ impl TailState {
             }
             !finished
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_commit_in_order_once_every_holder_let_go() {
+        let mut commits: Commits<Option<String>> = Commits::new(None);
+        let first = commits.chunk(Some("s=1".into()));
+        let second = commits.chunk(Some("s=2".into()));
+        drop(second);
+        assert_eq!(*commits.committed(), None, "the earlier chunk still holds");
+        drop(first);
+        assert_eq!(commits.committed().as_deref(), Some("s=2"));
+        assert!(!commits.has_in_flight());
+
+        let held = commits.chunk(Some("s=3".into()));
+        commits.reset(Some("s=9".into()));
+        drop(held);
+        assert_eq!(commits.committed().as_deref(), Some("s=9"));
     }
 }

@@ -210,16 +210,26 @@ impl Agent {
 
     /// Runs the agent under `wrapper` (e.g. `setpriv …` to drop privileges).
     pub fn start_wrapped(config: &Path, wrapper: &[&str]) -> Agent {
-        Self::start_with(config, wrapper, &[], &[])
+        Self::start_with(config, wrapper, &[], &[] as &[(&str, &str)])
     }
 
     /// Runs the agent with `args` after `run -c CONFIG` and `env` added to
-    /// its environment.
-    pub fn start_with_env(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Agent {
+    /// its environment (e.g. `NOTIFY_SOCKET`, or a `PATH` that leads to a
+    /// fake `journalctl`).
+    pub fn start_with_env<V: AsRef<std::ffi::OsStr>>(
+        config: &Path,
+        args: &[&str],
+        env: &[(&str, V)],
+    ) -> Agent {
         Self::start_with(config, &[], args, env)
     }
 
-    fn start_with(config: &Path, wrapper: &[&str], args: &[&str], env: &[(&str, &str)]) -> Agent {
+    fn start_with<V: AsRef<std::ffi::OsStr>>(
+        config: &Path,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, V)],
+    ) -> Agent {
         let mut command = match wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -233,7 +243,7 @@ impl Agent {
             .arg(config)
             .args(args)
             .env("TAILHOOK_LOG", "info")
-            .envs(env.iter().copied())
+            .envs(env.iter().map(|(k, v)| (k, v.as_ref())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
