@@ -218,6 +218,10 @@ impl TailedFile {
             self.commits.reset(0);
         }
         let mut outcome = ReadOutcome::default();
+        if size == self.reader.position() {
+            // Nothing new: most files at most looks. No read, no buffer.
+            return Ok(outcome);
+        }
         let mut buf = [0u8; CHUNK];
         while outcome.bytes < budget {
             let n = match self.file.read(&mut buf) {
