@@ -47,6 +47,10 @@ pub use journal::{
 };
 pub use reader::LineReader;
 
+/// With notifications on, how often the globs are matched again when no
+/// notification came (one may be missed: overflow, network file systems).
+const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+
 /// Where the tailer hands its lines.
 pub trait LineSink: Send + 'static {
     /// Takes a chunk of lines from one file, in file order. Blocks while the
@@ -293,11 +297,20 @@ impl TailState {
             journal.find_start();
         }
         let mut first_scan = true;
+        let mut discovered = Instant::now();
+        let mut woken = true;
         let deadline = loop {
             if let Some(deadline) = *self.stop.lock().expect("stop flag") {
                 break deadline;
             }
-            self.discover(first_scan);
+            // Matching the globs stats every path: with notifications on,
+            // only when one came (a file created, renamed or deleted wakes
+            // us) or every RESCAN_INTERVAL in case one was missed. Known
+            // files are still looked at every pass, through their handles.
+            if woken || !self.wakeups.notifies() || discovered.elapsed() >= RESCAN_INTERVAL {
+                self.discover(first_scan);
+                discovered = Instant::now();
+            }
             if first_scan {
                 // Record at once where the first start began: a crash before
                 // the next write must not make the restart a "first start"
@@ -315,9 +328,7 @@ impl TailState {
             self.let_go_of_finished_files();
             self.save_checkpoints(false);
             self.heartbeat.send_replace(Some(Instant::now()));
-            if !more {
-                self.wakeups.wait(self.options.poll_interval);
-            }
+            woken = more || self.wakeups.wait(self.options.poll_interval);
         };
         self.sink = None;
         for journal in &mut self.journals {

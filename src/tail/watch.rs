@@ -92,9 +92,15 @@ impl Wakeups {
         }
     }
 
-    /// Waits for a notification or `timeout`, whichever comes first.
-    pub fn wait(&self, timeout: std::time::Duration) {
-        let _ = self.receiver.recv_timeout(timeout);
+    /// Waits for a notification or `timeout`, whichever comes first; true
+    /// when something woke it.
+    pub fn wait(&self, timeout: std::time::Duration) -> bool {
+        self.receiver.recv_timeout(timeout).is_ok()
+    }
+
+    /// Whether file system notifications are on (else only the poll runs).
+    pub fn notifies(&self) -> bool {
+        self.watcher.is_some()
     }
 }
 
