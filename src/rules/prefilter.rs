@@ -33,7 +33,7 @@ pub struct Prefilter {
     /// For each rule: further literal sets its matches contain, checked only
     /// once its trigger occurs (a line with " HTTP/" but no `" 4` cannot be
     /// a 4xx response).
-    confirms: Vec<Vec<AhoCorasick>>,
+    confirms: Vec<Vec<Confirm>>,
 }
 
 /// Every rule's trigger literals in one Aho-Corasick DFA, walked by a loop
@@ -67,7 +67,7 @@ impl Prefilter {
                 }
                 None => always.push(rule),
             }
-            confirms.push(plan.confirms.iter().map(searcher).collect());
+            confirms.push(plan.confirms.iter().map(Confirm::new).collect());
         }
         let triggers = (!literals.is_empty()).then(|| Triggers {
             dfa: aho_corasick::dfa::DFA::builder()
@@ -92,7 +92,7 @@ impl Prefilter {
         }
         found.sort_unstable();
         found.dedup();
-        found.retain(|&rule| self.confirms[rule].iter().all(|set| set.is_match(line)));
+        found.retain(|&rule| self.confirms[rule].iter().all(|set| set.occurs_in(line)));
         found
     }
 }
@@ -161,12 +161,35 @@ impl Triggers {
     }
 }
 
-/// A searcher for "any literal of `set` occurs".
-fn searcher(set: &LiteralSet) -> AhoCorasick {
-    AhoCorasickBuilder::new()
-        .ascii_case_insensitive(set.iter().any(|literal| literal.caseless))
-        .build(set.iter().map(|literal| &literal.bytes))
-        .expect("literal sets this small always build")
+/// A search for "some literal of a set occurs".
+enum Confirm {
+    /// One case-sensitive literal, the common case: a plain substring
+    /// search, several times cheaper per line than an automaton.
+    One(memchr::memmem::Finder<'static>),
+    Any(AhoCorasick),
+}
+
+impl Confirm {
+    fn new(set: &LiteralSet) -> Confirm {
+        match set.as_slice() {
+            [only] if !only.caseless => {
+                Confirm::One(memchr::memmem::Finder::new(&only.bytes).into_owned())
+            }
+            _ => Confirm::Any(
+                AhoCorasickBuilder::new()
+                    .ascii_case_insensitive(set.iter().any(|literal| literal.caseless))
+                    .build(set.iter().map(|literal| &literal.bytes))
+                    .expect("literal sets this small always build"),
+            ),
+        }
+    }
+
+    fn occurs_in(&self, line: &str) -> bool {
+        match self {
+            Confirm::One(finder) => finder.find(line.as_bytes()).is_some(),
+            Confirm::Any(searcher) => searcher.is_match(line),
+        }
+    }
 }
 
 /// Fixed text every match of some part of a regex contains.
