@@ -165,16 +165,16 @@ impl Triggers {
 enum Confirm {
     /// One case-sensitive literal, the common case: a plain substring
     /// search, several times cheaper per line than an automaton.
-    One(memchr::memmem::Finder<'static>),
+    One(Box<memchr::memmem::Finder<'static>>),
     Any(AhoCorasick),
 }
 
 impl Confirm {
     fn new(set: &LiteralSet) -> Confirm {
         match set.as_slice() {
-            [only] if !only.caseless => {
-                Confirm::One(memchr::memmem::Finder::new(&only.bytes).into_owned())
-            }
+            [only] if !only.caseless => Confirm::One(Box::new(
+                memchr::memmem::Finder::new(&only.bytes).into_owned(),
+            )),
             _ => Confirm::Any(
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(set.iter().any(|literal| literal.caseless))
