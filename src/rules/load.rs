@@ -9,7 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::gate::{SuppressSpec, ThresholdSpec};
-use super::{Example, FieldType, Rule, Severity};
+use super::{Example, FieldType, Rule, RuleRegex, Severity};
 
 /// A rule-file problem: where it is and what is wrong.
 #[derive(Debug)]
@@ -195,13 +195,9 @@ fn compile(
         ));
     }
     let regex_at = Some(spec.regex.span().start);
-    let regex = regex::Regex::new(&expand_placeholders(spec.regex.get_ref()))
+    let regex = RuleRegex::new(&expand_placeholders(spec.regex.get_ref()), &spec.types)
         .map_err(|e| fail(regex_at, format!("regex does not compile:\n{e}")))?;
-    let captures: Vec<String> = regex
-        .capture_names()
-        .flatten()
-        .map(str::to_string)
-        .collect();
+    let captures: Vec<String> = regex.field_names().map(str::to_string).collect();
     if captures.is_empty() {
         return Err(fail(
             regex_at,

@@ -105,12 +105,71 @@ pub struct Rule {
     pub origin: String,
     pub description: String,
     pub severity: Severity,
-    pub regex: regex::Regex,
+    pub regex: RuleRegex,
     pub ignore: Vec<regex::Regex>,
     pub types: BTreeMap<String, FieldType>,
     pub threshold: Option<ThresholdSpec>,
     pub suppress: Option<SuppressSpec>,
     pub examples: Vec<Example>,
+}
+
+/// A rule's regex, compiled for what the agent does with it: the captures
+/// of lines the prefilter already found the rule's literals in. Without a
+/// lazy DFA: most such lines match, and the backtracker finds their captures
+/// in one pass where the DFA would first find the match again (and keep a
+/// cache per regex).
+#[derive(Debug, Clone)]
+pub struct RuleRegex {
+    pattern: String,
+    regex: regex_automata::meta::Regex,
+    /// Each named group: its index, its field name and declared type.
+    fields: Vec<(usize, String, Option<FieldType>)>,
+}
+
+impl RuleRegex {
+    /// Compiles `pattern`; `types` are the rule's declared field types.
+    /// The error reads like the regex crate's, caret under the position.
+    pub fn new(pattern: &str, types: &BTreeMap<String, FieldType>) -> Result<RuleRegex, String> {
+        let regex = regex_automata::meta::Builder::new()
+            .configure(regex_automata::meta::Config::new().hybrid(false).dfa(false))
+            .build(pattern)
+            .map_err(|e| match e.syntax_error() {
+                Some(syntax) => syntax.to_string(),
+                None => e.to_string(),
+            })?;
+        let fields = regex
+            .group_info()
+            .pattern_names(regex_automata::PatternID::ZERO)
+            .enumerate()
+            .filter_map(|(group, name)| {
+                name.map(|name| (group, name.to_string(), types.get(name).copied()))
+            })
+            .collect();
+        Ok(RuleRegex {
+            pattern: pattern.to_string(),
+            regex,
+            fields,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.pattern
+    }
+
+    pub fn is_match(&self, line: &str) -> bool {
+        self.regex.is_match(line)
+    }
+
+    /// The field names, in the order of their groups.
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|(_, name, _)| name.as_str())
+    }
+
+    fn captures(&self, line: &str) -> Option<regex_automata::util::captures::Captures> {
+        let mut captures = self.regex.create_captures();
+        self.regex.captures(line, &mut captures);
+        captures.is_match().then_some(captures)
+    }
 }
 
 impl Rule {
@@ -132,14 +191,14 @@ impl Rule {
             return Verdict::Ignored;
         }
         let mut fields = Fields::new();
-        for name in self.regex.capture_names().flatten() {
-            let Some(m) = captures.name(name) else {
+        for (group, name, kind) in &self.regex.fields {
+            let Some(span) = captures.get_group(*group) else {
                 continue;
             };
-            let kind = self.types.get(name).copied().unwrap_or(FieldType::String);
-            match kind.convert(m.as_str()) {
-                Some(value) => fields.insert(name.to_string(), value),
-                None => return Verdict::WrongType(name.to_string()),
+            let kind = kind.unwrap_or(FieldType::String);
+            match kind.convert(&line[span.range()]) {
+                Some(value) => fields.insert(name.clone(), value),
+                None => return Verdict::WrongType(name.clone()),
             };
         }
         Verdict::Match(fields)
