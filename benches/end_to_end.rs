@@ -161,7 +161,7 @@ fn throughput(megabytes: u64, percent: u64) {
     let size = std::fs::metadata(&corpus).unwrap().len() as f64 / 1e6;
     let seen = seen.lock().unwrap();
     println!(
-        "throughput, {percent}% matching: {size:.0} MB, {expected} events{}: {wall:.2} s wall, {:.1} MB/s, {cpu:.2} CPU s ({:.1} MB per CPU s), peak RSS {rss:.1} MiB, {} requests",
+        "throughput, {percent}% matching: {size:.0} MB, {expected} events{}: {wall:.2} s wall, {:.1} MB/s, {cpu:.2} CPU s ({:.1} MB per CPU s), peak RSS {rss:.1} MiB, {} requests (target at 1 %: >= 300 MB/s on one core)",
         if done { "" } else { " (NOT all arrived)" },
         size / wall,
         size / cpu,
@@ -200,7 +200,7 @@ fn latency(appends: u64) {
     latencies.sort();
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     println!(
-        "latency: {} appends → POST received (batch_timeout 1ms): p50 {:?}, p99 {:?}, max {:?}",
+        "latency: {} appends → POST received (batch_timeout 1ms): p50 {:?}, p99 {:?}, max {:?} (target: p99 <= 100 ms)",
         latencies.len(),
         pct(0.5),
         pct(0.99),
@@ -226,7 +226,7 @@ fn batching() {
     let _ = agent.wait();
     let seen = seen.lock().unwrap();
     println!(
-        "batching: 10000 events{} under 5/2s, {} bytes: {} requests accepted, ideal {}, {} x 429",
+        "batching: 10000 events{} under 5/2s, {} bytes: {} requests accepted, ideal {}, {} x 429 (target: <= 1.05 x ideal, 0 x 429)",
         if done { "" } else { " (NOT all arrived)" },
         seen.bytes,
         seen.requests - seen.rejected,
