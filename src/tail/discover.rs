@@ -4,7 +4,7 @@
 //! are picked up without any special path. It only lists paths; identity and
 //! reading live in `file.rs`.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The include and exclude globs of one input.
@@ -24,15 +24,21 @@ impl PathSet {
     }
 
     /// Regular files matching now, sorted and without duplicates.
-    pub fn files(&self) -> BTreeSet<PathBuf> {
-        let mut found = BTreeSet::new();
+    /// The regular files the globs match, with the stat that found them.
+    pub fn files(&self) -> BTreeMap<PathBuf, std::fs::Metadata> {
+        let mut found = BTreeMap::new();
         for pattern in &self.include {
             let Ok(paths) = glob::glob(pattern) else {
                 continue;
             };
             for path in paths.flatten() {
-                if path.is_file() && !self.excluded(&path) {
-                    found.insert(path);
+                if self.excluded(&path) {
+                    continue;
+                }
+                if let Ok(meta) = std::fs::metadata(&path) {
+                    if meta.is_file() {
+                        found.insert(path, meta);
+                    }
                 }
             }
         }
@@ -85,7 +91,7 @@ mod tests {
         std::fs::create_dir(dir.path().join("auth.log.d")).unwrap();
         let base = dir.path().to_string_lossy();
         let set = PathSet::new(&[format!("{base}/auth.log*")], &[format!("{base}/*.gz")]);
-        let files: Vec<_> = set.files().into_iter().collect();
+        let files: Vec<_> = set.files().into_keys().collect();
         assert_eq!(
             files,
             vec![dir.path().join("auth.log"), dir.path().join("auth.log.1")]

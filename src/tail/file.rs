@@ -157,6 +157,12 @@ impl TailedFile {
         self.reader.position()
     }
 
+    /// Whether a line without its newline is held, to be flushed once the
+    /// file has been idle for the input's `partial_line_timeout`.
+    pub fn holds_partial_line(&self) -> bool {
+        self.reader.holds_partial()
+    }
+
     /// The held line without a newline, as a line of its own.
     pub fn flush_partial_line(&mut self) -> Option<RawLine> {
         self.reader.flush_partial()

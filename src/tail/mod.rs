@@ -297,19 +297,22 @@ impl TailState {
             journal.find_start();
         }
         let mut first_scan = true;
-        let mut discovered = Instant::now();
+        let mut looked = Instant::now();
         let mut woken = true;
         let deadline = loop {
             if let Some(deadline) = *self.stop.lock().expect("stop flag") {
                 break deadline;
             }
-            // Matching the globs stats every path: with notifications on,
-            // only when one came (a file created, renamed or deleted wakes
-            // us) or every RESCAN_INTERVAL in case one was missed. Known
-            // files are still looked at every pass, through their handles.
-            if woken || !self.wakeups.notifies() || discovered.elapsed() >= RESCAN_INTERVAL {
+            // Matching the globs and looking at every file costs a stat
+            // each: with notifications on, only when one came (any change
+            // in a watched folder wakes us) or every RESCAN_INTERVAL in
+            // case one was missed. Passes in between only look at files
+            // holding a line whose writer stopped mid-line.
+            let look_at_all =
+                woken || !self.wakeups.notifies() || looked.elapsed() >= RESCAN_INTERVAL;
+            if look_at_all {
                 self.discover(first_scan);
-                discovered = Instant::now();
+                looked = Instant::now();
             }
             if first_scan {
                 // Record at once where the first start began: a crash before
@@ -321,7 +324,7 @@ impl TailState {
                 self.heartbeat.send_replace(Some(Instant::now()));
             }
             first_scan = false;
-            let Some(more) = self.read_all() else {
+            let Some(more) = self.read_all(look_at_all) else {
                 tracing::debug!("line consumer closed; tailer stops");
                 break Instant::now();
             };
@@ -386,8 +389,8 @@ impl TailState {
         for index in 0..self.inputs.len() {
             let roots = self.inputs[index].paths.watch_roots();
             self.wakeups.watch(&roots);
-            for path in self.inputs[index].paths.files() {
-                self.discover_path(index, path, first_scan);
+            for (path, meta) in self.inputs[index].paths.files() {
+                self.discover_path(index, path, &meta, first_scan);
             }
         }
         for key in was_live {
@@ -492,11 +495,14 @@ impl TailState {
         }
     }
 
-    fn discover_path(&mut self, index: usize, path: PathBuf, first_scan: bool) {
-        let Ok(meta) = std::fs::metadata(&path) else {
-            return;
-        };
-        if let Some(known) = self.files.get_mut(&(index, FileId::of(&meta))) {
+    fn discover_path(
+        &mut self,
+        index: usize,
+        path: PathBuf,
+        meta: &std::fs::Metadata,
+        first_scan: bool,
+    ) {
+        if let Some(known) = self.files.get_mut(&(index, FileId::of(meta))) {
             known.live = true;
             known.set_path(&path);
             return;
@@ -549,12 +555,16 @@ impl TailState {
         })
     }
 
-    /// Reads every file once. `None` when the consumer is gone; otherwise
-    /// whether some file has more to read right away.
-    fn read_all(&mut self) -> Option<bool> {
+    /// Reads every file once (with `all` false, only those holding a line
+    /// without its newline, whose idle time decides when it is flushed). `None` when the consumer is gone; otherwise whether some
+    /// file has more to read right away.
+    fn read_all(&mut self, all: bool) -> Option<bool> {
         let mut more = false;
         let mut raw = Vec::new();
         for (&(input, _), file) in self.files.iter_mut() {
+            if !all && !file.holds_partial_line() {
+                continue;
+            }
             raw.clear();
             let outcome = match file.read(self.options.read_budget, &mut raw) {
                 Ok(outcome) => outcome,

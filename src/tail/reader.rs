@@ -104,10 +104,16 @@ impl LineReader {
         truncated
     }
 
+    /// Whether bytes of an unfinished line are held (what `flush_partial`
+    /// would emit).
+    pub fn holds_partial(&self) -> bool {
+        !self.skip_to_newline && self.position != self.line_start
+    }
+
     /// Emits the bytes held for an unfinished line as a complete line, for a
     /// writer that stopped mid-line. Whatever follows starts a new line.
     pub fn flush_partial(&mut self) -> Option<RawLine> {
-        if self.skip_to_newline || self.position == self.line_start {
+        if !self.holds_partial() {
             return None;
         }
         let line = self.take_line();
