@@ -134,6 +134,71 @@ fn with_inotify_off_polling_alone_delivers_every_line() {
     assert_eq!(sequences(&events), (1..=50).collect::<Vec<_>>());
 }
 
+/// A log written through a hard link in a folder the agent does not watch:
+/// inotify reports a write only to the folder it was made through, so no
+/// notification comes, and the periodic look at every file (at least every
+/// 10 s with inotify on) still finds the lines.
+#[test]
+fn lines_no_notification_announces_are_found_by_the_periodic_look() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("elsewhere")).unwrap();
+    std::fs::create_dir(setup.path("logs")).unwrap();
+    setup.append("elsewhere/auth.log", &[failed_line(1)]);
+    std::fs::hard_link(
+        setup.path("elsewhere/auth.log"),
+        setup.path("logs/auth.log"),
+    )
+    .unwrap();
+    let config = config(
+        &setup,
+        &receiver.url,
+        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"",
+    );
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailhook running", DEADLINE);
+    receiver.wait_for_events(1, DEADLINE);
+    for seq in 2..=5 {
+        setup.append("elsewhere/auth.log", &[failed_line(seq)]);
+    }
+    let events = receiver.wait_for_events(5, DEADLINE);
+    assert_eq!(sequences(&events), (1..=5).collect::<Vec<_>>());
+}
+
+/// A log reached through a symlink into another folder: its target's folder
+/// is watched too, so its lines come at once, not at the next periodic look
+/// (10 s).
+#[test]
+fn a_symlinked_log_is_followed_through_its_target_folder() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("elsewhere")).unwrap();
+    std::fs::create_dir(setup.path("logs")).unwrap();
+    setup.append("elsewhere/auth.log", &[failed_line(1)]);
+    std::os::unix::fs::symlink(
+        setup.path("elsewhere/auth.log"),
+        setup.path("logs/auth.log"),
+    )
+    .unwrap();
+    let config = config(
+        &setup,
+        &receiver.url,
+        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"",
+    );
+    let agent = Agent::start(&config);
+    agent.wait_for_log("tailhook running", DEADLINE);
+    receiver.wait_for_events(1, DEADLINE);
+    let appended = std::time::Instant::now();
+    setup.append("elsewhere/auth.log", &[failed_line(2)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(sequences(&events), vec![1, 2]);
+    assert!(
+        appended.elapsed() < Duration::from_secs(8),
+        "waited for the periodic look: {:?}",
+        appended.elapsed()
+    );
+}
+
 /// Root reads every file whatever its mode, so the agent runs as `nobody`.
 #[test]
 fn an_unreadable_file_is_warned_about_once_and_read_once_it_can_be() {

@@ -26,7 +26,7 @@ mod reader;
 mod watch;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -517,6 +517,16 @@ impl TailState {
         match opened {
             Ok(file) => {
                 self.unreadable.remove(&path);
+                // A log reached through a symlink is written in its target's
+                // folder, which the globs' folders do not cover.
+                if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                    if let Some(folder) = std::fs::canonicalize(&path)
+                        .ok()
+                        .and_then(|target| target.parent().map(Path::to_path_buf))
+                    {
+                        self.wakeups.watch(&[(folder, false)]);
+                    }
+                }
                 tracing::info!(input = %input.name, file = %path.display(), position = file.position(), "tailing file");
                 // The handle's identity wins over the earlier stat: the path may
                 // have been replaced in between.
