@@ -236,6 +236,7 @@ impl Tailer {
             sink: Some(Box::new(sink)),
             checkpoints,
             last_checkpoint: Instant::now(),
+            checkpoints_settled: false,
             wakeups,
             stop: stop.clone(),
             heartbeat,
@@ -283,6 +284,10 @@ struct TailState {
     sink: Option<Box<dyn LineSink>>,
     checkpoints: CheckpointStore,
     last_checkpoint: Instant,
+    /// Nothing the checkpoints hold can have moved since the last save: it
+    /// had nothing in flight, and no file has been read or discovered since.
+    /// Saves are then skipped without building the list to compare.
+    checkpoints_settled: bool,
     wakeups: Wakeups,
     stop: StopRequest,
     heartbeat: tokio::sync::watch::Sender<Option<Instant>>,
@@ -313,6 +318,7 @@ impl TailState {
             if look_at_all {
                 self.discover(first_scan);
                 looked = Instant::now();
+                self.checkpoints_settled = false;
             }
             if first_scan {
                 // Record at once where the first start began: a crash before
@@ -350,7 +356,10 @@ impl TailState {
     /// Writes every file's committed offset, at most every
     /// `checkpoint_interval` unless `now`.
     fn save_checkpoints(&mut self, now: bool) {
-        if !now && self.last_checkpoint.elapsed() < self.options.checkpoint_interval {
+        if !now
+            && (self.checkpoints_settled
+                || self.last_checkpoint.elapsed() < self.options.checkpoint_interval)
+        {
             return;
         }
         self.last_checkpoint = Instant::now();
@@ -371,8 +380,12 @@ impl TailState {
             .iter_mut()
             .filter_map(JournalSource::checkpoint)
             .collect();
-        if let Err(e) = self.checkpoints.save(current, journals) {
-            tracing::warn!(error = %e, "cannot write checkpoints; will retry");
+        match self.checkpoints.save(current, journals) {
+            Ok(()) => {
+                self.checkpoints_settled = self.journals.is_empty()
+                    && !self.files.values_mut().any(TailedFile::has_in_flight);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot write checkpoints; will retry"),
         }
     }
 
@@ -575,6 +588,7 @@ impl TailState {
             if !all && !file.holds_partial_line() {
                 continue;
             }
+            self.checkpoints_settled = false;
             raw.clear();
             let outcome = match file.read(self.options.read_budget, &mut raw) {
                 Ok(outcome) => outcome,
@@ -644,6 +658,7 @@ impl TailState {
     /// stayed there for `rotated_idle`.
     fn let_go_of_finished_files(&mut self) {
         let idle = self.options.rotated_idle;
+        let before = self.files.len();
         self.files.retain(|_, file| {
             let finished = !file.live
                 && file.idle_since.is_some_and(|since| since.elapsed() >= idle)
@@ -653,6 +668,9 @@ impl TailState {
             }
             !finished
         });
+        if self.files.len() != before {
+            self.checkpoints_settled = false;
+        }
     }
 }
 
