@@ -23,6 +23,8 @@ const SHAPES: &[&str] = &[
     // sshd, with and without the auth info sshd appends after "ssh2: ".
     " from {A} port 1 ssh2",
     " from {A} port 1 ssh2: x",
+    // ...and ending in ": ", where old sshd's own " from ADDRESS" follows.
+    " from {A} port 1 ssh2:",
     // pam_unix, rhost last or followed by user=.
     " rhost={A}",
     " rhost={A} user=x",
