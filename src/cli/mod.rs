@@ -167,6 +167,9 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let config = &args.config.config;
     let pipeline = Pipeline::build(Config::load(config)?)?;
+    for warning in pipeline.rule_warnings() {
+        eprintln!("warning: {warning}");
+    }
     for path in &args.journal_json {
         print_out(&pipeline.try_journal_entries(path)?)?;
     }
