@@ -12,6 +12,9 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use proptest::prelude::*;
 
 use tailhook::rules::{load_rules, rule_files, FieldType, Rule};
 
@@ -265,4 +268,85 @@ fn no_shipped_rule_is_warned_about_by_check() {
         .filter_map(tailhook::rules::forgery_warning)
         .collect();
     assert!(warnings.is_empty(), "{}", warnings.join("\n"));
+}
+
+/// Text a client might append, built from the words daemons write around
+/// addresses and arbitrary printable characters.
+fn client_text() -> impl Strategy<Value = String> {
+    let word = prop_oneof![
+        Just(" from ".to_string()),
+        Just(" port 1".to_string()),
+        Just(" ssh2".to_string()),
+        Just(": ".to_string()),
+        Just(" rhost=".to_string()),
+        Just(" user=x".to_string()),
+        Just(", rip=".to_string()),
+        Just(", lip=7.7.7.7".to_string()),
+        Just(" client: ".to_string()),
+        Just(" SRC=".to_string()),
+        Just(" DST=7.7.7.7".to_string()),
+        Just(" RSA SHA256:x".to_string()),
+        Just(" [preauth]".to_string()),
+        Just("6.6.6.6".to_string()),
+        Just("2001:db8:6::6".to_string()),
+        Just("::ffff:6.6.6.6".to_string()),
+        "[\\[\\]()<>\"', =:]".prop_map(String::from),
+        "[ -~]{0,6}",
+    ];
+    proptest::collection::vec(word, 0..10).prop_map(|words| words.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// Arbitrary text after any client-controlled value of any example never
+    /// gives an address field a value it did not have.
+    #[test]
+    fn arbitrary_client_text_never_moves_an_address(
+        pick in any::<proptest::sample::Index>(),
+        field_pick in any::<proptest::sample::Index>(),
+        text in client_text(),
+    ) {
+        let cases = forgeable_examples();
+        let (rule, line, real, ends) = &cases[pick.index(cases.len())];
+        let (field, end) = &ends[field_pick.index(ends.len())];
+        let forged = format!("{}{text}{}", &line[..*end], &line[*end..]);
+        if let Some(got) = rule.apply(&forged) {
+            for name in address_fields(rule) {
+                prop_assert!(
+                    got.get(name).is_none() || got.get(name) == real.get(name),
+                    "rule `{}`: text appended to `{field}` moves `{name}` to {:?}\n  forged: {forged}",
+                    rule.id,
+                    got.get(name)
+                );
+            }
+        }
+    }
+}
+
+type ForgeableExample = (Rule, String, tailhook::event::Fields, Vec<(String, usize)>);
+
+/// Every shipped example that yields `source.ip` and has a client-controlled
+/// value, with its real fields and where its client values end.
+fn forgeable_examples() -> &'static [ForgeableExample] {
+    static CASES: OnceLock<Vec<ForgeableExample>> = OnceLock::new();
+    CASES.get_or_init(|| {
+        let mut cases = Vec::new();
+        for rule in shipped_rules() {
+            for example in rule.examples.iter().filter(|e| e.matches) {
+                let Some(real) = rule.apply(&example.line) else {
+                    continue;
+                };
+                if !real.contains_key("source.ip") {
+                    continue;
+                }
+                let ends = spans(&rule, &example.line).client_value_ends;
+                if !ends.is_empty() {
+                    cases.push((rule.clone(), example.line.clone(), real, ends));
+                }
+            }
+        }
+        assert!(!cases.is_empty(), "no shipped example to forge");
+        cases
+    })
 }

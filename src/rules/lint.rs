@@ -265,9 +265,12 @@ fn unbounded_over<'h>(hir: &'h Hir, text: &str, found: &mut Vec<&'h Hir>) {
 
 fn class_matches_all(hir: &Hir, text: &str) -> bool {
     match hir.kind() {
-        HirKind::Class(Class::Unicode(class)) => text
-            .chars()
-            .all(|c| class.ranges().iter().any(|r| r.start() <= c && c <= r.end())),
+        HirKind::Class(Class::Unicode(class)) => text.chars().all(|c| {
+            class
+                .ranges()
+                .iter()
+                .any(|r| r.start() <= c && c <= r.end())
+        }),
         HirKind::Class(Class::Bytes(class)) => text.bytes().all(|b| {
             class
                 .ranges()
@@ -358,12 +361,65 @@ mod tests {
 
     #[test]
     fn the_separator_is_read_through_optional_pieces() {
-        let hir = regex_syntax::parse(r"x (?P<u>.*)IN=\S* (?:MAC=\S* )?SRC=(?P<source.ip>.+)").unwrap();
+        let hir =
+            regex_syntax::parse(r"x (?P<u>.*)IN=\S* (?:MAC=\S* )?SRC=(?P<source.ip>.+)").unwrap();
         let (before, _) = around_address(&hir).unwrap();
         assert_eq!(separator(&before), " SRC=");
         let hir = regex_syntax::parse(r"\[client \[?(?P<source.ip>[0-9.]+)").unwrap();
         let (before, _) = around_address(&hir).unwrap();
         assert_eq!(separator(&before), "[client ");
+    }
+
+    /// A piece of regex that compiles on its own.
+    fn pattern_piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(r".*".to_string()),
+            Just(r".+?".to_string()),
+            Just(r"\S+".to_string()),
+            Just(r"[^,]*".to_string()),
+            Just(r#""[^"]*""#.to_string()),
+            Just(r"(?: port \d+)?".to_string()),
+            Just(r"(?:: .*)?".to_string()),
+            Just(r"(?:a|b c)*".to_string()),
+            Just(r"\[?".to_string()),
+            Just("$".to_string()),
+            r"[ a-z=,:]{1,4}".prop_map(String::from),
+        ]
+    }
+
+    /// A client-controlled capture, or none.
+    fn client_capture() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            Just(String::new()),
+            Just("(?P<user.name>.*?)".to_string()),
+            Just(r"(?P<user.name>\S+)".to_string()),
+            Just(r#"(?P<user.name>[^"]*)"#.to_string()),
+            Just(r"(?P<event.reason>[^,]*)".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any rule is judged without a panic, and a warning names the
+        /// rule; a rule that reads the address first is never warned about.
+        #[test]
+        fn any_rule_is_judged(
+            before in proptest::collection::vec(pattern_piece(), 0..5),
+            capture in client_capture(),
+            between in proptest::collection::vec(pattern_piece(), 0..3),
+            after in proptest::collection::vec(pattern_piece(), 0..6),
+        ) {
+            let before = before.concat();
+            let between = between.concat();
+            let after = after.concat();
+            let pattern = format!("{before}{capture}{between} from (?P<source.ip>[0-9a-fA-F:.]+){after}");
+            if let Some(warning) = forgery_warning(&rule(&pattern)) {
+                proptest::prop_assert!(warning.contains("rule `t.rule`"), "{}", warning);
+            }
+            let first = format!("^(?P<source.ip>[0-9a-fA-F:.]+){after}{capture}");
+            proptest::prop_assert!(forgery_warning(&rule(&first)).is_none(), "{}", first);
+        }
     }
 
     #[test]
