@@ -206,7 +206,7 @@ fn shipped_rules_against_fail2ban_samples() {
         if !sample.is_file() {
             continue;
         }
-        let s = score(&sample);
+        let mut s = score(&sample);
         eprintln!(
             "{family:<16} {:>8} {:>8} {:>6.1}% {:>11.1}% {:>4} of {:<3} {:>6}",
             s.failures,
@@ -218,6 +218,7 @@ fn shipped_rules_against_fail2ban_samples() {
             s.forged.len()
         );
         if !s.injections_missed.is_empty() {
+            s.injections_missed.sort_unstable();
             eprintln!(
                 "  injection lines missed by design (not in failures): {:?}",
                 s.injections_missed

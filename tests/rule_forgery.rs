@@ -314,7 +314,7 @@ proptest! {
         if let Some(got) = rule.apply(&forged) {
             for name in address_fields(rule) {
                 prop_assert!(
-                    got.get(name).is_none() || got.get(name) == real.get(name),
+                    !got.contains_key(name) || got.get(name) == real.get(name),
                     "rule `{}`: text appended to `{field}` moves `{name}` to {:?}\n  forged: {forged}",
                     rule.id,
                     got.get(name)

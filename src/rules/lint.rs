@@ -183,7 +183,7 @@ fn literals_after(hir: &Hir, target: &Hir) -> Option<String> {
             let mut text = literals_after(item, target)?;
             items[i + 1..]
                 .iter()
-                .filter_map(|h| literal(h))
+                .filter_map(literal)
                 .for_each(|later| text.push_str(&later));
             Some(text)
         }),
@@ -203,7 +203,7 @@ fn literals_before(hir: &Hir, target: &Hir) -> Option<String> {
         HirKind::Alternation(branches) => branches.iter().find_map(|b| literals_before(b, target)),
         HirKind::Concat(items) => items.iter().enumerate().find_map(|(i, item)| {
             let inner = literals_before(item, target)?;
-            let mut text: String = items[..i].iter().filter_map(|h| literal(h)).collect();
+            let mut text: String = items[..i].iter().filter_map(literal).collect();
             text.push_str(&inner);
             Some(text)
         }),
