@@ -3,11 +3,16 @@
 //! Every rule file in `rules/` is loaded with the crate's own loader, so a
 //! rule added later is covered without touching this file. For each example
 //! the rule turns into an event with `source.ip`, the test takes each value a
-//! client could have chosen (see [`client_controlled`]), inserts right after
-//! it the text a daemon writes around an address ([`SHAPES`]) with a forged
-//! address in it ([`FORGED`]), and runs the rule on the forged line. The rule
-//! may then miss the line or report the real address; it must never report
-//! an address that was not in the original line, in any address field.
+//! client could have chosen (`tailhook::rules::client_controlled`: every
+//! string field but the syslog host, addresses, ports and process ids, the
+//! same fields `tailhook check`'s warning considers), inserts right after
+//! it the text a daemon writes around an address ([`SHAPES`]) and the
+//! example's own line replayed (see [`forged_texts`]), with a forged address
+//! ([`FORGED`]), and runs the rule on the forged line; a property test adds
+//! generated texts. The rule may then miss the line or report the real
+//! address: every address field must keep the value the example gives it.
+//! A failure names the rule, its file, the field, the example and the
+//! forged line.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -16,12 +21,12 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
-use tailhook::rules::{load_rules, rule_files, FieldType, Rule};
+use tailhook::rules::{client_controlled, load_rules, rule_files, FieldType, Rule};
 
 /// What the supported daemons write around a client's address, with `{A}`
-/// the forged address and `{B}` a second forged one. The first ten are the
-/// forms named in issue 12; the rest are the other places our rule packs
-/// read an address from.
+/// the forged address and `{B}` a second forged one: the forms issue 12
+/// names, and the other places our rule packs read an address from. Add a
+/// daemon's form here when a rule for a new daemon reads it.
 const SHAPES: &[&str] = &[
     // sshd, with and without the auth info sshd appends after "ssh2: ".
     " from {A} port 1 ssh2",
@@ -60,21 +65,6 @@ const FORGED: &[(&str, &str)] = &[
     ("2001:db8:6::6", "2001:db8:7::7"),
     ("::ffff:6.6.6.6", "::ffff:7.7.7.7"),
 ];
-
-/// Whether a client may have chosen the text of field `name`: every captured
-/// string is, except what syslog or the daemon writes itself — the syslog
-/// header's host, and addresses, ports and process ids (typed or not).
-fn client_controlled(rule: &Rule, name: &str) -> bool {
-    let typed = rule
-        .types
-        .get(name)
-        .is_some_and(|kind| *kind != FieldType::String);
-    let written_by_daemon = name == "host.hostname"
-        || [".ip", ".address", ".port", ".pid"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix));
-    !typed && !written_by_daemon
-}
 
 /// Client-controlled fields whose text the daemon validates or picks from
 /// a fixed set (a module or command name, a reverse-DNS host name the

@@ -8,14 +8,13 @@
 //! the real address after the value. A rule is warned about when both hold:
 //!
 //! 1. **Open before.** A capture before the address that a client controls
-//!    (every string field but the syslog host, addresses, ports and process
-//!    ids: the fields `tests/rule_forgery.rs` forges) holds a repetition
-//!    without an upper bound (`*`, `+`, `{n,}`) of one character class that
-//!    matches every character of the separator and of an address (`0-9`,
-//!    `.`, `:`). `.*`, `.+?` and `[^,]*` are open before ` from `; `\S+` is
-//!    open before `[` but not before ` from `. The separator is the literal
-//!    text the regex requires right before the capture, read through
-//!    optional pieces (`\[?`, `(?:MAC=\S* )?`).
+//!    (see [`client_controlled`]: the fields `tests/rule_forgery.rs`
+//!    forges) holds a repetition without an upper bound (`*`, `+`, `{n,}`)
+//!    of one character class that matches a space (free text: `.*`, `.+?`,
+//!    `[^,]*`), or every character of the separator and of an address
+//!    (`0-9`, `.`, `:`): `\S+` before `[`, but not before ` from `. The
+//!    separator is the literal text the regex requires right before the
+//!    address, read through optional pieces (`\[?`, `(?:MAC=\S* )?`).
 //! 2. **Not closed after.** The regex does not end with an end-of-text
 //!    anchor (`$`), or a repetition without an upper bound after the address
 //!    repeats one class that can take in what the daemon writes after a
@@ -59,8 +58,9 @@ pub fn forgery_warning(rule: &Rule) -> Option<String> {
     ))
 }
 
-/// The separator before the address, when the regex is open before it and
-/// not closed after it.
+/// The separator before the address capture (a regex has at most one: a
+/// capture name is unique), when the regex leaves it open before and not
+/// closed after.
 fn steerable(rule: &Rule, hir: &Hir) -> Option<String> {
     let (before, after) = around_address(hir)?;
     let separator = separator(&before);
@@ -228,10 +228,11 @@ fn client_captures<'h>(rule: &Rule, hir: &'h Hir, found: &mut Vec<&'h Hir>) {
     }
 }
 
-/// Whether a client may choose the text of field `name`: every field typed
-/// as a string, except the syslog header's host and addresses, ports and
-/// process ids, which syslog and the daemon write.
-fn client_controlled(rule: &Rule, name: &str) -> bool {
+/// Whether a client may choose the text of `rule`'s field `name`: every
+/// field typed as a string, except the syslog header's host and addresses,
+/// ports and process ids, which syslog and the daemon write. The lint and
+/// `tests/rule_forgery.rs` both forge exactly these fields.
+pub fn client_controlled(rule: &Rule, name: &str) -> bool {
     let typed = rule
         .types
         .get(name)

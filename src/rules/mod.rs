@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Fields, LogOrigin};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
-pub use lint::forgery_warning;
+pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
