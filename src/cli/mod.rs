@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Run the agent.
     Run(ConfigArg),
-    /// Validate the config and rules, compile every regex, run every rule's examples.
+    /// Validate the config and rules, compile every regex, run every rule's examples;
+    /// warn about rules a client could steer into reporting a forged address.
     Check(CheckArgs),
     /// Run the rules over lines and show every match, its fields and event, and a summary.
     TestRules(TestRulesArgs),
