@@ -21,6 +21,7 @@ use std::sync::OnceLock;
 
 use proptest::prelude::*;
 
+use tailhook::event::Fields;
 use tailhook::rules::{client_controlled, load_rules, rule_files, FieldType, Rule};
 
 /// What the supported daemons write around a client's address, with `{A}`
@@ -82,12 +83,18 @@ const VALIDATED_BY_DAEMON: &[&str] = &[
     "source.domain",
 ];
 
-/// The fields whose value is an address: the ones this test guards.
-fn address_fields(rule: &Rule) -> Vec<&str> {
+/// The address fields (typed `ip`) that `got` gives another value than the
+/// example's `real` fields: empty unless the line was forged.
+fn moved_addresses<'a>(
+    rule: &'a Rule,
+    real: &Fields,
+    got: &'a Fields,
+) -> BTreeMap<&'a str, &'a serde_json::Value> {
     rule.types
         .iter()
         .filter(|(_, kind)| **kind == FieldType::Ip)
-        .map(|(name, _)| name.as_str())
+        .filter_map(|(name, _)| Some((name.as_str(), got.get(name)?)))
+        .filter(|(name, value)| real.get(*name) != Some(*value))
         .collect()
 }
 
@@ -188,7 +195,6 @@ fn no_shipped_rule_reports_a_forged_address() {
         forged: Vec::new(),
     };
     for rule in shipped_rules() {
-        let guarded = address_fields(&rule);
         let mut tried_rule = false;
         for example in rule.examples.iter().filter(|e| e.matches) {
             let Some(real) = rule.apply(&example.line) else {
@@ -212,11 +218,7 @@ fn no_shipped_rule_reports_a_forged_address() {
                         let Some(got) = rule.apply(&line) else {
                             continue;
                         };
-                        let moved: BTreeMap<&str, &serde_json::Value> = guarded
-                            .iter()
-                            .filter_map(|name| Some((*name, got.get(*name)?)))
-                            .filter(|(name, value)| real.get(*name) != Some(value))
-                            .collect();
+                        let moved = moved_addresses(&rule, &real, &got);
                         if !moved.is_empty() {
                             tally.forged.push(format!(
                                 "rule `{}` ({}): text appended to `{field}` moves {}\n  example: {}\n  forged:  {line}",
@@ -298,26 +300,32 @@ proptest! {
         text in client_text(),
     ) {
         let cases = forgeable_examples();
-        let (rule, line, real, ends) = &cases[pick.index(cases.len())];
-        let (field, end) = &ends[field_pick.index(ends.len())];
+        let case = &cases[pick.index(cases.len())];
+        let (field, end) = &case.client_value_ends[field_pick.index(case.client_value_ends.len())];
+        let line = &case.line;
         let forged = format!("{}{text}{}", &line[..*end], &line[*end..]);
-        if let Some(got) = rule.apply(&forged) {
-            for name in address_fields(rule) {
-                prop_assert!(
-                    !got.contains_key(name) || got.get(name) == real.get(name),
-                    "rule `{}`: text appended to `{field}` moves `{name}` to {:?}\n  forged: {forged}",
-                    rule.id,
-                    got.get(name)
-                );
-            }
+        if let Some(got) = case.rule.apply(&forged) {
+            let moved = moved_addresses(&case.rule, &case.real, &got);
+            prop_assert!(
+                moved.is_empty(),
+                "rule `{}` ({}): text appended to `{field}` moves {:?}\n  example: {line}\n  forged:  {forged}",
+                case.rule.id,
+                case.rule.origin,
+                moved
+            );
         }
     }
 }
 
-type ForgeableExample = (Rule, String, tailhook::event::Fields, Vec<(String, usize)>);
+/// A shipped example that yields `source.ip` and has a client-controlled
+/// value: its rule, line, real fields and where its client values end.
+struct ForgeableExample {
+    rule: Rule,
+    line: String,
+    real: Fields,
+    client_value_ends: Vec<(String, usize)>,
+}
 
-/// Every shipped example that yields `source.ip` and has a client-controlled
-/// value, with its real fields and where its client values end.
 fn forgeable_examples() -> &'static [ForgeableExample] {
     static CASES: OnceLock<Vec<ForgeableExample>> = OnceLock::new();
     CASES.get_or_init(|| {
@@ -330,9 +338,14 @@ fn forgeable_examples() -> &'static [ForgeableExample] {
                 if !real.contains_key("source.ip") {
                     continue;
                 }
-                let ends = spans(&rule, &example.line).client_value_ends;
-                if !ends.is_empty() {
-                    cases.push((rule.clone(), example.line.clone(), real, ends));
+                let client_value_ends = spans(&rule, &example.line).client_value_ends;
+                if !client_value_ends.is_empty() {
+                    cases.push(ForgeableExample {
+                        rule: rule.clone(),
+                        line: example.line.clone(),
+                        real,
+                        client_value_ends,
+                    });
                 }
             }
         }
