@@ -1,5 +1,6 @@
 //! Warnings about rules a client could steer into reporting a forged
-//! address: `tailhook check` prints them; they never stop the agent.
+//! address: `tailhook check` and `tailhook test-rules` print them; they
+//! never stop the agent.
 //!
 //! The heuristic works on the parsed regex (regex-syntax's HIR), around the
 //! `source.ip` capture. A client forges an address by writing, inside a value

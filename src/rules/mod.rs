@@ -5,7 +5,9 @@
 //! [`load`] reads rule files; a [`Matcher`] is the subset of rules one input
 //! selected, behind a literal prefilter so the common case — a line that
 //! matches nothing — costs one scan, and only the rules whose fixed text
-//! occurs run their capturing regex.
+//! occurs run their capturing regex. [`forgery_warning`] (the `lint`
+//! module) flags a rule a client could steer into reporting a forged
+//! address, for `check` and `test-rules`.
 //!
 //! This module knows nothing of files being tailed or webhooks: it turns text
 //! into `(rule, fields)` and fields into [`Event`]s.
