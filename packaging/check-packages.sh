@@ -69,6 +69,14 @@ for script in "$work"/scripts/{postinst,prerm,postrm}; do
 done
 grep -Eq "systemctl[^#]*( start| enable|--now)" "$work/scripts/postinst" &&
     fail "postinst must not start or enable the service before a webhook is configured"
+# The admin's enable state survives upgrade, reinstall and remove+install:
+# nothing but purge forgets it, and postinst puts back what was enabled.
+grep -Eq "^[^#]*(disable|deb-systemd-helper[^#]* purge)" "$work/scripts/prerm" &&
+    fail "prerm must only stop the unit: disabling it forgets the admin's choice"
+grep -Eq "^[^#]*deb-systemd-helper[^#]*was-enabled" "$work/scripts/postinst" ||
+    fail "postinst must re-enable a unit the admin had enabled (deb-systemd-helper was-enabled)"
+awk '/"\$1" = purge/,/^fi/' "$work/scripts/postrm" | grep -q "deb-systemd-helper purge" ||
+    fail "postrm purge must forget the enable state (deb-systemd-helper purge)"
 
 # 2. Unpacked into a throwaway root.
 root="$work/dpkg-root"

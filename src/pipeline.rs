@@ -240,7 +240,7 @@ impl Pipeline {
         let mut deliveries = tokio::task::JoinSet::new();
         let mut webhooks = Vec::new();
         for (lane, config) in self.webhooks.into_iter().enumerate() {
-            tracing::info!(webhook = %config.name, target = %config.target, "webhook ready");
+            tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
             let counters = metrics.webhooks[lane].1.clone();
             let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
             deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));

@@ -182,10 +182,10 @@ fn recorded() -> Vec<String> {
         .collect()
 }
 
-/// The command exited 1 and its stderr says `needle`.
-fn assert_fails_saying(out: &std::process::Output, needle: &str) {
+/// The command exited with `code` and its stderr says `needle`.
+fn assert_fails_saying(out: &std::process::Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert!(stderr.contains(needle), "{stderr}");
 }
 
@@ -443,8 +443,10 @@ fn a_missing_journalctl_is_a_clear_error_for_check_and_run() {
             .env("PATH", &empty)
             .output()
             .unwrap();
+        // 78 (EX_CONFIG): the unit must not restart into the same error.
         assert_fails_saying(
             &out,
+            78,
             "input `journal`: journalctl not found on PATH; install systemd or use a file input",
         );
     }
@@ -524,6 +526,7 @@ fn test_rules_and_check_read_recorded_entries() {
     std::fs::write(&bad, format!("{}\n-- No entries --\n", recorded()[0])).unwrap();
     assert_fails_saying(
         &check(bad.to_str().unwrap()),
+        1,
         "bad.json:2: not a journal entry",
     );
 }

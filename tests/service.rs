@@ -188,6 +188,20 @@ fn json_log_format_writes_one_object_per_line_without_secrets() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
+    // serde_json keeps the last of two equal keys; jq and Python lose one too.
+    for line in logs.lines() {
+        serde_json::from_str::<UniqueKeys>(line)
+            .unwrap_or_else(|e| panic!("a key appears twice ({e}): {line}"));
+    }
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "webhook ready")
+        .expect("a webhook ready line");
+    assert_eq!(
+        ready["target"], "tailhook::pipeline",
+        "tracing's target: {ready}"
+    );
+    assert!(ready["url"].is_string(), "{ready}");
     let delivered = lines
         .iter()
         .find(|l| l["message"] == "batch delivered")
@@ -202,6 +216,58 @@ fn json_log_format_writes_one_object_per_line_without_secrets() {
     );
     assert!(!logs.contains(API_KEY), "{logs}");
     assert!(!logs.contains("api_key"), "{logs}");
+}
+
+/// A JSON value that refuses an object holding one key twice, at any depth.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
 }
 
 #[test]
@@ -272,6 +338,23 @@ fn shell_completions_cover_every_subcommand() {
             assert!(script.contains(command), "{shell} completes {command}");
         }
     }
+}
+
+#[test]
+fn a_config_error_stops_run_with_exit_78_so_systemd_does_not_restart_it() {
+    let setup = Setup::new();
+    let config = setup.write_config("[agent]\nstat_dir = \"/tmp\"\n");
+    let mut agent = Agent::start(&config);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(78), "{}", agent.logs());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/tailhook.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.lines().any(|l| l == "RestartPreventExitStatus=78"),
+        "{unit}"
+    );
 }
 
 #[test]

@@ -142,9 +142,39 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tailhook: error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<InvalidConfig>() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// sysexits.h's EX_CONFIG: the config or rules are wrong, so starting again
+/// cannot help; the unit's `RestartPreventExitStatus=78` stops systemd from
+/// restarting in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A config or rules problem found before the agent starts: `run` and
+/// `check` exit with [`EXIT_CONFIG`] on it.
+#[derive(Debug)]
+struct InvalidConfig(anyhow::Error);
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+/// Loads the config and builds the pipeline, as `run` and `check` both must.
+fn validated_pipeline(config: &std::path::Path) -> anyhow::Result<Pipeline> {
+    Config::load(config)
+        .map_err(anyhow::Error::from)
+        .and_then(Pipeline::build)
+        .map_err(|e| InvalidConfig(e).into())
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -167,7 +197,7 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let config = &args.config.config;
-    let pipeline = Pipeline::build(Config::load(config)?)?;
+    let pipeline = validated_pipeline(config)?;
     for warning in pipeline.rule_warnings() {
         eprintln!("warning: {warning}");
     }
@@ -196,7 +226,7 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<()> {
-    let pipeline = Pipeline::build(Config::load(&args.config)?)?;
+    let pipeline = validated_pipeline(&args.config)?;
     tracing::info!("{}", pipeline.summary());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

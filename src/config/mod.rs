@@ -10,6 +10,7 @@
 //! Relative paths (state dir, rule paths, input globs) are taken relative to the
 //! config file's folder, so a config works wherever the agent is started from.
 
+mod located;
 mod units;
 mod webhook;
 
@@ -33,10 +34,13 @@ const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    /// The file does not parse into a config: `FILE:LINE:COL: key: problem`
+    /// (or the environment variable at fault instead of the position).
+    #[error("{at}: {}{problem}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
     Parse {
-        path: PathBuf,
-        source: Box<figment::Error>,
+        at: String,
+        key: Option<String>,
+        problem: String,
     },
     #[error("{path}: {key}: {problem}")]
     Invalid {
@@ -253,10 +257,7 @@ impl Config {
             .merge(Toml::file_exact(path))
             .merge(env)
             .extract()
-            .map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| located::locate(path, e))?;
         config.source = path.to_path_buf();
         config.resolve_relative_paths();
         config.validate()?;

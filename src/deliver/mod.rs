@@ -422,7 +422,7 @@ impl Deliverer {
                 delay,
             } => tracing::warn!(
                 webhook = %name,
-                target = %webhook.config.target,
+                url = %webhook.config.target,
                 events = batch.len(),
                 status,
                 retry_in_ms = delay.as_millis() as u64,
@@ -472,7 +472,7 @@ impl Deliverer {
         match written {
             Ok(()) => tracing::error!(
                 webhook = %self.webhook.config.name,
-                target = %self.webhook.config.target,
+                url = %self.webhook.config.target,
                 status,
                 reason,
                 events = batch.len(),

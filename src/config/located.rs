@@ -1,0 +1,112 @@
+//! Turns a figment error into one message an operator can act on:
+//! `FILE:LINE:COL: key: what is wrong`, with "did you mean" for a misspelt
+//! key. figment knows the key's path but not where it is in the file; the
+//! toml parser knows the position, so the file is parsed once more for it.
+
+use std::path::Path;
+
+use figment::error::Kind;
+use figment::Source;
+
+use super::{Config, ConfigError};
+
+/// A key no further from a known one than this many edits is a misspelling
+/// of it (`stat_dir` → `state_dir`, `rate_limit` → `rate_limits`).
+const MAX_TYPO_EDITS: usize = 2;
+
+pub(super) fn locate(path: &Path, error: figment::Error) -> ConfigError {
+    // figment chains every error it found; the first is what to fix first,
+    // and the others often follow from it.
+    let error = error.into_iter().next().expect("a figment error holds one");
+    let key = (!error.path.is_empty()).then(|| error.path.join("."));
+    let from_file = error
+        .metadata
+        .as_ref()
+        .is_some_and(|m| matches!(m.source, Some(Source::File(_))));
+    let at = if from_file {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|text| position_in(&text))
+            .map_or_else(
+                || path.display().to_string(),
+                |(line, column)| format!("{}:{line}:{column}", path.display()),
+            )
+    } else {
+        // The only other provider is the environment: name the variable.
+        let variable: Vec<String> = error.path.iter().map(|k| k.to_uppercase()).collect();
+        format!("{}: $TAILHOOK_{}", path.display(), variable.join("__"))
+    };
+    ConfigError::Parse {
+        at,
+        key,
+        problem: problem(&error.kind),
+    }
+}
+
+/// 1-based line and column of the first problem the toml parser finds.
+fn position_in(text: &str) -> Option<(usize, usize)> {
+    let error = toml::from_str::<Config>(text).err()?;
+    let offset = error.span()?.start.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
+        .chars()
+        .count()
+        + 1;
+    Some((line, column))
+}
+
+fn problem(kind: &Kind) -> String {
+    match kind {
+        Kind::UnknownField(field, expected) => match closest(field, expected) {
+            Some(known) => format!("unknown key `{field}`; did you mean `{known}`?"),
+            None => format!(
+                "unknown key `{field}` (known here: {})",
+                expected
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+        // toml's syntax errors carry a source snippet over several lines;
+        // the position is already in front, so one line says it.
+        Kind::Message(message) => message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('|') && !l.contains(" | "))
+            .filter(|l| !l.starts_with("TOML parse error"))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    }
+}
+
+fn closest<'a>(field: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(field, k), *k))
+        .filter(|(edits, _)| *edits <= MAX_TYPO_EDITS)
+        .min_by_key(|(edits, _)| *edits)
+        .map(|(_, k)| k)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_misspelt_key_is_matched_to_the_nearest_known_one() {
+        let agent = &["state_dir", "host", "poll_interval"];
+        assert_eq!(closest("stat_dir", agent), Some("state_dir"));
+        assert_eq!(closest("hots", agent), Some("host"));
+        assert_eq!(closest("colour", agent), None);
+    }
+
+    #[test]
+    fn positions_count_lines_and_characters_from_one() {
+        assert_eq!(position_in("[agent]\n  stat_dir = 1\n"), Some((2, 3)));
+        assert_eq!(position_in("[agent\n"), Some((1, 7)));
+        assert_eq!(position_in("[agent]\n"), None);
+    }
+}
