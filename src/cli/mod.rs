@@ -201,6 +201,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     for warning in pipeline.rule_warnings() {
         eprintln!("warning: {warning}");
     }
+    for applied in pipeline.overrides_applied() {
+        print_out(&format!("{applied}\n"))?;
+    }
     for path in &args.journal_json {
         print_out(&pipeline.try_journal_entries(path)?)?;
     }
@@ -228,6 +231,9 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
 fn run(args: &ConfigArg) -> anyhow::Result<()> {
     let pipeline = validated_pipeline(&args.config)?;
     tracing::info!("{}", pipeline.summary());
+    for applied in pipeline.overrides_applied() {
+        tracing::info!("{applied}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

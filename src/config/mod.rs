@@ -415,11 +415,9 @@ impl Config {
                     }
                 }
             }
-            for (field, patterns) in [
-                ("paths", &input.paths),
-                ("exclude", &input.exclude),
-                ("rules", &input.rules),
-            ] {
+            crate::rules::RuleSelector::parse(&input.rules)
+                .map_err(|problem| self.invalid(key("rules"), problem))?;
+            for (field, patterns) in [("paths", &input.paths), ("exclude", &input.exclude)] {
                 for p in patterns {
                     glob::Pattern::new(p).map_err(|e| {
                         self.invalid(key(field), format!("`{p}` is not a valid glob: {e}"))
@@ -446,14 +444,8 @@ impl Config {
             if route.webhooks.is_empty() {
                 return Err(self.invalid(format!("route[{i}].webhooks"), "names no webhook"));
             }
-            for p in &route.rules {
-                glob::Pattern::new(p).map_err(|e| {
-                    self.invalid(
-                        format!("route[{i}].rules"),
-                        format!("`{p}` is not a valid glob: {e}"),
-                    )
-                })?;
-            }
+            crate::rules::RuleSelector::parse(&route.rules)
+                .map_err(|problem| self.invalid(format!("route[{i}].rules"), problem))?;
         }
         Ok(())
     }
