@@ -321,7 +321,7 @@ impl RuleSelector {
 
     /// The patterns (with their `!`) that match none of `ids`: a typo, or a
     /// rule that is no longer shipped.
-    pub fn unmatched<'a>(&self, ids: &[&str]) -> Vec<String> {
+    pub fn unmatched(&self, ids: &[&str]) -> Vec<String> {
         let negated = self.exclude.iter().map(|g| format!("!{}", g.as_str()));
         let plain = self.include.iter().map(|g| g.as_str().to_string());
         self.include
