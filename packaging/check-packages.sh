@@ -49,6 +49,8 @@ expect_entry -rw-r--r-- usr/share/zsh/vendor-completions/_tailhook
 expect_entry -rw-r--r-- usr/share/fish/vendor_completions.d/tailhook.fish
 expect_entry -rw-r--r-- usr/share/man/man1/tailhook.1.gz
 expect_entry -rw-r--r-- usr/share/man/man1/tailhook-run.1.gz
+expect_entry -rw-r--r-- usr/share/man/man5/tailhook.toml.5.gz
+expect_entry -rw-r--r-- usr/share/man/man5/tailhook-rules.5.gz
 for pack in rules/*.toml; do
     expect_entry -rw-r--r-- "etc/tailhook/rules.d/$(basename "$pack")"
 done
@@ -99,6 +101,15 @@ grep -q "OK" "$work/check" || fail "tailhook check said: $(cat "$work/check")"
 man -l "$root/usr/share/man/man1/tailhook.1.gz" >/dev/null 2>&1 ||
     zcat "$root/usr/share/man/man1/tailhook.1.gz" | grep -q '^\.TH tailhook 1' ||
     fail "tailhook.1.gz is not a man page"
+# The section-5 pages render without a single groff warning.
+for page in tailhook.toml.5 tailhook-rules.5; do
+    if command -v groff >/dev/null; then
+        warnings=$(zcat "$root/usr/share/man/man5/$page.gz" | groff -man -Tutf8 -ww -z 2>&1)
+        [ -z "$warnings" ] || fail "$page: groff warns: $warnings"
+    else
+        zcat "$root/usr/share/man/man5/$page.gz" | grep -q '^\.TH ' || fail "$page is not a man page"
+    fi
+done
 
 # 3. The unit, pointed at the unpacked binary.
 if command -v systemd-analyze >/dev/null; then
@@ -139,6 +150,8 @@ if cargo generate-rpm --version >/dev/null 2>&1; then
     if command -v rpm >/dev/null; then
         rpm -qlp "$work/tailhook.rpm" 2>/dev/null >"$work/rpm-files"
         for path in /usr/bin/tailhook /etc/tailhook/tailhook.toml /etc/tailhook/rules.d/sshd.toml \
+            /etc/tailhook /etc/tailhook/rules.d /usr/lib/tailhook \
+            /usr/share/man/man5/tailhook.toml.5.gz /usr/share/man/man5/tailhook-rules.5.gz \
             /usr/lib/systemd/system/tailhook.service /usr/share/man/man1/tailhook.1.gz \
             /usr/share/bash-completion/completions/tailhook /usr/lib/tailhook/tailhook-setup; do
             grep -qx "$path" "$work/rpm-files" || fail "$path missing from the .rpm"

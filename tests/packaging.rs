@@ -58,6 +58,8 @@ fn install_sh_stages_the_whole_layout_and_keeps_local_changes() {
         ),
         ("opt/th/share/man/man1/tailhook.1.gz", 0o644),
         ("opt/th/share/man/man1/tailhook-run.1.gz", 0o644),
+        ("opt/th/share/man/man5/tailhook.toml.5.gz", 0o644),
+        ("opt/th/share/man/man5/tailhook-rules.5.gz", 0o644),
     ] {
         assert_eq!(mode(&at(path)), expected, "{path}");
     }

@@ -49,6 +49,9 @@ enum Command {
     /// Write shell completions on stdout, or the man pages into a folder (for packagers).
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
+    /// The configured webhook names, one a line, for shell completion of --webhook.
+    #[command(hide = true)]
+    CompletionsWebhooks(ConfigArg),
 }
 
 #[derive(Args)]
@@ -127,6 +130,9 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check(&args),
         Command::TestRules(args) => test_rules(args),
         Command::Generate(what) => generate::write(what, &mut std::io::stdout().lock()),
+        Command::CompletionsWebhooks(args) => {
+            generate::webhook_names(&args.config, &mut std::io::stdout().lock())
+        }
         Command::Send(args) => send::send(&send::SendOptions {
             config: args.config,
             webhook: args.webhook,

@@ -18,7 +18,7 @@ pub(super) fn locate(path: &Path, error: figment::Error) -> ConfigError {
     // figment chains every error it found; the first is what to fix first,
     // and the others often follow from it.
     let error = error.into_iter().next().expect("a figment error holds one");
-    let key = (!error.path.is_empty()).then(|| error.path.join("."));
+    let key = (!error.path.is_empty()).then(|| key_path(&error.path));
     let from_file = error
         .metadata
         .as_ref()
@@ -41,6 +41,22 @@ pub(super) fn locate(path: &Path, error: figment::Error) -> ConfigError {
         key,
         problem: problem(&error.kind),
     }
+}
+
+/// `input[0].name`, as validation errors name keys (figment says `input.0.name`).
+fn key_path(parts: &[String]) -> String {
+    let mut key = String::new();
+    for part in parts {
+        if part.bytes().all(|b| b.is_ascii_digit()) {
+            key.push_str(&format!("[{part}]"));
+        } else {
+            if !key.is_empty() {
+                key.push('.');
+            }
+            key.push_str(part);
+        }
+    }
+    key
 }
 
 /// 1-based line and column of the first problem the toml parser finds.
@@ -101,6 +117,12 @@ mod tests {
         assert_eq!(closest("stat_dir", agent), Some("state_dir"));
         assert_eq!(closest("hots", agent), Some("host"));
         assert_eq!(closest("colour", agent), None);
+    }
+
+    #[test]
+    fn array_indexes_read_as_in_validation_errors() {
+        let parts = ["input", "0", "nmae"].map(String::from);
+        assert_eq!(key_path(&parts), "input[0].nmae");
     }
 
     #[test]
