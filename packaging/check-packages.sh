@@ -10,7 +10,8 @@
 # 4. the setup the maintainer scripts run (user, group, adm, ownership of
 #    /etc/tailhook) runs twice in a private mount namespace whose /etc and
 #    /var/log are throwaway copies (when unshare works, i.e. as root), so
-#    it is tested for real without touching this machine's users.
+#    it is tested for real without touching this machine's users; and the
+#    scripts keep the admin's enable state (packaging/check-enable-state.sh).
 #
 # Maintainer scripts are not run by dpkg itself: inside a fake root they
 # would need a whole system there (sh, useradd) or, chrootless, would change
@@ -139,6 +140,9 @@ if unshare --mount true 2>/dev/null; then
         [ "$(stat -c "%U:%G %a" /etc/tailhook/tailhook.toml)" = "root:tailhook 640" ]
     ' setup "$work" "$root" || fail "tailhook-setup did not set up the user and /etc/tailhook"
     echo "check-packages: maintainer setup OK (user tailhook, group adm, /etc/tailhook root:tailhook), twice"
+    packaging/check-enable-state.sh "$work/scripts" "$root/lib/systemd/system/tailhook.service" ||
+        fail "the maintainer scripts do not keep the admin's enable state"
+    echo "check-packages: enable state kept across upgrade, reinstall and remove+install; forgotten on purge"
 else
     echo "check-packages: unshare --mount not permitted; maintainer setup not run"
 fi
