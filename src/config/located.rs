@@ -119,6 +119,26 @@ mod tests {
         assert_eq!(closest("colour", agent), None);
     }
 
+    proptest::proptest! {
+        /// Any text as a config: a position inside the text, or none; never
+        /// a panic (multi-byte characters and all).
+        #[test]
+        fn any_text_gets_a_position_inside_it(text in "(\\[agent\\]\n|[a-z_]{1,9} = |\"[^\"]{0,5}\"|[0-9]{1,3}|\n|.){0,24}") {
+            if let Some((line, column)) = position_in(&text) {
+                let lines: Vec<&str> = text.split('\n').collect();
+                proptest::prop_assert!(line >= 1 && line <= lines.len(), "{line} of {}", lines.len());
+                proptest::prop_assert!(column >= 1 && column <= lines[line - 1].chars().count() + 1);
+            }
+        }
+
+        /// A toml message of any shape becomes one line.
+        #[test]
+        fn any_message_becomes_one_line(message in "(.|\n){0,80}") {
+            let text = problem(&Kind::Message(message));
+            proptest::prop_assert!(!text.contains('\n'), "{text}");
+        }
+    }
+
     #[test]
     fn array_indexes_read_as_in_validation_errors() {
         let parts = ["input", "0", "nmae"].map(String::from);

@@ -518,6 +518,25 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert!(!globs.selects("sudo.command"));
     }
 
+    proptest::proptest! {
+        /// Any patterns parse or are refused without a panic; an id a
+        /// `!glob` matches is never selected, whatever else is listed.
+        #[test]
+        fn a_negated_id_is_never_selected(
+            patterns in proptest::collection::vec("!?[a-z.*?\\[\\]!_-]{0,8}", 0..5),
+            id in "[a-z._-]{1,8}",
+        ) {
+            if let Ok(selector) = RuleSelector::parse(&patterns) {
+                let ids = [id.as_str()];
+                selector.unmatched(&ids);
+                let mut negated = patterns.clone();
+                negated.push(format!("!{}", glob::Pattern::escape(&id)));
+                let selector = RuleSelector::parse(&negated).unwrap();
+                proptest::prop_assert!(!selector.selects(&id));
+            }
+        }
+    }
+
     #[test]
     fn a_negated_glob_takes_rules_out() {
         let globs = selector(&["sshd.*", "!sshd.publickey_failed"]);
