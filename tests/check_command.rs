@@ -179,7 +179,7 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
     assert_eq!(code, EX_CONFIG, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}: webhook.soc.url_env: environment variable `TAILHOOK_TEST_NEVER_SET` is not set",
+            "{}:8:11: webhook.soc.url_env: environment variable `TAILHOOK_TEST_NEVER_SET` is not set",
             config.display()
         )),
         "{stderr}"
@@ -191,7 +191,7 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
     let url_file = setup.dir.path().canonicalize().unwrap().join("soc.url");
     assert!(
         stderr.contains(&format!(
-            "{}: webhook.soc.url_file: cannot read {}",
+            "{}:8:12: webhook.soc.url_file: cannot read {}",
             config.display(),
             url_file.display()
         )),

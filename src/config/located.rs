@@ -2,6 +2,8 @@
 //! `FILE:LINE:COL: key: what is wrong`, with "did you mean" for a misspelt
 //! key. figment knows the key's path but not where it is in the file; the
 //! toml parser knows the position, so the file is parsed once more for it.
+//! [`key_position`] does the same for the errors validation finds, which
+//! know only the key.
 
 use std::path::Path;
 
@@ -62,14 +64,38 @@ fn key_path(parts: &[String]) -> String {
 /// 1-based line and column of the first problem the toml parser finds.
 fn position_in(text: &str) -> Option<(usize, usize)> {
     let error = toml::from_str::<Config>(text).err()?;
-    let offset = error.span()?.start.min(text.len());
+    Some(line_and_column(text, error.span()?.start))
+}
+
+fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
     let before = &text[..offset];
     let line = before.matches('\n').count() + 1;
     let column = before[before.rfind('\n').map_or(0, |i| i + 1)..]
         .chars()
         .count()
         + 1;
-    Some((line, column))
+    (line, column)
+}
+
+/// Where the value of `key` (`input[0].rules`, `webhook.soc.url_env`, as
+/// validation names keys) is written in `text`: 1-based line and column.
+/// `None` for a key the file does not hold (a default, an environment
+/// override, a command-line option).
+pub(super) fn key_position(text: &str, key: &str) -> Option<(usize, usize)> {
+    let document = toml_edit::ImDocument::parse(text).ok()?;
+    let mut item = document.as_item();
+    for part in key.split('.') {
+        let (name, indexes) = part.split_once('[').unwrap_or((part, ""));
+        item = item.get(name)?;
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            item = item.get(index.trim_end_matches(']').parse::<usize>().ok()?)?;
+        }
+    }
+    Some(line_and_column(text, item.span()?.start))
 }
 
 fn problem(kind: &Kind) -> String {
@@ -137,6 +163,17 @@ mod tests {
             let text = problem(&Kind::Message(message));
             proptest::prop_assert!(!text.contains('\n'), "{text}");
         }
+    }
+
+    #[test]
+    fn validation_keys_are_found_where_their_values_are_written() {
+        let text = "[agent]\nstate_dir = \"x\"\n\n[[input]]\nname = \"a\"\n\n[[input]]\nname = \"b\"\n  rules = [\"[\"]\n\n[webhook.soc]\nurl_env = \"X\"\n";
+        assert_eq!(key_position(text, "input[1].rules"), Some((9, 11)));
+        assert_eq!(key_position(text, "input[0].name"), Some((5, 8)));
+        assert_eq!(key_position(text, "webhook.soc.url_env"), Some((12, 11)));
+        assert_eq!(key_position(text, "agent.host"), None);
+        assert_eq!(key_position(text, "input[2].name"), None);
+        assert_eq!(key_position(text, "--webhook"), None);
     }
 
     #[test]

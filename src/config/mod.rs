@@ -42,9 +42,12 @@ pub enum ConfigError {
         key: Option<String>,
         problem: String,
     },
-    #[error("{path}: {key}: {problem}")]
+    /// A key with a value that does not fit (validation): at the value's
+    /// line and column when the file holds the key.
+    #[error("{path}{}: {key}: {problem}", position.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
+        position: Option<(usize, usize)>,
         key: String,
         problem: String,
     },
@@ -248,6 +251,7 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
+                position: None,
                 key: "-c".into(),
                 problem: "no such config file (give one with -c FILE or $TAILHOOK_CONFIG)".into(),
             });
@@ -335,10 +339,15 @@ impl Config {
         }
     }
 
+    /// A problem with `key`, at `FILE:LINE:COL` when the file holds the key.
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        let key = key.into();
         ConfigError::Invalid {
             path: self.source.clone(),
-            key: key.into(),
+            position: std::fs::read_to_string(&self.source)
+                .ok()
+                .and_then(|text| located::key_position(&text, &key)),
+            key,
             problem: problem.into(),
         }
     }
