@@ -157,6 +157,17 @@ mod tests {
             }
         }
 
+        /// Any key in any text: a position inside the text, or none.
+        #[test]
+        fn any_key_in_any_text_is_found_or_not_without_panic(
+            text in "(\\[\\[?[a-z]{1,3}\\]\\]?\n|[a-z]{1,3} = (1|\"é\"|\\[1\\])\n|.){0,12}",
+            key in "[a-z]{1,3}(\\[[0-9]\\])?(\\.[a-z]{1,3}(\\[[0-9]{1,20}\\])?){0,2}",
+        ) {
+            if let Some((line, _)) = key_position(&text, &key) {
+                proptest::prop_assert!(line <= text.split('\n').count());
+            }
+        }
+
         /// A toml message of any shape becomes one line.
         #[test]
         fn any_message_becomes_one_line(message in "(.|\n){0,80}") {
