@@ -172,9 +172,15 @@ fn shutdown_with_a_hung_webhook_and_a_full_lane_keeps_its_promise() {
     let keys = "max_queue_bytes = 3000\nrequest_timeout = \"10m\"";
     let grace = Duration::from_secs(2);
     let agent_keys = "shutdown_timeout = \"2s\"";
-    let mut agent = Agent::start(&config(&setup, &hung, agent_keys, keys));
+    let config_path = config(&setup, &hung, agent_keys, keys);
+    let mut agent = Agent::start(&config_path);
     agent.wait_for_log("tailhook running", DEADLINE);
-    setup.append("auth.log", &lines(1..=200));
+    // An empty lane takes a chunk of any size: the next one finds it full.
+    setup.append("auth.log", &lines(1..=100));
+    wait_until(DEADLINE, "the first chunk queued", || {
+        status_json(&config_path)["webhooks"][0]["queued_events"] == 100
+    });
+    setup.append("auth.log", &lines(101..=200));
     agent.wait_for_log("queue is full", DEADLINE);
 
     let asked = Instant::now();

@@ -330,7 +330,13 @@ impl Queue {
                 Ok(usage)
             });
             match counted {
-                Ok(counted) => {
+                Ok(mut counted) => {
+                    // Sequences never go back: delivery tasks read after the
+                    // last one they took, and the store may have emptied.
+                    for (counted, known) in counted.next_seq.iter_mut().zip(&usage.next_seq) {
+                        *counted = (*counted).max(*known);
+                    }
+                    counted.recent_counter = counted.recent_counter.max(usage.recent_counter);
                     *usage = counted;
                     self.room.notify_all();
                 }
@@ -1042,11 +1048,18 @@ mod tests {
         assert_eq!(queue.depth(0), before);
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(read.len(), 2, "the reopened handle serves reads");
-        queue.remove(0, &[read[0].seq]).unwrap();
-        assert_eq!(queue.depth(0).0, 1);
+        let delivered: Vec<u64> = read.iter().map(|q| q.seq).collect();
+        queue.remove(0, &delivered).unwrap();
+        assert_eq!(queue.depth(0).0, 0);
+        // Emptied, then reopened: new events still come after those a
+        // delivery task already took.
+        queue.reopen(1);
+        queue.append(&[(0, event("3", "z"))]).unwrap();
+        let after = queue.read(0, delivered[1], 10).unwrap();
+        assert_eq!(after.len(), 1, "a reused sequence would be skipped");
         // A second caller failing on the same old handle does not reopen again.
-        queue.reopen(0);
-        assert_eq!(queue.handle.read().unwrap().generation, 1);
+        queue.reopen(1);
+        assert_eq!(queue.handle.read().unwrap().generation, 2);
     }
 
     #[test]
