@@ -107,6 +107,8 @@ struct Usage {
     events: Vec<u64>,
     next_seq: Vec<u64>,
     recent_counter: u64,
+    /// How many times the sizes were recounted from the store.
+    recounts: u64,
 }
 
 /// The open database and how many times it was opened, so that several
@@ -122,7 +124,12 @@ pub struct Queue {
     file: PathBuf,
     path: String,
     lanes: Vec<Lane>,
+    /// Never held across a disk write: `depth` (for status and metrics)
+    /// takes it on the async workers.
     usage: Mutex<Usage>,
+    /// Held by an `append` from its first look at the sizes to its commit,
+    /// so appends take sequence numbers one after the other.
+    appending: Mutex<()>,
     /// The database was reopened: `usage` is recounted from the store
     /// before it is used again.
     usage_stale: AtomicBool,
@@ -161,6 +168,7 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
         events: vec![],
         next_seq: vec![],
         recent_counter: 0,
+        recounts: 0,
     };
     for lane in lanes {
         let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.table))?;
@@ -247,6 +255,7 @@ impl Queue {
             path,
             lanes,
             usage: Mutex::new(usage),
+            appending: Mutex::new(()),
             usage_stale: AtomicBool::new(false),
             room: Condvar::new(),
             waiting_for_room: AtomicBool::new(false),
@@ -337,6 +346,7 @@ impl Queue {
                         *counted = (*counted).max(*known);
                     }
                     counted.recent_counter = counted.recent_counter.max(usage.recent_counter);
+                    counted.recounts = usage.recounts + 1;
                     *usage = counted;
                     self.room.notify_all();
                 }
@@ -413,6 +423,7 @@ impl Queue {
                 )
             })
             .collect();
+        let _appending = self.appending.lock().expect("queue appends");
         let mut usage = self.usage();
         let mut warned = vec![false; self.lanes.len()];
         loop {
@@ -447,7 +458,9 @@ impl Queue {
                 .0;
         }
         self.waiting_for_room.store(false, Ordering::Relaxed);
-        let (next_seq, recent_counter) = (usage.next_seq.clone(), usage.recent_counter);
+        let (next_seq, recent_counter, recounts) =
+            (usage.next_seq.clone(), usage.recent_counter, usage.recounts);
+        drop(usage);
         let added = self.with_db(|db| {
             let (mut next_seq, mut recent_counter) = (next_seq, recent_counter);
             let txn = db.begin_write()?;
@@ -497,11 +510,18 @@ impl Queue {
             Ok((added, next_seq, recent_counter))
         });
         let (added, next_seq, recent_counter) = added?;
-        usage.next_seq = next_seq;
-        usage.recent_counter = recent_counter;
+        let mut usage = self.usage();
+        // A recount since the commit already counted what it added.
+        let counted = usage.recounts != recounts;
+        for (lane, seq) in usage.next_seq.iter_mut().enumerate() {
+            *seq = (*seq).max(next_seq[lane]);
+        }
+        usage.recent_counter = usage.recent_counter.max(recent_counter);
         for (lane, bytes) in added {
-            usage.bytes[lane] += bytes;
-            usage.events[lane] += 1;
+            if !counted {
+                usage.bytes[lane] += bytes;
+                usage.events[lane] += 1;
+            }
             taken[lane] += 1;
             self.lanes[lane].arrived.notify_one();
         }
@@ -824,6 +844,7 @@ fn attempt_times(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     fn event(id: &str, message: &str) -> Arc<Event> {
         Arc::new(Event::sample(id, message))
@@ -1060,6 +1081,46 @@ mod tests {
         // A second caller failing on the same old handle does not reopen again.
         queue.reopen(1);
         assert_eq!(queue.handle.read().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn sizes_answer_while_an_append_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue.append(&[(0, event("1", "x"))]).unwrap();
+        let before = queue.depth(0);
+        // A slow disk: the next append's write waits until this is released.
+        let released = Arc::new(AtomicBool::new(false));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let (queue, released) = (queue.clone(), released.clone());
+            std::thread::spawn(move || {
+                let txn = queue.hold_writes();
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(3));
+                released.store(true, Ordering::SeqCst);
+                drop(txn);
+            })
+        };
+        held_rx.recv().unwrap();
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.append(&[(0, event("2", "y"))]).unwrap())
+        };
+        // What status and /metrics ask, from the async workers.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(200) {
+            assert_eq!(queue.depth(0), before);
+        }
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the sizes waited for the blocked write"
+        );
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        writer.join().unwrap();
+        assert_eq!(queue.depth(0).0, 2);
     }
 
     #[test]
