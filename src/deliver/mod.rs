@@ -357,9 +357,9 @@ pub struct Deliverer {
 /// Events read from the queue at a time while filling a body.
 const READ_CHUNK: usize = 500;
 
-/// How often an idle webhook tries again to remove settled events whose
-/// removal failed.
-const REMOVAL_RETRY: Duration = Duration::from_secs(1);
+/// How often an idle webhook tries again to read the queue, or to remove
+/// settled events, after that failed.
+const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     pub fn new(webhook: Arc<Webhook>, state_dir: &Path) -> Deliverer {
@@ -383,17 +383,17 @@ impl Deliverer {
         let mut cursor = 0;
         loop {
             self.remove_unremoved().await;
-            self.fill(&mut pending, &mut cursor).await;
+            let read_failed = !self.fill(&mut pending, &mut cursor).await;
             let stopping = *stop.borrow();
             if pending.is_empty() {
                 if stopping {
                     return;
                 }
-                let retry_removal = !self.unremoved.is_empty();
+                let retry = read_failed || !self.unremoved.is_empty();
                 tokio::select! {
                     () = arrivals.notified() => {}
                     _ = stop.changed() => {}
-                    () = tokio::time::sleep(REMOVAL_RETRY), if retry_removal => {}
+                    () = tokio::time::sleep(QUEUE_RETRY), if retry => {}
                 }
                 continue;
             }
@@ -414,8 +414,8 @@ impl Deliverer {
     }
 
     /// Takes queued events after `cursor` into `pending` until it holds a
-    /// full body or the queue has no more.
-    async fn fill(&mut self, pending: &mut Pending, cursor: &mut u64) {
+    /// full body or the queue has no more; `false` if the queue could not be read.
+    async fn fill(&mut self, pending: &mut Pending, cursor: &mut u64) -> bool {
         let webhook = self.webhook.clone();
         while !pending.has_full_body() {
             let (queue, lane, after) = (webhook.queue.clone(), webhook.lane, *cursor);
@@ -423,17 +423,18 @@ impl Deliverer {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     tracing::error!(webhook = %webhook.config.name, error = %e, "cannot read the queue; will retry");
-                    return;
+                    return false;
                 }
             };
             if fresh.is_empty() {
-                return;
+                return true;
             }
             for queued in fresh {
                 *cursor = queued.seq;
                 self.admit(pending, queued).await;
             }
         }
+        true
     }
 
     async fn admit(&mut self, pending: &mut Pending, event: Queued) {

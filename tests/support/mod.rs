@@ -68,6 +68,8 @@ pub struct Receiver {
     failing: Arc<std::sync::atomic::AtomicU16>,
     /// A `Retry-After` value sent with every forced failure.
     retry_after: Arc<Mutex<Option<String>>>,
+    /// How long each answer takes (a slow, loaded receiver).
+    answer_delay: Arc<Mutex<Duration>>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -78,11 +80,13 @@ impl Receiver {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let failing = Arc::new(std::sync::atomic::AtomicU16::new(0));
         let retry_after = Arc::new(Mutex::new(None::<String>));
-        let (thread_server, thread_seen, thread_failing, thread_retry_after) = (
+        let answer_delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (thread_server, thread_seen, thread_failing, thread_retry_after, thread_delay) = (
             server.clone(),
             seen.clone(),
             failing.clone(),
             retry_after.clone(),
+            answer_delay.clone(),
         );
         thread::spawn(move || {
             let mut accepted_at: Vec<Instant> = Vec::new();
@@ -149,6 +153,10 @@ impl Receiver {
                         );
                     }
                 }
+                let delay = *thread_delay.lock().unwrap();
+                if !delay.is_zero() {
+                    thread::sleep(delay);
+                }
                 let _ = request.respond(response);
             }
         });
@@ -160,8 +168,14 @@ impl Receiver {
             seen,
             failing,
             retry_after,
+            answer_delay,
             server,
         }
+    }
+
+    /// Takes `delay` to answer each request (events are recorded on arrival).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        *self.answer_delay.lock().unwrap() = delay;
     }
 
     /// Answers every request with `status` and `Retry-After: value` until
