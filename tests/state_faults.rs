@@ -104,6 +104,36 @@ fn a_retry_after_beyond_max_retry_after_waits_only_the_cap() {
     assert_eq!(sequences(&events), (1..=5).collect::<Vec<_>>());
 }
 
+#[test]
+fn an_absurd_retry_after_does_not_break_a_manual_send() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url, "", "");
+    for absurd in [
+        "18446744073709551615",
+        "99999999999999999999999",
+        "Fri, 31 Dec 9999 23:59:59 GMT",
+    ] {
+        receiver.set_failing_with_retry_after(429, absurd);
+        let output = tailhook(
+            &config,
+            &[
+                "send",
+                "--webhook",
+                "soc",
+                "--data",
+                "{}",
+                "--timeout",
+                "2s",
+            ],
+        );
+        let said = text(&output);
+        assert!(!output.status.success(), "{said}");
+        assert!(!said.contains("panicked"), "{absurd}: {said}");
+        assert!(said.contains("not sent within 2.0s"), "{absurd}: {said}");
+    }
+}
+
 /// Every folder 0700 and every file (socket included) 0600 under `dir`.
 fn assert_private(dir: &Path) {
     let mut seen = 0;
