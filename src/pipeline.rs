@@ -394,10 +394,11 @@ struct Liveness {
 
 impl Liveness {
     /// How long the tail thread has been stuck, if it is: a pass older than
-    /// `stale_after` while not paused on purpose for room in the queue.
+    /// `stale_after` while not paused on purpose (for room in the queue, or
+    /// for a disk that refused a write).
     fn tail_stalled_for(&self) -> Option<Duration> {
         let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > self.stale_after && !self.queue.waiting_for_room()).then_some(since_pass)
+        (since_pass > self.stale_after && !self.queue.tailer_paused()).then_some(since_pass)
     }
 }
 
@@ -524,7 +525,7 @@ impl LineSink for RuleStage {
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot queue events; tailing waits and retries");
-                    self.queue.wait_unless_closed(delay);
+                    self.queue.wait_for_disk(delay);
                 }
             }
         };

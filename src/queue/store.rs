@@ -137,6 +137,8 @@ pub struct Queue {
     room: Condvar,
     /// An `append` is waiting for room: the tailer is paused on purpose.
     waiting_for_room: AtomicBool,
+    /// A failed write waits to be tried again: the tailer is paused on purpose.
+    waiting_for_disk: AtomicBool,
     /// Closed for appends: the agent is stopping.
     closed: AtomicBool,
 }
@@ -260,6 +262,7 @@ impl Queue {
             usage_stale: AtomicBool::new(false),
             room: Condvar::new(),
             waiting_for_room: AtomicBool::new(false),
+            waiting_for_disk: AtomicBool::new(false),
             closed: AtomicBool::new(false),
         }))
     }
@@ -389,8 +392,16 @@ impl Queue {
         self.room.notify_all();
     }
 
-    /// Waits up to `timeout`, less if the queue is closed for appends meanwhile.
-    pub fn wait_unless_closed(&self, timeout: Duration) {
+    /// Whether the tailer that appends is paused on purpose: waiting for
+    /// room in a full lane, or for the disk to take a write again.
+    pub fn tailer_paused(&self) -> bool {
+        self.waiting_for_room() || self.waiting_for_disk.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` before a failed append is tried again (less if
+    /// the queue is closed for appends meanwhile).
+    pub fn wait_for_disk(&self, timeout: Duration) {
+        self.waiting_for_disk.store(true, Ordering::Relaxed);
         let usage = self.usage.lock().expect("queue usage");
         let _ = self
             .room
@@ -514,6 +525,7 @@ impl Queue {
             Ok((added, next_seq, recent_counter))
         });
         let (added, next_seq, recent_counter) = added?;
+        self.waiting_for_disk.store(false, Ordering::Relaxed);
         let mut usage = self.usage();
         // A recount since the commit already counted what it added.
         let counted = usage.recounts != recounts;
