@@ -651,7 +651,7 @@ mod tests {
             std::thread::spawn(move || {
                 let txn = queue.hold_writes();
                 held_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(Duration::from_secs(3));
+                let _ = release_rx.recv_timeout(Duration::from_secs(10));
                 released.store(true, Ordering::SeqCst);
                 drop(txn);
             })
