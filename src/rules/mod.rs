@@ -13,6 +13,7 @@
 mod gate;
 mod load;
 mod prefilter;
+mod rfc5424;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -184,6 +185,11 @@ impl Rule {
 
     /// What this rule makes of `line`, with the reason when it is no match.
     pub fn evaluate(&self, line: &str) -> Verdict {
+        self.evaluate_classic(&rfc5424::classic_form(line))
+    }
+
+    /// [`Rule::evaluate`] of a line already in the classic syslog layout.
+    fn evaluate_classic(&self, line: &str) -> Verdict {
         let Some(captures) = self.regex.captures(line) else {
             return Verdict::NoMatch;
         };
@@ -283,9 +289,10 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Verdict)> + 'a {
-        self.prefilter.candidates(line).into_iter().map(move |i| {
+        let line = rfc5424::classic_form(line);
+        self.prefilter.candidates(&line).into_iter().map(move |i| {
             let rule = &self.rules[i];
-            (rule, rule.evaluate(line))
+            (rule, rule.evaluate_classic(&line))
         })
     }
 }
