@@ -17,6 +17,7 @@ mod lint;
 mod load;
 mod overrides;
 mod prefilter;
+mod rfc5424;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -30,6 +31,7 @@ pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError, RuleSet};
 pub use overrides::OverrideReport;
+pub use rfc5424::classic_form;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,6 +195,11 @@ impl Rule {
 
     /// What this rule makes of `line`, with the reason when it is no match.
     pub fn evaluate(&self, line: &str) -> Verdict {
+        self.evaluate_classic(&rfc5424::classic_form(line))
+    }
+
+    /// [`Rule::evaluate`] of a line already in the classic syslog layout.
+    fn evaluate_classic(&self, line: &str) -> Verdict {
         match self.extract(line) {
             Verdict::Match(fields) if self.own_address(&fields) => Verdict::Ignored,
             verdict => verdict,
@@ -207,8 +214,8 @@ impl Rule {
             .is_some_and(|ip| overrides::ignored_address(&self.ignore_ips, ip))
     }
 
-    /// The rule as written: regex, `ignore` and `types`, without what
-    /// overrides added.
+    /// The rule as written (regex, `ignore` and `types`, without what
+    /// overrides added) on a line in the classic syslog layout.
     fn extract(&self, line: &str) -> Verdict {
         let Some(captures) = self.regex.captures(line) else {
             return Verdict::NoMatch;
@@ -241,7 +248,7 @@ impl Rule {
     pub fn check_examples(&self) -> Vec<String> {
         let mut failures = Vec::new();
         for (i, example) in self.examples.iter().enumerate() {
-            let got = match self.extract(&example.line) {
+            let got = match self.extract(&rfc5424::classic_form(&example.line)) {
                 Verdict::Match(fields) => Some(fields),
                 _ => None,
             };
@@ -365,9 +372,10 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Verdict)> + 'a {
-        self.prefilter.candidates(line).into_iter().map(move |i| {
+        let line = rfc5424::classic_form(line);
+        self.prefilter.candidates(&line).into_iter().map(move |i| {
             let rule = &self.rules[i];
-            (rule, rule.evaluate(line))
+            (rule, rule.evaluate_classic(&line))
         })
     }
 }
