@@ -201,7 +201,7 @@ fn a_bad_override_names_the_file_line_and_value() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
     let local = setup.path("rules/local.toml").canonicalize().unwrap();
     assert_eq!(
         stderr.trim_end(),

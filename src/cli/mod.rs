@@ -125,6 +125,12 @@ struct ConfigArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
+    // `check` keeps nginx -t's contract (exit 1); only the service needs the
+    // distinct code that systemd is told not to restart on.
+    let config_error_code = match cli.command {
+        Command::Run(_) => EXIT_CONFIG,
+        _ => 1,
+    };
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
@@ -149,7 +155,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             eprintln!("tailhook: error: {e:#}");
             if e.is::<InvalidConfig>() {
-                ExitCode::from(EXIT_CONFIG)
+                ExitCode::from(config_error_code)
             } else {
                 ExitCode::FAILURE
             }
@@ -162,8 +168,8 @@ pub fn main() -> ExitCode {
 /// restarting in a loop.
 pub const EXIT_CONFIG: u8 = 78;
 
-/// A config or rules problem found before the agent starts: `run` and
-/// `check` exit with [`EXIT_CONFIG`] on it.
+/// A config or rules problem found before the agent starts: `run` exits
+/// with [`EXIT_CONFIG`] on it, `check` with 1.
 #[derive(Debug)]
 struct InvalidConfig(anyhow::Error);
 
