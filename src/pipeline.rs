@@ -17,16 +17,16 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use backon::BackoffBuilder;
 
-use crate::config::{Config, InputKind, WebhookConfig};
-use crate::control::{ControlSocket, Running};
-use crate::deliver::{Deliverer, Webhook};
+use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
+use crate::control::{ControlSocket, Current, Reloads, Running};
+use crate::deliver::{Deliverer, Halt, Webhook};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
-    Tailer,
+    journalctl_missing, journalctl_on_path, permission_fix, read_recorded, survey, Line, LineSink,
+    SinkClosed, TailOptions, Tailer,
 };
 
 pub struct Pipeline {
@@ -35,8 +35,8 @@ pub struct Pipeline {
     rules: Vec<Arc<Rule>>,
     rule_files: usize,
     overrides: OverrideReport,
-    /// One per input, in config order.
-    matchers: Vec<Matcher>,
+    /// One per input, in config order; shared with the tail thread.
+    matchers: Arc<Vec<Matcher>>,
 }
 
 impl Pipeline {
@@ -122,7 +122,7 @@ impl Pipeline {
             rules,
             rule_files: files.len(),
             overrides: loaded.overrides,
-            matchers,
+            matchers: Arc::new(matchers),
         })
     }
 
@@ -134,6 +134,34 @@ impl Pipeline {
             .iter()
             .filter_map(|rule| rules::forgery_warning(rule))
             .chain(self.overrides.warnings.iter().cloned())
+            .collect()
+    }
+
+    /// Each input path that reads nothing now (matches no file, or cannot be
+    /// read by this process), naming the input, with the fix if it is a
+    /// permission.
+    pub fn unread_paths(&self) -> Vec<String> {
+        self.config
+            .inputs
+            .iter()
+            .filter_map(|input| Some((input, survey(input)?)))
+            .flat_map(|(input, reach)| {
+                let unreadable = reach.unreadable.iter().map(|u| {
+                    format!(
+                        "input `{}`: `{}` cannot be read: {}; {}",
+                        input.name,
+                        u.path,
+                        u.error,
+                        permission_fix(&u.path)
+                    )
+                });
+                reach
+                    .unmatched
+                    .iter()
+                    .map(|p| format!("input `{}`: path `{p}` matches no file", input.name))
+                    .chain(unreadable)
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
@@ -199,93 +227,46 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Runs until `shutdown` completes, then drains. With a `notifier`
-    /// (systemd), tells it when the agent is ready, alive and stopping.
+    /// Runs until `shutdown` completes, then drains. Each message on
+    /// `reloads` (SIGHUP) builds a new pipeline with `reload` (the same
+    /// validation as `check`) and, if that succeeds, swaps it in; if not,
+    /// keeps running as it is and says why (log, `status`, `/metrics`).
+    /// With a `notifier` (systemd), tells it when the agent is ready, alive,
+    /// reloading and stopping.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
+        mut reloads: tokio::sync::mpsc::UnboundedReceiver<()>,
+        reload: impl Fn() -> anyhow::Result<Pipeline> + Clone + Send + 'static,
         notifier: Option<Notifier>,
     ) -> anyhow::Result<()> {
         let summary = self.summary();
-        let state_dir = &self.config.agent.state_dir;
-        crate::private::create_dir_all(state_dir).with_context(|| {
+        let state_dir = self.config.agent.state_dir.clone();
+        crate::private::create_dir_all(&state_dir).with_context(|| {
             format!(
                 "{}: agent.state_dir: cannot create {}",
                 self.config.source.display(),
                 state_dir.display()
             )
         })?;
-        let host = self.config.host();
-        let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
-        let router = Router::new(
-            self.rules.iter().map(|r| r.id.as_str()),
-            &names,
-            &self.config.routes,
-        );
-        for rule in &self.rules {
-            if router.destinations(&rule.id).is_empty() {
-                tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
-            }
-        }
-        let lanes: Vec<(String, u64)> = self
-            .webhooks
-            .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
-            .collect();
-        let queue = open_queue(state_dir, &lanes).await?;
+        let queue = open_queue(&state_dir, &self.lanes()).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
             self.rules.iter().map(|r| r.id.as_str()),
-            names.iter().map(String::as_str),
+            self.webhooks.iter().map(|w| w.name.as_str()),
         ));
         let metrics_listener = match self.config.agent.metrics_listen {
             Some(addr) => Some(metrics::server::bind(addr).await?),
             None => None,
         };
-
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let mut deliveries = tokio::task::JoinSet::new();
-        let mut webhooks = Vec::new();
-        for (lane, config) in self.webhooks.into_iter().enumerate() {
-            tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
-            let counters = metrics.webhooks[lane].1.clone();
-            let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
-            deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));
-            webhooks.push(webhook);
-        }
-        let options = TailOptions {
-            poll_interval: self.config.agent.poll_interval,
-            use_inotify: self.config.agent.inotify,
-            ..TailOptions::default()
-        };
-        let gates = self
-            .rules
-            .iter()
-            .map(|r| (r.id.clone(), r.gate()))
-            .collect();
-        let watched_queue = queue.clone();
-        let stage = RuleStage {
-            gates,
-            matchers: self.matchers,
-            router,
-            queue: queue.clone(),
-            metrics: metrics.clone(),
-        };
-        let poll_interval = options.poll_interval;
-        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
-        let running = Arc::new(Running {
-            state_dir: state_dir.clone(),
-            inputs: self.config.inputs.clone(),
-            webhooks,
-            queue,
-            metrics,
-            healthy: AtomicBool::new(true),
-        });
+        let history = Arc::new(Reloads::default());
+        let mut generation = Generation::start(&self, queue, metrics, history.clone())?;
+        let (publish, current) = tokio::sync::watch::channel(Some(generation.running.clone()));
         // Both serve until dropped; the socket's file goes with it.
         let mut services = tokio::task::JoinSet::new();
-        match ControlSocket::bind(state_dir) {
+        match ControlSocket::bind(&state_dir) {
             Ok(socket) => {
-                services.spawn(socket.serve(running.clone()));
+                services.spawn(socket.serve(current.clone()));
             }
             // The agent's job is the pipeline: without the socket it still
             // runs, and `status`/`send` say that they cannot reach it.
@@ -298,9 +279,9 @@ impl Pipeline {
             if let Ok(listen) = listener.local_addr() {
                 tracing::info!(%listen, "serving /metrics and /health");
             }
-            services.spawn(metrics::server::serve(listener, running.clone()));
+            services.spawn(metrics::server::serve(listener, current.clone()));
         }
-        let mut heartbeat = tailer.heartbeat();
+        let mut heartbeat = generation.running.heartbeat.clone();
         tokio::pin!(shutdown);
         // Ready once every file is open and where reading starts is on disk.
         let start = tokio::select! {
@@ -312,61 +293,75 @@ impl Pipeline {
         };
         let notifier = notifier.map(Arc::new);
         let mut watchdog = None;
+        let mut pipeline = self;
         if start == Start::Scanned {
-            tracing::info!(config = %self.config.source.display(), "tailhook running");
+            tracing::info!(config = %pipeline.config.source.display(), "tailhook running");
+            warn_about_reach(&pipeline.config.inputs);
             if let Some(notifier) = &notifier {
                 notifier.ready(&summary);
                 watchdog = notifier.watchdog_timeout().map(|timeout| {
                     let liveness = Liveness {
-                        heartbeat,
-                        queue: watched_queue,
+                        current: current.clone(),
                         // A well tailer beats every poll_interval; missing the
                         // whole timeout on top of that is a stall.
-                        stale_after: timeout + poll_interval,
+                        stale_after: timeout + pipeline.config.agent.poll_interval,
                     };
                     tokio::spawn(feed_watchdog(notifier.clone(), timeout / 2, liveness))
                 });
             }
-            shutdown.await;
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    Some(()) = reloads.recv() => {
+                        let built = tokio::task::spawn_blocking(reload.clone()).await;
+                        let outcome = match built {
+                            Ok(Ok(next)) => swap(pipeline, generation, next, &publish, &history).await,
+                            Ok(Err(e)) => Swap::Kept(pipeline, generation, format!("{e:#}")),
+                            Err(e) => Swap::Kept(pipeline, generation, format!("the reload panicked: {e}")),
+                        };
+                        (pipeline, generation) = match outcome {
+                            Swap::Done(pipeline, generation, notes) => {
+                                tracing::info!(config = %pipeline.config.source.display(), "reloaded: {}", pipeline.summary());
+                                for note in &notes {
+                                    tracing::warn!("{note}");
+                                }
+                                for applied in pipeline.overrides_applied() {
+                                    tracing::info!("{applied}");
+                                }
+                                warn_about_reach(&pipeline.config.inputs);
+                                history.record(Ok(notes));
+                                (pipeline, generation)
+                            }
+                            Swap::Failed(e) => return Err(e),
+                            Swap::Kept(pipeline, generation, error) => {
+                                tracing::error!(error = %error, "reload failed; still running the configuration loaded before");
+                                history.record(Err(error));
+                                (pipeline, generation)
+                            }
+                        };
+                        if let Some(notifier) = &notifier {
+                            notifier.ready(&pipeline.summary());
+                        }
+                    }
+                }
+            }
         }
         if let Some(notifier) = &notifier {
             notifier.stopping();
         }
-        let grace = self.config.agent.shutdown_timeout;
+        let grace = pipeline.config.agent.shutdown_timeout;
         tracing::info!(
             grace_ms = grace.as_millis() as u64,
             "stopping: sending what the limits allow"
         );
-        // Lines read are queued on disk before their offsets are committed,
-        // so the tailer stops at once; the webhooks get the grace period to
-        // send what is queued, and what is left is sent by the next run.
-        running.healthy.store(false, Ordering::SeqCst);
-        let deadline = tokio::time::Instant::now() + grace;
-        // Ends a wait for room in a full lane (or for a full disk): the
-        // chunk it held is not queued and its offset not committed.
-        running.queue.close_for_appends();
-        let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
-        let _ = stop.send(true);
-        let drained = tokio::time::timeout_at(deadline, async {
-            while deliveries.join_next().await.is_some() {}
-        })
-        .await;
-        // A delivery still sending or waiting to retry ends at its await
-        // point; its batch stays queued.
-        deliveries.shutdown().await;
-        if tokio::time::timeout_at(deadline + TAIL_STOP_MARGIN, tailer_stopped)
-            .await
-            .is_err()
-        {
-            tracing::warn!("the tail thread did not stop in time; lines after its last checkpoint are read again at the next start");
-        }
+        let drained = generation.stop(Halt::Drain, grace).await;
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
         if start == Start::TailerGone {
             bail!("the tail thread ended before its first scan");
         }
-        if drained.is_err() {
+        if !drained {
             tracing::warn!(
                 grace_ms = grace.as_millis() as u64,
                 "shutdown_timeout elapsed with events still queued; they stay queued for the next run"
@@ -376,6 +371,271 @@ impl Pipeline {
         }
         services.shutdown().await;
         Ok(())
+    }
+
+    /// Each webhook's lane in the queue: its name, and its size limit.
+    fn lanes(&self) -> Vec<(String, u64)> {
+        self.webhooks
+            .iter()
+            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .collect()
+    }
+}
+
+/// Replaces the running `generation` of `old` by one of `next`: the tail
+/// thread and the delivery tasks stop at a safe point (what is read is
+/// queued and its offset committed; a batch being sent is settled), the
+/// queue file is reopened with `next`'s lanes (a lane is its webhook's
+/// name, so a kept webhook keeps its queued events and its record of
+/// attempts, the rate-limit usage), and `next` starts from the checkpoints.
+/// When `next` cannot start, `old` starts again. The notes say what stays
+/// behind (queued events of a removed webhook).
+async fn swap(
+    old: Pipeline,
+    generation: Generation,
+    next: Pipeline,
+    publish: &tokio::sync::watch::Sender<Option<Arc<Running>>>,
+    history: &Arc<Reloads>,
+) -> Swap {
+    let agent = (&old.config.agent, &next.config.agent);
+    let needs_restart = if agent.0.state_dir != agent.1.state_dir {
+        Some("agent.state_dir")
+    } else if agent.0.metrics_listen != agent.1.metrics_listen {
+        Some("agent.metrics_listen")
+    } else {
+        None
+    };
+    if let Some(key) = needs_restart {
+        let error = format!(
+            "{}: {key} changed: a reload cannot apply it; restart the agent",
+            next.config.source.display()
+        );
+        return Swap::Kept(old, generation, error);
+    }
+    let names: Vec<&str> = next.webhooks.iter().map(|w| w.name.as_str()).collect();
+    let mut notes: Vec<String> = old
+        .webhooks
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !names.contains(&w.name.as_str()))
+        .filter_map(|(lane, w)| {
+            let (events, _) = generation.running.queue.depth(lane);
+            (events > 0).then(|| {
+                format!(
+                    "webhook `{}` was removed with {events} event(s) queued: they stay in {} and are sent once it is configured again",
+                    w.name,
+                    old.config.agent.state_dir.join("queue.redb").display()
+                )
+            })
+        })
+        .collect();
+    notes.extend(
+        old.config
+            .inputs
+            .iter()
+            .filter(|i| !next.config.inputs.iter().any(|n| n.name == i.name))
+            .map(|i| {
+                format!(
+                    "input `{}` was removed; its checkpoints stay in the state dir",
+                    i.name
+                )
+            }),
+    );
+    publish.send_replace(None);
+    let metrics = generation.running.metrics.clone();
+    generation
+        .stop(Halt::Pause, old.config.agent.shutdown_timeout)
+        .await;
+    let started = start_over(&next, &metrics, history).await;
+    match started {
+        Ok(generation) => {
+            publish.send_replace(Some(generation.running.clone()));
+            Swap::Done(next, generation, notes)
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(error = %error, "the reloaded configuration could not start; starting the one before again");
+            match start_over(&old, &metrics, history).await {
+                Ok(generation) => {
+                    publish.send_replace(Some(generation.running.clone()));
+                    Swap::Kept(old, generation, error)
+                }
+                // Nothing runs: exiting lets systemd start the agent afresh.
+                Err(again) => Swap::Failed(anyhow::anyhow!(
+                    "after a reload neither the new nor the old configuration could start: {error}; {again:#}"
+                )),
+            }
+        }
+    }
+}
+
+/// How a reload ended.
+enum Swap {
+    /// The new config runs; notes on what it left behind.
+    Done(Pipeline, Generation, Vec<String>),
+    /// The old config runs on; why the new one does not.
+    Kept(Pipeline, Generation, String),
+    /// Neither can run.
+    Failed(anyhow::Error),
+}
+
+/// Opens the queue with `pipeline`'s lanes (waiting while a client that
+/// asked before the swap still holds the old handle) and starts it, its
+/// counters going on from `metrics`.
+async fn start_over(
+    pipeline: &Pipeline,
+    metrics: &Metrics,
+    history: &Arc<Reloads>,
+) -> anyhow::Result<Generation> {
+    let state_dir = &pipeline.config.agent.state_dir;
+    let queue = loop {
+        match open_queue(state_dir, &pipeline.lanes()).await {
+            Err(e)
+                if e.downcast_ref::<crate::queue::QueueError>()
+                    .is_some_and(|e| e.is_in_use()) =>
+            {
+                continue
+            }
+            opened => break opened?,
+        }
+    };
+    let metrics = Arc::new(metrics.continuing(
+        pipeline.config.inputs.iter().map(|i| i.name.as_str()),
+        pipeline.rules.iter().map(|r| r.id.as_str()),
+        pipeline.webhooks.iter().map(|w| w.name.as_str()),
+    ));
+    Generation::start(pipeline, queue, metrics, history.clone())
+}
+
+/// Says once, with the fix, which input paths read nothing now.
+fn warn_about_reach(inputs: &[InputConfig]) {
+    for input in inputs {
+        let Some(reach) = survey(input) else { continue };
+        for pattern in &reach.unmatched {
+            tracing::warn!(input = %input.name, path = %pattern, "path matches no file: nothing is read from it until one appears");
+        }
+        for unreadable in &reach.unreadable {
+            tracing::warn!(
+                input = %input.name,
+                path = %unreadable.path,
+                error = %unreadable.error,
+                "cannot read: {}",
+                permission_fix(&unreadable.path)
+            );
+        }
+    }
+}
+
+/// One config's running parts: the tail thread, the delivery tasks, and
+/// what the control socket and `/metrics` see. A reload stops them and
+/// starts the next config's; the queue and state files stay.
+struct Generation {
+    tailer: Tailer,
+    deliveries: tokio::task::JoinSet<()>,
+    halt: tokio::sync::watch::Sender<Halt>,
+    running: Arc<Running>,
+}
+
+impl Generation {
+    fn start(
+        pipeline: &Pipeline,
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+        reloads: Arc<Reloads>,
+    ) -> anyhow::Result<Generation> {
+        let config = &pipeline.config;
+        let state_dir = &config.agent.state_dir;
+        let host = config.host();
+        let names: Vec<String> = pipeline.webhooks.iter().map(|w| w.name.clone()).collect();
+        let router = Router::new(
+            pipeline.rules.iter().map(|r| r.id.as_str()),
+            &names,
+            &config.routes,
+        );
+        for rule in &pipeline.rules {
+            if router.destinations(&rule.id).is_empty() {
+                tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
+            }
+        }
+        let mut webhooks = Vec::new();
+        for (lane, config) in pipeline.webhooks.iter().enumerate() {
+            let counters = metrics.webhooks[lane].1.clone();
+            webhooks.push(Webhook::open(
+                config.clone(),
+                &host,
+                queue.clone(),
+                lane,
+                counters,
+            )?);
+        }
+        let (halt, halted) = tokio::sync::watch::channel(Halt::Run);
+        let mut deliveries = tokio::task::JoinSet::new();
+        for webhook in &webhooks {
+            tracing::info!(webhook = %webhook.config.name, url = %webhook.config.target, "webhook ready");
+            deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(halted.clone()));
+        }
+        let options = TailOptions {
+            poll_interval: config.agent.poll_interval,
+            use_inotify: config.agent.inotify,
+            ..TailOptions::default()
+        };
+        let stage = RuleStage {
+            gates: pipeline
+                .rules
+                .iter()
+                .map(|r| (r.id.clone(), r.gate()))
+                .collect(),
+            matchers: pipeline.matchers.clone(),
+            router,
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+        };
+        let tailer = Tailer::spawn(&config.inputs, state_dir, options, stage);
+        let running = Arc::new(Running {
+            state_dir: state_dir.clone(),
+            inputs: config.inputs.clone(),
+            webhooks,
+            queue,
+            metrics,
+            healthy: AtomicBool::new(true),
+            heartbeat: tailer.heartbeat(),
+            reloads,
+        });
+        Ok(Generation {
+            tailer,
+            deliveries,
+            halt,
+            running,
+        })
+    }
+
+    /// Stops the tail thread (what it read is queued and committed, or left
+    /// to be read again) and the delivery tasks: `Drain` sends what the
+    /// limits allow within `grace`, `Pause` only settles the batches being
+    /// sent. A task still busy after `grace` ends at its await point; its
+    /// batch stays queued. Whether every task ended by itself.
+    async fn stop(mut self, halt: Halt, grace: Duration) -> bool {
+        self.running.healthy.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        // Ends a wait for room in a full lane (or for a full disk): the
+        // chunk it held is not queued and its offset not committed.
+        self.running.queue.close_for_appends();
+        let tailer = self.tailer;
+        let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
+        let _ = self.halt.send(halt);
+        let ended = tokio::time::timeout_at(deadline, async {
+            while self.deliveries.join_next().await.is_some() {}
+        })
+        .await
+        .is_ok();
+        self.deliveries.shutdown().await;
+        if tokio::time::timeout_at(deadline + TAIL_STOP_MARGIN, tailer_stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the tail thread did not stop in time; lines after its last checkpoint are read again");
+        }
+        ended
     }
 }
 
@@ -393,8 +653,7 @@ enum Start {
 /// runtime that runs the pinger, so a ping also shows the runtime turns; the
 /// tail thread is its own thread and must show it still makes passes.
 struct Liveness {
-    heartbeat: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
-    queue: Arc<Queue>,
+    current: Current,
     stale_after: Duration,
 }
 
@@ -402,9 +661,12 @@ impl Liveness {
     /// How long the tail thread has been stuck, if it is: a pass older than
     /// `stale_after` while not paused on purpose (for room in the queue, or
     /// for a disk that refused a write).
+    /// While a reload swaps the pipeline, and until the new tail thread's
+    /// first pass, nothing is stuck.
     fn tail_stalled_for(&self) -> Option<Duration> {
-        let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > self.stale_after && !self.queue.tailer_paused()).then_some(since_pass)
+        let running = self.current.borrow().clone()?;
+        let since_pass = running.heartbeat.borrow().map(|at| at.elapsed())?;
+        (since_pass > self.stale_after && !running.queue.tailer_paused()).then_some(since_pass)
     }
 }
 
@@ -464,7 +726,7 @@ async fn open_queue(
 /// are queued on disk in one transaction before `accept` returns, which is
 /// when the tailer may commit the chunk's offset.
 struct RuleStage {
-    matchers: Vec<Matcher>,
+    matchers: Arc<Vec<Matcher>>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     router: Router,

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{InputConfig, InputKind, RateLimit};
 use crate::deliver::{attempt_memory, budget_from_history, dead_letter_file, human};
 use crate::queue::{LaneState, LastError};
-use crate::tail::{committed_progress, cursor_time};
+use crate::tail::{committed_progress, cursor_time, survey, Reach};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
@@ -25,6 +25,22 @@ pub struct StatusReport {
     pub state_dir: String,
     pub inputs: Vec<InputStatus>,
     pub webhooks: Vec<WebhookStatus>,
+    /// The running agent's last reload (SIGHUP), if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<LastReload>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LastReload {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// `ok`, or `error` when the agent kept running on the config it had.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the reload left behind, e.g. events of a removed webhook.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -37,6 +53,10 @@ pub struct InputStatus {
     /// The cursor of the last journal entry whose events are queued.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub journal_cursor: Option<String>,
+    /// What a file input's paths reach, as the process that made the
+    /// report sees them (the agent's user, when the agent answered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -106,6 +126,7 @@ pub fn gather(
                 .iter()
                 .find(|j| j.input == input.name)
                 .and_then(|j| j.cursor.clone()),
+            reach: survey(input),
             files: progress
                 .files
                 .iter()
@@ -161,6 +182,7 @@ pub fn gather(
         state_dir: state_dir.display().to_string(),
         inputs,
         webhooks,
+        last_reload: None,
     })
 }
 
@@ -259,8 +281,23 @@ impl StatusReport {
                 .collect();
             let _ = writeln!(out, "{}", line.join("  ").trim_end());
         }
+        for input in &self.inputs {
+            let Some(reach) = &input.reach else { continue };
+            for problem in reach.problems() {
+                let _ = writeln!(out, "warning: input `{}`: {problem}", input.name);
+            }
+        }
         for webhook in &self.webhooks {
             webhook.render(&mut out);
+        }
+        if let Some(reload) = &self.last_reload {
+            let _ = writeln!(out, "\nlast reload:     {} {}", reload.time, reload.result);
+            if let Some(error) = &reload.error {
+                let _ = writeln!(out, "  error:         {error}");
+            }
+            for note in &reload.notes {
+                let _ = writeln!(out, "  note:          {note}");
+            }
         }
         out
     }

@@ -113,6 +113,10 @@ struct CheckArgs {
     /// `journalctl --output=json > FILE` (repeatable) and show what matched.
     #[arg(long = "journal-json", value_name = "FILE")]
     journal_json: Vec<PathBuf>,
+    /// Fail (exit 1) when an input's path matches no file or cannot be
+    /// read, instead of warning.
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args)]
@@ -213,6 +217,18 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     for warning in pipeline.rule_warnings() {
         eprintln!("warning: {warning}");
     }
+    let unread = pipeline.unread_paths();
+    if args.strict && !unread.is_empty() {
+        anyhow::bail!(
+            "{}: --strict: {} input path(s) read nothing:\n  {}",
+            config.display(),
+            unread.len(),
+            unread.join("\n  ")
+        );
+    }
+    for problem in &unread {
+        eprintln!("warning: {problem}");
+    }
     for applied in pipeline.overrides_applied() {
         print_out(&format!("{applied}\n"))?;
     }
@@ -252,9 +268,11 @@ fn run(args: &ConfigArg) -> anyhow::Result<()> {
         .build()?;
     let notifier =
         Notifier::from_env().map_err(|e| anyhow::anyhow!("$NOTIFY_SOCKET: cannot use it: {e}"))?;
+    let config = args.config.clone();
+    let reload = move || validated_pipeline(&config);
     let result = runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
-        pipeline.run(shutdown, notifier).await
+        let (shutdown, reloads) = signals()?;
+        pipeline.run(shutdown, reloads, reload, notifier).await
     });
     // Dropping a runtime waits for its blocking tasks without limit; one
     // stuck on a hung disk must not break the shutdown_timeout promise.
@@ -264,27 +282,29 @@ fn run(args: &ConfigArg) -> anyhow::Result<()> {
 
 /// Installs the handlers now, before any stage starts, so a signal that comes
 /// early is a graceful stop rather than the default kill. SIGHUP never ends
-/// the agent (its default action would, without a flush).
-fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+/// the agent (its default action would, without a flush): it asks for a
+/// reload, one message per signal on the returned receiver.
+#[allow(clippy::type_complexity)]
+fn signals() -> std::io::Result<(
+    impl std::future::Future<Output = ()>,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+)> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    Ok(async move {
+    let (ask, reloads) = tokio::sync::mpsc::unbounded_channel();
+    let shutdown = async move {
         loop {
             tokio::select! {
                 _ = term.recv() => return tracing::info!("SIGTERM received"),
                 _ = int.recv() => return tracing::info!("SIGINT received"),
-                _ = hangup.recv() => reload_requested(),
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the configuration and rules");
+                    let _ = ask.send(());
+                }
             }
         }
-    })
-}
-
-/// What SIGHUP asks for. The seam where a configuration reload will go; until
-/// then the agent says so and keeps running as it is.
-fn reload_requested() {
-    tracing::warn!(
-        "SIGHUP received: reload is not supported yet; keeping the running configuration"
-    );
+    };
+    Ok((shutdown, reloads))
 }

@@ -14,20 +14,21 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
 
 use crate::config::InputConfig;
 use crate::deliver::{Sent, Webhook};
 use crate::event::Fields;
 use crate::metrics::{Metrics, WebhookGauges};
 use crate::queue::Queue;
-use crate::status::{self, StatusReport, WebhookLimits};
+use crate::status::{self, LastReload, StatusReport, WebhookLimits};
 
 /// The socket's file name in the state dir.
 const SOCKET_FILE: &str = "control.sock";
@@ -81,6 +82,46 @@ pub struct Running {
     pub metrics: Arc<Metrics>,
     /// Every stage started and no stop was asked for.
     pub healthy: AtomicBool,
+    /// When the tail thread last finished a pass.
+    pub heartbeat: watch::Receiver<Option<std::time::Instant>>,
+    /// Kept across reloads.
+    pub reloads: Arc<Reloads>,
+}
+
+/// The pipeline the agent runs now: `None` while a reload swaps it (the
+/// queue file is reopened with the new webhooks' lanes, and redb lets
+/// only one handle hold it).
+pub type Current = watch::Receiver<Option<Arc<Running>>>;
+
+/// Said to a client that asks while a reload swaps the pipeline.
+pub const RELOADING: &str = "the agent is reloading its configuration; ask again in a moment";
+
+/// What became of the reloads (SIGHUP) since the agent started.
+#[derive(Default)]
+pub struct Reloads {
+    pub ok: AtomicU64,
+    pub error: AtomicU64,
+    last: Mutex<Option<LastReload>>,
+}
+
+impl Reloads {
+    pub fn record(&self, outcome: Result<Vec<String>, String>) {
+        let (counter, result, error, notes) = match outcome {
+            Ok(notes) => (&self.ok, "ok", None, notes),
+            Err(error) => (&self.error, "error", Some(error), Vec::new()),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        *self.last.lock().expect("last reload") = Some(LastReload {
+            time: crate::event::rfc3339_now(),
+            result: result.into(),
+            error,
+            notes,
+        });
+    }
+
+    pub fn last(&self) -> Option<LastReload> {
+        self.last.lock().expect("last reload").clone()
+    }
 }
 
 impl Running {
@@ -93,7 +134,7 @@ impl Running {
                 rate_limits: w.config.rate_limits.clone(),
             })
             .collect();
-        status::gather(
+        let mut report = status::gather(
             "running",
             &self.state_dir,
             &self.inputs,
@@ -103,7 +144,24 @@ impl Running {
                     .lane_state(lane, window)
                     .map_err(|e| e.to_string())
             },
-        )
+        )?;
+        report.last_reload = self.reloads.last();
+        Ok(report)
+    }
+
+    /// The `/metrics` text: counters, and gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let reach: Vec<(&str, crate::tail::Reach)> = self
+            .inputs
+            .iter()
+            .filter_map(|input| Some((input.name.as_str(), crate::tail::survey(input)?)))
+            .collect();
+        self.metrics.render(&self.gauges())
+            + &crate::metrics::render_reach_and_reloads(
+                &reach,
+                self.reloads.ok.load(Ordering::Relaxed),
+                self.reloads.error.load(Ordering::Relaxed),
+            )
     }
 
     /// Queue depth, oldest event and budget left of each webhook, now.
@@ -188,11 +246,11 @@ impl ControlSocket {
     }
 
     /// Answers requests until the task is dropped.
-    pub async fn serve(self, running: Arc<Running>) {
+    pub async fn serve(self, current: Current) {
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, running.clone()));
+                    tokio::spawn(answer(stream, current.clone()));
                 }
                 Err(e) => {
                     tracing::warn!(socket = %self.path.display(), error = %e, "control socket: cannot accept");
@@ -203,7 +261,7 @@ impl ControlSocket {
     }
 }
 
-async fn answer(stream: UnixStream, running: Arc<Running>) {
+async fn answer(stream: UnixStream, current: Current) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST_BYTES));
@@ -218,28 +276,43 @@ async fn answer(stream: UnixStream, running: Arc<Running>) {
             Err(e) => Reply::Error {
                 message: format!("not a request: {e}"),
             },
-            // It reads files (a dead-letter file may be large): off the
-            // runtime's few threads, which the deliveries need.
-            Ok(Request::Status) => {
-                let running = running.clone();
-                match tokio::task::spawn_blocking(move || running.status()).await {
-                    Ok(Ok(report)) => Reply::Status {
-                        report: Box::new(report),
-                    },
-                    Ok(Err(message)) => Reply::Error { message },
-                    Err(e) => Reply::Error {
-                        message: format!("status failed: {e}"),
+            Ok(request) => {
+                let running = current.borrow().clone();
+                match running {
+                    Some(running) => answer_request(request, running, &mut write).await,
+                    None => Reply::Error {
+                        message: RELOADING.into(),
                     },
                 }
             }
-            Ok(Request::Send {
-                webhook,
-                fields,
-                timeout_ms,
-            }) => manual_send(&running, &webhook, fields, timeout_ms, &mut write).await,
         },
     };
     let _ = write_reply(&mut write, &reply).await;
+}
+
+async fn answer_request(
+    request: Request,
+    running: Arc<Running>,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Reply {
+    match request {
+        // It reads files (a dead-letter file may be large): off the
+        // runtime's few threads, which the deliveries need.
+        Request::Status => match tokio::task::spawn_blocking(move || running.status()).await {
+            Ok(Ok(report)) => Reply::Status {
+                report: Box::new(report),
+            },
+            Ok(Err(message)) => Reply::Error { message },
+            Err(e) => Reply::Error {
+                message: format!("status failed: {e}"),
+            },
+        },
+        Request::Send {
+            webhook,
+            fields,
+            timeout_ms,
+        } => manual_send(&running, &webhook, fields, timeout_ms, write).await,
+    }
 }
 
 /// Sends through the agent's own webhook (so its limiter is charged),

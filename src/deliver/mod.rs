@@ -354,6 +354,18 @@ pub struct Deliverer {
     unremoved: Vec<u64>,
 }
 
+/// What the pipeline asks of its delivery tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Halt {
+    /// Deliver as batches fill or time out.
+    Run,
+    /// The agent stops: send everything queued, full or not, then end.
+    Drain,
+    /// A reload swaps the webhooks: end once the batch being sent is
+    /// settled, leaving the rest queued for the task that replaces this one.
+    Pause,
+}
+
 /// Events read from the queue at a time while filling a body.
 const READ_CHUNK: usize = 500;
 
@@ -370,12 +382,13 @@ impl Deliverer {
         }
     }
 
-    /// Delivers the webhook's queue until `stop` turns true and nothing is
-    /// left; what the limits do not let out before the pipeline gives up
-    /// stays queued for the next run. The pipeline gives up by dropping this
+    /// Delivers the webhook's queue until `stop` says [`Halt::Drain`] and
+    /// nothing is left, or [`Halt::Pause`] and the batch in hand is settled;
+    /// what the limits do not let out before the pipeline gives up stays
+    /// queued for the next run. The pipeline gives up by dropping this
     /// future, at an await point: a batch is removed from the queue only
     /// once it was delivered or dead-lettered, so that loses nothing.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut stop: watch::Receiver<Halt>) {
         let webhook = self.webhook.clone();
         let arrivals = webhook.queue.arrivals(webhook.lane);
         let mut pending = Pending::new(&webhook.format, webhook.config.max_body_bytes);
@@ -383,8 +396,14 @@ impl Deliverer {
         let mut cursor = 0;
         loop {
             self.remove_unremoved().await;
+            let halt = *stop.borrow();
+            // Events taken into `pending` are still queued: the next
+            // delivery task of this webhook reads them again.
+            if halt == Halt::Pause {
+                return;
+            }
             let read_failed = !self.fill(&mut pending, &mut cursor).await;
-            let stopping = *stop.borrow();
+            let stopping = halt == Halt::Drain;
             if pending.is_empty() {
                 if stopping {
                     return;

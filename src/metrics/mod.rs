@@ -18,6 +18,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::tail::Reach;
+
 /// Counters of one input.
 #[derive(Debug, Default)]
 pub struct InputCounters {
@@ -124,6 +126,51 @@ impl Metrics {
                 .map(|name| (name.to_string(), Default::default()))
                 .collect(),
         }
+    }
+
+    /// Counters for a reloaded config, going on from this one's counts
+    /// (by input, rule and webhook name), so a reload resets no counter
+    /// Prometheus' `rate()` would read as a restart. Called once the old
+    /// pipeline stopped counting.
+    pub fn continuing<'a>(
+        &self,
+        inputs: impl IntoIterator<Item = &'a str>,
+        rules: impl IntoIterator<Item = &'a str>,
+        webhooks: impl IntoIterator<Item = &'a str>,
+    ) -> Metrics {
+        let next = Metrics::new(inputs, rules, webhooks);
+        let carry = |to: &AtomicU64, from: &AtomicU64| to.store(get(from), Ordering::Relaxed);
+        for (name, counters) in &next.inputs {
+            if let Some((_, old)) = self.inputs.iter().find(|(n, _)| n == name) {
+                carry(&counters.lines, &old.lines);
+                carry(&counters.bytes, &old.bytes);
+            }
+        }
+        for (id, count) in &next.rules {
+            if let Some(old) = self.rules.get(id) {
+                carry(count, old);
+            }
+        }
+        for (name, counters) in &next.webhooks {
+            if let Some((_, old)) = self.webhooks.iter().find(|(n, _)| n == name) {
+                for (to, from) in [
+                    (&counters.events_queued, &old.events_queued),
+                    (&counters.events_sent, &old.events_sent),
+                    (&counters.events_dead_lettered, &old.events_dead_lettered),
+                    (&counters.retries, &old.retries),
+                    (&counters.rate_limit_waits, &old.rate_limit_waits),
+                    (
+                        &counters.rate_limit_wait_micros,
+                        &old.rate_limit_wait_micros,
+                    ),
+                ] {
+                    carry(to, from);
+                }
+                *counters.responses.lock().expect("response counters") =
+                    old.responses.lock().expect("response counters").clone();
+            }
+        }
+        next
     }
 
     /// The Prometheus text of every counter and of `gauges` (one per
@@ -281,9 +328,78 @@ impl Metrics {
     }
 }
 
+/// The Prometheus text of what each input's paths reach now (file inputs
+/// only) and of the reloads' outcomes.
+pub fn render_reach_and_reloads(
+    reach: &[(&str, Reach)],
+    reloads_ok: u64,
+    reloads_failed: u64,
+) -> String {
+    let per_input = |value: fn(&Reach) -> usize| -> Vec<Sample> {
+        reach
+            .iter()
+            .map(|(input, r)| (vec![("input", *input)], value(r) as f64))
+            .collect()
+    };
+    let mut out = String::new();
+    family(
+        &mut out,
+        "tailhook_input_files",
+        "gauge",
+        "Files the input's paths match that the agent can read.",
+        per_input(|r| r.readable_files as usize),
+    );
+    family(
+        &mut out,
+        "tailhook_input_unreadable_paths",
+        "gauge",
+        "Files (or folders on their way) the input's paths lead to that the agent may not read.",
+        per_input(|r| r.unreadable.len()),
+    );
+    family(
+        &mut out,
+        "tailhook_input_unmatched_paths",
+        "gauge",
+        "Configured paths of the input that match no file.",
+        per_input(|r| r.unmatched.len()),
+    );
+    family(
+        &mut out,
+        "tailhook_reloads_total",
+        "counter",
+        "Configuration reloads (SIGHUP) by result.",
+        vec![
+            (vec![("result", "ok")], reloads_ok as f64),
+            (vec![("result", "error")], reloads_failed as f64),
+        ],
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn continuing_counters_keep_the_counts_of_names_that_stay() {
+        let before = Metrics::new(["auth", "gone"], ["a.rule"], ["soc"]);
+        add(&before.inputs[0].1.lines, 7);
+        add(&before.rules["a.rule"], 2);
+        add(&before.webhooks[0].1.events_sent, 5);
+        before.webhooks[0].1.count_response(Some(202));
+        let after = before.continuing(["auth", "new"], ["a.rule", "b.rule"], ["chat", "soc"]);
+        assert_eq!(get(&after.inputs[0].1.lines), 7);
+        assert_eq!(get(&after.inputs[1].1.lines), 0);
+        assert_eq!(get(&after.rules["a.rule"]), 2);
+        assert_eq!(get(&after.rules["b.rule"]), 0);
+        assert_eq!(get(&after.webhooks[1].1.events_sent), 5);
+        assert_eq!(get(&after.webhooks[0].1.events_sent), 0);
+        let text = after.render(&[]);
+        assert!(
+            text.contains("tailhook_requests_total{webhook=\"soc\",code=\"202\"} 1"),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_format_has_headers_labels_and_escaping() {

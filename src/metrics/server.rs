@@ -7,14 +7,13 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 
-use crate::control::Running;
+use crate::control::{Current, Running, RELOADING};
 
 /// Binds `addr` now, so a taken port fails the start with a clear error.
 pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -24,7 +23,7 @@ pub async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, running: Arc<Running>) {
+pub async fn serve(listener: TcpListener, current: Current) {
     loop {
         let stream = match listener.accept().await {
             Ok((stream, _)) => stream,
@@ -34,11 +33,11 @@ pub async fn serve(listener: TcpListener, running: Arc<Running>) {
                 continue;
             }
         };
-        let running = running.clone();
+        let current = current.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let running = running.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &running)) }
+                let running = current.borrow().clone();
+                async move { Ok::<_, Infallible>(respond(&request, running.as_deref())) }
             });
             // With a timer, hyper closes a connection whose request headers
             // do not come within 30 s, so idle clients cannot pile up.
@@ -50,7 +49,7 @@ pub async fn serve(listener: TcpListener, running: Arc<Running>) {
     }
 }
 
-fn respond(request: &Request<Incoming>, running: &Running) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, running: Option<&Running>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -65,11 +64,18 @@ fn respond(request: &Request<Incoming>, running: &Running) -> Response<Full<Byte
             "GET only\n".into(),
         );
     }
+    let Some(running) = running else {
+        return reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            format!("{RELOADING}\n"),
+        );
+    };
     match request.uri().path() {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            running.metrics.render(&running.gauges()),
+            running.metrics_text(),
         ),
         "/health" if running.healthy.load(Ordering::SeqCst) => {
             reply(StatusCode::OK, "text/plain", "ok\n".into())

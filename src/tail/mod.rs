@@ -22,6 +22,7 @@ mod checkpoint;
 mod discover;
 mod file;
 mod journal;
+mod reach;
 mod reader;
 mod watch;
 
@@ -38,6 +39,7 @@ pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progre
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
+pub use reach::{permission_fix, survey, Reach, Unreadable};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
 
