@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail};
 
-use crate::config::Config;
+use crate::config::{state_dir_despite_errors, Config};
 use crate::control::{self, Reply, Request};
 use crate::queue::{LaneState, QueueView};
 use crate::status::{self, StatusReport, WebhookLimits};
@@ -14,17 +14,31 @@ use crate::status::{self, StatusReport, WebhookLimits};
 /// How long `status` waits for a running agent's answer.
 const STATUS_WAIT: Duration = Duration::from_secs(10);
 
-pub fn status(config: &Path, json: bool) -> anyhow::Result<()> {
-    let config = Config::load(config)?;
-    let state_dir = &config.agent.state_dir;
-    let report = match control::ask(state_dir, &Request::Status, STATUS_WAIT, |_| {})
+pub fn status(path: &Path, json: bool) -> anyhow::Result<()> {
+    let loaded = Config::load(path);
+    // A config broken since the agent started (a reload failed on it) must
+    // not hide the agent, which runs on and reports why.
+    let state_dir = match &loaded {
+        Ok(config) => config.agent.state_dir.clone(),
+        Err(e) => match state_dir_despite_errors(path) {
+            Some(state_dir) => state_dir,
+            None => bail!("{e}"),
+        },
+    };
+    let report = match control::ask(&state_dir, &Request::Status, STATUS_WAIT, |_| {})
         .map_err(|e| anyhow!(e))?
     {
         Some(Reply::Status { report }) => *report,
         Some(Reply::Error { message }) => bail!("the agent could not report: {message}"),
         Some(other) => bail!("the agent answered out of turn: {other:?}"),
-        None => stopped_status(&config)?,
+        None => match &loaded {
+            Ok(config) => stopped_status(config)?,
+            Err(e) => bail!("{e}"),
+        },
     };
+    if let Err(e) = &loaded {
+        eprintln!("warning: {e} (the running agent keeps the configuration it loaded before)");
+    }
     if json {
         let text = serde_json::to_string_pretty(&report).expect("reports serialize");
         super::print_out(&format!("{text}\n"))

@@ -241,6 +241,52 @@ pub(crate) mod humantime_duration {
     }
 }
 
+/// Resolves a path of the config file `source` against its folder.
+fn resolver(source: &Path) -> impl Fn(&Path) -> PathBuf {
+    let folder = source
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // The file exists (it was just read), so its folder canonicalizes; paths
+    // in events and logs then read /srv/logs/x, not config/../logs/x.
+    let base = folder
+        .canonicalize()
+        .unwrap_or_else(|_| folder.to_path_buf());
+    move |p: &Path| -> PathBuf {
+        let mut resolved = PathBuf::new();
+        for part in base.join(p).components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    resolved.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => resolved.push(other),
+            }
+        }
+        resolved
+    }
+}
+
+/// Where the state lives per the config file `path` (and `TAILHOOK_…`),
+/// read even when the rest of the file is wrong, so that `status` still
+/// reaches a running agent whose reload failed on this very file. `None`
+/// when not even that key can be read (the file is not TOML).
+pub fn state_dir_despite_errors(path: &Path) -> Option<PathBuf> {
+    let env = Env::prefixed("TAILHOOK_")
+        .ignore(NON_CONFIG_ENV)
+        .split("__");
+    let found = Figment::new()
+        .merge(Toml::file_exact(path))
+        .merge(env)
+        .find_value("agent.state_dir");
+    let state_dir = match found {
+        Ok(value) => PathBuf::from(value.into_string()?),
+        Err(e) if e.missing() => AgentConfig::default().state_dir,
+        Err(_) => return None,
+    };
+    Some(resolver(path)(&state_dir))
+}
+
 impl Config {
     /// Reads `path` plus `TAILHOOK_…` overrides from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -300,29 +346,7 @@ impl Config {
     }
 
     fn resolve_relative_paths(&mut self) {
-        let folder = self
-            .source
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        // The file exists (it was just read), so its folder canonicalizes; paths
-        // in events and logs then read /srv/logs/x, not config/../logs/x.
-        let base = folder
-            .canonicalize()
-            .unwrap_or_else(|_| folder.to_path_buf());
-        let resolve = |p: &Path| -> PathBuf {
-            let mut resolved = PathBuf::new();
-            for part in base.join(p).components() {
-                match part {
-                    std::path::Component::ParentDir => {
-                        resolved.pop();
-                    }
-                    std::path::Component::CurDir => {}
-                    other => resolved.push(other),
-                }
-            }
-            resolved
-        };
+        let resolve = resolver(&self.source);
         self.agent.state_dir = resolve(&self.agent.state_dir);
         for p in &mut self.rules.paths {
             *p = resolve(p);
