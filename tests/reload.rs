@@ -40,6 +40,16 @@ fn reloads_logged(agent: &Agent) -> usize {
     agent.logs().matches("reloaded: ").count()
 }
 
+/// Reloads while the writer writes, and waits until a failure written
+/// after the reload reached soc: the stream runs across every swap.
+fn reload_under_load(agent: &Agent, writer: &Writer, soc: &Receiver) {
+    reload(agent);
+    let written = writer.written() as i64;
+    wait_until(DEADLINE, "a line written after the reload at soc", || {
+        numbers(soc).last().is_some_and(|&last| last > written)
+    });
+}
+
 /// Sends SIGHUP and waits until the agent logged one more finished reload.
 fn reload(agent: &Agent) {
     let before = reloads_logged(agent);
@@ -122,7 +132,7 @@ fn reloads_under_load_add_a_rule_and_a_webhook_and_lose_or_duplicate_nothing() {
         !soc.events().is_empty()
     });
 
-    reload(&agent);
+    reload_under_load(&agent, &writer, &soc);
     // A rule and a webhook for it, routed apart from the failures.
     std::fs::write(setup.path("rules/accepted.toml"), ACCEPTED_RULE).unwrap();
     setup.write_config(&config_text(
@@ -139,8 +149,9 @@ fn reloads_under_load_add_a_rule_and_a_webhook_and_lose_or_duplicate_nothing() {
     wait_until(DEADLINE, "events of the added rule", || {
         !chat.events().is_empty()
     });
-    reload(&agent);
-    reload(&agent);
+    for _ in 0..3 {
+        reload_under_load(&agent, &writer, &soc);
+    }
     let last = writer.finish();
 
     let failures: Vec<i64> = (1..=last as i64).filter(|n| n % 5 != 0).collect();
@@ -171,7 +182,7 @@ fn reloads_under_load_add_a_rule_and_a_webhook_and_lose_or_duplicate_nothing() {
     let metrics = http_get(port, "/metrics").unwrap().1;
     assert_eq!(
         sample(&metrics, "tailhook_reloads_total{result=\"ok\"}"),
-        4.0
+        5.0
     );
     assert_eq!(
         sample(&metrics, "tailhook_reloads_total{result=\"error\"}"),
@@ -272,4 +283,84 @@ fn overrides_and_ignore_ips_added_by_a_reload_apply_to_later_lines() {
         let expected = if seq > 10 { "critical" } else { "high" };
         assert_eq!(event["severity"], expected, "{event}");
     }
+}
+
+#[test]
+fn a_webhook_whose_url_changes_keeps_its_queued_events_and_rate_limit_usage() {
+    let before = Receiver::start(ReceiverOptions::default());
+    let after = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let limits = "rate_limits = [\"2/10s\"]\n";
+    let config = setup.write_config(&config_text(&before.url, limits));
+    let agent = Agent::start(&config);
+    setup.append("auth.log", &[failed_line(1)]);
+    before.wait_for_events(1, DEADLINE);
+    setup.append("auth.log", &[failed_line(2)]);
+    before.wait_for_events(2, DEADLINE);
+    let window_full = std::time::Instant::now();
+    // The window is spent: line 3 waits in soc's lane.
+    setup.append("auth.log", &[failed_line(3)]);
+    wait_until(DEADLINE, "line 3 queued", || {
+        status_json(&config)["webhooks"][0]["queued_events"] == 1
+    });
+
+    setup.write_config(&config_text(
+        &after.url,
+        "rate_limits = [\"2/10s\", \"1000/1d\"]\n",
+    ));
+    reload(&agent);
+    let status = status_json(&config);
+    let soc = &status["webhooks"][0];
+    assert_eq!(soc["queued_events"], 1, "{status}");
+    assert_eq!(soc["budget"][0]["used"], 2, "the usage survived: {status}");
+    assert_eq!(soc["budget"][1]["used"], 2, "{status}");
+
+    after.wait_for_events(1, DEADLINE);
+    assert!(
+        window_full.elapsed() >= Duration::from_secs(5),
+        "line 3 waited for the window the reload kept ({:?})",
+        window_full.elapsed()
+    );
+    assert_eq!(numbers(&after), [3]);
+    assert_eq!(numbers(&before), [1, 2]);
+}
+
+#[test]
+fn a_removed_webhook_keeps_its_queued_events_and_the_reload_says_so() {
+    let soc = Receiver::start(ReceiverOptions::default());
+    let chat = Receiver::start(ReceiverOptions::default());
+    // chat answers 503: its events stay queued.
+    chat.set_failing(503);
+    let setup = Setup::new();
+    let chat_section = format!(
+        "[webhook.chat]\nurl = \"{}\"\nbatch_timeout = \"50ms\"\n",
+        chat.url
+    );
+    let config = setup.write_config(&config_text(&soc.url, &chat_section));
+    let agent = Agent::start(&config);
+    setup.append("auth.log", &[failed_line(1), failed_line(2)]);
+    soc.wait_for_events(2, DEADLINE);
+    wait_until(DEADLINE, "chat to have failed once", || {
+        !chat.requests().is_empty()
+    });
+
+    setup.write_config(&config_text(&soc.url, ""));
+    reload(&agent);
+    let status = status_json(&config);
+    let notes = status["last_reload"]["notes"].to_string();
+    assert!(
+        notes.contains("webhook `chat` was removed with 2 event(s) queued"),
+        "{status}"
+    );
+    assert!(agent.logs().contains("webhook `chat` was removed"));
+    setup.append("auth.log", &[failed_line(3)]);
+    soc.wait_for_events(3, DEADLINE);
+
+    // Configured again, it sends what waited.
+    chat.set_failing(0);
+    setup.write_config(&config_text(&soc.url, &chat_section));
+    reload(&agent);
+    wait_until(DEADLINE, "chat's queued events", || {
+        numbers(&chat) == [1, 2]
+    });
 }
