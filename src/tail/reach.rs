@@ -110,8 +110,8 @@ impl Reach {
 pub fn permission_fix(path: &str) -> String {
     format!(
         "let the agent's user read it: on Debian-likes add it to the group owning the logs \
-         (`usermod -aG adm tailhook`), on RHEL-likes grant it with an ACL \
-         (`setfacl -m u:tailhook:r {path}`), then restart or reload"
+         (`usermod -aG adm tailhook`, then restart the agent: groups are set at start), \
+         on RHEL-likes grant it with an ACL (`setfacl -m u:tailhook:r {path}`, read at once)"
     )
 }
 
