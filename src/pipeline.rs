@@ -25,8 +25,8 @@ use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, permission_fix, read_recorded, survey, Line, LineSink,
-    SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, SinkClosed,
+    TailOptions, Tailer,
 };
 
 pub struct Pipeline {
@@ -141,28 +141,7 @@ impl Pipeline {
     /// read by this process), naming the input, with the fix if it is a
     /// permission.
     pub fn unread_paths(&self) -> Vec<String> {
-        self.config
-            .inputs
-            .iter()
-            .filter_map(|input| Some((input, survey(input)?)))
-            .flat_map(|(input, reach)| {
-                let unreadable = reach.unreadable.iter().map(|u| {
-                    format!(
-                        "input `{}`: `{}` cannot be read: {}; {}",
-                        input.name,
-                        u.path,
-                        u.error,
-                        permission_fix(&u.path)
-                    )
-                });
-                reach
-                    .unmatched
-                    .iter()
-                    .map(|p| format!("input `{}`: path `{p}` matches no file", input.name))
-                    .chain(unreadable)
-                    .collect::<Vec<_>>()
-            })
-            .collect()
+        unread_paths(&self.config.inputs)
     }
 
     /// What each `[[override]]` changed, for `check` and the start-up log.
@@ -412,6 +391,12 @@ async fn swap(
         );
         return Swap::Kept(old, generation, error);
     }
+    publish.send_replace(None);
+    let metrics = generation.running.metrics.clone();
+    let queue = generation.running.queue.clone();
+    generation
+        .stop(Halt::Pause, old.config.agent.shutdown_timeout)
+        .await;
     let names: Vec<&str> = next.webhooks.iter().map(|w| w.name.as_str()).collect();
     let mut notes: Vec<String> = old
         .webhooks
@@ -419,7 +404,7 @@ async fn swap(
         .enumerate()
         .filter(|(_, w)| !names.contains(&w.name.as_str()))
         .filter_map(|(lane, w)| {
-            let (events, _) = generation.running.queue.depth(lane);
+            let (events, _) = queue.depth(lane);
             (events > 0).then(|| {
                 format!(
                     "webhook `{}` was removed with {events} event(s) queued: they stay in {} and are sent once it is configured again",
@@ -441,11 +426,8 @@ async fn swap(
                 )
             }),
     );
-    publish.send_replace(None);
-    let metrics = generation.running.metrics.clone();
-    generation
-        .stop(Halt::Pause, old.config.agent.shutdown_timeout)
-        .await;
+    // The queue file is reopened with the new lanes: this handle goes first.
+    drop(queue);
     let started = start_over(&next, &metrics, history).await;
     match started {
         Ok(generation) => {
@@ -507,22 +489,25 @@ async fn start_over(
     Generation::start(pipeline, queue, metrics, history.clone())
 }
 
-/// Says once, with the fix, which input paths read nothing now.
+/// Each input path that reads nothing now, naming the input.
+fn unread_paths(inputs: &[InputConfig]) -> Vec<String> {
+    inputs
+        .iter()
+        .filter_map(|input| Some((input, survey(input)?)))
+        .flat_map(|(input, reach)| {
+            reach
+                .problems()
+                .into_iter()
+                .map(|problem| format!("input `{}`: {problem}", input.name))
+        })
+        .collect()
+}
+
+/// Says once, with the fix, which input paths read nothing now (the
+/// tailer retries them quietly).
 fn warn_about_reach(inputs: &[InputConfig]) {
-    for input in inputs {
-        let Some(reach) = survey(input) else { continue };
-        for pattern in &reach.unmatched {
-            tracing::warn!(input = %input.name, path = %pattern, "path matches no file: nothing is read from it until one appears");
-        }
-        for unreadable in &reach.unreadable {
-            tracing::warn!(
-                input = %input.name,
-                path = %unreadable.path,
-                error = %unreadable.error,
-                "cannot read: {}",
-                permission_fix(&unreadable.path)
-            );
-        }
+    for problem in unread_paths(inputs) {
+        tracing::warn!("{problem}");
     }
 }
 

@@ -146,7 +146,7 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
     let dir = setup.dir.path().display().to_string();
     let agent = Agent::start_wrapped(&config, &wrapper);
     let port = agent.metrics_port(DEADLINE);
-    agent.wait_for_log("path matches no file", DEADLINE);
+    agent.wait_for_log("matches no file", DEADLINE);
     setup.append("auth.log", &[failed_line(2)]);
     receiver.wait_for_events(1, DEADLINE);
     assert_eq!(
@@ -160,7 +160,7 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
         1,
         "the fix is logged once:\n{logs}"
     );
-    assert_eq!(logs.matches("path matches no file").count(), 2, "{logs}");
+    assert_eq!(logs.matches("matches no file").count(), 2, "{logs}");
 
     let status = status_json(&config);
     let reach = &status["inputs"][0]["reach"];

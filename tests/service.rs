@@ -492,7 +492,14 @@ fn file_format_pages_render_without_warnings_and_their_examples_pass_check() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
-    assert!(!stderr.contains("warning"), "{stderr}");
+    // The example's logs (/var/log/auth.log, /var/log/secure) need not
+    // exist on this machine; any other warning is the page's fault.
+    assert!(
+        !stderr
+            .lines()
+            .any(|l| l.contains("warning") && !l.ends_with("matches no file")),
+        "{stderr}"
+    );
     assert!(
         stdout.contains("override sshd.publickey_failed: disabled"),
         "{stdout}"

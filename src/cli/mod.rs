@@ -284,7 +284,6 @@ fn run(args: &ConfigArg) -> anyhow::Result<()> {
 /// early is a graceful stop rather than the default kill. SIGHUP never ends
 /// the agent (its default action would, without a flush): it asks for a
 /// reload, one message per signal on the returned receiver.
-#[allow(clippy::type_complexity)]
 fn signals() -> std::io::Result<(
     impl std::future::Future<Output = ()>,
     tokio::sync::mpsc::UnboundedReceiver<()>,

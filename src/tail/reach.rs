@@ -23,7 +23,7 @@ pub struct Reach {
     pub unreadable: Vec<Unreadable>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Unreadable {
     pub path: String,
     pub error: String,
@@ -38,49 +38,60 @@ pub fn survey(input: &InputConfig) -> Option<Reach> {
     let mut readable = BTreeSet::new();
     for pattern in &input.paths {
         let excludes = PathSet::new(std::slice::from_ref(pattern), &input.exclude);
-        let before = (readable.len(), reach.unreadable.len());
+        let mut matched = false;
         // A literal path under a folder the agent may not search is not
         // "missing": glob would list nothing and hide why.
         if !pattern.contains(['*', '?', '[']) {
             if let Err(e) = std::fs::metadata(pattern) {
                 if e.kind() == ErrorKind::PermissionDenied {
                     reach.unreadable.push(unreadable(Path::new(pattern), &e));
+                    matched = true;
                 }
             }
         }
         for entry in glob::glob(pattern).into_iter().flatten() {
             match entry {
                 Ok(path) if !excludes.excluded(&path) => {
-                    look_at(path, &mut readable, &mut reach.unreadable)
+                    matched |= look_at(path, &mut readable, &mut reach.unreadable)
                 }
                 Ok(_) => {}
                 Err(e) if e.error().kind() == ErrorKind::PermissionDenied => {
                     reach.unreadable.push(unreadable(e.path(), e.error()));
+                    matched = true;
                 }
                 Err(_) => {}
             }
         }
-        if (readable.len(), reach.unreadable.len()) == before {
+        if !matched {
             reach.unmatched.push(pattern.clone());
         }
     }
+    // `*.log` and `secret.log` may both lead to one file.
+    reach.unreadable.sort();
     reach.unreadable.dedup();
     reach.readable_files = readable.len() as u64;
     Some(reach)
 }
 
-fn look_at(path: PathBuf, readable: &mut BTreeSet<PathBuf>, failed: &mut Vec<Unreadable>) {
+/// Files `path` as readable or not; whether it is a file at all.
+fn look_at(path: PathBuf, readable: &mut BTreeSet<PathBuf>, failed: &mut Vec<Unreadable>) -> bool {
     match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => match std::fs::File::open(&path) {
-            Ok(_) => {
-                readable.insert(path);
+        Ok(meta) if meta.is_file() => {
+            match std::fs::File::open(&path) {
+                Ok(_) => {
+                    readable.insert(path);
+                }
+                Err(e) => failed.push(unreadable(&path, &e)),
             }
-            Err(e) => failed.push(unreadable(&path, &e)),
-        },
-        Ok(_) => {}
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => failed.push(unreadable(&path, &e)),
+            true
+        }
+        Ok(_) => false,
+        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            failed.push(unreadable(&path, &e));
+            true
+        }
         // A dangling symlink or a file gone since the glob: nothing to read.
-        Err(_) => {}
+        Err(_) => false,
     }
 }
 
@@ -92,16 +103,20 @@ fn unreadable(path: &Path, error: &std::io::Error) -> Unreadable {
 }
 
 impl Reach {
-    /// One sentence per path that reads nothing, for `check` and `status`.
+    /// One sentence per path that reads nothing, with the fix for a
+    /// permission: for `check`, the agent's log and `status`.
     pub fn problems(&self) -> Vec<String> {
         self.unmatched
             .iter()
             .map(|pattern| format!("path `{pattern}` matches no file"))
-            .chain(
-                self.unreadable
-                    .iter()
-                    .map(|u| format!("`{}` cannot be read: {}", u.path, u.error)),
-            )
+            .chain(self.unreadable.iter().map(|u| {
+                format!(
+                    "`{}` cannot be read: {}; {}",
+                    u.path,
+                    u.error,
+                    permission_fix(&u.path)
+                )
+            }))
             .collect()
     }
 }
