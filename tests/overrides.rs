@@ -113,6 +113,8 @@ fn overrides_disable_raise_and_ignore_our_own_addresses_end_to_end() {
 #[test]
 fn check_lists_what_each_override_did_and_warns_about_a_glob_that_selects_nothing() {
     let (setup, config) = setup_with_overrides("-");
+    // The input's log exists: the only warning is the override's.
+    setup.append("auth.log", &[]);
     let out = Command::new(binary())
         .args(["check", "-c"])
         .arg(&config)
