@@ -239,7 +239,7 @@ impl Pipeline {
             None => None,
         };
         let history = Arc::new(Reloads::default());
-        let mut generation = Generation::start(&self, queue, metrics, history.clone())?;
+        let mut generation = Generation::start(&self, Vec::new(), queue, metrics, history.clone())?;
         let (publish, current) = tokio::sync::watch::channel(Some(generation.running.clone()));
         // Both serve until dropped; the socket's file goes with it.
         let mut services = tokio::task::JoinSet::new();
@@ -428,7 +428,14 @@ async fn swap(
     );
     // The queue file is reopened with the new lanes: this handle goes first.
     drop(queue);
-    let started = start_over(&next, &metrics, history).await;
+    let added: Vec<String> = next
+        .config
+        .inputs
+        .iter()
+        .filter(|n| !old.config.inputs.iter().any(|i| i.name == n.name))
+        .map(|n| n.name.clone())
+        .collect();
+    let started = start_over(&next, added, &metrics, history).await;
     match started {
         Ok(generation) => {
             publish.send_replace(Some(generation.running.clone()));
@@ -437,7 +444,7 @@ async fn swap(
         Err(e) => {
             let error = format!("{e:#}");
             tracing::error!(error = %error, "the reloaded configuration could not start; starting the one before again");
-            match start_over(&old, &metrics, history).await {
+            match start_over(&old, Vec::new(), &metrics, history).await {
                 Ok(generation) => {
                     publish.send_replace(Some(generation.running.clone()));
                     Swap::Kept(old, generation, error)
@@ -466,6 +473,7 @@ enum Swap {
 /// counters going on from `metrics`.
 async fn start_over(
     pipeline: &Pipeline,
+    added_inputs: Vec<String>,
     metrics: &Metrics,
     history: &Arc<Reloads>,
 ) -> anyhow::Result<Generation> {
@@ -486,7 +494,7 @@ async fn start_over(
         pipeline.rules.iter().map(|r| r.id.as_str()),
         pipeline.webhooks.iter().map(|w| w.name.as_str()),
     ));
-    Generation::start(pipeline, queue, metrics, history.clone())
+    Generation::start(pipeline, added_inputs, queue, metrics, history.clone())
 }
 
 /// Each input path that reads nothing now, naming the input.
@@ -522,8 +530,10 @@ struct Generation {
 }
 
 impl Generation {
+    /// `added_inputs`: inputs new since the config before (a reload).
     fn start(
         pipeline: &Pipeline,
+        added_inputs: Vec<String>,
         queue: Arc<Queue>,
         metrics: Arc<Metrics>,
         reloads: Arc<Reloads>,
@@ -562,6 +572,7 @@ impl Generation {
         let options = TailOptions {
             poll_interval: config.agent.poll_interval,
             use_inotify: config.agent.inotify,
+            added_inputs,
             ..TailOptions::default()
         };
         let stage = RuleStage {

@@ -364,3 +364,41 @@ fn a_removed_webhook_keeps_its_queued_events_and_the_reload_says_so() {
         numbers(&chat) == [1, 2]
     });
 }
+
+#[test]
+fn a_new_input_starts_per_start_at_and_a_removed_one_resumes_where_it_was() {
+    let soc = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = setup.write_config(&config_text(&soc.url, ""));
+    let agent = Agent::start(&config);
+    setup.append("auth.log", &(1..=3).map(failed_line).collect::<Vec<_>>());
+    wait_until(DEADLINE, "lines 1 to 3", || numbers(&soc) == [1, 2, 3]);
+
+    // `auth` goes, `web` comes, reading from the end of what web.log holds.
+    setup.append("web.log", &[failed_line(100)]);
+    let web = "[[input]]\nname = \"web\"\npaths = [\"web.log\"]\nstart_at = \"end\"\n";
+    let without_auth = config_text(&soc.url, "").replace(
+        "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\nstart_at = \"beginning\"\n",
+        web,
+    );
+    setup.write_config(&without_auth);
+    reload(&agent);
+    let status = status_json(&config);
+    assert!(
+        status["last_reload"]["notes"]
+            .to_string()
+            .contains("input `auth` was removed"),
+        "{status}"
+    );
+    setup.append("auth.log", &[failed_line(4), failed_line(5)]);
+    setup.append("web.log", &[failed_line(101)]);
+    wait_until(DEADLINE, "line 101 of web.log", || {
+        numbers(&soc) == [1, 2, 3, 101]
+    });
+
+    // Back, `auth` resumes at its checkpoint: 4 and 5, nothing again.
+    setup.write_config(&format!("{}{web}", config_text(&soc.url, "")));
+    reload(&agent);
+    wait_until(DEADLINE, "lines 4 and 5", || numbers(&soc).len() == 6);
+    assert_eq!(numbers(&soc), [1, 2, 3, 4, 5, 101]);
+}

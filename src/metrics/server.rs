@@ -65,11 +65,16 @@ fn respond(request: &Request<Incoming>, running: Option<&Running>) -> Response<F
         );
     }
     let Some(running) = running else {
-        return reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            format!("{RELOADING}\n"),
-        );
+        // A reload is no failure: for the moment it swaps the pipeline the
+        // agent is healthy, but has no counters to show.
+        return match request.uri().path() {
+            "/health" => reply(StatusCode::OK, "text/plain", "ok (reloading)\n".into()),
+            _ => reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("{RELOADING}\n"),
+            ),
+        };
     };
     match request.uri().path() {
         "/metrics" => reply(

@@ -183,6 +183,9 @@ pub struct TailOptions {
     pub checkpoint_interval: Duration,
     /// inotify as a wake-up hint; without it, files are polled only.
     pub use_inotify: bool,
+    /// Inputs a reload added: the files they find now are treated as at a
+    /// first start (`start_at` applies), not as logs created meanwhile.
+    pub added_inputs: Vec<String>,
 }
 
 impl Default for TailOptions {
@@ -193,6 +196,7 @@ impl Default for TailOptions {
             read_budget: 1024 * 1024,
             checkpoint_interval: Duration::from_millis(250),
             use_inotify: true,
+            added_inputs: Vec::new(),
         }
     }
 }
@@ -591,7 +595,11 @@ impl TailState {
                 tracing::info!(file = %file.path, "file reuses a checkpointed inode with other content; reading it as a new file");
                 StartFrom::Beginning
             }
-            None if first_scan && !self.checkpoints.existed && input.start_at == StartAt::End => {
+            None if first_scan
+                && (!self.checkpoints.existed
+                    || self.options.added_inputs.contains(&input.name))
+                && input.start_at == StartAt::End =>
+            {
                 StartFrom::End
             }
             None => StartFrom::Beginning,
