@@ -239,7 +239,14 @@ impl Pipeline {
             None => None,
         };
         let history = Arc::new(Reloads::default());
-        let mut generation = Generation::start(&self, Vec::new(), queue, metrics, history.clone())?;
+        let mut generation = Generation::start(
+            &self,
+            Vec::new(),
+            gates_after_reload(&self, HashMap::new()),
+            queue,
+            metrics,
+            history.clone(),
+        )?;
         let (publish, current) = tokio::sync::watch::channel(Some(generation.running.clone()));
         // Both serve until dropped; the socket's file goes with it.
         let mut services = tokio::task::JoinSet::new();
@@ -394,6 +401,7 @@ async fn swap(
     publish.send_replace(None);
     let metrics = generation.running.metrics.clone();
     let queue = generation.running.queue.clone();
+    let gates = generation.gates.clone();
     generation
         .stop(Halt::Pause, old.config.agent.shutdown_timeout)
         .await;
@@ -435,7 +443,8 @@ async fn swap(
         .filter(|n| !old.config.inputs.iter().any(|i| i.name == n.name))
         .map(|n| n.name.clone())
         .collect();
-    let started = start_over(&next, added, &metrics, history).await;
+    let earlier_gates = std::mem::take(&mut *gates.lock().expect("rule gates"));
+    let started = start_over(&next, added, earlier_gates, &metrics, history).await;
     match started {
         Ok(generation) => {
             publish.send_replace(Some(generation.running.clone()));
@@ -444,7 +453,9 @@ async fn swap(
         Err(e) => {
             let error = format!("{e:#}");
             tracing::error!(error = %error, "the reloaded configuration could not start; starting the one before again");
-            match start_over(&old, Vec::new(), &metrics, history).await {
+            // The rules' gates went to the config that failed: the old
+            // one's thresholds and suppression start afresh.
+            match start_over(&old, Vec::new(), HashMap::new(), &metrics, history).await {
                 Ok(generation) => {
                     publish.send_replace(Some(generation.running.clone()));
                     Swap::Kept(old, generation, error)
@@ -474,6 +485,7 @@ enum Swap {
 async fn start_over(
     pipeline: &Pipeline,
     added_inputs: Vec<String>,
+    earlier_gates: HashMap<String, Gate>,
     metrics: &Metrics,
     history: &Arc<Reloads>,
 ) -> anyhow::Result<Generation> {
@@ -489,12 +501,41 @@ async fn start_over(
             opened => break opened?,
         }
     };
+    let gates = gates_after_reload(pipeline, earlier_gates);
     let metrics = Arc::new(metrics.continuing(
         pipeline.config.inputs.iter().map(|i| i.name.as_str()),
         pipeline.rules.iter().map(|r| r.id.as_str()),
         pipeline.webhooks.iter().map(|w| w.name.as_str()),
     ));
-    Generation::start(pipeline, added_inputs, queue, metrics, history.clone())
+    Generation::start(
+        pipeline,
+        added_inputs,
+        gates,
+        queue,
+        metrics,
+        history.clone(),
+    )
+}
+
+/// Rule id → its threshold and suppress state, shared by the rules stage
+/// (on the tail thread, locked once a chunk) and the reload that hands it
+/// on.
+type Gates = Arc<std::sync::Mutex<HashMap<String, Gate>>>;
+
+/// The gates of `pipeline`'s rules, going on from `earlier` where a rule
+/// kept its id, threshold and suppress.
+fn gates_after_reload(pipeline: &Pipeline, mut earlier: HashMap<String, Gate>) -> Gates {
+    let gates = pipeline
+        .rules
+        .iter()
+        .map(|rule| {
+            (
+                rule.id.clone(),
+                rule.gate_after_reload(earlier.remove(&rule.id)),
+            )
+        })
+        .collect();
+    Arc::new(std::sync::Mutex::new(gates))
 }
 
 /// Each input path that reads nothing now, naming the input.
@@ -524,16 +565,19 @@ fn warn_about_reach(inputs: &[InputConfig]) {
 /// starts the next config's; the queue and state files stay.
 struct Generation {
     tailer: Tailer,
+    gates: Gates,
     deliveries: tokio::task::JoinSet<()>,
     halt: tokio::sync::watch::Sender<Halt>,
     running: Arc<Running>,
 }
 
 impl Generation {
-    /// `added_inputs`: inputs new since the config before (a reload).
+    /// `added_inputs`: inputs new since the config before (a reload);
+    /// `gates`: the state of the rules' thresholds and suppression.
     fn start(
         pipeline: &Pipeline,
         added_inputs: Vec<String>,
+        gates: Gates,
         queue: Arc<Queue>,
         metrics: Arc<Metrics>,
         reloads: Arc<Reloads>,
@@ -576,11 +620,7 @@ impl Generation {
             ..TailOptions::default()
         };
         let stage = RuleStage {
-            gates: pipeline
-                .rules
-                .iter()
-                .map(|r| (r.id.clone(), r.gate()))
-                .collect(),
+            gates: gates.clone(),
             matchers: pipeline.matchers.clone(),
             router,
             queue: queue.clone(),
@@ -599,6 +639,7 @@ impl Generation {
         });
         Ok(Generation {
             tailer,
+            gates,
             deliveries,
             halt,
             running,
@@ -723,8 +764,9 @@ async fn open_queue(
 /// when the tailer may commit the chunk's offset.
 struct RuleStage {
     matchers: Arc<Vec<Matcher>>,
-    /// Per rule id: threshold and suppress state.
-    gates: HashMap<String, Gate>,
+    /// Per rule id: threshold and suppress state, handed on to the next
+    /// generation by a reload.
+    gates: Gates,
     router: Router,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
@@ -733,6 +775,8 @@ struct RuleStage {
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
+        let gates = self.gates.clone();
+        let mut gates = gates.lock().expect("rule gates");
         for line in &lines {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
@@ -741,10 +785,7 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let gate = self
-                    .gates
-                    .get_mut(&rule.id)
-                    .expect("a gate per loaded rule");
+                let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
                     continue;
                 };

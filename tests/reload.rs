@@ -402,3 +402,33 @@ fn a_new_input_starts_per_start_at_and_a_removed_one_resumes_where_it_was() {
     wait_until(DEADLINE, "lines 4 and 5", || numbers(&soc).len() == 6);
     assert_eq!(numbers(&soc), [1, 2, 3, 4, 5, 101]);
 }
+
+#[test]
+fn suppression_goes_on_across_a_reload_that_keeps_the_rule() {
+    let soc = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let suppressed = TEST_RULES.replace(
+        "types = {",
+        "suppress = { for = \"1h\", key = [\"user.name\"] }\ntypes = {",
+    );
+    std::fs::write(setup.path("rules/test.toml"), &suppressed).unwrap();
+    let config = setup.write_config(&config_text(&soc.url, ""));
+    let agent = Agent::start(&config);
+    let from = |seq: usize, user: &str| {
+        format!("seq={seq} Failed password for {user} from 192.0.2.1 port 22")
+    };
+    setup.append("auth.log", &[from(1, "root"), from(2, "root")]);
+    soc.wait_for_events(1, DEADLINE);
+
+    // The reload adds a rule; test.auth_failed keeps its suppress.
+    std::fs::write(setup.path("rules/accepted.toml"), ACCEPTED_RULE).unwrap();
+    reload(&agent);
+    // Lines are decided in order: once admin's event is in, line 3 was too.
+    setup.append("auth.log", &[from(3, "root"), from(4, "admin")]);
+    wait_until(DEADLINE, "admin's event", || numbers(&soc).contains(&4));
+    assert_eq!(
+        numbers(&soc),
+        [1, 4],
+        "root stays suppressed across the reload"
+    );
+}

@@ -88,6 +88,17 @@ impl Gate {
         }
     }
 
+    /// Whether this gate counts by exactly `threshold` and `suppress`, so
+    /// that its state still means the same for a rule reloaded with them.
+    pub fn counts_by(
+        &self,
+        threshold: Option<&ThresholdSpec>,
+        suppress: Option<&SuppressSpec>,
+    ) -> bool {
+        self.threshold.as_ref().map(|(spec, _)| spec) == threshold
+            && self.suppress.as_ref().map(|(spec, _)| spec) == suppress
+    }
+
     pub fn admit(&mut self, fields: &Fields, now: Instant) -> Admit {
         if self.threshold.is_none() && self.suppress.is_none() {
             return Admit::Emit { count: None };

@@ -242,6 +242,17 @@ impl Rule {
         Gate::new(self.threshold.clone(), self.suppress.clone())
     }
 
+    /// The state for this rule after a reload: `earlier` (the rule's gate
+    /// before it) goes on when `threshold` and `suppress` are unchanged, so
+    /// a reload neither re-sends a suppressed event nor forgets the matches
+    /// counted towards a threshold.
+    pub fn gate_after_reload(&self, earlier: Option<Gate>) -> Gate {
+        match earlier {
+            Some(gate) if gate.counts_by(self.threshold.as_ref(), self.suppress.as_ref()) => gate,
+            _ => self.gate(),
+        }
+    }
+
     /// Runs every example; returns one message per failing example.
     /// Examples prove the rule as its author wrote it: an override's
     /// `ignore_ips` is the operator's and may well hold an example's address.
