@@ -17,6 +17,7 @@ pub mod config;
 pub mod control;
 pub mod deliver;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod private;

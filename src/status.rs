@@ -114,7 +114,7 @@ pub fn gather(
                     path: p.path.clone(),
                     offset: p.offset,
                     size: p.size,
-                    lag: p.size.map(|size| size.saturating_sub(p.offset)),
+                    lag: p.lag(),
                 })
                 .collect(),
         })

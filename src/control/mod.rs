@@ -14,7 +14,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +24,8 @@ use tokio::net::{UnixListener, UnixStream};
 use crate::config::InputConfig;
 use crate::deliver::{Sent, Webhook};
 use crate::event::Fields;
-use crate::metrics::{Metrics, WebhookGauges};
+use crate::health::{Health, Verdict};
+use crate::metrics::{Metrics, ProcessFigures, Scrape, WebhookGauges};
 use crate::queue::Queue;
 use crate::status::{self, StatusReport, WebhookLimits};
 
@@ -79,8 +79,7 @@ pub struct Running {
     pub webhooks: Vec<Arc<Webhook>>,
     pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
-    /// Every stage started and no stop was asked for.
-    pub healthy: AtomicBool,
+    pub health: Health,
 }
 
 impl Running {
@@ -106,8 +105,34 @@ impl Running {
         )
     }
 
+    pub fn health(&self) -> Verdict {
+        self.health.verdict(&self.webhooks, &self.metrics)
+    }
+
+    /// What `/metrics` reads rather than counts; reads the checkpoint files
+    /// and /proc, so it belongs off the runtime's workers.
+    pub fn scrape(&self) -> Scrape {
+        let lag = crate::tail::committed_progress(&self.state_dir).ok();
+        let input_lag_bytes = self
+            .inputs
+            .iter()
+            .map(|input| {
+                lag.iter()
+                    .flat_map(|progress| &progress.files)
+                    .filter(|file| file.input == input.name)
+                    .filter_map(|file| file.lag())
+                    .sum()
+            })
+            .collect();
+        Scrape {
+            webhooks: self.gauges(),
+            input_lag_bytes,
+            process: ProcessFigures::read(),
+        }
+    }
+
     /// Queue depth, oldest event and budget left of each webhook, now.
-    pub fn gauges(&self) -> Vec<WebhookGauges> {
+    fn gauges(&self) -> Vec<WebhookGauges> {
         self.webhooks
             .iter()
             .enumerate()

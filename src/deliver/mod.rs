@@ -125,7 +125,9 @@ impl Webhook {
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Charged, Instant> {
-        let start = Instant::now();
+        // Only a refusal by the limiter is a wait: the instants around a
+        // free attempt always differ by a little.
+        let mut first_refused = None;
         let charged = loop {
             let now = Instant::now();
             let free = match self.limiter().try_acquire(now) {
@@ -135,12 +137,13 @@ impl Webhook {
             if deadline.is_some_and(|deadline| free > deadline) {
                 return Err(free);
             }
+            first_refused.get_or_insert(now);
             progress(Progress::WaitingForBudget(free - now));
             tokio::time::sleep_until(free).await;
         };
-        let waited = charged - start;
         let recorded = self.record_attempt(SystemTime::now(), None).await;
-        if !waited.is_zero() {
+        if let Some(refused) = first_refused {
+            let waited = charged - refused;
             metrics::add(&self.counters.rate_limit_waits, 1);
             metrics::add(
                 &self.counters.rate_limit_wait_micros,
@@ -231,7 +234,10 @@ impl Webhook {
             };
             self.counters.count_response(status);
             match outcome {
-                Outcome::Delivered { status } => return Settled::Delivered { status },
+                Outcome::Delivered { status } => {
+                    self.counters.count_success();
+                    return Settled::Delivered { status };
+                }
                 Outcome::Rejected { status, reason } => {
                     self.remember_error(&reason).await;
                     return Settled::Rejected { status, reason };
@@ -455,6 +461,7 @@ impl Deliverer {
         let webhook = self.webhook.clone();
         let counter = if let Some((status, reason)) = rejected {
             self.dead_letter(batch, status, &reason).await;
+            metrics::add(&webhook.counters.dead_letter_batches, 1);
             &webhook.counters.events_dead_lettered
         } else {
             &webhook.counters.events_sent
