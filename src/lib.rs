@@ -15,6 +15,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deadletter;
 pub mod deliver;
 pub mod event;
 pub mod health;
@@ -26,3 +27,4 @@ pub mod rules;
 pub mod status;
 pub mod systemd;
 pub mod tail;
+pub mod tap;

@@ -28,6 +28,7 @@ use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
     Tailer,
 };
+use crate::tap::Tap;
 
 pub struct Pipeline {
     config: Config,
@@ -248,12 +249,14 @@ impl Pipeline {
         // Which webhook each delivery task serves, to name one that ends.
         let mut delivery_of = HashMap::new();
         let mut webhooks = Vec::new();
+        let tap = Arc::new(Tap::new(names.clone()));
         for (lane, config) in self.webhooks.into_iter().enumerate() {
             tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
             let counters = metrics.webhooks[lane].1.clone();
             let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
-            let task =
-                deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));
+            let task = deliveries.spawn(
+                Deliverer::new(webhook.clone(), state_dir, tap.clone()).run(stopped.clone()),
+            );
             delivery_of.insert(task.id(), webhook.config.name.clone());
             webhooks.push(webhook);
         }
@@ -273,6 +276,7 @@ impl Pipeline {
             router,
             queue: queue.clone(),
             metrics: metrics.clone(),
+            tap: tap.clone(),
         };
         let poll_interval = options.poll_interval;
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
@@ -286,6 +290,7 @@ impl Pipeline {
             webhooks,
             queue,
             metrics,
+            tap,
             health: Health::new(tail, poll_interval, self.config.agent.stall_timeout),
         });
         // Both serve until dropped; the socket's file goes with it.
@@ -482,6 +487,7 @@ struct RuleStage {
     router: Router,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+    tap: Arc<Tap>,
 }
 
 impl LineSink for RuleStage {
@@ -547,6 +553,8 @@ impl LineSink for RuleStage {
                 }
             }
         };
+        self.tap
+            .queued(events.iter().map(|(lane, event)| (*lane, event)));
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
         }

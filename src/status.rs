@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{InputConfig, InputKind, RateLimit};
-use crate::deliver::{attempt_memory, budget_from_history, dead_letter_file, human};
+use crate::deadletter::dead_letter_file;
+use crate::deliver::{attempt_memory, budget_from_history, human};
 use crate::queue::{LaneState, LastError};
 use crate::tail::{committed_progress, cursor_time};
 

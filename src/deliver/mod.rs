@@ -19,7 +19,6 @@ mod limit;
 mod manual;
 mod send;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -29,8 +28,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{RateLimit, WebhookConfig};
+use crate::deadletter::{self, dead_letter_file};
 use crate::metrics::{self, WebhookCounters};
 use crate::queue::{Queue, Queued};
+use crate::tap::{self, Tap};
 use batch::{Admitted, Encoded, Pending};
 use body::BodyFormat;
 
@@ -344,13 +345,6 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Where a webhook's rejected batches are kept, one JSON object a line.
-pub fn dead_letter_file(state_dir: &Path, webhook: &str) -> PathBuf {
-    state_dir
-        .join("dead-letter")
-        .join(format!("{webhook}.jsonl"))
-}
-
 /// A webhook's delivery task, ready to run.
 pub struct Deliverer {
     webhook: Arc<Webhook>,
@@ -358,6 +352,7 @@ pub struct Deliverer {
     /// Sent or dead-lettered events whose removal from the queue failed;
     /// removed again before anything else, so they never fill the lane.
     unremoved: Vec<u64>,
+    tap: Arc<Tap>,
 }
 
 /// Events read from the queue at a time while filling a body.
@@ -368,11 +363,12 @@ const READ_CHUNK: usize = 500;
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
-    pub fn new(webhook: Arc<Webhook>, state_dir: &Path) -> Deliverer {
+    pub fn new(webhook: Arc<Webhook>, state_dir: &Path, tap: Arc<Tap>) -> Deliverer {
         Deliverer {
             dead_letters: dead_letter_file(state_dir, &webhook.config.name),
             webhook,
             unremoved: Vec::new(),
+            tap,
         }
     }
 
@@ -459,14 +455,19 @@ impl Deliverer {
     /// file could be written: until then the events stay queued).
     async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
         let webhook = self.webhook.clone();
-        let counter = if let Some((status, reason)) = rejected {
+        let (counter, outcome) = if let Some((status, reason)) = rejected {
             self.dead_letter(batch, status, &reason).await;
             metrics::add(&webhook.counters.dead_letter_batches, 1);
-            &webhook.counters.events_dead_lettered
+            (
+                &webhook.counters.events_dead_lettered,
+                tap::Outcome::DeadLettered,
+            )
         } else {
-            &webhook.counters.events_sent
+            (&webhook.counters.events_sent, tap::Outcome::Sent)
         };
         metrics::add(counter, batch.len() as u64);
+        self.tap
+            .settled(webhook.lane, outcome, batch.iter().map(|e| &e.event));
         self.unremoved.extend(batch.iter().map(|e| e.seq));
         self.remove_unremoved().await;
     }
@@ -578,7 +579,7 @@ impl Deliverer {
             .build();
         loop {
             let (file, line) = (self.dead_letters.clone(), line.clone());
-            match off_workers(move || append_private(&file, &line)).await {
+            match off_workers(move || deadletter::append(&file, &line)).await {
                 Ok(()) => {
                     return tracing::error!(
                         webhook = %webhook.config.name,
@@ -607,19 +608,6 @@ impl Deliverer {
             }
         }
     }
-}
-
-/// Appends `bytes` to `file` durably, creating it (and its folder) private.
-fn append_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(folder) = file.parent() {
-        crate::private::create_dir_all(folder)?;
-    }
-    let mut out = crate::private::open_options()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    out.write_all(bytes)?;
-    out.sync_data()
 }
 
 #[cfg(test)]
