@@ -22,7 +22,7 @@ pub const CAPACITY: usize = 1000;
 const LIVE_BACKLOG: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// Queued on disk, not accepted by the webhook yet.
     Waiting,

@@ -615,6 +615,44 @@ mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
 
+    #[tokio::test(start_paused = true)]
+    async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(
+            &path,
+            "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+             [webhook.soc]\nurl = \"-\"\nrate_limits = [\"2/1m\"]\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let counters = Arc::new(WebhookCounters::default());
+        let webhook = Webhook::open(
+            config.webhook("soc").unwrap(),
+            "host",
+            queue,
+            0,
+            counters.clone(),
+        )
+        .unwrap();
+        let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
+        for _ in 0..2 {
+            let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
+            webhook.answered(charged).await;
+        }
+        assert_eq!(waits(), 0, "both attempts had budget at hand");
+        let start = Instant::now();
+        let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
+        webhook.answered(charged).await;
+        assert_eq!(waits(), 1, "the third waited for the 2/1m window");
+        let waited = Duration::from_micros(counters.rate_limit_wait_micros.load(Ordering::Relaxed));
+        assert!(
+            waited >= Duration::from_secs(59) && waited <= start.elapsed(),
+            "{waited:?}"
+        );
+    }
+
     #[test]
     fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {
         let dir = tempfile::tempdir().unwrap();
