@@ -119,12 +119,18 @@ fn tap_shows_sent_and_waiting_events_and_follows_a_new_one_live() {
             .unwrap_or_else(|_| panic!("tap --follow printed no {what} in {DEADLINE:?}"));
         serde_json::from_str(&line).unwrap()
     };
-    assert_eq!(outcomes(&[next("last event")]), [(3, "waiting".to_string())]);
+    assert_eq!(
+        outcomes(&[next("last event")]),
+        [(3, "waiting".to_string())]
+    );
     setup.append("auth.log", &[failed_line(4)]);
     let live = next("live event");
     assert_eq!(outcomes(&[live.clone()]), [(4, "waiting".to_string())]);
     assert_eq!(live["webhook"], "soc");
-    assert!(follow.try_wait().unwrap().is_none(), "--follow keeps running");
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "--follow keeps running"
+    );
     let _ = follow.kill();
     let _ = follow.wait();
     drop(agent);
@@ -147,7 +153,10 @@ fn rejecting_setup(receiver: &Receiver) -> (Setup, std::path::PathBuf) {
 
 /// `dead-letter list --json` of `soc`, parsed.
 fn dead_letters(config: &Path) -> Vec<serde_json::Value> {
-    let output = tailhook(config, &["dead-letter", "list", "--webhook", "soc", "--json"]);
+    let output = tailhook(
+        config,
+        &["dead-letter", "list", "--webhook", "soc", "--json"],
+    );
     assert!(output.status.success(), "{}", text(&output));
     String::from_utf8(output.stdout)
         .unwrap()
@@ -159,7 +168,10 @@ fn dead_letters(config: &Path) -> Vec<serde_json::Value> {
 /// Appends lines 1..=3, which the 400-answering receiver rejects, and waits
 /// until they are in the dead-letter file as one batch.
 fn dead_letter_three(setup: &Setup, config: &Path) {
-    setup.append("auth.log", &[failed_line(1), failed_line(2), failed_line(3)]);
+    setup.append(
+        "auth.log",
+        &[failed_line(1), failed_line(2), failed_line(3)],
+    );
     let mut letters = Vec::new();
     wait_until(DEADLINE, "a dead-lettered batch", || {
         letters = dead_letters(config);
@@ -169,13 +181,19 @@ fn dead_letter_three(setup: &Setup, config: &Path) {
     assert_eq!(letters[0]["status"], 400);
     assert_eq!(letters[0]["events"], 3);
     assert_eq!(letters[0]["rules"], serde_json::json!(["test.auth_failed"]));
-    let listed = text(&tailhook(config, &["dead-letter", "list", "--webhook", "soc"]));
+    let listed = text(&tailhook(
+        config,
+        &["dead-letter", "list", "--webhook", "soc"],
+    ));
     assert!(
         listed.contains("status 400  3 events  rules test.auth_failed")
             && listed.contains("1 batches, 3 events"),
         "{listed}"
     );
-    assert!(!listed.contains("k3y") && !listed.contains("api_key"), "{listed}");
+    assert!(
+        !listed.contains("k3y") && !listed.contains("api_key"),
+        "{listed}"
+    );
 }
 
 /// Appends line 4 and waits for it: any duplicate sent before it is seen.
@@ -238,7 +256,8 @@ fn a_replay_while_the_agent_is_stopped_is_sent_by_its_next_run_exactly_once() {
 
     let replay = tailhook(&config, &["dead-letter", "replay", "--webhook", "soc"]);
     assert!(
-        text(&replay).contains("3 events queued again; no agent is running: the next run sends them"),
+        text(&replay)
+            .contains("3 events queued again; no agent is running: the next run sends them"),
         "{}",
         text(&replay)
     );
