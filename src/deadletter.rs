@@ -187,3 +187,78 @@ pub fn replay(
     })?;
     Ok(replayed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// Whatever a dead-letter file holds, reading it never panics, and
+        /// a line that is no record is named by file and line.
+        #[test]
+        fn any_file_content_is_read_or_refused_with_its_line(lines in proptest::collection::vec(".*", 0..5)) {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dead_letter_file(dir.path(), "soc");
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(&file, lines.join("\n")).unwrap();
+            match list(dir.path(), "soc") {
+                Ok(letters) => prop_assert!(letters.len() <= lines.len()),
+                Err(e) => prop_assert!(e.starts_with(&format!("{}:", file.display())), "{}", e),
+            }
+        }
+    }
+
+    #[test]
+    fn a_replay_queues_every_event_once_and_a_second_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let events: Vec<Arc<Event>> = (0..3)
+            .map(|i| Arc::new(Event::sample(&format!("e{i}"), "m")))
+            .collect();
+        // Queued (and so remembered) once already, as rejected events were.
+        queue
+            .append(&events.iter().map(|e| (0, e.clone())).collect::<Vec<_>>())
+            .unwrap();
+        let seqs: Vec<u64> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.seq)
+            .collect();
+        queue.remove(0, &seqs).unwrap();
+        let letter = DeadLetter {
+            time: "2026-11-22T10:00:01Z".into(),
+            webhook: "soc".into(),
+            status: Some(400),
+            reason: "400 Bad Request".into(),
+            events: events.iter().map(|e| (**e).clone()).collect(),
+        };
+        let mut line = serde_json::to_vec(&letter).unwrap();
+        line.push(b'\n');
+        append(&dead_letter_file(dir.path(), "soc"), &line).unwrap();
+        assert_eq!(list(dir.path(), "soc").unwrap(), [letter]);
+
+        let replayed = replay(dir.path(), "soc", &queue, 0).unwrap();
+        assert_eq!(
+            replayed,
+            Replayed {
+                batches: 1,
+                events: 3
+            }
+        );
+        let ids: Vec<String> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.id.clone())
+            .collect();
+        assert_eq!(ids, ["e0", "e1", "e2"]);
+        assert_eq!(
+            replay(dir.path(), "soc", &queue, 0).unwrap(),
+            Replayed::default()
+        );
+        assert!(list(dir.path(), "soc").unwrap().is_empty());
+    }
+}

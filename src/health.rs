@@ -153,3 +153,43 @@ impl Health {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn health(last_pass: Instant) -> (tempfile::TempDir, Health) {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let (_, heartbeat) = tokio::sync::watch::channel(Some(last_pass));
+        let tail = TailWatch { heartbeat, queue };
+        let health = Health::new(tail, Duration::from_millis(100), Duration::from_secs(60));
+        (dir, health)
+    }
+
+    #[test]
+    fn an_ended_delivery_task_and_a_stalled_tail_make_it_unhealthy_until_it_stops() {
+        let metrics = Metrics::new(["auth"], [], []);
+        let (_dir, well) = health(Instant::now());
+        assert!(well.verdict(&[], &metrics).is_ok());
+        well.delivery_ended("soc", "panicked");
+        assert!(well.a_delivery_ended());
+        let verdict = well.verdict(&[], &metrics);
+        assert_eq!(verdict.status, "unhealthy");
+        assert_eq!(
+            verdict.problems,
+            ["webhook `soc`: its delivery task panicked; events wait until a restart"]
+        );
+        well.stopping();
+        assert_eq!(well.verdict(&[], &metrics).status, "stopping");
+
+        let long_ago = Instant::now() - (TAIL_STALL_MARGIN + Duration::from_secs(5));
+        let (_dir, stalled) = health(long_ago);
+        let verdict = stalled.verdict(&[], &metrics);
+        assert!(!stalled.a_delivery_ended());
+        assert!(
+            verdict.problems[0].starts_with("tailing stalled: no pass over the inputs for"),
+            "{verdict:?}"
+        );
+    }
+}

@@ -125,7 +125,10 @@ fn tap_shows_sent_and_waiting_events_and_follows_a_new_one_live() {
     );
     setup.append("auth.log", &[failed_line(4)]);
     let live = next("live event");
-    assert_eq!(outcomes(&[live.clone()]), [(4, "waiting".to_string())]);
+    assert_eq!(
+        outcomes(std::slice::from_ref(&live)),
+        [(4, "waiting".to_string())]
+    );
     assert_eq!(live["webhook"], "soc");
     assert!(
         follow.try_wait().unwrap().is_none(),
