@@ -52,8 +52,7 @@ enum Command {
     /// (waiting, sent, dead-lettered); live with --follow.
     Tap(TapArgs),
     /// Show, or queue again through the same limits, what a webhook rejected.
-    #[command(subcommand)]
-    DeadLetter(DeadLetterCommand),
+    DeadLetter(DeadLetterArgs),
     /// Write shell completions on stdout, or the man pages into a folder (for packagers).
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
@@ -113,12 +112,22 @@ struct TapArgs {
     json: bool,
 }
 
+#[derive(Args)]
+struct DeadLetterArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH, global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    action: DeadLetterAction,
+}
+
 #[derive(Subcommand)]
-enum DeadLetterCommand {
+enum DeadLetterAction {
     /// Each rejected batch: time, status, reason, event count and rule ids.
     List {
-        #[command(flatten)]
-        target: DeadLetterArgs,
+        /// The webhook's name (its [webhook.NAME] section).
+        #[arg(long)]
+        webhook: String,
         /// One JSON object per batch.
         #[arg(long)]
         json: bool,
@@ -126,19 +135,10 @@ enum DeadLetterCommand {
     /// Queue the rejected events again (through the running agent, or into
     /// the state for its next run); the file moves to dead-letter/replayed/.
     Replay {
-        #[command(flatten)]
-        target: DeadLetterArgs,
+        /// The webhook's name (its [webhook.NAME] section).
+        #[arg(long)]
+        webhook: String,
     },
-}
-
-#[derive(Args)]
-struct DeadLetterArgs {
-    /// Config file.
-    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
-    config: PathBuf,
-    /// The webhook's name (its [webhook.NAME] section).
-    #[arg(long)]
-    webhook: String,
 }
 
 #[derive(Args)]
@@ -212,12 +212,12 @@ pub fn main() -> ExitCode {
                 json: args.json,
             },
         ),
-        Command::DeadLetter(DeadLetterCommand::List { target, json }) => {
-            dead_letter::list(&target.config, &target.webhook, json)
-        }
-        Command::DeadLetter(DeadLetterCommand::Replay { target }) => {
-            dead_letter::replay(&target.config, &target.webhook)
-        }
+        Command::DeadLetter(args) => match args.action {
+            DeadLetterAction::List { webhook, json } => {
+                dead_letter::list(&args.config, &webhook, json)
+            }
+            DeadLetterAction::Replay { webhook } => dead_letter::replay(&args.config, &webhook),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
