@@ -553,7 +553,6 @@ fn metrics_are_valid_and_true_and_health_degrades_past_stall_timeout_then_recove
         "tailhook_last_success_timestamp_seconds",
         "tailhook_dead_letter_batches_total",
         "tailhook_events_dead_lettered_total",
-        "tailhook_reloads_total",
         "tailhook_rate_limit_waits_total",
     ] {
         assert!(
@@ -607,10 +606,6 @@ fn metrics_are_valid_and_true_and_health_degrades_past_stall_timeout_then_recove
             &metrics,
             "tailhook_rate_limit_wait_seconds_total{webhook=\"soc\"}"
         ),
-        0.0
-    );
-    assert_eq!(
-        sample(&metrics, "tailhook_reloads_total{result=\"refused\"}"),
         0.0
     );
 

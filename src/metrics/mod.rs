@@ -134,9 +134,6 @@ pub struct Metrics {
     /// Matches per rule id, before thresholds and suppression.
     pub rules: BTreeMap<String, AtomicU64>,
     pub webhooks: Vec<(String, std::sync::Arc<WebhookCounters>)>,
-    /// Configuration reloads that were applied, and that were refused.
-    pub reloads_applied: AtomicU64,
-    pub reloads_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -158,8 +155,6 @@ impl Metrics {
                 .into_iter()
                 .map(|name| (name.to_string(), Default::default()))
                 .collect(),
-            reloads_applied: AtomicU64::new(0),
-            reloads_refused: AtomicU64::new(0),
         }
     }
 
@@ -237,16 +232,6 @@ impl Metrics {
                     .as_secs_f64()
             })
         });
-        let reloads = vec![
-            (
-                vec![("result", "applied")],
-                get(&self.reloads_applied) as f64,
-            ),
-            (
-                vec![("result", "refused")],
-                get(&self.reloads_refused) as f64,
-            ),
-        ];
         let process = |figure: Option<f64>| -> Vec<Sample> {
             figure
                 .map(|value| (Vec::new(), value))
@@ -284,12 +269,6 @@ impl Metrics {
                 "gauge",
                 "Start time of the process since the Unix epoch.",
                 process(figures.start_time_seconds),
-            ),
-            (
-                "tailhook_reloads_total",
-                "counter",
-                "Configuration reloads, applied or refused (the old one kept running).",
-                reloads,
             ),
             (
                 "tailhook_lines_read_total",
@@ -437,7 +416,6 @@ mod tests {
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
             "tailhook_input_lag_bytes{input=\"auth\"} 120",
-            "tailhook_reloads_total{result=\"applied\"} 0",
             "process_cpu_seconds_total 0.25",
             &format!(
                 "tailhook_build_info{{version=\"{}\"}} 1",
