@@ -66,8 +66,8 @@ async fn respond(request: &Request<Incoming>, running: Arc<Running>) -> Response
         );
     }
     match request.uri().path() {
-        // Reads checkpoint files and /proc: off the runtime's workers, which
-        // the deliveries need.
+        // Reads checkpoint files, the queue and /proc: off the runtime's
+        // workers, which the deliveries need.
         "/metrics" => {
             match tokio::task::spawn_blocking(move || running.metrics.render(&running.scrape()))
                 .await
@@ -84,17 +84,24 @@ async fn respond(request: &Request<Incoming>, running: Arc<Running>) -> Response
                 ),
             }
         }
-        "/health" => {
-            let verdict = running.health();
-            let status = if verdict.is_ok() {
-                StatusCode::OK
-            } else {
-                StatusCode::SERVICE_UNAVAILABLE
-            };
-            let mut body = serde_json::to_string(&verdict).expect("verdicts serialize");
-            body.push('\n');
-            reply(status, "application/json", body)
-        }
+        // Reads the queue's oldest events: off the workers too.
+        "/health" => match tokio::task::spawn_blocking(move || running.health()).await {
+            Ok(verdict) => {
+                let status = if verdict.is_ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let mut body = serde_json::to_string(&verdict).expect("verdicts serialize");
+                body.push('\n');
+                reply(status, "application/json", body)
+            }
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot judge the health: {e}\n"),
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
