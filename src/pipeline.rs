@@ -553,8 +553,20 @@ impl LineSink for RuleStage {
                 }
             }
         };
-        self.tap
-            .queued(events.iter().map(|(lane, event)| (*lane, event)));
+        // A lane that skipped some as queued before (lines read again after
+        // a restart) is left out: which ones is not known, and an event
+        // shown waiting must be one its delivery will settle. Their
+        // outcomes still reach the tap when their batches settle.
+        let mut offered = vec![0; queued.len()];
+        for (lane, _) in &events {
+            offered[*lane] += 1;
+        }
+        self.tap.queued(
+            events
+                .iter()
+                .filter(|(lane, _)| queued[*lane] == offered[*lane])
+                .map(|(lane, event)| (*lane, event)),
+        );
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
         }
