@@ -100,8 +100,7 @@ impl Tap {
                     let entry = &mut ring[index];
                     entry.outcome = outcome;
                     entry.at = rfc3339_now();
-                    // Nobody following is no error.
-                    let _ = self.live.send(self.shown(entry));
+                    self.tell_followers(entry);
                 }
                 None => self.push(&mut ring, lane, outcome, event.clone()),
             }
@@ -138,8 +137,17 @@ impl Tap {
             at: rfc3339_now(),
             event,
         };
-        let _ = self.live.send(self.shown(&entry));
+        self.tell_followers(&entry);
         ring.push_back(entry);
+    }
+
+    /// Copies the event only when someone follows: on the tail thread's
+    /// path, most of the time nobody does.
+    fn tell_followers(&self, entry: &Entry) {
+        if self.live.receiver_count() > 0 {
+            // A follower that left meanwhile is no error.
+            let _ = self.live.send(self.shown(entry));
+        }
     }
 
     fn shown(&self, entry: &Entry) -> Tapped {
