@@ -204,22 +204,39 @@ fn run(args: &ConfigArg) -> anyhow::Result<()> {
         .build()?;
     let notifier =
         Notifier::from_env().map_err(|e| anyhow::anyhow!("$NOTIFY_SOCKET: cannot use it: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         pipeline.run(shutdown, notifier).await
-    })
+    });
+    // Dropping a runtime waits for its blocking tasks without limit; one
+    // stuck on a hung disk must not break the shutdown_timeout promise.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// Installs the handlers now, before any stage starts, so a signal that comes
-/// early is a graceful stop rather than the default kill.
+/// early is a graceful stop rather than the default kill. SIGHUP never ends
+/// the agent (its default action would, without a flush).
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM received"),
+                _ = int.recv() => return tracing::info!("SIGINT received"),
+                _ = hangup.recv() => reload_requested(),
+            }
         }
     })
+}
+
+/// What SIGHUP asks for. The seam where a configuration reload will go; until
+/// then the agent says so and keeps running as it is.
+fn reload_requested() {
+    tracing::warn!(
+        "SIGHUP received: reload is not supported yet; keeping the running configuration"
+    );
 }
