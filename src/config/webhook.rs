@@ -47,6 +47,12 @@ pub struct WebhookSpec {
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
+    /// `false`: a body that is not full goes as soon as the windows allow
+    /// (greedy) instead of at the binding window's pace.
+    pacing: Option<bool>,
+    /// The fraction of each window pacing leaves for retries, full bodies
+    /// and manual sends.
+    pacing_reserve: Option<f64>,
     /// Longest `Retry-After` honoured; a receiver asking for more is tried
     /// again after this.
     #[serde(default, with = "optional_duration")]
@@ -135,8 +141,15 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
     pub max_retry_after: Duration,
+    /// `Some(reserve)`: bodies that are not full go at the binding window's
+    /// pace, keeping `reserve` (a fraction) of each window for retries, full
+    /// bodies and manual sends. `None`: greedy.
+    pub pacing: Option<f64>,
     pub template: Option<String>,
 }
+
+/// The share of each rate window pacing keeps back unless configured.
+const DEFAULT_PACING_RESERVE: f64 = 0.05;
 
 /// A webhook URL. Its query string (the `api_key`) and any user info are
 /// secrets, and so is the path where the target keeps its secret there
@@ -291,6 +304,14 @@ impl WebhookSpec {
                 "must be at least 256 bytes to hold one event".into(),
             ));
         }
+        if let Some(reserve) = self.pacing_reserve {
+            if !(0.0..=0.5).contains(&reserve) {
+                return Err((
+                    "pacing_reserve",
+                    format!("must be a fraction from 0 to 0.5 (e.g. 0.05 for 5 %), not {reserve}"),
+                ));
+            }
+        }
         if self.batch_timeout.is_some_and(|d| d.is_zero()) {
             return Err(("batch_timeout", "must be above zero".into()));
         }
@@ -320,6 +341,7 @@ impl WebhookSpec {
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
             max_retry_after: self.max_retry_after.unwrap_or(Duration::from_secs(3600)),
+            pacing: self.pacing(),
             template: self
                 .template
                 .clone()
@@ -341,6 +363,12 @@ impl WebhookSpec {
                 })
                 .collect()
         })
+    }
+
+    /// The pacing reserve, or `None` when `pacing = false`. Needs no URL,
+    /// like [`WebhookSpec::rate_limits`].
+    pub fn pacing(&self) -> Option<f64> {
+        (self.pacing != Some(false)).then(|| self.pacing_reserve.unwrap_or(DEFAULT_PACING_RESERVE))
     }
 
     fn resolve_target(&self) -> Result<WebhookTarget, KeyError> {
@@ -505,6 +533,21 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.1.contains("application/xml"), "{}", err.1);
+    }
+
+    #[test]
+    fn pacing_is_on_with_a_5_percent_reserve_unless_configured() {
+        let spec =
+            |keys: &str| toml::from_str::<WebhookSpec>(&format!("url = \"-\"\n{keys}")).unwrap();
+        assert_eq!(spec("").resolve("x").unwrap().pacing, Some(0.05));
+        assert_eq!(
+            spec("pacing_reserve = 0.2").resolve("x").unwrap().pacing,
+            Some(0.2)
+        );
+        assert_eq!(spec("pacing = false").resolve("x").unwrap().pacing, None);
+        let err = spec("pacing_reserve = 5.0").validate().unwrap_err();
+        assert_eq!(err.0, "pacing_reserve");
+        assert!(err.1.contains("0.5"), "{}", err.1);
     }
 
     #[test]

@@ -110,7 +110,7 @@ impl Webhook {
 
     /// How much of each rate window is spent now.
     pub fn budget(&self) -> Vec<WindowUsage> {
-        self.limiter().usage(Instant::now())
+        self.limiter().usage(Instant::now(), self.config.pacing)
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, RateLimiter> {
@@ -296,14 +296,19 @@ impl Webhook {
     }
 }
 
-/// How much of each window of `limits` the attempts made `ages` ago spend.
-pub fn budget_from_history(limits: &[RateLimit], ages: &[Duration]) -> Vec<WindowUsage> {
+/// How much of each window of `limits` the attempts made `ages` ago spend,
+/// and each window's pace with the pacing reserve `pacing`.
+pub fn budget_from_history(
+    limits: &[RateLimit],
+    ages: &[Duration],
+    pacing: Option<f64>,
+) -> Vec<WindowUsage> {
     let now = SystemTime::now();
     let times: Vec<SystemTime> = ages
         .iter()
         .filter_map(|age| now.checked_sub(*age))
         .collect();
-    RateLimiter::with_history(limits, &times).usage(Instant::now())
+    RateLimiter::with_history(limits, &times).usage(Instant::now(), pacing)
 }
 
 /// An attempt charged to the rate windows.
@@ -399,8 +404,12 @@ impl Deliverer {
             }
             if !pending.has_full_body() && !stopping {
                 let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
-                let send_at = (oldest + webhook.config.batch_timeout)
-                    .max(webhook.limiter().next_free(Instant::now()));
+                let now = Instant::now();
+                let ready = match webhook.config.pacing {
+                    Some(reserve) => webhook.limiter().next_paced(now, reserve),
+                    None => webhook.limiter().next_free(now),
+                };
+                let send_at = (oldest + webhook.config.batch_timeout).max(ready);
                 // While the batch may still grow, more arrivals are taken in.
                 tokio::select! {
                     () = arrivals.notified() => continue,
