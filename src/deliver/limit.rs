@@ -16,10 +16,10 @@
 //! Spent greedily, a steady trickle runs `5/1m` at 7,200 requests a day and
 //! `5000/1d` dry by the afternoon. So each window also has a pace, the gap
 //! between attempts that spreads what is left of it over the time it has
-//! left, less a reserve (a fraction of the window kept for retries, full
-//! bodies and `tailhook send`): a sliding window paces by its period over
-//! its paced count, a calendar day by what is left of the UTC day over what
-//! is left of its paced count. The slowest pace binds.
+//! left, less a reserve (a fraction of the window, in whole attempts, kept
+//! for retries, full bodies and `tailhook send`): a sliding window paces by
+//! its period over its paced count, a calendar day by what is left of the
+//! UTC day over what is left of its paced count. The slowest pace binds.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -143,23 +143,21 @@ impl Window {
 
 impl Window {
     /// The gap between attempts that makes this window's budget, less the
-    /// `reserve` fraction, last its time (after [`Window::forget_before`]).
+    /// `reserve` fraction (in whole attempts, so a small window keeps all
+    /// of its few), last its time (after [`Window::forget_before`]).
     fn pace(&self, reserve: f64) -> Duration {
-        let paced_count = f64::from(self.limit.count) * (1.0 - reserve);
+        let reserved = (f64::from(self.limit.count) * reserve).floor() as u32;
+        let paced_count = self.limit.count.saturating_sub(reserved).max(1);
         if self.calendar {
             let left = self.left_in_calendar_period();
-            let budget_left = paced_count - self.attempts.len() as f64;
-            if budget_left < 1.0 {
+            match paced_count.checked_sub(self.attempts.len() as u32) {
                 // The paced budget is spent: what remains is the reserve,
                 // and bodies that are not full wait for the next day.
-                left + jitter_margin(self.limit.period)
-            } else {
-                left.div_f64(budget_left)
+                None | Some(0) => left + jitter_margin(self.limit.period),
+                Some(budget_left) => left / budget_left,
             }
-        } else if paced_count < 1.0 {
-            self.held_for
         } else {
-            self.limit.period.div_f64(paced_count)
+            self.limit.period / paced_count
         }
     }
 
@@ -446,7 +444,7 @@ mod tests {
     async fn sliding_windows_pace_by_period_over_the_paced_count_and_the_slowest_binds() {
         let mut limiter = RateLimiter::new(&limits(&["5/2s", "40/60s"]));
         let times = paced_attempts(&mut limiter, 0.05, Duration::from_secs(600)).await;
-        // 40/60s binds: 60 s / (40 × 0.95) = 1.579 s apart, so 38 a minute.
+        // 40/60s binds: 60 s / (40 - 2 reserved) = 1.579 s apart, so 38 a minute.
         let pace = Duration::from_secs(60).div_f64(38.0);
         // The paused clock counts whole milliseconds.
         for pair in times.windows(2) {
@@ -465,7 +463,8 @@ mod tests {
         }
         assert_eq!(times.len(), 380, "600 s at the pace, from the first at 0");
         let usage = limiter.usage(Instant::now(), Some(0.05));
-        assert_eq!(usage[0].pace, Some(Duration::from_secs(2).div_f64(4.75)));
+        // 5 × 5 % reserves no whole attempt: 2 s / 5.
+        assert_eq!(usage[0].pace, Some(Duration::from_millis(400)));
         assert_eq!(usage[1].pace, Some(pace));
     }
 
@@ -475,7 +474,7 @@ mod tests {
         let left_of_day = Window::new("5000/1d".parse().unwrap(), &[]).left_in_calendar_period();
         let pace = limiter.usage(Instant::now(), Some(0.05))[0].pace.unwrap();
         // The wall clock moves on between the two readings.
-        let expected = left_of_day.div_f64(4750.0);
+        let expected = left_of_day / 4750;
         assert!(
             pace.abs_diff(expected) < Duration::from_millis(1),
             "{pace:?} vs {expected:?}"
