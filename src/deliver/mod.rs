@@ -17,6 +17,7 @@ mod batch;
 mod body;
 mod limit;
 mod manual;
+mod retry;
 mod send;
 
 use std::io::Write;
@@ -38,6 +39,7 @@ pub use body::Template;
 use limit::RateLimiter;
 pub use limit::WindowUsage;
 pub use manual::{manual_fields, Sent};
+use retry::RetryDelays;
 use send::{Outcome, Transport};
 
 /// A webhook as its delivery task and manual sends (`tailhook send`) share
@@ -183,7 +185,7 @@ impl Webhook {
 
     /// Sends `body` until it is delivered or rejected: every attempt waits
     /// for the rate windows and is charged to them; a retryable failure waits
-    /// `Retry-After`, else capped exponential backoff with jitter. With a
+    /// `Retry-After`, else exponential backoff with jitter below the cap. With a
     /// `deadline`, gives up rather than wait past it.
     async fn send_with_retries(
         &self,
@@ -191,12 +193,7 @@ impl Webhook {
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Settled {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(self.config.max_retry_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = RetryDelays::new(self.config.max_retry_delay);
         let mut attempts = 0;
         loop {
             let charged = match self.acquire(deadline, progress).await {
