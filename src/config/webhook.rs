@@ -44,6 +44,10 @@ pub struct WebhookSpec {
     /// How long one request may take before it counts as failed and is retried.
     #[serde(default, with = "optional_duration")]
     request_timeout: Option<Duration>,
+    /// How long the attempts after a timed-out one may wait: each waits
+    /// twice as long as the one before, up to this.
+    #[serde(default, with = "optional_duration")]
+    max_request_timeout: Option<Duration>,
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
@@ -139,6 +143,8 @@ pub struct WebhookConfig {
     pub max_queue_bytes: u64,
     pub batch_timeout: Duration,
     pub request_timeout: Duration,
+    /// The longest a later attempt of a batch whose attempt timed out waits.
+    pub max_request_timeout: Duration,
     pub max_retry_delay: Duration,
     pub max_retry_after: Duration,
     /// `Some(reserve)`: bodies that are not full go at the binding window's
@@ -147,6 +153,11 @@ pub struct WebhookConfig {
     pub pacing: Option<f64>,
     pub template: Option<String>,
 }
+
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The cap of the doubling timeouts after a timed-out attempt, unless
+/// configured (or `request_timeout` is longer).
+const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The share of each rate window pacing keeps back unless configured.
 const DEFAULT_PACING_RESERVE: f64 = 0.05;
@@ -312,6 +323,20 @@ impl WebhookSpec {
                 ));
             }
         }
+        if self.request_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(("request_timeout", "must be above zero".into()));
+        }
+        if let Some(max) = self.max_request_timeout {
+            if max < self.request_timeout() {
+                return Err((
+                    "max_request_timeout",
+                    format!(
+                        "must be at least request_timeout ({})",
+                        humantime::format_duration(self.request_timeout())
+                    ),
+                ));
+            }
+        }
         if self.batch_timeout.is_some_and(|d| d.is_zero()) {
             return Err(("batch_timeout", "must be above zero".into()));
         }
@@ -338,7 +363,10 @@ impl WebhookSpec {
             max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
             max_queue_bytes: self.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES),
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
-            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
+            request_timeout: self.request_timeout(),
+            max_request_timeout: self
+                .max_request_timeout
+                .unwrap_or_else(|| DEFAULT_MAX_REQUEST_TIMEOUT.max(self.request_timeout())),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
             max_retry_after: self.max_retry_after.unwrap_or(Duration::from_secs(3600)),
             pacing: self.pacing(),
@@ -363,6 +391,10 @@ impl WebhookSpec {
                 })
                 .collect()
         })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
     /// The pacing reserve, or `None` when `pacing = false`. Needs no URL,
@@ -533,6 +565,21 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.1.contains("application/xml"), "{}", err.1);
+    }
+
+    #[test]
+    fn max_request_timeout_is_5_minutes_and_never_below_request_timeout() {
+        let spec =
+            |keys: &str| toml::from_str::<WebhookSpec>(&format!("url = \"-\"\n{keys}")).unwrap();
+        let hook = spec("").resolve("x").unwrap();
+        assert_eq!(hook.max_request_timeout, Duration::from_secs(300));
+        let hook = spec("request_timeout = \"10m\"").resolve("x").unwrap();
+        assert_eq!(hook.max_request_timeout, Duration::from_secs(600));
+        let err = spec("request_timeout = \"10s\"\nmax_request_timeout = \"5s\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.0, "max_request_timeout");
+        assert!(err.1.contains("10s"), "{}", err.1);
     }
 
     #[test]

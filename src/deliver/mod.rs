@@ -22,6 +22,7 @@ mod send;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -54,6 +55,9 @@ pub struct Webhook {
     /// This webhook's lane in `queue`.
     lane: usize,
     counters: Arc<WebhookCounters>,
+    /// The receiver has accepted a body with the configured Content-Type
+    /// (in this run or, as recorded in `queue`, an earlier one).
+    content_type_accepted: AtomicBool,
 }
 
 /// How a body's sending ended.
@@ -99,7 +103,10 @@ impl Webhook {
             Some(memory) => queue.recent_attempts(lane, memory)?,
             None => Vec::new(),
         };
+        let accepted = queue.accepted_content_type(lane)?.as_deref()
+            == Some(config.content_type.header_value());
         Ok(Arc::new(Webhook {
+            content_type_accepted: AtomicBool::new(accepted),
             limiter: Mutex::new(RateLimiter::with_history(&config.rate_limits, &earlier)),
             transport,
             format: BodyFormat::new(config.content_type, config.template.as_deref(), host),
@@ -195,6 +202,9 @@ impl Webhook {
     ) -> Settled {
         let mut backoff = RetryDelays::new(self.config.max_retry_delay);
         let mut attempts = 0;
+        // Doubled after each attempt that timed out, so a receiver slower
+        // than request_timeout gets the batch a bounded number of times.
+        let mut timeout = self.config.request_timeout;
         loop {
             let charged = match self.acquire(deadline, progress).await {
                 Ok(charged) => charged,
@@ -207,21 +217,31 @@ impl Webhook {
                 }
             };
             attempts += 1;
+            let sending = self.transport.send(body, timeout);
             let outcome = match deadline {
-                None => self.transport.send(body).await,
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, self.transport.send(body)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            self.counters.count_response(None);
-                            return Settled::GaveUp(format!(
-                                "attempt {attempts} had no answer within that time"
-                            ));
-                        }
+                None => sending.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, sending).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        self.counters.count_response(None);
+                        return Settled::GaveUp(format!(
+                            "attempt {attempts} had no answer within that time"
+                        ));
                     }
-                }
+                },
             };
             self.answered(charged).await;
+            let outcome = match outcome {
+                Outcome::Rejected {
+                    status: 415,
+                    reason,
+                } => self.unsupported_media_type(reason),
+                Outcome::Delivered { status } => {
+                    self.content_type_accepted().await;
+                    Outcome::Delivered { status }
+                }
+                other => other,
+            };
             let status = match &outcome {
                 Outcome::Delivered { status } | Outcome::Rejected { status, .. } => Some(*status),
                 Outcome::Retry { status, .. } => *status,
@@ -237,7 +257,11 @@ impl Webhook {
                     reason,
                     status,
                     after,
+                    timed_out,
                 } => {
+                    if timed_out {
+                        timeout = self.unknown_outcome(timeout);
+                    }
                     self.remember_error(&reason).await;
                     let delay = match after {
                         Some(after) => {
@@ -272,6 +296,66 @@ impl Webhook {
                     tokio::time::sleep(delay).await;
                 }
             }
+        }
+    }
+
+    /// An attempt that waited `timeout` had no answer: the receiver may
+    /// have the batch already, and the next attempt would time out too if
+    /// the receiver is that slow. Counts and says so; the next timeout.
+    fn unknown_outcome(&self, timeout: Duration) -> Duration {
+        metrics::add(&self.counters.unknown_outcomes, 1);
+        let next = timeout
+            .saturating_mul(2)
+            .min(self.config.max_request_timeout);
+        tracing::warn!(
+            webhook = %self.config.name,
+            timeout_ms = timeout.as_millis() as u64,
+            next_timeout_ms = next.as_millis() as u64,
+            "no answer within the request timeout: the webhook may already have this batch and get it twice; the next attempt waits longer"
+        );
+        next
+    }
+
+    /// A 415 means "over the limit" from a receiver that has accepted this
+    /// Content-Type before (SecureX answers 415 or 429 then): retried like
+    /// a 429. Before any success it means the Content-Type is not the
+    /// receiver's: rejected, saying which key to fix.
+    fn unsupported_media_type(&self, reason: String) -> Outcome {
+        if self.content_type_accepted.load(Ordering::Relaxed) {
+            Outcome::Retry {
+                reason: format!(
+                    "{reason} (taken as over the limit: the webhook has accepted Content-Type `{}` before)",
+                    self.config.content_type.header_value()
+                ),
+                status: Some(415),
+                after: None,
+                timed_out: false,
+            }
+        } else {
+            Outcome::Rejected {
+                status: 415,
+                reason: format!(
+                    "{reason} (the webhook refuses Content-Type `{}` and never accepted it: set webhook.{}.content_type to the webhook's configured type)",
+                    self.config.content_type.header_value(),
+                    self.config.name
+                ),
+            }
+        }
+    }
+
+    /// Remembers, on disk the first time, that the receiver accepted this
+    /// webhook's Content-Type: a later 415 is then over-limit, also after a
+    /// restart, when SecureX's daily budget is most likely spent.
+    async fn content_type_accepted(&self) {
+        if self.content_type_accepted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (queue, lane) = (self.queue.clone(), self.lane);
+        let content_type = self.config.content_type.header_value();
+        if let Err(e) =
+            off_workers(move || queue.record_accepted_content_type(lane, content_type)).await
+        {
+            tracing::warn!(webhook = %self.config.name, error = %e, "cannot record that the webhook accepts its Content-Type; after a restart a 415 before the next success is taken as a configuration error");
         }
     }
 
@@ -624,7 +708,6 @@ fn append_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[test]
     fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {
