@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -468,7 +468,6 @@ impl Setup {
     }
 
     pub fn append(&self, file: &str, lines: &[String]) {
-        use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -515,4 +514,49 @@ pub fn sequences(events: &[serde_json::Value]) -> Vec<i64> {
 
 pub fn noise_line(seq: usize) -> String {
     format!("seq={seq} Accepted password for user{seq} from 192.0.2.1 port 22")
+}
+
+/// (status code, body) of `GET path`; `None` while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+impl Agent {
+    /// The port of `/metrics` and `/health`, from the log line that
+    /// announces it (configure `metrics_listen = "127.0.0.1:0"`).
+    pub fn metrics_port(&self, timeout: Duration) -> u16 {
+        let marker = "serving /metrics and /health listen=127.0.0.1:";
+        self.wait_for_log(marker, timeout);
+        let logs = self.logs();
+        let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+        after_marker
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
 }
