@@ -22,7 +22,7 @@ use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
-use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
+use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
@@ -34,6 +34,7 @@ pub struct Pipeline {
     webhooks: Vec<WebhookConfig>,
     rules: Vec<Arc<Rule>>,
     rule_files: usize,
+    overrides: OverrideReport,
     /// One per input, in config order.
     matchers: Vec<Matcher>,
 }
@@ -48,10 +49,8 @@ impl Pipeline {
             );
         }
         let files = rules::rule_files(&config.rules.paths)?;
-        let rules: Vec<Arc<Rule>> = rules::load_rules(&files)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let loaded = rules::load_rules(&files)?;
+        let rules: Vec<Arc<Rule>> = loaded.rules.into_iter().map(Arc::new).collect();
         if rules.is_empty() {
             bail!(
                 "{}: rules.paths ({}) hold no rule",
@@ -90,10 +89,10 @@ impl Pipeline {
                     journalctl_missing(&input.name)
                 );
             }
-            let globs = compile_globs(&input.rules);
+            let selector = RuleSelector::validated(&input.rules);
             let selected: Vec<Arc<Rule>> = rules
                 .iter()
-                .filter(|r| id_selected(&r.id, &globs))
+                .filter(|r| selector.selects(&r.id))
                 .cloned()
                 .collect();
             if selected.is_empty() {
@@ -107,15 +106,14 @@ impl Pipeline {
             }
             matchers.push(Matcher::new(selected));
         }
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
         for (i, route) in config.routes.iter().enumerate() {
-            for pattern in &route.rules {
-                let globs = compile_globs(std::slice::from_ref(pattern));
-                if !rules.iter().any(|r| id_selected(&r.id, &globs)) {
-                    bail!(
-                        "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
-                        config.source.display()
-                    );
-                }
+            let unmatched = RuleSelector::validated(&route.rules).unmatched(&ids);
+            if let Some(pattern) = unmatched.first() {
+                bail!(
+                    "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
+                    config.source.display()
+                );
             }
         }
         Ok(Pipeline {
@@ -123,20 +121,28 @@ impl Pipeline {
             webhooks,
             rules,
             rule_files: files.len(),
+            overrides: loaded.overrides,
             matchers,
         })
     }
 
-    /// One line describing what was loaded, for `check` and the start-up log.
     /// Warnings about loaded rules a client could steer into reporting a
-    /// forged address (see `rules::forgery_warning`).
+    /// forged address (see `rules::forgery_warning`), and overrides whose
+    /// globs select no rule.
     pub fn rule_warnings(&self) -> Vec<String> {
         self.rules
             .iter()
             .filter_map(|rule| rules::forgery_warning(rule))
+            .chain(self.overrides.warnings.iter().cloned())
             .collect()
     }
 
+    /// What each `[[override]]` changed, for `check` and the start-up log.
+    pub fn overrides_applied(&self) -> &[String] {
+        &self.overrides.applied
+    }
+
+    /// One line describing what was loaded, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let examples: usize = self.rules.iter().map(|r| r.examples.len()).sum();
         format!(
@@ -239,7 +245,7 @@ impl Pipeline {
         let mut deliveries = tokio::task::JoinSet::new();
         let mut webhooks = Vec::new();
         for (lane, config) in self.webhooks.into_iter().enumerate() {
-            tracing::info!(webhook = %config.name, target = %config.target, "webhook ready");
+            tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
             let counters = metrics.webhooks[lane].1.clone();
             let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
             deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));

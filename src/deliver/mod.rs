@@ -615,7 +615,7 @@ impl Deliverer {
                 delay,
             } => tracing::warn!(
                 webhook = %name,
-                target = %webhook.config.target,
+                url = %webhook.config.target,
                 events = batch.len(),
                 status,
                 retry_in_ms = delay.as_millis() as u64,
@@ -665,7 +665,7 @@ impl Deliverer {
                 Ok(()) => {
                     return tracing::error!(
                         webhook = %webhook.config.name,
-                        target = %webhook.config.target,
+                        url = %webhook.config.target,
                         status,
                         reason,
                         events = batch.len(),

@@ -10,7 +10,7 @@ mod store;
 use std::collections::HashMap;
 
 use crate::config::{RouteConfig, DEFAULT_MIN_SEVERITY};
-use crate::rules::{compile_globs, id_selected, Severity};
+use crate::rules::{RuleSelector, Severity};
 
 pub use store::{LaneState, LastError, Queue, QueueError, QueueView, Queued};
 
@@ -31,7 +31,7 @@ impl Router {
         webhooks: &[String],
         routes: &[RouteConfig],
     ) -> Router {
-        let routes: Vec<(Vec<glob::Pattern>, Vec<usize>, Severity)> = routes
+        let routes: Vec<(RuleSelector, Vec<usize>, Severity)> = routes
             .iter()
             .map(|route| {
                 let hooks = route
@@ -39,14 +39,18 @@ impl Router {
                     .iter()
                     .filter_map(|name| webhooks.iter().position(|w| w == name))
                     .collect();
-                (compile_globs(&route.rules), hooks, route.min_severity)
+                (
+                    RuleSelector::validated(&route.rules),
+                    hooks,
+                    route.min_severity,
+                )
             })
             .collect();
         let mut unselected = Vec::new();
         let destinations = rules
             .into_iter()
             .map(|(id, severity)| {
-                if !routes.is_empty() && !routes.iter().any(|(globs, _, _)| id_selected(id, globs))
+                if !routes.is_empty() && !routes.iter().any(|(selector, _, _)| selector.selects(id))
                 {
                     unselected.push(id.to_string());
                 }
@@ -59,7 +63,7 @@ impl Router {
                 } else {
                     routes
                         .iter()
-                        .filter(|(globs, _, min)| severity >= *min && id_selected(id, globs))
+                        .filter(|(selector, _, min)| severity >= *min && selector.selects(id))
                         .flat_map(|(_, hooks, _)| hooks.iter().copied())
                         .collect()
                 };
@@ -95,6 +99,28 @@ mod tests {
             webhooks: webhooks.iter().map(|s| s.to_string()).collect(),
             min_severity: DEFAULT_MIN_SEVERITY,
         }
+    }
+
+    #[test]
+    fn a_negated_route_glob_keeps_a_rule_away_from_a_webhook() {
+        let hooks = vec!["soc".to_string(), "chat".to_string()];
+        let routes = [
+            route(&["sshd.*", "!sshd.login_accepted"], &["soc"]),
+            RouteConfig {
+                min_severity: Severity::Info,
+                ..route(&["sshd.login_accepted"], &["chat"])
+            },
+        ];
+        let router = Router::new(
+            [
+                ("sshd.auth_failed", Severity::Medium),
+                ("sshd.login_accepted", Severity::Info),
+            ],
+            &hooks,
+            &routes,
+        );
+        assert_eq!(router.destinations("sshd.auth_failed"), &[0]);
+        assert_eq!(router.destinations("sshd.login_accepted"), &[1]);
     }
 
     #[test]
