@@ -511,6 +511,30 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever the sliding windows and reserve, attempts sent at
+        /// `next_paced` are always allowed, and none goes before `next_free`.
+        #[test]
+        fn paced_attempts_always_fit_every_window(
+            windows in proptest::collection::vec((1u32..50, 1u64..120), 1..4),
+            reserve in 0.0f64..=0.5,
+            attempts in 1usize..120,
+        ) {
+            let limits: Vec<RateLimit> = windows
+                .iter()
+                .map(|&(count, secs)| RateLimit { count, period: Duration::from_secs(secs) })
+                .collect();
+            let mut limiter = RateLimiter::new(&limits);
+            let mut now = Instant::now();
+            for _ in 0..attempts {
+                let paced = limiter.next_paced(now, reserve);
+                proptest::prop_assert!(paced >= limiter.next_free(now));
+                now = paced;
+                proptest::prop_assert!(limiter.try_acquire(now).is_ok());
+            }
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_window_means_no_wait() {
         let mut limiter = RateLimiter::new(&[]);

@@ -74,6 +74,23 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_cap_bounds_every_delay_and_ceilings_never_shrink(
+            cap_ms in 0u64..10_000_000,
+            draws in 1usize..80,
+        ) {
+            let cap = Duration::from_millis(cap_ms);
+            let mut ceiling = Duration::ZERO;
+            for delay in RetryDelays::new(cap).take(draws) {
+                proptest::prop_assert!(delay <= cap);
+                // Each draw is in the upper half below its ceiling, and ceilings only grow.
+                proptest::prop_assert!(delay >= ceiling / 4);
+                ceiling = ceiling.max(delay);
+            }
+        }
+    }
+
     #[test]
     fn delays_double_under_their_ceiling_then_stay_jittered_below_the_cap() {
         let cap = Duration::from_secs(4);
