@@ -1,12 +1,18 @@
 //! Delivery: one task per webhook that turns its queue into requests.
 //!
-//! The loop is: collect events into a body (`batch`) until it is full, the
-//! oldest event has waited `batch_timeout`, or the queue closed; wait for the
-//! rate windows to allow an attempt (`limit`); send (`send`); on a retryable
-//! failure wait (Retry-After, else capped exponential backoff with jitter) and
-//! try again, charging the limiter every time; on 413 split the batch in two;
-//! on another rejection write the batch to the dead-letter file. While budget is not yet available the batch keeps
-//! filling, so a rate-limited webhook gets as few, as full requests as possible.
+//! The loop is: collect events into a body (`batch`) until it is full, or
+//! the oldest event has waited `batch_timeout` and the windows' pace allows
+//! it (`limit`: a day's budget must last the day), or the queue closed; wait
+//! for the rate windows to allow an attempt; send (`send`); on a retryable
+//! failure wait (Retry-After, else exponential backoff with jitter below
+//! `max_retry_delay`, `retry`) and try again, charging the limiter every
+//! time; on 413 split the batch in two; on another rejection write the batch
+//! to the dead-letter file. An attempt that timed out may have arrived: the
+//! next attempt of that batch waits twice as long, so a slow receiver gets it
+//! a bounded number of times. A 415 once the receiver has accepted the
+//! Content-Type is "over the limit", retried. While budget is not yet
+//! available the batch keeps filling, so a rate-limited webhook gets as few,
+//! as full requests as possible.
 //!
 //! Each webhook has its own task, queue and limiter: one that is slow or down
 //! never delays another. A [`Webhook`] (transport, body format, limiter,
@@ -237,7 +243,7 @@ impl Webhook {
                     reason,
                 } => self.unsupported_media_type(reason),
                 Outcome::Delivered { status } => {
-                    self.content_type_accepted().await;
+                    self.note_content_type_accepted().await;
                     Outcome::Delivered { status }
                 }
                 other => other,
@@ -346,7 +352,7 @@ impl Webhook {
     /// Remembers, on disk the first time, that the receiver accepted this
     /// webhook's Content-Type: a later 415 is then over-limit, also after a
     /// restart, when SecureX's daily budget is most likely spent.
-    async fn content_type_accepted(&self) {
+    async fn note_content_type_accepted(&self) {
         if self.content_type_accepted.swap(true, Ordering::Relaxed) {
             return;
         }
