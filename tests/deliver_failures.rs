@@ -99,7 +99,7 @@ fn a_415_after_a_success_is_over_limit_and_retried_until_delivered() {
     // A SecureX-like receiver that says 415 when over its rate, which the
     // agent (told no limit) exceeds at once.
     let receiver = Receiver::start(ReceiverOptions {
-        rate_limits: vec![(1, Duration::from_secs(2))],
+        rate_limits: vec![(1, Duration::from_secs(3))],
         over_rate_status: 415,
         ..ReceiverOptions::default()
     });
