@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use backon::BackoffBuilder;
 use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
+use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
@@ -28,6 +28,7 @@ use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, SinkClosed,
     TailOptions, Tailer,
 };
+use crate::tap::Tap;
 
 pub struct Pipeline {
     config: Config,
@@ -267,7 +268,7 @@ impl Pipeline {
             }
             services.spawn(metrics::server::serve(listener, current.clone()));
         }
-        let mut heartbeat = generation.running.heartbeat.clone();
+        let mut heartbeat = generation.tailer.heartbeat();
         tokio::pin!(shutdown);
         // Ready once every file is open and where reading starts is on disk.
         let start = tokio::select! {
@@ -286,18 +287,30 @@ impl Pipeline {
             if let Some(notifier) = &notifier {
                 notifier.ready(&summary);
                 watchdog = notifier.watchdog_timeout().map(|timeout| {
-                    let liveness = Liveness {
-                        current: current.clone(),
-                        // A well tailer beats every poll_interval; missing the
-                        // whole timeout on top of that is a stall.
-                        stale_after: timeout + pipeline.config.agent.poll_interval,
-                    };
-                    tokio::spawn(feed_watchdog(notifier.clone(), timeout / 2, liveness))
+                    // A well tailer beats every poll_interval; missing the
+                    // whole timeout on top of that is a stall.
+                    let stale_after = timeout + pipeline.config.agent.poll_interval;
+                    tokio::spawn(feed_watchdog(
+                        notifier.clone(),
+                        timeout / 2,
+                        current.clone(),
+                        stale_after,
+                    ))
                 });
             }
             loop {
                 tokio::select! {
                     () = &mut shutdown => break,
+                    Some(ended) = generation.deliveries.join_next_with_id() => {
+                        let (id, how) = match ended {
+                            Ok((id, ())) => (id, "returned".to_string()),
+                            Err(e) if e.is_panic() => (e.id(), "panicked".to_string()),
+                            Err(e) => (e.id(), format!("ended: {e}")),
+                        };
+                        let webhook = generation.delivery_of.get(&id).map_or("?", String::as_str);
+                        tracing::error!(%webhook, how, "a delivery task ended while the agent runs; /health reports it and the systemd watchdog is no longer fed");
+                        generation.running.health.delivery_ended(webhook, &how);
+                    }
                     Some(()) = reloads.recv() => {
                         let built = tokio::task::spawn_blocking(reload.clone()).await;
                         let outcome = match built {
@@ -567,6 +580,8 @@ struct Generation {
     tailer: Tailer,
     gates: Gates,
     deliveries: tokio::task::JoinSet<()>,
+    /// Which webhook each delivery task serves, to name one that ends.
+    delivery_of: HashMap<tokio::task::Id, String>,
     halt: tokio::sync::watch::Sender<Halt>,
     running: Arc<Running>,
 }
@@ -587,14 +602,12 @@ impl Generation {
         let host = config.host();
         let names: Vec<String> = pipeline.webhooks.iter().map(|w| w.name.clone()).collect();
         let router = Router::new(
-            pipeline.rules.iter().map(|r| r.id.as_str()),
+            pipeline.rules.iter().map(|r| (r.id.as_str(), r.severity)),
             &names,
             &config.routes,
         );
-        for rule in &pipeline.rules {
-            if router.destinations(&rule.id).is_empty() {
-                tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
-            }
+        for rule in router.unselected() {
+            tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
         }
         let mut webhooks = Vec::new();
         for (lane, config) in pipeline.webhooks.iter().enumerate() {
@@ -609,9 +622,14 @@ impl Generation {
         }
         let (halt, halted) = tokio::sync::watch::channel(Halt::Run);
         let mut deliveries = tokio::task::JoinSet::new();
+        // Which webhook each delivery task serves, to name one that ends.
+        let mut delivery_of = HashMap::new();
+        let tap = Arc::new(Tap::new(names));
         for webhook in &webhooks {
             tracing::info!(webhook = %webhook.config.name, url = %webhook.config.target, "webhook ready");
-            deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(halted.clone()));
+            let task = deliveries
+                .spawn(Deliverer::new(webhook.clone(), state_dir, tap.clone()).run(halted.clone()));
+            delivery_of.insert(task.id(), webhook.config.name.clone());
         }
         let options = TailOptions {
             poll_interval: config.agent.poll_interval,
@@ -625,22 +643,28 @@ impl Generation {
             router,
             queue: queue.clone(),
             metrics: metrics.clone(),
+            tap: tap.clone(),
         };
         let tailer = Tailer::spawn(&config.inputs, state_dir, options, stage);
+        let tail = TailWatch {
+            heartbeat: tailer.heartbeat(),
+            queue: queue.clone(),
+        };
         let running = Arc::new(Running {
             state_dir: state_dir.clone(),
             inputs: config.inputs.clone(),
             webhooks,
             queue,
             metrics,
-            healthy: AtomicBool::new(true),
-            heartbeat: tailer.heartbeat(),
+            tap,
+            health: Health::new(tail, config.agent.poll_interval, config.agent.stall_timeout),
             reloads,
         });
         Ok(Generation {
             tailer,
             gates,
             deliveries,
+            delivery_of,
             halt,
             running,
         })
@@ -652,7 +676,7 @@ impl Generation {
     /// sent. A task still busy after `grace` ends at its await point; its
     /// batch stays queued. Whether every task ended by itself.
     async fn stop(mut self, halt: Halt, grace: Duration) -> bool {
-        self.running.healthy.store(false, Ordering::SeqCst);
+        self.running.health.stopping();
         let deadline = tokio::time::Instant::now() + grace;
         // Ends a wait for room in a full lane (or for a full disk): the
         // chunk it held is not queued and its offset not committed.
@@ -686,45 +710,40 @@ enum Start {
     TailerGone,
 }
 
-/// What the watchdog checks before each ping. The delivery tasks share the
-/// runtime that runs the pinger, so a ping also shows the runtime turns; the
-/// tail thread is its own thread and must show it still makes passes.
-struct Liveness {
+/// Pings the systemd watchdog every `period` while the pipeline is alive.
+/// The delivery tasks share the runtime that runs the pinger, so a ping also
+/// shows the runtime turns; the tail thread is its own thread and must show
+/// it still makes passes within `stale_after`. Once it stalls, or a delivery
+/// task ended, the pings stop, and systemd restarts the agent after
+/// `WatchdogSec=`. While a reload swaps the pipeline nothing is stuck.
+async fn feed_watchdog(
+    notifier: Arc<Notifier>,
+    period: Duration,
     current: Current,
     stale_after: Duration,
-}
-
-impl Liveness {
-    /// How long the tail thread has been stuck, if it is: a pass older than
-    /// `stale_after` while not paused on purpose (for room in the queue, or
-    /// for a disk that refused a write).
-    /// While a reload swaps the pipeline, and until the new tail thread's
-    /// first pass, nothing is stuck.
-    fn tail_stalled_for(&self) -> Option<Duration> {
-        let running = self.current.borrow().clone()?;
-        let since_pass = running.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > self.stale_after && !running.queue.tailer_paused()).then_some(since_pass)
-    }
-}
-
-/// Pings the systemd watchdog every `period` while the pipeline is alive.
-/// Once the tail thread stalls the pings stop, and systemd restarts the
-/// agent after `WatchdogSec=`.
-async fn feed_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
+) {
     let mut ticks = tokio::time::interval(period);
     let mut warned = false;
     loop {
         ticks.tick().await;
-        match liveness.tail_stalled_for() {
-            None => {
-                notifier.watchdog();
-                warned = false;
-            }
-            Some(stalled) if !std::mem::replace(&mut warned, true) => tracing::error!(
-                stalled_ms = stalled.as_millis() as u64,
-                "the tail thread has made no pass for too long; the systemd watchdog is no longer fed"
+        let running = current.borrow().clone();
+        let (stalled, delivery_ended) = match &running {
+            Some(running) => (
+                running.health.tail().stalled_for(stale_after),
+                running.health.a_delivery_ended(),
             ),
-            Some(_) => {}
+            None => (None, false),
+        };
+        if stalled.is_none() && !delivery_ended {
+            notifier.watchdog();
+            warned = false;
+        } else if !std::mem::replace(&mut warned, true) {
+            if let Some(stalled) = stalled {
+                tracing::error!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "the tail thread has made no pass for too long; the systemd watchdog is no longer fed"
+                );
+            }
         }
     }
 }
@@ -770,6 +789,7 @@ struct RuleStage {
     router: Router,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+    tap: Arc<Tap>,
 }
 
 impl LineSink for RuleStage {
@@ -834,6 +854,20 @@ impl LineSink for RuleStage {
                 }
             }
         };
+        // A lane that skipped some as queued before (lines read again after
+        // a restart) is left out: which ones is not known, and an event
+        // shown waiting must be one its delivery will settle. Their
+        // outcomes still reach the tap when their batches settle.
+        let mut offered = vec![0; queued.len()];
+        for (lane, _) in &events {
+            offered[*lane] += 1;
+        }
+        self.tap.queued(
+            events
+                .iter()
+                .filter(|(lane, _)| queued[*lane] == offered[*lane])
+                .map(|(lane, event)| (*lane, event)),
+        );
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
         }

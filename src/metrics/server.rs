@@ -1,12 +1,13 @@
 //! The HTTP endpoint on `agent.metrics_listen`: `GET /metrics` (Prometheus
-//! text) and `GET /health` (200 while the pipeline runs, 503 once it stops).
+//! text) and `GET /health` (200 and `{"status":"ok"}` while the agent does
+//! its job; 503 with the problems, or `stopping`, when it does not).
 //!
 //! hyper's HTTP/1 server is already in the build through reqwest's client, so
 //! serving takes a few lines and no HTTP parsing of our own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -37,7 +38,7 @@ pub async fn serve(listener: TcpListener, current: Current) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let running = current.borrow().clone();
-                async move { Ok::<_, Infallible>(respond(&request, running.as_deref())) }
+                async move { Ok::<_, Infallible>(respond(&request, running).await) }
             });
             // With a timer, hyper closes a connection whose request headers
             // do not come within 30 s, so idle clients cannot pile up.
@@ -49,7 +50,10 @@ pub async fn serve(listener: TcpListener, current: Current) {
     }
 }
 
-fn respond(request: &Request<Incoming>, running: Option<&Running>) -> Response<Full<Bytes>> {
+async fn respond(
+    request: &Request<Incoming>,
+    running: Option<Arc<Running>>,
+) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -65,10 +69,14 @@ fn respond(request: &Request<Incoming>, running: Option<&Running>) -> Response<F
         );
     }
     let Some(running) = running else {
-        // A reload is no failure: for the moment it swaps the pipeline the
-        // agent is healthy, but has no counters to show.
+        // A reload is no failure: while it swaps the pipeline the agent is
+        // healthy, but has no counters to show.
         return match request.uri().path() {
-            "/health" => reply(StatusCode::OK, "text/plain", "ok (reloading)\n".into()),
+            "/health" => reply(
+                StatusCode::OK,
+                "application/json",
+                "{\"status\":\"ok\",\"reloading\":true}\n".into(),
+            ),
             _ => reply(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "text/plain",
@@ -77,19 +85,38 @@ fn respond(request: &Request<Incoming>, running: Option<&Running>) -> Response<F
         };
     };
     match request.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            running.metrics_text(),
-        ),
-        "/health" if running.healthy.load(Ordering::SeqCst) => {
-            reply(StatusCode::OK, "text/plain", "ok\n".into())
-        }
-        "/health" => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "stopping\n".into(),
-        ),
+        // Reads checkpoint files, the queue and /proc: off the runtime's
+        // workers, which the deliveries need.
+        "/metrics" => match tokio::task::spawn_blocking(move || running.metrics_text()).await {
+            Ok(text) => reply(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text,
+            ),
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot gather the metrics: {e}\n"),
+            ),
+        },
+        // Reads the queue's oldest events: off the workers too.
+        "/health" => match tokio::task::spawn_blocking(move || running.health()).await {
+            Ok(verdict) => {
+                let status = if verdict.is_ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let mut body = serde_json::to_string(&verdict).expect("verdicts serialize");
+                body.push('\n');
+                reply(status, "application/json", body)
+            }
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot judge the health: {e}\n"),
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
