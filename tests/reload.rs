@@ -290,7 +290,8 @@ fn a_webhook_whose_url_changes_keeps_its_queued_events_and_rate_limit_usage() {
     let before = Receiver::start(ReceiverOptions::default());
     let after = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let limits = "rate_limits = [\"2/10s\"]\n";
+    // Greedy: each line goes as soon as the window allows.
+    let limits = "rate_limits = [\"2/10s\"]\npacing = false\n";
     let config = setup.write_config(&config_text(&before.url, limits));
     let agent = Agent::start(&config);
     setup.append("auth.log", &[failed_line(1)]);
@@ -306,7 +307,7 @@ fn a_webhook_whose_url_changes_keeps_its_queued_events_and_rate_limit_usage() {
 
     setup.write_config(&config_text(
         &after.url,
-        "rate_limits = [\"2/10s\", \"1000/1d\"]\n",
+        "rate_limits = [\"2/10s\", \"1000/1d\"]\npacing = false\n",
     ));
     reload(&agent);
     let status = status_json(&config);
