@@ -211,8 +211,8 @@ impl Pipeline {
     /// `reloads` (SIGHUP) builds a new pipeline with `reload` (the same
     /// validation as `check`) and, if that succeeds, swaps it in; if not,
     /// keeps running as it is and says why (log, `status`, `/metrics`).
-    /// With a `notifier` (systemd), tells it when the agent is ready, alive,
-    /// reloading and stopping.
+    /// With a `notifier` (systemd), tells it when the agent is ready (and
+    /// what it runs after each reload), alive and stopping.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
