@@ -291,9 +291,11 @@ fn resolver(source: &Path) -> impl Fn(&Path) -> PathBuf {
 /// reaches a running agent whose reload failed on this very file. `None`
 /// when not even that key can be read (the file is not TOML).
 pub fn state_dir_despite_errors(path: &Path) -> Option<PathBuf> {
-    let env = Env::prefixed("TAILHOOK_")
-        .ignore(NON_CONFIG_ENV)
-        .split("__");
+    state_dir_with_env(path, Env::prefixed("TAILHOOK_"))
+}
+
+fn state_dir_with_env(path: &Path, env: Env) -> Option<PathBuf> {
+    let env = env.ignore(NON_CONFIG_ENV).split("__");
     let found = Figment::new()
         .merge(Toml::file_exact(path))
         .merge(env)
@@ -574,6 +576,36 @@ mod tests {
     fn load(text: &str) -> Result<Config, ConfigError> {
         let (_dir, path) = write_config(text);
         Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_"))
+    }
+
+    fn state_dir_of(text: &str) -> (tempfile::TempDir, Option<PathBuf>) {
+        let (dir, path) = write_config(text);
+        let found = state_dir_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_"));
+        (dir, found)
+    }
+
+    #[test]
+    fn the_state_dir_is_found_in_a_config_that_is_otherwise_wrong() {
+        let (dir, found) = state_dir_of("[agent]\nstate_dir = \"st\"\npoll_intervall = 1\n");
+        let folder = dir.path().canonicalize().unwrap();
+        assert_eq!(found, Some(folder.join("st")));
+        let (_dir, found) = state_dir_of("[[input]]\nname = 7\n");
+        assert_eq!(found, Some(PathBuf::from("/var/lib/tailhook")));
+        let (_dir, found) = state_dir_of("[agent\nstate_dir = ");
+        assert_eq!(found, None, "not TOML: no guess");
+    }
+
+    proptest::proptest! {
+        /// Any text as a config: an absolute state dir or none, never a panic.
+        #[test]
+        fn any_text_gives_an_absolute_state_dir_or_none(
+            text in "(\\[agent\\]\n|state_dir = |\"[^\"]{0,6}\"|[0-9]{1,3}|\n|.){0,16}",
+        ) {
+            let (_dir, found) = state_dir_of(&text);
+            if let Some(state_dir) = found {
+                proptest::prop_assert!(state_dir.is_absolute(), "{}", state_dir.display());
+            }
+        }
     }
 
     const MINIMAL: &str = r#"
