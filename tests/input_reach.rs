@@ -49,8 +49,9 @@ fn unprivileged() -> Option<Vec<&'static str>> {
 }
 
 /// A folder the unprivileged agent can work in: `auth.log` readable, a
-/// `secret.log` it may not read, a dangling `gone.log` link, and a config
-/// whose input names those and a glob over a folder that does not exist.
+/// `secret.log` it may not read, a `private` folder it may not list, a
+/// dangling `gone.log` link, and a config whose input names those and a
+/// glob over a folder that does not exist.
 fn setup(receiver: &Receiver) -> (Setup, std::path::PathBuf) {
     let setup = Setup::new();
     let mode = |path: &Path, mode: u32| {
@@ -61,15 +62,28 @@ fn setup(receiver: &Receiver) -> (Setup, std::path::PathBuf) {
     setup.append("secret.log", &[failed_line(1)]);
     mode(&setup.path("secret.log"), 0o000);
     std::os::unix::fs::symlink(setup.path("nowhere.log"), setup.path("gone.log")).unwrap();
+    std::fs::create_dir(setup.path("private")).unwrap();
+    setup.append("private/in.log", &[failed_line(3)]);
+    // Enter, but not list: `private/*.log` cannot be expanded.
+    mode(&setup.path("private"), 0o100);
     let config = setup.agent_config(
         &receiver.url,
         ConfigKeys {
             agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
-            input: "paths = [\"auth.log\", \"missing/*.log\", \"gone.log\", \"secret.log\"]\nstart_at = \"beginning\"",
+            input: "paths = [\"auth.log\", \"missing/*.log\", \"gone.log\", \"secret.log\", \"private/*.log\"]\nstart_at = \"beginning\"",
             webhook: "batch_timeout = \"100ms\"",
         },
     );
     (setup, config)
+}
+
+/// Lets the temp folder be removed again.
+fn open_private(setup: &Setup) {
+    std::fs::set_permissions(
+        setup.path("private"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 }
 
 fn run_as(wrapper: &[&str], config: &Path, args: &[&str]) -> Output {
@@ -110,12 +124,14 @@ fn check_warns_about_input_paths_that_read_nothing_and_strict_refuses_them() {
         "a readable file is no warning:\n{said}"
     );
     if wrapper.is_some() {
-        let unreadable =
-            format!("warning: input `auth`: `{dir}/secret.log` cannot be read: Permission denied");
-        assert!(
-            said.contains(&unreadable),
-            "{unreadable:?} missing in\n{said}"
-        );
+        for path in ["secret.log", "private"] {
+            let unreadable =
+                format!("warning: input `auth`: `{dir}/{path}` cannot be read: Permission denied");
+            assert!(
+                said.contains(&unreadable),
+                "{unreadable:?} missing in\n{said}"
+            );
+        }
         assert!(said.contains("usermod -aG adm tailhook"), "{said}");
         assert!(
             said.contains(&format!("setfacl -m u:tailhook:r {dir}/secret.log")),
@@ -134,6 +150,7 @@ fn check_warns_about_input_paths_that_read_nothing_and_strict_refuses_them() {
         said.contains("--strict") && said.contains(&format!("{dir}/missing/*.log")),
         "{said}"
     );
+    open_private(&setup);
 }
 
 #[test]
@@ -157,8 +174,8 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
     let logs = agent.logs();
     assert_eq!(
         logs.matches("setfacl -m u:tailhook:r").count(),
-        1,
-        "the fix is logged once:\n{logs}"
+        2,
+        "the fix is logged once for each of the two paths:\n{logs}"
     );
     assert_eq!(logs.matches("matches no file").count(), 2, "{logs}");
 
@@ -170,7 +187,8 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
         serde_json::json!([format!("{dir}/missing/*.log"), format!("{dir}/gone.log")]),
         "{status}"
     );
-    assert_eq!(reach["unreadable"][0]["path"], format!("{dir}/secret.log"));
+    assert_eq!(reach["unreadable"][0]["path"], format!("{dir}/private"));
+    assert_eq!(reach["unreadable"][1]["path"], format!("{dir}/secret.log"));
     let table = text(&tailhook(&config, &["status"]));
     assert!(
         table.contains(&format!(
@@ -182,7 +200,7 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
     let metrics = http_get(port, "/metrics").unwrap().1;
     for (series, value) in [
         ("tailhook_input_files{input=\"auth\"}", 1.0),
-        ("tailhook_input_unreadable_paths{input=\"auth\"}", 1.0),
+        ("tailhook_input_unreadable_paths{input=\"auth\"}", 2.0),
         ("tailhook_input_unmatched_paths{input=\"auth\"}", 2.0),
     ] {
         assert_eq!(sample(&metrics, series), value, "{series}");
@@ -198,10 +216,12 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
     let metrics = http_get(port, "/metrics").unwrap().1;
     assert_eq!(
         sample(&metrics, "tailhook_input_unreadable_paths{input=\"auth\"}"),
-        0.0
+        1.0,
+        "only the private folder is left"
     );
     assert_eq!(
         sample(&metrics, "tailhook_input_files{input=\"auth\"}"),
         2.0
     );
+    open_private(&setup);
 }

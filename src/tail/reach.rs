@@ -29,7 +29,8 @@ pub struct Unreadable {
     pub error: String,
 }
 
-/// Looks at a file input's paths now; `None` for a journald input.
+/// Looks at a file input's paths now, as the tailer finds files (the same
+/// glob expansion and excludes); `None` for a journald input.
 pub fn survey(input: &InputConfig) -> Option<Reach> {
     if input.kind == InputKind::Journald {
         return None;
@@ -37,33 +38,21 @@ pub fn survey(input: &InputConfig) -> Option<Reach> {
     let mut reach = Reach::default();
     let mut readable = BTreeSet::new();
     for pattern in &input.paths {
-        let excludes = PathSet::new(std::slice::from_ref(pattern), &input.exclude);
-        let mut matched = false;
-        // A literal path under a folder the agent may not search is not
-        // "missing": glob would list nothing and hide why.
-        if !pattern.contains(['*', '?', '[']) {
-            if let Err(e) = std::fs::metadata(pattern) {
-                if e.kind() == ErrorKind::PermissionDenied {
-                    reach.unreadable.push(unreadable(Path::new(pattern), &e));
-                    matched = true;
-                }
+        let paths = PathSet::new(std::slice::from_ref(pattern), &input.exclude);
+        let files = paths.files();
+        if files.is_empty() {
+            match blocked_on_the_way(pattern, &paths) {
+                Some(blocked) => reach.unreadable.push(blocked),
+                None => reach.unmatched.push(pattern.clone()),
             }
         }
-        for entry in glob::glob(pattern).into_iter().flatten() {
-            match entry {
-                Ok(path) if !excludes.excluded(&path) => {
-                    matched |= look_at(path, &mut readable, &mut reach.unreadable)
+        for path in files.into_keys() {
+            match std::fs::File::open(&path) {
+                Ok(_) => {
+                    readable.insert(path);
                 }
-                Ok(_) => {}
-                Err(e) if e.error().kind() == ErrorKind::PermissionDenied => {
-                    reach.unreadable.push(unreadable(e.path(), e.error()));
-                    matched = true;
-                }
-                Err(_) => {}
+                Err(e) => reach.unreadable.push(unreadable(&path, &e)),
             }
-        }
-        if !matched {
-            reach.unmatched.push(pattern.clone());
         }
     }
     // `*.log` and `secret.log` may both lead to one file.
@@ -73,26 +62,20 @@ pub fn survey(input: &InputConfig) -> Option<Reach> {
     Some(reach)
 }
 
-/// Files `path` as readable or not; whether it is a file at all.
-fn look_at(path: PathBuf, readable: &mut BTreeSet<PathBuf>, failed: &mut Vec<Unreadable>) -> bool {
-    match std::fs::metadata(&path) {
-        Ok(meta) if meta.is_file() => {
-            match std::fs::File::open(&path) {
-                Ok(_) => {
-                    readable.insert(path);
-                }
-                Err(e) => failed.push(unreadable(&path, &e)),
-            }
-            true
-        }
-        Ok(_) => false,
-        Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-            failed.push(unreadable(&path, &e));
-            true
-        }
-        // A dangling symlink or a file gone since the glob: nothing to read.
-        Err(_) => false,
-    }
+/// Why `pattern` finds nothing when the cause is a permission: a folder on
+/// the way the agent may not enter (glob would just list nothing).
+fn blocked_on_the_way(pattern: &str, paths: &PathSet) -> Option<Unreadable> {
+    let literal = !pattern.contains(['*', '?', '[']);
+    let (path, denied) = if literal {
+        (PathBuf::from(pattern), std::fs::metadata(pattern).err())
+    } else {
+        let (root, _) = paths.watch_roots().into_iter().next()?;
+        let denied = std::fs::read_dir(&root).err();
+        (root, denied)
+    };
+    denied
+        .filter(|e| e.kind() == ErrorKind::PermissionDenied)
+        .map(|e| unreadable(&path, &e))
 }
 
 fn unreadable(path: &Path, error: &std::io::Error) -> Unreadable {
