@@ -25,8 +25,8 @@ use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, SinkClosed,
-    TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, Severity,
+    SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -141,7 +141,7 @@ impl Pipeline {
     /// Each input path that reads nothing now (matches no file, or cannot be
     /// read by this process), naming the input, with the fix if it is a
     /// permission.
-    pub fn unread_paths(&self) -> Vec<String> {
+    pub fn unread_paths(&self) -> Vec<(Severity, String)> {
         unread_paths(&self.config.inputs)
     }
 
@@ -552,15 +552,15 @@ fn gates_after_reload(pipeline: &Pipeline, mut earlier: HashMap<String, Gate>) -
 }
 
 /// Each input path that reads nothing now, naming the input.
-fn unread_paths(inputs: &[InputConfig]) -> Vec<String> {
+fn unread_paths(inputs: &[InputConfig]) -> Vec<(Severity, String)> {
     inputs
         .iter()
         .filter_map(|input| Some((input, survey(input)?)))
         .flat_map(|(input, reach)| {
             reach
-                .problems()
+                .findings()
                 .into_iter()
-                .map(|problem| format!("input `{}`: {problem}", input.name))
+                .map(|(severity, finding)| (severity, format!("input `{}`: {finding}", input.name)))
         })
         .collect()
 }
@@ -568,8 +568,11 @@ fn unread_paths(inputs: &[InputConfig]) -> Vec<String> {
 /// Says once, with the fix, which input paths read nothing now (the
 /// tailer retries them quietly).
 fn warn_about_reach(inputs: &[InputConfig]) {
-    for problem in unread_paths(inputs) {
-        tracing::warn!("{problem}");
+    for (severity, finding) in unread_paths(inputs) {
+        match severity {
+            Severity::Warning => tracing::warn!("{finding}"),
+            Severity::Note => tracing::info!("{finding}"),
+        }
     }
 }
 

@@ -293,8 +293,13 @@ impl StatusReport {
         }
         for input in &self.inputs {
             let Some(reach) = &input.reach else { continue };
-            for problem in reach.problems() {
-                let _ = writeln!(out, "warning: input `{}`: {problem}", input.name);
+            for (severity, finding) in reach.findings() {
+                let _ = writeln!(
+                    out,
+                    "{}: input `{}`: {finding}",
+                    severity.label(),
+                    input.name
+                );
             }
         }
         for webhook in &self.webhooks {

@@ -71,7 +71,8 @@ fn setup(receiver: &Receiver) -> (Setup, std::path::PathBuf) {
         ConfigKeys {
             agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
             input: "paths = [\"auth.log\", \"missing/*.log\", \"gone.log\", \"secret.log\", \"private/*.log\"]\nstart_at = \"beginning\"",
-            webhook: "batch_timeout = \"100ms\"",
+            // A second input, `web`, whose only path matches nothing.
+            webhook: "batch_timeout = \"100ms\"\n[[input]]\nname = \"web\"\npaths = [\"nginx/*.log\"]",
         },
     );
     (setup, config)
@@ -114,8 +115,9 @@ fn check_warns_about_input_paths_that_read_nothing_and_strict_refuses_them() {
     let said = text(&output);
     assert!(output.status.success(), "warnings only:\n{said}");
     for warning in [
-        format!("warning: input `auth`: path `{dir}/missing/*.log` matches no file"),
-        format!("warning: input `auth`: path `{dir}/gone.log` matches no file"),
+        format!("note: input `auth`: path `{dir}/missing/*.log` matches no file (the input reads 1 file through its other paths)"),
+        format!("note: input `auth`: path `{dir}/gone.log` matches no file (the input reads 1 file through its other paths)"),
+        format!("warning: input `web`: path `{dir}/nginx/*.log` matches no file: the input reads nothing"),
     ] {
         assert!(said.contains(&warning), "{warning:?} missing in\n{said}");
     }
@@ -147,9 +149,23 @@ fn check_warns_about_input_paths_that_read_nothing_and_strict_refuses_them() {
     let said = text(&strict);
     assert_eq!(strict.status.code(), Some(1), "{said}");
     assert!(
-        said.contains("--strict") && said.contains(&format!("{dir}/missing/*.log")),
+        said.contains("--strict") && said.contains(&format!("{dir}/nginx/*.log")),
         "{said}"
     );
+
+    // A path that matches nothing beside one that reads is a note, which
+    // --strict lets pass: /var/log/secure beside /var/log/auth.log.
+    let alternatives = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            input: "paths = [\"auth.log\", \"missing/*.log\"]",
+            ..ConfigKeys::default()
+        },
+    );
+    let passed = run_as(&[], &alternatives, &["check", "--strict"]);
+    let said = text(&passed);
+    assert!(passed.status.success(), "{said}");
+    assert!(said.contains("note: input `auth`: path"), "{said}");
     open_private(&setup);
 }
 
@@ -177,7 +193,7 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
         2,
         "the fix is logged once for each of the two paths:\n{logs}"
     );
-    assert_eq!(logs.matches("matches no file").count(), 2, "{logs}");
+    assert_eq!(logs.matches("matches no file").count(), 3, "{logs}");
 
     let status = status_json(&config);
     let reach = &status["inputs"][0]["reach"];
@@ -202,6 +218,8 @@ fn run_logs_status_shows_and_metrics_count_what_an_input_cannot_read() {
         ("tailhook_input_files{input=\"auth\"}", 1.0),
         ("tailhook_input_unreadable_paths{input=\"auth\"}", 2.0),
         ("tailhook_input_unmatched_paths{input=\"auth\"}", 2.0),
+        ("tailhook_input_files{input=\"web\"}", 0.0),
+        ("tailhook_input_unmatched_paths{input=\"web\"}", 1.0),
     ] {
         assert_eq!(sample(&metrics, series), value, "{series}");
     }

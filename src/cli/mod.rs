@@ -18,6 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::pipeline::Pipeline;
 use crate::systemd::Notifier;
+use crate::tail::Severity;
 use logging::LogFormat;
 
 #[derive(Parser)]
@@ -289,16 +290,21 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
         eprintln!("warning: {warning}");
     }
     let unread = pipeline.unread_paths();
-    if args.strict && !unread.is_empty() {
+    let warnings: Vec<&str> = unread
+        .iter()
+        .filter(|(severity, _)| *severity == Severity::Warning)
+        .map(|(_, finding)| finding.as_str())
+        .collect();
+    if args.strict && !warnings.is_empty() {
         anyhow::bail!(
             "{}: --strict: {} input path(s) read nothing:\n  {}",
             config.display(),
-            unread.len(),
-            unread.join("\n  ")
+            warnings.len(),
+            warnings.join("\n  ")
         );
     }
-    for problem in &unread {
-        eprintln!("warning: {problem}");
+    for (severity, finding) in &unread {
+        eprintln!("{}: {finding}", severity.label());
     }
     for applied in pipeline.overrides_applied() {
         print_out(&format!("{applied}\n"))?;

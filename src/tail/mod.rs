@@ -39,7 +39,7 @@ pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progre
 use checkpoint::{Checkpoint, CheckpointStore};
 use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
-pub use reach::{permission_fix, survey, Reach, Unreadable};
+pub use reach::{permission_fix, survey, Reach, Severity, Unreadable};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
 

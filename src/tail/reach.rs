@@ -85,22 +85,59 @@ fn unreadable(path: &Path, error: &std::io::Error) -> Unreadable {
     }
 }
 
+/// How much a finding about an input's paths matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// The input reads nothing through this path, and nothing at all, or
+    /// a file is there that the agent may not read: `check --strict` fails.
+    Warning,
+    /// A path matches no file while the input's other paths do: usual for
+    /// alternatives such as `/var/log/auth.log` and `/var/log/secure`.
+    Note,
+}
+
+impl Severity {
+    pub fn label(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Note => "note",
+        }
+    }
+}
+
 impl Reach {
     /// One sentence per path that reads nothing, with the fix for a
     /// permission: for `check`, the agent's log and `status`.
-    pub fn problems(&self) -> Vec<String> {
-        self.unmatched
-            .iter()
-            .map(|pattern| format!("path `{pattern}` matches no file"))
-            .chain(self.unreadable.iter().map(|u| {
-                format!(
-                    "`{}` cannot be read: {}; {}",
-                    u.path,
-                    u.error,
-                    permission_fix(&u.path)
+    pub fn findings(&self) -> Vec<(Severity, String)> {
+        let unmatched = self.unmatched.iter().map(|pattern| {
+            if self.readable_files == 0 {
+                (
+                    Severity::Warning,
+                    format!("path `{pattern}` matches no file: the input reads nothing"),
                 )
-            }))
-            .collect()
+            } else {
+                (
+                    Severity::Note,
+                    format!(
+                        "path `{pattern}` matches no file (the input reads {} through its other paths)",
+                        files(self.readable_files)
+                    ),
+                )
+            }
+        });
+        let unreadable = self.unreadable.iter().map(|u| {
+            let fix = permission_fix(&u.path);
+            let text = format!("`{}` cannot be read: {}; {fix}", u.path, u.error);
+            (Severity::Warning, text)
+        });
+        unmatched.chain(unreadable).collect()
+    }
+}
+
+fn files(count: u64) -> String {
+    match count {
+        1 => "1 file".into(),
+        n => format!("{n} files"),
     }
 }
 
@@ -151,8 +188,17 @@ mod tests {
         );
         assert!(reach.unreadable.is_empty());
         assert_eq!(
-            reach.problems()[0],
-            format!("path `{base}/link.log` matches no file")
+            reach.findings()[0],
+            (
+                Severity::Note,
+                format!("path `{base}/link.log` matches no file (the input reads 2 files through its other paths)")
+            )
+        );
+        let nothing = survey(&input(&[format!("{base}/*.txt")])).unwrap();
+        assert_eq!(
+            nothing.findings()[0].0,
+            Severity::Warning,
+            "an input that reads nothing"
         );
     }
 }
