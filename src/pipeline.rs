@@ -20,7 +20,7 @@ use crate::config::{Config, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::metrics::{self, Metrics};
-use crate::queue::{Queue, Router};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -211,11 +211,7 @@ impl Pipeline {
                 tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
             }
         }
-        let lanes: Vec<(String, u64)> = self
-            .webhooks
-            .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
-            .collect();
+        let lanes: Vec<LaneLimits> = self.webhooks.iter().map(WebhookConfig::lane_limits).collect();
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
@@ -409,7 +405,7 @@ const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// for them (bounded) instead of failing.
 async fn open_queue(
     state_dir: &std::path::Path,
-    lanes: &[(String, u64)],
+    lanes: &[LaneLimits],
 ) -> anyhow::Result<Arc<Queue>> {
     let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
     let mut warned = false;

@@ -22,7 +22,9 @@ use figment::Figment;
 use serde::Deserialize;
 
 pub use units::RateLimit;
-pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget};
+pub use webhook::{
+    ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget, WhenFull,
+};
 
 /// Where `run` and `check` look when neither `-c` nor `$TAILHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
@@ -258,6 +260,13 @@ impl Config {
                 source: Box::new(e),
             })?;
         config.source = path.to_path_buf();
+        // Checked before resolving: an empty path would become the config's folder.
+        if config.agent.state_dir.to_string_lossy().trim().is_empty() {
+            return Err(config.invalid(
+                "agent.state_dir",
+                "is empty (an empty TAILHOOK_AGENT__STATE_DIR?); name the folder for checkpoints and queues",
+            ));
+        }
         config.resolve_relative_paths();
         config.validate()?;
         for warning in config.readable_secrets() {
@@ -328,8 +337,10 @@ impl Config {
             }
         }
         for spec in self.webhooks.values_mut() {
-            if let Some(f) = &spec.url_file {
-                spec.url_file = Some(resolve(f));
+            for file in [&mut spec.url_file, &mut spec.ca_file] {
+                if let Some(f) = file {
+                    *f = resolve(f);
+                }
             }
         }
     }
@@ -344,6 +355,16 @@ impl Config {
 
     /// Checks what serde cannot: references between sections, globs, names.
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, duration) in [
+            // Zero: the tailer would stat every file in a busy loop.
+            ("poll_interval", self.agent.poll_interval),
+            // Zero: nothing queued could be flushed at stop.
+            ("shutdown_timeout", self.agent.shutdown_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(self.invalid(format!("agent.{key}"), "must be above zero"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let key = |k: &str| format!("input[{i}].{k}");
@@ -428,8 +449,23 @@ impl Config {
             if input.max_line_bytes == 0 {
                 return Err(self.invalid(key("max_line_bytes"), "must be at least 1 byte"));
             }
+            // Zero: a line still being written would be cut in two.
+            if input.partial_line_timeout.is_zero() {
+                return Err(self.invalid(key("partial_line_timeout"), "must be above zero"));
+            }
         }
         for (name, spec) in &self.webhooks {
+            // Names become file names (dead letters) and queue tables.
+            let usable = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !usable {
+                return Err(self.invalid(
+                    format!("webhook.{name}"),
+                    "a webhook name is letters, digits, `_` and `-` only",
+                ));
+            }
             spec.validate()
                 .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))?;
         }

@@ -50,6 +50,28 @@ pub struct WebhookSpec {
     /// One line of text per event (`{rule}`, `{message}`, `{fields.NAME}`…),
     /// sent as `{"text": …}` instead of the envelope.
     template: Option<String>,
+    /// Plain `http://` to a host other than loopback sends the key in clear
+    /// text; refused unless the operator says so here.
+    #[serde(default)]
+    allow_insecure_http: bool,
+    /// PEM certificates trusted for this webhook on top of the system store
+    /// (a private CA, or a self-signed receiver).
+    pub(super) ca_file: Option<PathBuf>,
+    #[serde(default)]
+    when_full: WhenFull,
+}
+
+/// What a webhook's full queue lane does to tailing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Tailing waits for room (for every webhook): nothing is lost, the log
+    /// files hold the rest.
+    #[default]
+    Pause,
+    /// This webhook's oldest queued events are dropped (logged and counted)
+    /// to make room, so the other webhooks keep receiving.
+    DropOldest,
 }
 
 impl fmt::Debug for WebhookSpec {
@@ -59,6 +81,8 @@ impl fmt::Debug for WebhookSpec {
             .field("url_env", &self.url_env)
             .field("url_file", &self.url_file)
             .field("preset", &self.preset)
+            .field("ca_file", &self.ca_file)
+            .field("when_full", &self.when_full)
             .finish_non_exhaustive()
     }
 }
@@ -131,6 +155,20 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
     pub template: Option<String>,
+    /// Trusted on top of the system store (from `ca_file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
+    pub when_full: WhenFull,
+}
+
+impl WebhookConfig {
+    /// What the queue needs to know of this webhook.
+    pub fn lane_limits(&self) -> crate::queue::LaneLimits {
+        crate::queue::LaneLimits {
+            name: self.name.clone(),
+            max_bytes: self.max_queue_bytes,
+            when_full: self.when_full,
+        }
+    }
 }
 
 /// A webhook URL. Its query string (the `api_key`) and any user info are
@@ -143,9 +181,28 @@ pub struct SecretUrl {
 }
 
 impl SecretUrl {
+    /// Parses one URL; surrounding whitespace (a file's trailing newline) is
+    /// trimmed, anything else that is not a URL is refused. No message ever
+    /// echoes the text: it holds the secret.
     pub fn parse(text: &str) -> Result<SecretUrl, String> {
+        let text = text.trim();
+        if text.lines().nth(1).is_some() {
+            return Err(format!(
+                "holds {} lines; give exactly one URL",
+                text.lines().count()
+            ));
+        }
+        if text.contains(char::is_whitespace) {
+            return Err("holds whitespace inside the URL; give exactly one URL".into());
+        }
         // The parser's message never echoes the input, so it is safe to show.
-        let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
+        let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err("holds a user name or password (`user:password@`), which tailhook \
+                        does not send; put the key where the receiver expects it (SecureX, XDR: \
+                        the `api_key` query parameter)"
+                .into());
+        }
         match url.scheme() {
             "http" | "https" => Ok(SecretUrl {
                 url,
@@ -164,10 +221,19 @@ impl SecretUrl {
 
     /// Whether the URL holds anything [`Display`](fmt::Display) redacts.
     pub fn has_secret(&self) -> bool {
-        self.path_is_secret
-            || self.url.query().is_some()
-            || !self.url.username().is_empty()
-            || self.url.password().is_some()
+        self.path_is_secret || self.url.query().is_some()
+    }
+
+    /// Plain `http://` to anything but this machine: the key would cross the
+    /// network in clear text.
+    fn is_insecure(&self) -> bool {
+        let loopback = match self.url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        self.url.scheme() == "http" && !loopback
     }
 
     /// `text` with every secret of this URL (the URL itself, its query and
@@ -183,7 +249,6 @@ impl SecretUrl {
         secrets.extend(url.query_pairs().map(|(_, value)| {
             url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
         }));
-        secrets.extend(url.password().map(str::to_string));
         if self.path_is_secret {
             secrets.push(url.path().to_string());
         }
@@ -277,7 +342,7 @@ impl WebhookSpec {
         }
         if let Some(url) = &self.url {
             if url != STDOUT_URL {
-                SecretUrl::parse(url).map_err(|e| ("url", e))?;
+                self.secret_url(url).map_err(|e| ("url", e))?;
             }
         }
         if self.max_body_bytes.is_some_and(|b| b < 256) {
@@ -286,8 +351,25 @@ impl WebhookSpec {
                 "must be at least 256 bytes to hold one event".into(),
             ));
         }
-        if self.batch_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(("batch_timeout", "must be above zero".into()));
+        if self.max_queue_bytes == Some(0) {
+            return Err((
+                "max_queue_bytes",
+                "must be above zero (the queue holds at least one chunk of events)".into(),
+            ));
+        }
+        for (key, duration) in [
+            ("batch_timeout", self.batch_timeout),
+            // Zero: every request "times out" at once and is sent again, forever.
+            ("request_timeout", self.request_timeout),
+            // Zero: a failing webhook is retried in a busy loop.
+            ("max_retry_delay", self.max_retry_delay),
+        ] {
+            if duration.is_some_and(|d| d.is_zero()) {
+                return Err((key, "must be above zero".into()));
+            }
+        }
+        if let Some(path) = &self.ca_file {
+            load_ca_file(path).map_err(|e| ("ca_file", e))?;
         }
         if let Some(template) = &self.template {
             crate::deliver::Template::parse(template).map_err(|e| ("template", e))?;
@@ -318,6 +400,11 @@ impl WebhookSpec {
                 .template
                 .clone()
                 .or_else(|| (self.preset == Preset::Slack).then(|| SLACK_TEMPLATE.to_string())),
+            extra_roots: match &self.ca_file {
+                Some(path) => load_ca_file(path).map_err(|e| ("ca_file", e))?,
+                None => Vec::new(),
+            },
+            when_full: self.when_full,
         })
     }
 
@@ -367,13 +454,22 @@ impl WebhookSpec {
         } else {
             "url_file"
         };
-        Ok(WebhookTarget::Http(
-            self.secret_url(text).map_err(|e| (key, e))?,
-        ))
+        let url = self.secret_url(text).map_err(|e| match &self.url_file {
+            Some(path) if key == "url_file" => (key, format!("{}: {e}", path.display())),
+            _ => (key, e),
+        })?;
+        Ok(WebhookTarget::Http(url))
     }
 
     fn secret_url(&self, text: &str) -> Result<SecretUrl, String> {
         let url = SecretUrl::parse(text)?;
+        if url.is_insecure() && !self.allow_insecure_http {
+            return Err(format!(
+                "plain http:// to {} would send the key in clear text; use https://, \
+                 or set allow_insecure_http = true for a trusted network",
+                url.url.host_str().unwrap_or("")
+            ));
+        }
         Ok(if self.preset == Preset::Slack {
             url.with_secret_path()
         } else {
@@ -392,6 +488,31 @@ impl WebhookSpec {
     }
 }
 
+/// The certificates of a `ca_file`: at least one, each one a trust anchor
+/// rustls accepts. Errors name the file.
+fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{shown}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{shown}: holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+        ));
+    }
+    // reqwest parses each certificate only when a client is built: build one
+    // now, so a bad file is a config error rather than a failed delivery.
+    certs
+        .iter()
+        .fold(
+            reqwest::Client::builder().tls_built_in_root_certs(false),
+            |builder, cert| builder.add_root_certificate(cert.clone()),
+        )
+        .build()
+        .map_err(|e| format!("{shown}: not a usable CA certificate: {e}"))?;
+    Ok(certs)
+}
+
 mod optional_duration {
     use serde::Deserializer;
     use std::time::Duration;
@@ -406,11 +527,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_query_and_userinfo() {
-        let url = SecretUrl::parse("https://user:pw@securex-ao.us.security.cisco.com:8443/webhooks/01ABC?api_key=+61Nt/C8==").unwrap();
+    fn redaction_hides_the_query() {
+        let url = SecretUrl::parse(
+            "https://securex-ao.us.security.cisco.com:8443/webhooks/01ABC?api_key=+61Nt/C8==",
+        )
+        .unwrap();
         let shown = format!("{url} {url:?}");
         assert!(!shown.contains("61Nt"), "{shown}");
-        assert!(!shown.contains("pw"), "{shown}");
         assert!(
             shown.contains(
                 "https://securex-ao.us.security.cisco.com:8443/webhooks/01ABC?<redacted>"

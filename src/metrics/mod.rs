@@ -64,6 +64,9 @@ pub struct WebhookGauges {
     pub queued_events: u64,
     pub queued_bytes: u64,
     pub oldest_age_seconds: Option<f64>,
+    /// Events dropped to make room (`when_full = "drop_oldest"`), ever: kept
+    /// in the queue file, so the counter survives restarts.
+    pub dropped_events: u64,
     /// (window as configured, e.g. `5/1m`; requests left in it).
     pub budget_left: Vec<(String, u64)>,
 }
@@ -225,6 +228,12 @@ impl Metrics {
                 count(|c| &c.events_dead_lettered),
             ),
             (
+                "tailhook_events_dropped_total",
+                "counter",
+                "Oldest events dropped from the webhook's full queue (when_full = \"drop_oldest\").",
+                gauge(|g| g.dropped_events as f64),
+            ),
+            (
                 "tailhook_retries_total",
                 "counter",
                 "Failed attempts that were retried.",
@@ -296,6 +305,7 @@ mod tests {
             queued_events: 4,
             queued_bytes: 400,
             oldest_age_seconds: Some(1.5),
+            dropped_events: 7,
             budget_left: vec![("5/1m".into(), 3)],
         }]);
         for line in [
@@ -305,6 +315,8 @@ mod tests {
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"202\"} 1",
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"error\"} 1",
             "tailhook_queue_events{webhook=\"so\\\"c\"} 4",
+            "# TYPE tailhook_events_dropped_total counter",
+            "tailhook_events_dropped_total{webhook=\"so\\\"c\"} 7",
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
         ] {

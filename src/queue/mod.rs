@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::config::RouteConfig;
 use crate::rules::{compile_globs, id_selected};
 
-pub use store::{LaneState, LastError, Queue, QueueError, QueueView, Queued};
+pub use store::{LaneLimits, LaneState, LastError, Queue, QueueError, QueueView, Queued};
 
 pub struct Router {
     /// Rule id → indexes of webhooks, in config order.

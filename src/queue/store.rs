@@ -3,7 +3,8 @@
 //!
 //! Each webhook has its own table of `sequence → event JSON`, so one that is
 //! down only fills its own, up to `max_queue_bytes`; then `append` waits and
-//! back-pressure reaches the tailer (the log files are the buffer). Events are
+//! back-pressure reaches the tailer (the log files are the buffer), or, for a
+//! lane with `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
 //! appended in one transaction per chunk of lines, before the lines' offsets
 //! may be committed, so a crash at any moment loses nothing. Lines read again
 //! after a crash (between the queue write and the checkpoint write) yield
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -23,6 +24,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::config::WhenFull;
 use crate::event::Event;
 
 /// Ids of recently queued events, and their order for forgetting the oldest.
@@ -30,6 +32,10 @@ const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids"
 const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
 /// Per webhook name: its last delivery error, as JSON ([`LastError`]).
 const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
+/// Per webhook name: events dropped to make room (`when_full = "drop_oldest"`), ever.
+const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
+/// Drops are logged at most this often per webhook, with the count since.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// How many ids are remembered: far more than the lines between two
 /// checkpoint writes, which is what can be read twice.
 const REMEMBERED_IDS: u64 = 200_000;
@@ -80,6 +86,16 @@ pub struct LaneState {
     /// Ages of the attempts recorded within the asked window.
     pub attempt_ages: Vec<Duration>,
     pub last_error: Option<LastError>,
+    /// Events dropped to make room, ever.
+    pub dropped: u64,
+}
+
+/// What the queue needs to know of one webhook.
+#[derive(Debug, Clone)]
+pub struct LaneLimits {
+    pub name: String,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
 }
 
 struct Lane {
@@ -87,6 +103,7 @@ struct Lane {
     table: String,
     attempts: String,
     max_bytes: u64,
+    when_full: WhenFull,
     /// Wakes the webhook's delivery task when events arrive.
     arrived: Arc<Notify>,
 }
@@ -97,6 +114,10 @@ struct Usage {
     events: Vec<u64>,
     next_seq: Vec<u64>,
     recent_counter: u64,
+    /// Events dropped to make room, ever, and since the last log line.
+    dropped: Vec<u64>,
+    dropped_unlogged: Vec<u64>,
+    drop_logged_at: Vec<Option<Instant>>,
 }
 
 pub struct Queue {
@@ -110,8 +131,8 @@ pub struct Queue {
 }
 
 impl Queue {
-    /// Opens (or creates) the queue for `webhooks` (name, max bytes) in `state_dir`.
-    pub fn open(state_dir: &Path, webhooks: &[(String, u64)]) -> Result<Arc<Queue>, QueueError> {
+    /// Opens (or creates) the queue for `webhooks` in `state_dir`.
+    pub fn open(state_dir: &Path, webhooks: &[LaneLimits]) -> Result<Arc<Queue>, QueueError> {
         let file = state_dir.join("queue.redb");
         let path = file.display().to_string();
         let fail = |message: String| QueueError {
@@ -131,11 +152,12 @@ impl Queue {
             })?;
         let lanes: Vec<Lane> = webhooks
             .iter()
-            .map(|(name, max_bytes)| Lane {
-                name: name.clone(),
-                table: format!("events:{name}"),
-                attempts: format!("attempts:{name}"),
-                max_bytes: *max_bytes,
+            .map(|limits| Lane {
+                name: limits.name.clone(),
+                table: format!("events:{}", limits.name),
+                attempts: format!("attempts:{}", limits.name),
+                max_bytes: limits.max_bytes,
+                when_full: limits.when_full,
                 arrived: Arc::new(Notify::new()),
             })
             .collect();
@@ -144,6 +166,9 @@ impl Queue {
             events: vec![],
             next_seq: vec![],
             recent_counter: 0,
+            dropped: vec![],
+            dropped_unlogged: vec![0; lanes.len()],
+            drop_logged_at: vec![None; lanes.len()],
         };
         let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
         {
@@ -168,6 +193,15 @@ impl Queue {
                 .map_err(|e| fail(e.to_string()))?;
             txn.open_table(LAST_ERRORS)
                 .map_err(|e| fail(e.to_string()))?;
+            let dropped = txn.open_table(DROPPED).map_err(|e| fail(e.to_string()))?;
+            for lane in &lanes {
+                usage.dropped.push(
+                    dropped
+                        .get(lane.name.as_str())
+                        .map_err(|e| fail(e.to_string()))?
+                        .map_or(0, |n| n.value()),
+                );
+            }
             let order = txn
                 .open_table(RECENT_ORDER)
                 .map_err(|e| fail(e.to_string()))?;
@@ -210,6 +244,11 @@ impl Queue {
         (usage.events[lane], usage.bytes[lane])
     }
 
+    /// Events dropped from `lane` to make room, ever.
+    pub fn dropped(&self, lane: usize) -> u64 {
+        self.usage.lock().expect("queue usage").dropped[lane]
+    }
+
     /// Whether an `append` is waiting for a full lane to make room (and so
     /// the tailer that called it is paused, not stuck).
     pub fn waiting_for_room(&self) -> bool {
@@ -219,7 +258,8 @@ impl Queue {
     /// Appends `events` (lane, event) in one durable transaction, skipping
     /// events whose id was queued before; returns how many each lane took.
     /// Waits while a lane they go to is full: that pauses the tailer, which
-    /// calls this.
+    /// calls this; a `drop_oldest` lane drops its oldest events instead, in
+    /// the same transaction.
     pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
         let mut taken = vec![0; self.lanes.len()];
         if events.is_empty() {
@@ -244,7 +284,8 @@ impl Queue {
             }
             // A lane that holds nothing always takes the chunk, however large.
             let full = (0..self.lanes.len()).find(|&l| {
-                adding[l] > 0
+                self.lanes[l].when_full == WhenFull::Pause
+                    && adding[l] > 0
                     && usage.bytes[l] > 0
                     && usage.bytes[l] + adding[l] > self.lanes[l].max_bytes
             });
@@ -267,6 +308,8 @@ impl Queue {
         self.waiting_for_room.store(false, Ordering::Relaxed);
         let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
         let mut added = Vec::new();
+        // Per lane: (events, bytes) dropped to make room.
+        let mut dropped: HashMap<usize, (u64, u64)> = HashMap::new();
         {
             let mut ids = txn.open_table(RECENT_IDS).map_err(|e| self.fail(e))?;
             let mut order = txn.open_table(RECENT_ORDER).map_err(|e| self.fail(e))?;
@@ -298,6 +341,43 @@ impl Queue {
                 usage.next_seq[*lane] += 1;
                 added.push((*lane, json.len() as u64));
             }
+            for (&lane, table) in &mut tables {
+                if self.lanes[lane].when_full != WhenFull::DropOldest {
+                    continue;
+                }
+                let (new_events, new_bytes) = added
+                    .iter()
+                    .filter(|(l, _)| *l == lane)
+                    .fold((0, 0), |(n, total), (_, b)| (n + 1, total + b));
+                let first_new = usage.next_seq[lane] - new_events;
+                let mut holding = usage.bytes[lane] + new_bytes;
+                let (mut events, mut bytes) = (0, 0);
+                // Only events queued before this chunk go: like an empty
+                // lane, a full one always takes the chunk.
+                while holding > self.lanes[lane].max_bytes {
+                    let oldest = table
+                        .first()
+                        .map_err(|e| self.fail(e))?
+                        .map(|(seq, json)| (seq.value(), json.value().len() as u64));
+                    let Some((seq, size)) = oldest.filter(|(seq, _)| *seq < first_new) else {
+                        break;
+                    };
+                    table.remove(seq).map_err(|e| self.fail(e))?;
+                    holding -= size;
+                    events += 1;
+                    bytes += size;
+                }
+                if events > 0 {
+                    dropped.insert(lane, (events, bytes));
+                    let mut totals = txn.open_table(DROPPED).map_err(|e| self.fail(e))?;
+                    totals
+                        .insert(
+                            self.lanes[lane].name.as_str(),
+                            usage.dropped[lane] + events,
+                        )
+                        .map_err(|e| self.fail(e))?;
+                }
+            }
             let forget_below = usage.recent_counter.saturating_sub(REMEMBERED_IDS);
             loop {
                 let oldest = order
@@ -318,6 +398,24 @@ impl Queue {
             usage.events[lane] += 1;
             taken[lane] += 1;
             self.lanes[lane].arrived.notify_one();
+        }
+        for (lane, (events, bytes)) in dropped {
+            usage.bytes[lane] -= bytes;
+            usage.events[lane] -= events;
+            usage.dropped[lane] += events;
+            usage.dropped_unlogged[lane] += events;
+            let due = usage.drop_logged_at[lane].is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL);
+            if due {
+                tracing::warn!(
+                    queue = %self.lanes[lane].table,
+                    dropped = usage.dropped_unlogged[lane],
+                    dropped_total = usage.dropped[lane],
+                    max_queue_bytes = self.lanes[lane].max_bytes,
+                    "queue is full: dropped the webhook's oldest events to make room (when_full = \"drop_oldest\")"
+                );
+                usage.dropped_unlogged[lane] = 0;
+                usage.drop_logged_at[lane] = Some(Instant::now());
+            }
         }
         Ok(taken)
     }
@@ -521,8 +619,14 @@ fn remembered(
         Err(TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    let dropped = match txn.open_table(DROPPED) {
+        Ok(table) => table.get(name)?.map_or(0, |n| n.value()),
+        Err(TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
     Ok(LaneState {
         oldest: oldest_event(txn, &format!("events:{name}"))?,
+        dropped,
         attempt_ages: attempt_ages(txn, &format!("attempts:{name}"), window)?,
         last_error,
         ..LaneState::default()
@@ -572,8 +676,19 @@ mod tests {
         Arc::new(Event::sample(id, message))
     }
 
-    fn hooks() -> Vec<(String, u64)> {
-        vec![("a".into(), 1_000_000), ("b".into(), 1_000_000)]
+    fn lane(name: &str, max_bytes: u64, when_full: WhenFull) -> LaneLimits {
+        LaneLimits {
+            name: name.into(),
+            max_bytes,
+            when_full,
+        }
+    }
+
+    fn hooks() -> Vec<LaneLimits> {
+        vec![
+            lane("a", 1_000_000, WhenFull::Pause),
+            lane("b", 1_000_000, WhenFull::Pause),
+        ]
     }
 
     #[test]
@@ -624,9 +739,70 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_oldest_lane_drops_its_oldest_events_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let lanes = [
+            lane("dead", 1_200, WhenFull::DropOldest),
+            lane("live", 1_000_000, WhenFull::Pause),
+        ];
+        let queue = Queue::open(dir.path(), &lanes).unwrap();
+        for n in 0..20 {
+            let e = event(&n.to_string(), &format!("{n:03}{}", "x".repeat(300)));
+            queue.append(&[(0, e.clone()), (1, e)]).unwrap();
+            let (_, bytes) = queue.depth(0);
+            assert!(bytes <= 1_200, "lane over its limit: {bytes}");
+        }
+        assert!(!queue.waiting_for_room());
+        let kept: Vec<String> = queue
+            .read(0, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.message[..3].to_string())
+            .collect();
+        assert_eq!(kept.last().map(String::as_str), Some("019"), "newest kept");
+        let dropped = queue.dropped(0);
+        assert_eq!(dropped as usize + kept.len(), 20, "{kept:?}");
+        assert_eq!(kept[0], format!("{dropped:03}"), "the oldest went first");
+        assert_eq!(queue.depth(1).0, 20, "the other lane keeps everything");
+        assert_eq!(queue.dropped(1), 0);
+        let (events, bytes) = queue.depth(0);
+        drop(queue);
+
+        // The count survives a restart, for status and the metric.
+        let queue = Queue::open(dir.path(), &lanes).unwrap();
+        assert_eq!(queue.dropped(0), dropped);
+        assert_eq!(queue.depth(0), (events, bytes));
+        drop(queue);
+        let view = QueueView::open(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            view.lane_state("dead", Duration::ZERO).unwrap().dropped,
+            dropped
+        );
+    }
+
+    #[test]
+    fn a_drop_oldest_lane_takes_a_chunk_larger_than_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 400, WhenFull::DropOldest)]).unwrap();
+        queue.append(&[(0, event("old", "x"))]).unwrap();
+        let chunk: Vec<_> = (0..3)
+            .map(|n| (0, event(&format!("new{n}"), &"y".repeat(300))))
+            .collect();
+        queue.append(&chunk).unwrap();
+        let ids: Vec<String> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.id.clone())
+            .collect();
+        assert_eq!(ids, ["new0", "new1", "new2"]);
+        assert_eq!(queue.dropped(0), 1);
+    }
+
+    #[test]
     fn a_full_lane_makes_append_wait_until_events_leave() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
         queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
         let writer = {
             let queue = queue.clone();
