@@ -211,7 +211,11 @@ impl Pipeline {
                 tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
             }
         }
-        let lanes: Vec<LaneLimits> = self.webhooks.iter().map(WebhookConfig::lane_limits).collect();
+        let lanes: Vec<LaneLimits> = self
+            .webhooks
+            .iter()
+            .map(WebhookConfig::lane_limits)
+            .collect();
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),

@@ -247,7 +247,10 @@ fn accepted_but_wrong_settings_are_refused_naming_the_file_and_key() {
         ),
         (
             "user:password in the URL",
-            CONFIG.replace("https://example.test", "https://admin:s3cretpw@example.test"),
+            CONFIG.replace(
+                "https://example.test",
+                "https://admin:s3cretpw@example.test",
+            ),
             "webhook.soc.url: holds a user name or password",
         ),
         (
@@ -262,7 +265,10 @@ fn accepted_but_wrong_settings_are_refused_naming_the_file_and_key() {
         ),
         (
             "a CA file that is not one",
-            CONFIG.replace(url_line, &format!("{url_line}\nca_file = \"rules/test.toml\"")),
+            CONFIG.replace(
+                url_line,
+                &format!("{url_line}\nca_file = \"rules/test.toml\""),
+            ),
             "webhook.soc.ca_file: ",
         ),
     ];

@@ -180,7 +180,9 @@ fn a_private_ca_is_trusted_only_through_the_webhooks_ca_file() {
     );
     let agent = Agent::start(&config);
     setup.append("auth.log", &(4..=5).map(failed_line).collect::<Vec<_>>());
-    wait_until(DEADLINE, "5 events over TLS", || receiver.events().len() >= 5);
+    wait_until(DEADLINE, "5 events over TLS", || {
+        receiver.events().len() >= 5
+    });
     // Sentinel: once line 6 is in, every earlier one has been through.
     setup.append("auth.log", &[failed_line(6)]);
     wait_until(DEADLINE, "the sentinel event", || {

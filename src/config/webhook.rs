@@ -198,10 +198,12 @@ impl SecretUrl {
         // The parser's message never echoes the input, so it is safe to show.
         let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
         if !url.username().is_empty() || url.password().is_some() {
-            return Err("holds a user name or password (`user:password@`), which tailhook \
+            return Err(
+                "holds a user name or password (`user:password@`), which tailhook \
                         does not send; put the key where the receiver expects it (SecureX, XDR: \
                         the `api_key` query parameter)"
-                .into());
+                    .into(),
+            );
         }
         match url.scheme() {
             "http" | "https" => Ok(SecretUrl {

@@ -345,21 +345,22 @@ impl Queue {
                 if self.lanes[lane].when_full != WhenFull::DropOldest {
                     continue;
                 }
-                let (new_events, new_bytes) = added
+                let new_bytes: u64 = added
                     .iter()
                     .filter(|(l, _)| *l == lane)
-                    .fold((0, 0), |(n, total), (_, b)| (n + 1, total + b));
-                let first_new = usage.next_seq[lane] - new_events;
+                    .map(|(_, b)| b)
+                    .sum();
+                let newest = usage.next_seq[lane] - 1;
                 let mut holding = usage.bytes[lane] + new_bytes;
                 let (mut events, mut bytes) = (0, 0);
-                // Only events queued before this chunk go: like an empty
-                // lane, a full one always takes the chunk.
+                // Oldest first, this chunk's too, but never the newest event:
+                // one event larger than the limit is still queued.
                 while holding > self.lanes[lane].max_bytes {
                     let oldest = table
                         .first()
                         .map_err(|e| self.fail(e))?
                         .map(|(seq, json)| (seq.value(), json.value().len() as u64));
-                    let Some((seq, size)) = oldest.filter(|(seq, _)| *seq < first_new) else {
+                    let Some((seq, size)) = oldest.filter(|(seq, _)| *seq < newest) else {
                         break;
                     };
                     table.remove(seq).map_err(|e| self.fail(e))?;
@@ -371,10 +372,7 @@ impl Queue {
                     dropped.insert(lane, (events, bytes));
                     let mut totals = txn.open_table(DROPPED).map_err(|e| self.fail(e))?;
                     totals
-                        .insert(
-                            self.lanes[lane].name.as_str(),
-                            usage.dropped[lane] + events,
-                        )
+                        .insert(self.lanes[lane].name.as_str(), usage.dropped[lane] + events)
                         .map_err(|e| self.fail(e))?;
                 }
             }
@@ -781,11 +779,11 @@ mod tests {
     }
 
     #[test]
-    fn a_drop_oldest_lane_takes_a_chunk_larger_than_its_limit() {
+    fn a_drop_oldest_lane_keeps_the_newest_of_a_chunk_larger_than_its_limit() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[lane("a", 400, WhenFull::DropOldest)]).unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 700, WhenFull::DropOldest)]).unwrap();
         queue.append(&[(0, event("old", "x"))]).unwrap();
-        let chunk: Vec<_> = (0..3)
+        let chunk: Vec<_> = (0..4)
             .map(|n| (0, event(&format!("new{n}"), &"y".repeat(300))))
             .collect();
         queue.append(&chunk).unwrap();
@@ -795,8 +793,22 @@ mod tests {
             .iter()
             .map(|q| q.event.id.clone())
             .collect();
-        assert_eq!(ids, ["new0", "new1", "new2"]);
-        assert_eq!(queue.dropped(0), 1);
+        assert_eq!(ids.last().map(String::as_str), Some("new3"));
+        assert!(queue.depth(0).1 <= 700, "{:?}", queue.depth(0));
+        assert_eq!(queue.dropped(0) as usize + ids.len(), 5);
+
+        // One event larger than the limit is still queued.
+        queue
+            .append(&[(0, event("huge", &"z".repeat(1_000)))])
+            .unwrap();
+        let ids: Vec<String> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.id.clone())
+            .collect();
+        assert_eq!(ids, ["huge"]);
+        assert_eq!(queue.dropped(0), 5);
     }
 
     #[test]
