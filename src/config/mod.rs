@@ -40,6 +40,15 @@ pub enum ConfigError {
         path: PathBuf,
         source: Box<figment::Error>,
     },
+    /// Not TOML. toml's own message quotes the offending line, which may
+    /// be a webhook URL with its key: only the line number and the problem
+    /// are shown.
+    #[error("{path}:{line}: not valid TOML: {problem}")]
+    Syntax {
+        path: PathBuf,
+        line: usize,
+        problem: String,
+    },
     #[error("{path}: {key}: {problem}")]
     Invalid {
         path: PathBuf,
@@ -216,6 +225,34 @@ fn default_max_line_bytes() -> usize {
     64 * 1024
 }
 
+/// figment quotes a string of the wrong type in full, and that string can
+/// be a webhook URL with its key (`url` under `[webhook]` instead of
+/// `[webhook.NAME]`): such errors say "a string" instead.
+fn without_quoted_strings(error: figment::Error) -> figment::Error {
+    use figment::error::{Actual, Kind};
+    let hide = |actual: &mut Actual| {
+        if matches!(actual, Actual::Str(_)) {
+            *actual = Actual::Other("a string".into());
+        }
+    };
+    let errors: Vec<figment::Error> = error
+        .into_iter()
+        .map(|mut e| {
+            match &mut e.kind {
+                Kind::InvalidType(actual, _) | Kind::InvalidValue(actual, _) => hide(actual),
+                _ => {}
+            }
+            e
+        })
+        .collect();
+    // Rebuilt from the last so the first error stays the one shown first.
+    errors
+        .into_iter()
+        .rev()
+        .reduce(|earlier, e| earlier.chain(e))
+        .expect("an error holds at least itself")
+}
+
 fn world_readable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
@@ -250,6 +287,23 @@ impl Config {
                 problem: "no such config file (give one with -c FILE or $TAILHOOK_CONFIG)".into(),
             });
         }
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "-c".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        if let Err(e) = text.parse::<toml::Table>() {
+            let at = e.span().map_or(0, |span| span.start.min(text.len()));
+            return Err(ConfigError::Syntax {
+                path: path.to_path_buf(),
+                line: text.as_bytes()[..at]
+                    .iter()
+                    .filter(|b| **b == b'\n')
+                    .count()
+                    + 1,
+                problem: e.message().to_string(),
+            });
+        }
         let env = env.ignore(NON_CONFIG_ENV).split("__");
         let mut config: Config = Figment::new()
             .merge(Toml::file_exact(path))
@@ -257,7 +311,7 @@ impl Config {
             .extract()
             .map_err(|e| ConfigError::Parse {
                 path: path.to_path_buf(),
-                source: Box::new(e),
+                source: Box::new(without_quoted_strings(e)),
             })?;
         config.source = path.to_path_buf();
         // Checked before resolving: an empty path would become the config's folder.
@@ -810,11 +864,159 @@ mod tests {
     }
 
     #[test]
+    fn syntax_and_type_errors_never_quote_a_url() {
+        let url = "url = \"https://example.test/x?api_key=SECRETKEY\"";
+        let err = load(&format!("[webhook.soc]\n{url}\n{url}\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("tailhook.toml:3: not valid TOML: duplicate key"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRETKEY"), "{text}");
+
+        // `[webhook]` without a name: a string where a section belongs.
+        let err = load(&format!("[webhook]\n{url}\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("found a string"), "{text}");
+        assert!(text.contains("webhook.url"), "{text}");
+        assert!(!text.contains("SECRETKEY"), "{text}");
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let err = Config::load(Path::new("/nonexistent/tailhook.toml")).unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent/tailhook.toml"),
             "{err}"
         );
+    }
+
+    /// Every key a config may set, in any section.
+    const KEYS: &[&str] = &[
+        "state_dir",
+        "host",
+        "poll_interval",
+        "shutdown_timeout",
+        "inotify",
+        "metrics_listen",
+        "paths",
+        "name",
+        "type",
+        "units",
+        "identifiers",
+        "matches",
+        "exclude",
+        "start_at",
+        "rules",
+        "max_line_bytes",
+        "partial_line_timeout",
+        "url_env",
+        "url_file",
+        "preset",
+        "content_type",
+        "rate_limits",
+        "max_body_bytes",
+        "max_queue_bytes",
+        "batch_timeout",
+        "request_timeout",
+        "max_retry_delay",
+        "template",
+        "allow_insecure_http",
+        "ca_file",
+        "when_full",
+        "webhooks",
+    ];
+
+    /// Lines of a config: section headers, `key = value` with values of
+    /// every type and typical mistakes, webhook URLs holding a secret
+    /// (`SECRETKEY`), and arbitrary text.
+    fn config_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        let text = || any::<String>().prop_map(|t| toml::Value::String(t).to_string());
+        let value = prop_oneof![
+            text(),
+            select(vec![
+                "\"0s\"",
+                "\"5s\"",
+                "\"1d\"",
+                "\"soon\"",
+                "\"99999999999999d\"",
+                "0",
+                "1",
+                "-1",
+                "18446744073709551616",
+                "true",
+                "\"end\"",
+                "\"beginning\"",
+                "\"journald\"",
+                "\"slack\"",
+                "\"securex\"",
+                "\"drop_oldest\"",
+                "\"pause\"",
+                "\"application/xml\"",
+                "[\"5/1m\"]",
+                "[\"0/1m\"]",
+                "[\"*\"]",
+                "[\"soc\"]",
+                "[\"[\"]",
+                "[]",
+                "\"127.0.0.1:0\"",
+                "{}",
+                "\"{rule}\"",
+                "\"{nope\"",
+                "\"\"",
+            ])
+            .prop_map(str::to_string),
+            any::<i64>().prop_map(|n| n.to_string()),
+            proptest::collection::vec(text(), 0..3).prop_map(|v| format!("[{}]", v.join(", "))),
+        ];
+        let url = select(vec![
+            "https://example.test/x?api_key=SECRETKEY",
+            "http://example.test/x?api_key=SECRETKEY",
+            "http://127.0.0.1:1/x?api_key=SECRETKEY",
+            "https://user:SECRETKEY@example.test/x",
+            "https://example.test/x?api_key=SECRETKEY\\nhttps://other.test/",
+            "https://exa mple.test/x?api_key=SECRETKEY",
+            "ftp://example.test/SECRETKEY",
+            "https//example.test?api_key=SECRETKEY",
+            "-",
+        ]);
+        prop_oneof![
+            select(vec![
+                "[agent]",
+                "[rules]",
+                "[[input]]",
+                "[webhook.soc]",
+                "[webhook.\"../x\"]",
+                "[webhook.\"\"]",
+                "[[route]]",
+                "[webhook]",
+                "[input]",
+            ])
+            .prop_map(str::to_string),
+            (select(KEYS.to_vec()), value).prop_map(|(k, v)| format!("{k} = {v}")),
+            url.prop_map(|u| format!("url = \"{u}\"")),
+            "\\PC{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any config text: loaded, or an error naming the file; resolving
+        /// the webhooks likewise; no error ever shows a URL's secret.
+        #[test]
+        fn arbitrary_configs_load_or_fail_cleanly(lines in proptest::collection::vec(config_line(), 0..14)) {
+            let (_dir, path) = write_config(&lines.join("\n"));
+            let shown = path.display().to_string();
+            let problem = match Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_")) {
+                Ok(config) => config.webhooks().err(),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = problem {
+                let text = e.to_string();
+                proptest::prop_assert!(text.starts_with(&shown), "{}", text);
+                proptest::prop_assert!(!text.contains("SECRETKEY"), "{}", text);
+            }
+        }
     }
 }

@@ -635,4 +635,76 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("application/json"), "{err}");
     }
+
+    /// An http(s) URL with arbitrary path segments and query pairs.
+    fn arbitrary_url() -> impl proptest::strategy::Strategy<Value = reqwest::Url> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![Just("https"), Just("http")],
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}",
+            proptest::option::of(1u16..),
+            proptest::collection::vec(any::<String>(), 0..4),
+            proptest::collection::vec((any::<String>(), any::<String>()), 0..4),
+        )
+            .prop_map(|(scheme, host, port, segments, pairs)| {
+                let mut url = reqwest::Url::parse(&format!("{scheme}://{host}/")).unwrap();
+                url.set_port(port).unwrap();
+                url.path_segments_mut().unwrap().extend(&segments);
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&pairs);
+                }
+                url
+            })
+    }
+
+    proptest::proptest! {
+        /// Shown, a URL is its scheme, host, port and (unless secret) path;
+        /// the query and a secret path are `<redacted>`, whatever they hold.
+        #[test]
+        fn redaction_shows_nothing_of_the_query_or_a_secret_path(url in arbitrary_url(), slack in proptest::prelude::any::<bool>()) {
+            let mut secret = SecretUrl::parse(url.as_str()).unwrap();
+            if slack {
+                secret = secret.with_secret_path();
+            }
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let path = if slack { "/<redacted>" } else { url.path() };
+            let query = if url.query().is_some() { "?<redacted>" } else { "" };
+            let expected = format!("{}://{}{port}{path}{query}", url.scheme(), url.host_str().unwrap());
+            proptest::prop_assert_eq!(secret.to_string(), expected.clone());
+            proptest::prop_assert_eq!(format!("{secret:?}"), format!("SecretUrl({expected})"));
+            proptest::prop_assert_eq!(secret.has_secret(), slack || url.query().is_some());
+        }
+
+        /// A receiver's text that echoes a key (as sent or decoded) keeps
+        /// none of it after `scrub`.
+        #[test]
+        fn scrub_removes_every_echoed_key(
+            key in "[A-Za-z0-9+/=_.-]{4,40}",
+            before in proptest::prelude::any::<String>(),
+            after in proptest::prelude::any::<String>(),
+            encoded in proptest::prelude::any::<bool>(),
+        ) {
+            proptest::prop_assume!(!"<redacted>".contains(key.as_str()));
+            let mut url = reqwest::Url::parse("https://receiver.test/webhooks/1").unwrap();
+            url.query_pairs_mut().append_pair("api_key", &key);
+            let secret = SecretUrl::parse(url.as_str()).unwrap();
+            let echoed = if encoded {
+                url::form_urlencoded::byte_serialize(key.as_bytes()).collect()
+            } else {
+                key.clone()
+            };
+            let scrubbed = secret.scrub(&format!("{before}{echoed}{after}"));
+            proptest::prop_assert!(!scrubbed.contains(&key), "{}", scrubbed);
+            proptest::prop_assert!(!scrubbed.contains(&echoed), "{}", scrubbed);
+        }
+
+        /// Any text as a URL: parsed or refused, and a refusal never
+        /// repeats what it was given.
+        #[test]
+        fn a_refused_url_is_never_echoed(text in "\\PC{0,60}SECRETKEY\\PC{0,20}") {
+            if let Err(problem) = SecretUrl::parse(&text) {
+                proptest::prop_assert!(!problem.contains("SECRETKEY"), "{}", problem);
+            }
+        }
+    }
 }
