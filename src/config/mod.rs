@@ -391,10 +391,8 @@ impl Config {
             }
         }
         for spec in self.webhooks.values_mut() {
-            for file in [&mut spec.url_file, &mut spec.ca_file] {
-                if let Some(f) = file {
-                    *f = resolve(f);
-                }
+            for file in [&mut spec.url_file, &mut spec.ca_file].into_iter().flatten() {
+                *file = resolve(file);
             }
         }
     }
