@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use support::binary;
+use support::{binary, missing_prerequisite};
 
 const FAMILIES: &[&str] = &[
     "sshd",
@@ -163,8 +163,7 @@ fn shipped_rules_against_fail2ban_samples() {
         "/../shared/fail2ban-logs"
     ));
     if !folder.is_dir() {
-        eprintln!("skipped: {} is absent", folder.display());
-        return;
+        return missing_prerequisite(&format!("{} is absent", folder.display()));
     }
     let mut forged = Vec::new();
     let mut low_recall = Vec::new();
@@ -182,6 +181,7 @@ fn shipped_rules_against_fail2ban_samples() {
     for family in FAMILIES {
         let sample = folder.join(family);
         if !sample.is_file() {
+            missing_prerequisite(&format!("{} is absent", sample.display()));
             continue;
         }
         let s = score(&sample);

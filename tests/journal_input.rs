@@ -5,10 +5,11 @@
 //! `--lines` and `--follow` (with `tail -f`), so spawning, following,
 //! restarting from the committed cursor and `kill -9` are exercised for real.
 //! The fake leaves filtering to the agent's arguments, which it records.
-//! Two tests use the real journalctl: one on the machine's journal (skipped
-//! where there is none), one on a systemd-journald of its own in a private
-//! mount namespace (skipped unless root with `unshare`, `nsenter` and the
-//! journald binary), which checks the filters' meaning and a `kill -9`.
+//! Two tests use the real journalctl: one on the machine's journal, one on a
+//! systemd-journald of its own in a private mount namespace (needs root with
+//! `unshare`, `nsenter` and the journald binary), which checks the filters'
+//! meaning and a `kill -9`. Without their prerequisites they skip, saying
+//! so, or fail under `CI=true`.
 
 mod support;
 
@@ -539,8 +540,7 @@ fn a_real_journal_entry_reaches_the_webhook() {
         .output()
         .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
     if !readable {
-        eprintln!("skipped: no readable systemd journal here");
-        return;
+        return missing_prerequisite("no readable systemd journal here");
     }
     let identifier = format!("tailhook-test-{}", std::process::id());
     let logged = Command::new("sh")
@@ -551,8 +551,7 @@ fn a_real_journal_entry_reaches_the_webhook() {
         .output()
         .is_ok_and(|out| out.status.success());
     if !logged {
-        eprintln!("skipped: cannot write to the journal (no systemd-cat or no journald)");
-        return;
+        return missing_prerequisite("cannot write to the journal (no systemd-cat or no journald)");
     }
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
@@ -612,8 +611,8 @@ fn a_cursor_journalctl_refuses_is_reported_and_reading_goes_on_from_the_end() {
 /// A systemd-journald of the test's own, in a private mount namespace with
 /// tmpfs over `/run` and `/var/log/journal`, so nothing of it is seen
 /// outside. Needs root (mount), util-linux's `unshare` and `nsenter`,
-/// `systemd-cat` and the journald binary; `None` (and the reason on stderr)
-/// where any is missing.
+/// `systemd-cat` and the journald binary; `None` where any is missing (see
+/// [`missing_prerequisite`]).
 struct PrivateJournald {
     unshare: std::process::Child,
 }
@@ -621,7 +620,7 @@ struct PrivateJournald {
 impl PrivateJournald {
     fn start() -> Option<PrivateJournald> {
         let skip = |why: &str| {
-            eprintln!("skipped: no private journald: {why}");
+            missing_prerequisite(&format!("no private journald: {why}"));
             None
         };
         let Some(journald) = [

@@ -48,12 +48,6 @@ fn send_within_a_second(config: &Path, data: &str) -> Output {
     )
 }
 
-fn status_json(config: &Path) -> serde_json::Value {
-    let output = tailhook(config, &["status", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
-}
-
 /// A receiver answering every request with `failing` (0: as SecureX
 /// would), and a config (the support one, with `keys`) that posts to it.
 fn receiver_and_config(failing: u16, keys: ConfigKeys) -> (Receiver, Setup, PathBuf) {

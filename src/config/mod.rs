@@ -391,7 +391,10 @@ impl Config {
             }
         }
         for spec in self.webhooks.values_mut() {
-            for file in [&mut spec.url_file, &mut spec.ca_file].into_iter().flatten() {
+            for file in [&mut spec.url_file, &mut spec.ca_file]
+                .into_iter()
+                .flatten()
+            {
                 *file = resolve(file);
             }
         }
