@@ -4,8 +4,8 @@
 //! Each webhook has its own table of `sequence → event JSON`, so one that is
 //! down only fills its own, up to `max_queue_bytes`; then `append` waits and
 //! back-pressure reaches the tailer (the log files are the buffer), or, for a
-//! lane with `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
-//! appended in one transaction per chunk of lines, before the lines' offsets
+//! lane with `when_full = "drop_oldest"`, drops that lane's oldest events.
+//! Events are appended in one transaction per chunk of lines, before the lines' offsets
 //! may be committed, so a crash at any moment loses nothing. Lines read again
 //! after a crash (between the queue write and the checkpoint write) yield
 //! events with the same ids, which `append` recognises and skips: after a
