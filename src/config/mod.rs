@@ -10,6 +10,7 @@
 //! Relative paths (state dir, rule paths, input globs) are taken relative to the
 //! config file's folder, so a config works wherever the agent is started from.
 
+mod located;
 mod units;
 mod webhook;
 
@@ -35,23 +36,20 @@ const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    /// The file does not parse into a config: `FILE:LINE:COL: key: problem`
+    /// (or the environment variable at fault instead of the position).
+    #[error("{at}: {}{problem}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
     Parse {
-        path: PathBuf,
-        source: Box<figment::Error>,
-    },
-    /// Not TOML. toml's own message quotes the offending line, which may
-    /// be a webhook URL with its key: only the line number and the problem
-    /// are shown.
-    #[error("{path}:{line}: not valid TOML: {problem}")]
-    Syntax {
-        path: PathBuf,
-        line: usize,
+        at: String,
+        key: Option<String>,
         problem: String,
     },
-    #[error("{path}: {key}: {problem}")]
+    /// A key with a value that does not fit (validation): at the value's
+    /// line and column when the file holds the key.
+    #[error("{path}{}: {key}: {problem}", position.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
+        position: Option<(usize, usize)>,
         key: String,
         problem: String,
     },
@@ -225,34 +223,6 @@ fn default_max_line_bytes() -> usize {
     64 * 1024
 }
 
-/// figment quotes a string of the wrong type in full, and that string can
-/// be a webhook URL with its key (`url` under `[webhook]` instead of
-/// `[webhook.NAME]`): such errors say "a string" instead.
-fn without_quoted_strings(error: figment::Error) -> figment::Error {
-    use figment::error::{Actual, Kind};
-    let hide = |actual: &mut Actual| {
-        if matches!(actual, Actual::Str(_)) {
-            *actual = Actual::Other("a string".into());
-        }
-    };
-    let errors: Vec<figment::Error> = error
-        .into_iter()
-        .map(|mut e| {
-            match &mut e.kind {
-                Kind::InvalidType(actual, _) | Kind::InvalidValue(actual, _) => hide(actual),
-                _ => {}
-            }
-            e
-        })
-        .collect();
-    // Rebuilt from the last so the first error stays the one shown first.
-    errors
-        .into_iter()
-        .rev()
-        .reduce(|earlier, e| earlier.chain(e))
-        .expect("an error holds at least itself")
-}
-
 fn world_readable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
@@ -283,25 +253,9 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
+                position: None,
                 key: "-c".into(),
                 problem: "no such config file (give one with -c FILE or $TAILHOOK_CONFIG)".into(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: "-c".into(),
-            problem: format!("cannot read: {e}"),
-        })?;
-        if let Err(e) = text.parse::<toml::Table>() {
-            let at = e.span().map_or(0, |span| span.start.min(text.len()));
-            return Err(ConfigError::Syntax {
-                path: path.to_path_buf(),
-                line: text.as_bytes()[..at]
-                    .iter()
-                    .filter(|b| **b == b'\n')
-                    .count()
-                    + 1,
-                problem: e.message().to_string(),
             });
         }
         let env = env.ignore(NON_CONFIG_ENV).split("__");
@@ -309,10 +263,7 @@ impl Config {
             .merge(Toml::file_exact(path))
             .merge(env)
             .extract()
-            .map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source: Box::new(without_quoted_strings(e)),
-            })?;
+            .map_err(|e| located::locate(path, e))?;
         config.source = path.to_path_buf();
         // Checked before resolving: an empty path would become the config's folder.
         if config.agent.state_dir.to_string_lossy().trim().is_empty() {
@@ -400,10 +351,15 @@ impl Config {
         }
     }
 
+    /// A problem with `key`, at `FILE:LINE:COL` when the file holds the key.
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        let key = key.into();
         ConfigError::Invalid {
             path: self.source.clone(),
-            key: key.into(),
+            position: std::fs::read_to_string(&self.source)
+                .ok()
+                .and_then(|text| located::key_position(&text, &key)),
+            key,
             problem: problem.into(),
         }
     }
@@ -490,11 +446,9 @@ impl Config {
                     }
                 }
             }
-            for (field, patterns) in [
-                ("paths", &input.paths),
-                ("exclude", &input.exclude),
-                ("rules", &input.rules),
-            ] {
+            crate::rules::RuleSelector::parse(&input.rules)
+                .map_err(|problem| self.invalid(key("rules"), problem))?;
+            for (field, patterns) in [("paths", &input.paths), ("exclude", &input.exclude)] {
                 for p in patterns {
                     glob::Pattern::new(p).map_err(|e| {
                         self.invalid(key(field), format!("`{p}` is not a valid glob: {e}"))
@@ -536,14 +490,8 @@ impl Config {
             if route.webhooks.is_empty() {
                 return Err(self.invalid(format!("route[{i}].webhooks"), "names no webhook"));
             }
-            for p in &route.rules {
-                glob::Pattern::new(p).map_err(|e| {
-                    self.invalid(
-                        format!("route[{i}].rules"),
-                        format!("`{p}` is not a valid glob: {e}"),
-                    )
-                })?;
-            }
+            crate::rules::RuleSelector::parse(&route.rules)
+                .map_err(|problem| self.invalid(format!("route[{i}].rules"), problem))?;
         }
         Ok(())
     }
@@ -870,7 +818,7 @@ mod tests {
         let err = load(&format!("[webhook.soc]\n{url}\n{url}\n")).unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("tailhook.toml:3: not valid TOML: duplicate key"),
+            text.contains("tailhook.toml:3:1: duplicate key `url`"),
             "{text}"
         );
         assert!(!text.contains("SECRETKEY"), "{text}");

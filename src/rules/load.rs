@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::gate::{SuppressSpec, ThresholdSpec};
+use super::overrides::{self, Override, OverrideReport, OverrideSpec};
 use super::{Example, FieldType, Rule, RuleRegex, Severity};
 
 /// A rule-file problem: where it is and what is wrong.
@@ -41,6 +42,8 @@ impl std::error::Error for RuleError {}
 struct RuleFile {
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<Spanned<OverrideSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -78,12 +81,15 @@ fn yes() -> bool {
 }
 
 /// `{syslog}` at the start of a regex stands for a syslog line's header up to
-/// the program name: an optional `<PRI>` and RFC 5424 version, the time as
-/// classic syslog (`Nov 22 10:00:01`), RFC 3339 (rsyslog on newer
-/// distributions; the zone may be missing) or TAI64N (daemontools' `@4000…`),
-/// and the host (`host.hostname`), which some senders omit.
+/// the program name: an optional `<PRI>` and version; the time as classic
+/// syslog (`Nov 22 10:00:01`), RFC 3339 or ISO 8601 with a space for the `T`
+/// (fraction after `.` or `,`, zone optional), TAI64N (daemontools' `@4000…`),
+/// or RFC 5424's nil `-`; then the host (`host.hostname`, a name, FQDN or
+/// IPv4 address), which some senders omit and some precede by two spaces.
+/// RFC 5424 lines reach the rules already rewritten to this layout (see
+/// `rfc5424`). Kept to one pass of few states: every rule's match runs it.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]? ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]{1,2} - |(?:<[0-9]{1,3}>[0-9]{0,2} ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?) +)(?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
@@ -119,9 +125,18 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
     Ok(files)
 }
 
-/// Parses and compiles every rule in `files`; rule ids must be unique across them.
-pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
+/// Every rule of the loaded files, with the files' overrides applied.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub overrides: OverrideReport,
+}
+
+/// Parses and compiles every rule in `files` (ids must be unique across
+/// them), then applies every file's `[[override]]` tables in order.
+pub fn load_rules(files: &[PathBuf]) -> Result<RuleSet, RuleError> {
     let mut rules = Vec::new();
+    let mut all_overrides = Vec::new();
     let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| RuleError {
@@ -130,8 +145,9 @@ pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
             rule: None,
             problem: format!("cannot read rules: {e}"),
         })?;
-        for rule in parse_rules(file, &text)? {
-            let (line, rule) = rule;
+        let parsed = parse_file(file, &text)?;
+        all_overrides.extend(parsed.overrides);
+        for (line, rule) in parsed.rules {
             if let Some((other_file, other_line)) = seen.get(&rule.id) {
                 return Err(RuleError {
                     file: file.clone(),
@@ -144,11 +160,23 @@ pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
             rules.push(rule);
         }
     }
-    Ok(rules)
+    let overrides = overrides::apply(&mut rules, &all_overrides);
+    Ok(RuleSet { rules, overrides })
 }
 
-/// Parses one file's text; each rule comes with the line it starts on.
+/// One file's rules (each with the line it starts on) and overrides.
+struct ParsedFile {
+    rules: Vec<(usize, Rule)>,
+    overrides: Vec<Override>,
+}
+
+/// Parses one file's rules, each with the line it starts on. Its overrides
+/// are checked but not applied: they may concern other files' rules.
 pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleError> {
+    parse_file(file, text).map(|parsed| parsed.rules)
+}
+
+fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, RuleError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let parsed: RuleFile = toml::from_str(text).map_err(|e| RuleError {
         file: file.to_path_buf(),
@@ -156,7 +184,15 @@ pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleEr
         rule: None,
         problem: e.message().to_string(),
     })?;
-    parsed
+    let overrides = parsed
+        .overrides
+        .into_iter()
+        .map(|spanned| {
+            let line = line_of(spanned.span().start);
+            Override::new(file, line, spanned.into_inner())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rules = parsed
         .rule
         .into_iter()
         .map(|spanned| {
@@ -174,7 +210,8 @@ pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleEr
             })
             .map(|rule| (line, rule))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParsedFile { rules, overrides })
 }
 
 /// Builds a [`Rule`]; `fail` turns a problem (at a span, if known) into an error.
@@ -280,6 +317,7 @@ fn compile(
         regex,
         ignore,
         types: spec.types.clone(),
+        ignore_ips: Vec::new(),
         threshold: spec.threshold.clone(),
         suppress: spec.suppress.clone(),
         examples,
@@ -405,6 +443,145 @@ mod tests {
         assert!(rule
             .apply("garbage Nov 22 10:00:01 web1 sshd[1]: x")
             .is_none());
+    }
+
+    fn header_rule() -> Rule {
+        parse("[[rule]]\nid = \"a\"\nregex = '{syslog}sshd\\[(?P<process.pid>\\d+)\\]: x (?P<source.ip>\\S+)$'\n")
+            .unwrap()
+            .remove(0)
+            .1
+    }
+
+    /// The host each header form yields, or `None` for a line without one.
+    fn host_of(rule: &Rule, line: &str) -> Option<Option<String>> {
+        let fields = rule.apply(line)?;
+        assert_eq!(fields["process.pid"], "1", "{line}");
+        assert_eq!(fields["source.ip"], "192.0.2.1", "{line}");
+        Some(
+            fields
+                .get("host.hostname")
+                .and_then(|h| h.as_str())
+                .map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_iso_times_with_a_space() {
+        let rule = header_rule();
+        for line in [
+            "2026-11-22 10:00:01 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01.003 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01,003 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01+0100 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01.123456-05:00 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01Z web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01  web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22T10:00:01+02  web1 sshd[1]: x 192.0.2.1",
+        ] {
+            assert_eq!(host_of(&rule, line), Some(Some("web1".into())), "{line}");
+        }
+        assert_eq!(
+            host_of(&rule, "2026-11-22 10:00 web1 sshd[1]: x 192.0.2.1"),
+            None
+        );
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_rfc5424_with_and_without_structured_data() {
+        let rule = header_rule();
+        for (line, host) in [
+            ("<34>1 2026-11-22T10:00:01.003Z web1 sshd 1 - - x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01.003Z fw1.example.net sshd 1 ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\"] x 192.0.2.1", Some("fw1.example.net")),
+            ("<34>1 2026-11-22T10:00:01+01:00 web1 sshd 1 - [a@1 b=\"]\"][c@2] x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01Z - sshd 1 - - x 192.0.2.1", None),
+            ("<34>1 - web1 sshd 1 - - x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01Z web1 sshd 1 - - \u{feff}x 192.0.2.1", Some("web1")),
+        ] {
+            assert_eq!(host_of(&rule, line), Some(host.map(str::to_string)), "{line}");
+        }
+        // The process id is the field RFC 5424 gives it, never message text.
+        assert!(rule
+            .apply("<34>1 2026-11-22T10:00:01Z web1 sshd - - - x 192.0.2.1")
+            .is_none());
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_missing_dotted_and_numeric_hosts() {
+        let rule = header_rule();
+        for (line, host) in [
+            ("Nov 22 10:00:01 sshd[1]: x 192.0.2.1", None),
+            ("2026-11-22T10:00:01Z sshd[1]: x 192.0.2.1", None),
+            ("2026-11-22 10:00:01 sshd[1]: x 192.0.2.1", None),
+            (
+                "Nov 22 10:00:01 web1.dc2.example.com sshd[1]: x 192.0.2.1",
+                Some("web1.dc2.example.com"),
+            ),
+            (
+                "<38>Nov 22 10:00:01 192.0.2.254 sshd[1]: x 192.0.2.1",
+                Some("192.0.2.254"),
+            ),
+            (
+                "2026-11-22T10:00:01.5Z web-1_a sshd[1]: x 192.0.2.1",
+                Some("web-1_a"),
+            ),
+        ] {
+            assert_eq!(
+                host_of(&rule, line),
+                Some(host.map(str::to_string)),
+                "{line}"
+            );
+        }
+        for line in [
+            "- web1 sshd[1]: x 192.0.2.1",
+            "x Nov 22 10:00:01 web1 sshd[1]: x 192.0.2.1",
+            "Nov 22 10:00:01 web1 other sshd[1]: x 192.0.2.1",
+        ] {
+            assert_eq!(host_of(&rule, line), None, "{line}");
+        }
+    }
+
+    #[test]
+    fn overrides_apply_after_every_file_in_order_and_later_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        // `a-local.toml` sorts before the rules it overrides.
+        std::fs::write(
+            dir.path().join("a-local.toml"),
+            "[[override]]\nrules = [\"x.*\"]\nenabled = false\nseverity = \"low\"\n\n\
+             [[override]]\nrules = [\"x.two\"]\nenabled = true\nseverity = \"critical\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.toml"),
+            "[[rule]]\nid = \"x.one\"\nregex = '(?P<a>1)'\n\
+             [[rule]]\nid = \"x.two\"\nregex = '(?P<a>2)'\n\
+             [[rule]]\nid = \"y.three\"\nregex = '(?P<a>3)'\n",
+        )
+        .unwrap();
+        let files = rule_files(&[dir.path().to_path_buf()]).unwrap();
+        let set = load_rules(&files).unwrap();
+        let kept: Vec<(&str, Severity)> = set
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), r.severity))
+            .collect();
+        assert_eq!(
+            kept,
+            [("x.two", Severity::Critical), ("y.three", Severity::Medium)]
+        );
+        assert_eq!(set.overrides.applied.len(), 2, "{:?}", set.overrides);
+        assert!(set.overrides.warnings.is_empty(), "{:?}", set.overrides);
+    }
+
+    #[test]
+    fn an_override_must_change_something_and_name_rules() {
+        let err = parse("[[override]]\nrules = [\"x.*\"]\n").unwrap_err();
+        assert_eq!(err.line, Some(1));
+        assert!(err.to_string().contains("changes nothing"), "{err}");
+        let err = parse("\n[[override]]\nrules = []\nenabled = false\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.to_string().contains("names no rule-id glob"), "{err}");
+        let err = parse("[[override]]\nrules = [\"x\"]\nseverity = \"urgent\"\n").unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
     }
 
     #[test]
