@@ -638,6 +638,8 @@ fn a_dead_webhook_that_drops_its_oldest_events_holds_up_no_other() {
     let agent = Agent::start(&config);
     let marker = "serving /metrics and /health listen=127.0.0.1:";
     agent.wait_for_log(marker, DEADLINE);
+    // The file is read from its end as first seen: write once it was seen.
+    agent.wait_for_log("tailing file", DEADLINE);
     let total = 300;
     // Chunk by chunk, each through before the next: every chunk overfills
     // the dead webhook's lane, and none waits for it.
