@@ -532,30 +532,35 @@ fn test_rules_and_check_read_recorded_entries() {
     );
 }
 
-/// Against the machine's own journal, where there is one this user may read
-/// and write to (`systemd-cat`): an entry logged under an identifier of its
-/// own reaches the webhook through the real journalctl. Skips, saying why,
-/// everywhere else.
+/// Through the machine's own journal, where there is one this user may read
+/// and write to (`systemd-cat`), else through a private journald: an entry
+/// logged under an identifier of its own before the agent starts reaches the
+/// webhook through the real journalctl.
 #[test]
 fn a_real_journal_entry_reaches_the_webhook() {
-    let readable = Command::new("journalctl")
+    let identifier = format!("tailhook-test-{}", std::process::id());
+    let message = "seq=7 Failed password";
+    let machine_journal_readable = Command::new("journalctl")
         .args(["--lines=1", "--output=json", "--quiet", "--no-pager"])
         .output()
         .is_ok_and(|out| out.status.success() && !out.stdout.is_empty());
-    if !readable {
-        return missing_prerequisite("no readable systemd journal here");
-    }
-    let identifier = format!("tailhook-test-{}", std::process::id());
-    let logged = Command::new("sh")
-        .args([
-            "-c",
-            &format!("echo 'seq=7 Failed password' | systemd-cat -t {identifier}"),
-        ])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if !logged {
-        return missing_prerequisite("cannot write to the journal (no systemd-cat or no journald)");
-    }
+    let logged_to_machine_journal = machine_journal_readable
+        && Command::new("sh")
+            .args([
+                "-c",
+                &format!("echo '{message}' | systemd-cat -t {identifier}"),
+            ])
+            .output()
+            .is_ok_and(|out| out.status.success());
+    let private = if logged_to_machine_journal {
+        None
+    } else {
+        let Some(journald) = PrivateJournald::start() else {
+            return;
+        };
+        journald.log(&identifier, "info", message);
+        Some(journald)
+    };
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
     std::fs::write(
@@ -577,7 +582,10 @@ types = { "event.sequence" = "int" }
          [webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
         receiver.url
     ));
-    let _agent = Agent::start(&config);
+    let _agent = match &private {
+        Some(journald) => journald.agent(&config),
+        None => Agent::start(&config),
+    };
     let events = receiver.wait_for_events(1, DEADLINE);
     assert_eq!(events[0]["fields"]["event.sequence"], 7);
     assert!(events[0]["log"]["cursor"].is_string());
