@@ -21,7 +21,7 @@ use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{Queue, Router};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -372,11 +372,11 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Each webhook's lane in the queue: its name, and its size limit.
-    fn lanes(&self) -> Vec<(String, u64)> {
+    /// Each webhook's lane in the queue: its name, and its limits.
+    fn lanes(&self) -> Vec<LaneLimits> {
         self.webhooks
             .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .map(WebhookConfig::lane_limits)
             .collect()
     }
 }
@@ -763,7 +763,7 @@ const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// for them (bounded) instead of failing.
 async fn open_queue(
     state_dir: &std::path::Path,
-    lanes: &[(String, u64)],
+    lanes: &[LaneLimits],
 ) -> anyhow::Result<Arc<Queue>> {
     let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
     let mut warned = false;
