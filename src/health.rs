@@ -74,6 +74,14 @@ impl Health {
         }
     }
 
+    /// The same, judged as if the agent started at `started`: a reload
+    /// builds a new one, and a webhook that has had no success since the
+    /// agent started must not look fresh because of it.
+    pub fn since(mut self, started: SystemTime) -> Health {
+        self.started = started;
+        self
+    }
+
     pub fn tail(&self) -> &TailWatch {
         &self.tail
     }

@@ -239,7 +239,7 @@ impl Pipeline {
             Some(addr) => Some(metrics::server::bind(addr).await?),
             None => None,
         };
-        let history = Arc::new(Reloads::default());
+        let history = Arc::new(Reloads::at_start());
         let mut generation = Generation::start(
             &self,
             Vec::new(),
@@ -660,7 +660,8 @@ impl Generation {
             queue,
             metrics,
             tap,
-            health: Health::new(tail, config.agent.poll_interval, config.agent.stall_timeout),
+            health: Health::new(tail, config.agent.poll_interval, config.agent.stall_timeout)
+                .since(reloads.agent_started),
             reloads,
         });
         Ok(Generation {

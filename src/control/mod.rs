@@ -120,14 +120,25 @@ pub type Current = watch::Receiver<Option<Arc<Running>>>;
 pub const RELOADING: &str = "the agent is reloading its configuration; ask again in a moment";
 
 /// What became of the reloads (SIGHUP) since the agent started.
-#[derive(Default)]
 pub struct Reloads {
+    /// When the agent started, which no reload changes.
+    pub agent_started: std::time::SystemTime,
     pub ok: AtomicU64,
     pub error: AtomicU64,
     last: Mutex<Option<LastReload>>,
 }
 
 impl Reloads {
+    /// None yet; the agent starts now.
+    pub fn at_start() -> Reloads {
+        Reloads {
+            agent_started: std::time::SystemTime::now(),
+            ok: AtomicU64::new(0),
+            error: AtomicU64::new(0),
+            last: Mutex::new(None),
+        }
+    }
+
     pub fn record(&self, outcome: Result<Vec<String>, String>) {
         let (counter, result, error, notes) = match outcome {
             Ok(notes) => (&self.ok, "ok", None, notes),
