@@ -64,7 +64,8 @@ fn main() {
         appended: appended.clone(),
         latencies: latencies.clone(),
     };
-    let tailer = Tailer::spawn(&[input], dir.path(), TailOptions::default(), recorder);
+    let tailer = Tailer::spawn(&[input], dir.path(), TailOptions::default(), recorder)
+        .expect("a fresh state folder");
     std::thread::sleep(Duration::from_millis(300));
 
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();

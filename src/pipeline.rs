@@ -256,7 +256,8 @@ impl Pipeline {
             metrics: metrics.clone(),
         };
         let poll_interval = options.poll_interval;
-        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
+        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage)
+            .map_err(anyhow::Error::msg)?;
         let running = Arc::new(Running {
             state_dir: state_dir.clone(),
             inputs: self.config.inputs.clone(),

@@ -171,3 +171,29 @@ fn a_file_renamed_while_running_is_read_to_its_end_under_its_new_name() {
     assert!(by_seq[&1].ends_with("auth.log.1"), "{by_seq:?}");
     assert!(by_seq[&2].ends_with("auth.log"), "{by_seq:?}");
 }
+
+#[test]
+fn unreadable_checkpoints_stop_start_up_instead_of_starting_over() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url);
+    setup.append("auth.log", &[failed_line(1)]);
+    // A fault root cannot bypass (unlike chmod 000): reading gives EISDIR.
+    let checkpoints = setup.path("state/checkpoints.json");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::write(checkpoints.join("keep"), "x").unwrap();
+
+    let mut agent = Agent::start(&config);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(1), "{}", agent.logs());
+    let logs = agent.logs();
+    assert!(
+        logs.contains("checkpoints.json: cannot read checkpoints"),
+        "the error names the file: {logs}"
+    );
+    assert!(
+        !setup.path("state/checkpoints.json.corrupt").exists(),
+        "an unreadable file is not proven corrupt and is not set aside"
+    );
+    assert!(checkpoints.join("keep").exists(), "nothing was overwritten");
+    assert!(receiver.events().is_empty());
+}

@@ -195,13 +195,14 @@ pub struct Tailer {
 
 impl Tailer {
     /// Starts following `inputs`, resuming from the checkpoints in
-    /// `state_dir`; lines go to `sink` in chunks.
+    /// `state_dir`; lines go to `sink` in chunks. Fails when the checkpoints
+    /// exist but cannot be read.
     pub fn spawn(
         inputs: &[InputConfig],
         state_dir: &std::path::Path,
         options: TailOptions,
         sink: impl LineSink,
-    ) -> Tailer {
+    ) -> Result<Tailer, String> {
         let configs = inputs;
         // A journald input has no paths: it discovers no file.
         let inputs: Vec<Input> = configs
@@ -218,7 +219,7 @@ impl Tailer {
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
         let (heartbeat, heartbeat_seen) = tokio::sync::watch::channel(None);
-        let checkpoints = CheckpointStore::open(state_dir);
+        let checkpoints = CheckpointStore::open(state_dir)?;
         let journals = configs
             .iter()
             .enumerate()
@@ -245,12 +246,12 @@ impl Tailer {
             .name("tailhook-tail".into())
             .spawn(move || state.run())
             .expect("spawning a thread at start-up");
-        Tailer {
+        Ok(Tailer {
             stop,
             waker,
             thread,
             heartbeat: heartbeat_seen,
-        }
+        })
     }
 
     /// When the thread last finished a pass over every file: `None` until the
