@@ -53,6 +53,10 @@ pub struct ReadOutcome {
     pub truncated_lines: usize,
     /// The read stopped at its budget; more may be waiting.
     pub more: bool,
+    /// The read failed after `bytes` (an I/O error on a network file
+    /// system, a bad sector). The lines read before it are in the output
+    /// and are committed as usual; the next read resumes where it failed.
+    pub error: Option<io::Error>,
 }
 
 /// Where reading a newly opened file starts.
@@ -223,26 +227,45 @@ impl TailedFile {
             // What was in flight came from content that no longer exists.
             self.commits.reset(0);
         }
-        let mut outcome = ReadOutcome::default();
         if size == self.reader.position() {
             // Nothing new: most files at most looks. No read, no buffer.
-            return Ok(outcome);
+            return Ok(ReadOutcome::default());
         }
-        let mut buf = [0u8; CHUNK];
-        while outcome.bytes < budget {
-            let n = match self.file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            outcome.bytes += n as u64;
-            outcome.truncated_lines += self.reader.feed(&buf[..n], out);
+        let outcome = feed_lines(&mut self.file, &mut self.reader, budget, out);
+        if outcome.error.is_none() {
+            self.refresh_fingerprint()?;
         }
-        outcome.more = outcome.bytes >= budget;
-        self.refresh_fingerprint()?;
         Ok(outcome)
     }
+}
+
+/// Feeds what `source` holds to `reader`, up to `budget` bytes. A read error
+/// ends the pass but keeps what was read before it: those lines are in `out`
+/// and the reader's position is just past them, so they are neither lost
+/// nor skipped by the next commit.
+fn feed_lines(
+    source: &mut impl Read,
+    reader: &mut LineReader,
+    budget: u64,
+    out: &mut Vec<RawLine>,
+) -> ReadOutcome {
+    let mut outcome = ReadOutcome::default();
+    let mut buf = [0u8; CHUNK];
+    while outcome.bytes < budget {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                outcome.error = Some(e);
+                break;
+            }
+        };
+        outcome.bytes += n as u64;
+        outcome.truncated_lines += reader.feed(&buf[..n], out);
+    }
+    outcome.more = outcome.error.is_none() && outcome.bytes >= budget;
+    outcome
 }
 
 #[cfg(test)]
@@ -350,6 +373,48 @@ mod tests {
         tailed.read(u64::MAX, &mut out).unwrap();
         let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, vec!["new 1", "new 2", "new 3"]);
+    }
+
+    /// Serves `data` in small pieces, then fails the way a lost NFS server
+    /// or a bad sector does.
+    struct FailingAfter<'a> {
+        data: &'a [u8],
+    }
+
+    impl Read for FailingAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(io::Error::from_raw_os_error(5)); // EIO
+            }
+            let n = buf.len().min(self.data.len()).min(7);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_read_before_an_io_error_are_kept_and_not_skipped() {
+        let mut reader = LineReader::new(0, 1024);
+        let mut out = Vec::new();
+        let mut source = FailingAfter {
+            data: b"seq=1 a\nseq=2 b\nseq=3 par",
+        };
+        let outcome = feed_lines(&mut source, &mut reader, u64::MAX, &mut out);
+        assert_eq!(outcome.error.map(|e| e.raw_os_error()), Some(Some(5)));
+        assert!(!outcome.more);
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["seq=1 a", "seq=2 b"]);
+        // What a commit after this pass records: just past the last whole
+        // line handed on, so the partial third line is read again, not skipped.
+        assert_eq!(reader.line_start(), 16);
+        assert_eq!(outcome.bytes, 25);
+        // The next pass resumes where the error struck.
+        let mut rest = FailingAfter { data: b"t\nseq=4 c\n" };
+        out.clear();
+        feed_lines(&mut rest, &mut reader, u64::MAX, &mut out);
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["seq=3 part", "seq=4 c"]);
     }
 
     #[test]

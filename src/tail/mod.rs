@@ -598,6 +598,9 @@ impl TailState {
                     continue;
                 }
             };
+            if let Some(e) = &outcome.error {
+                tracing::warn!(file = %file.path, position = file.position(), lines_kept = raw.len(), error = %e, "read failed part-way; the lines before it go on, the rest is read on retry");
+            }
             if outcome.truncated_lines > 0 {
                 tracing::warn!(
                     file = %file.path,
@@ -606,7 +609,9 @@ impl TailState {
                     "lines longer than max_line_bytes were cut"
                 );
             }
+            // A failed read says nothing about whether the writer stopped.
             file.idle_since = match (outcome.bytes, file.idle_since) {
+                _ if outcome.error.is_some() => None,
                 (0, Some(since)) => Some(since),
                 (0, None) => Some(Instant::now()),
                 _ => None,
