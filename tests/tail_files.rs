@@ -273,3 +273,108 @@ fn watching_idle_files_does_not_spin() {
         "idle agent used {used:.2} CPU s in {elapsed:.1} s"
     );
 }
+
+/// 3,000 files under a limit of 256 descriptors: the tailer keeps its
+/// files to a share of the limit (closing those read to their end), so
+/// every file is read and the queue, checkpoints and HTTP client always
+/// find a descriptor.
+#[test]
+fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
+    const FILES: usize = 3_000;
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("logs")).unwrap();
+    for seq in 1..=FILES {
+        setup.append(&format!("logs/f{seq:04}.log"), &[failed_line(seq)]);
+    }
+    let input = "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"";
+    let config = config(&setup, &receiver.url, input);
+    let agent = Agent::start_wrapped(&config, &["prlimit", "--nofile=256:256"]);
+    let patience = Duration::from_secs(120);
+    wait_until(patience, "an event from every file", || {
+        receiver.events().len() >= FILES
+    });
+    let mut seen = sequences(&receiver.events());
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen, (1..=FILES as i64).collect::<Vec<_>>());
+    // Every file's offset is committed on disk.
+    wait_until(patience, "a checkpoint past the line of every file", || {
+        let Ok(text) = std::fs::read_to_string(setup.path("state/checkpoints.json")) else {
+            return false;
+        };
+        let stored: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        stored["files"].as_array().is_some_and(|files| {
+            files.len() == FILES && files.iter().all(|f| f["offset"].as_u64() > Some(0))
+        })
+    });
+    let logs = agent.logs();
+    assert!(
+        !logs.contains("Too many open files") && !logs.contains("os error 24"),
+        "{}",
+        logs.lines()
+            .filter(|l| l.contains("open files"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// A file idle at its end is closed after `close_inactive` and opened again
+/// when it grows, also when it was rotated away while closed.
+#[test]
+fn idle_files_are_closed_and_reopened_when_they_grow_or_rotate() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let log = setup.path("auth.log");
+    std::fs::write(&log, "").unwrap();
+    let input = "paths = [\"auth.log\"]\nclose_inactive = \"300ms\"\nrescan_interval = \"200ms\"";
+    let agent = Agent::start(&config(&setup, &receiver.url, input));
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    wait_until(DEADLINE, "the idle file closed", || {
+        agent.descriptors_on(&log) == 0
+    });
+
+    setup.append("auth.log", &[failed_line(2)]);
+    receiver.wait_for_events(2, DEADLINE);
+    wait_until(DEADLINE, "the idle file closed again", || {
+        agent.descriptors_on(&log) == 0
+    });
+
+    // Written and rotated away while closed: still read to its end.
+    setup.append("auth.log", &[failed_line(3)]);
+    std::fs::rename(&log, setup.path("auth.log.1")).unwrap();
+    setup.append("auth.log", &[failed_line(4)]);
+    let events = receiver.wait_for_events(4, DEADLINE);
+    let mut seen = sequences(&events);
+    seen.sort();
+    assert_eq!(seen, vec![1, 2, 3, 4]);
+}
+
+/// `ignore_older` leaves old files unopened; one written again is read
+/// from where it was when ignored, not from its old content.
+#[test]
+fn files_older_than_ignore_older_are_not_opened_until_written() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir(setup.path("logs")).unwrap();
+    setup.append("logs/old.log", &[failed_line(1)]);
+    let old = std::fs::File::options()
+        .append(true)
+        .open(setup.path("logs/old.log"))
+        .unwrap();
+    let two_days_ago = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    old.set_modified(two_days_ago).unwrap();
+    setup.append("logs/new.log", &[failed_line(2)]);
+    let input = "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\nignore_older = \"1d\"";
+    let agent = Agent::start(&config(&setup, &receiver.url, input));
+    receiver.wait_for_events(1, DEADLINE);
+    assert!(!agent.logs().contains("old.log"), "{}", agent.logs());
+
+    setup.append("logs/old.log", &[failed_line(3)]);
+    agent.wait_for_log("old.log", DEADLINE);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(sequences(&events), vec![2, 3], "line 1 is older than 1d");
+}

@@ -169,6 +169,25 @@ pub struct InputConfig {
     /// taken as a line of its own.
     #[serde(default = "default_partial_line_timeout", with = "humantime_duration")]
     pub partial_line_timeout: Duration,
+    /// With inotify on, how often the globs are matched again and every
+    /// file looked at when no notification came (one can be lost: queue
+    /// overflow, network file systems). The shortest of all inputs applies.
+    #[serde(default = "default_rescan_interval", with = "humantime_duration")]
+    pub rescan_interval: Duration,
+    /// A file read to its end that did not grow for this long is closed, so
+    /// thousands of quiet logs do not hold thousands of descriptors; it is
+    /// opened again, by its identity, when it grows.
+    #[serde(default = "default_close_inactive", with = "humantime_duration")]
+    pub close_inactive: Duration,
+    /// Files not modified for this long are not opened (old rotated logs
+    /// matched by a glob). Off when unset.
+    #[serde(default, with = "webhook::optional_duration")]
+    pub ignore_older: Option<Duration>,
+    /// A line cut at `max_line_bytes` also raises a low-severity
+    /// `tailhook.line_too_long` event, so a rule defeated by the cut (a
+    /// `$`-anchored one behind a 70 kB user name) is visible.
+    #[serde(default = "report_long_lines_by_default")]
+    pub report_long_lines: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -208,6 +227,18 @@ fn match_everything() -> Vec<String> {
 
 fn default_partial_line_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_rescan_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_close_inactive() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn report_long_lines_by_default() -> bool {
+    true
 }
 
 fn default_max_line_bytes() -> usize {
@@ -427,6 +458,14 @@ impl Config {
             }
             if input.max_line_bytes == 0 {
                 return Err(self.invalid(key("max_line_bytes"), "must be at least 1 byte"));
+            }
+            for (field, duration) in [
+                ("rescan_interval", input.rescan_interval),
+                ("close_inactive", input.close_inactive),
+            ] {
+                if duration.is_zero() {
+                    return Err(self.invalid(key(field), "must be longer than 0s"));
+                }
             }
         }
         for (name, spec) in &self.webhooks {

@@ -392,7 +392,7 @@ impl WebhookSpec {
     }
 }
 
-mod optional_duration {
+pub(super) mod optional_duration {
     use serde::Deserializer;
     use std::time::Duration;
 

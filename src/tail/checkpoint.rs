@@ -165,6 +165,11 @@ impl CheckpointStore {
         self.loaded.remove(&(input.to_string(), id))
     }
 
+    /// Whether a checkpoint is recorded (and not claimed yet) for this file.
+    pub fn holds(&self, input: &str, id: FileId) -> bool {
+        self.loaded.contains_key(&(input.to_string(), id))
+    }
+
     /// Checkpoints not claimed by a discovered file: candidates for a rotated
     /// file that the agent had not finished when it stopped.
     pub fn unclaimed(&self) -> Vec<Checkpoint> {

@@ -3,6 +3,11 @@
 //! A file is followed through its open handle, not its path, so a file that is
 //! renamed or deleted (log rotation) is still read to its end. Identity is the
 //! (device, inode) pair of that handle.
+//!
+//! A file idle at its end may be closed to spare descriptors (`close`); it
+//! keeps its position, held partial line and commits in memory, and is
+//! opened again by its path only if the path still leads to the same inode
+//! (`reopen`), where reading resumes. Truncation is then detected as usual.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -74,7 +79,8 @@ pub struct TailedFile {
     pub fingerprint: Fingerprint,
     /// The path it was last seen at; the event's `log.file`.
     pub path: Arc<str>,
-    file: File,
+    /// `None` while closed to spare a descriptor.
+    file: Option<File>,
     reader: LineReader,
     /// Whether a discovered path still leads to this file. A file that lost its
     /// path (rotated away, deleted) is read to its end before it is let go.
@@ -83,6 +89,9 @@ pub struct TailedFile {
     pub idle_since: Option<Instant>,
     /// When the agent started following it.
     pub followed_since: std::time::SystemTime,
+    /// Closed, and found grown or renamed: to be opened again when a
+    /// descriptor is free.
+    pub wants_open: bool,
     /// Size and mtime at the last read; a change makes the first bytes worth checking.
     last_seen: (u64, Option<std::time::SystemTime>),
     /// Chunks handed downstream, with the offset each one commits.
@@ -90,6 +99,10 @@ pub struct TailedFile {
 }
 
 const CHUNK: usize = 64 * 1024;
+
+fn closed() -> io::Error {
+    io::Error::other("the file is closed to spare a descriptor")
+}
 
 impl TailedFile {
     /// Opens `path`, positioned at its beginning; see [`TailedFile::start_from`].
@@ -100,24 +113,62 @@ impl TailedFile {
             id: FileId::of(&meta),
             fingerprint: Fingerprint::of(&file)?,
             path: Arc::from(path.to_string_lossy().as_ref()),
-            file,
+            file: Some(file),
             reader: LineReader::new(0, max_line_bytes),
             live: true,
             idle_since: None,
             followed_since: std::time::SystemTime::now(),
+            wants_open: false,
             commits: Commits::new(0),
             last_seen: (meta.len(), meta.modified().ok()),
         })
     }
 
+    fn handle(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(closed)
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Gives the descriptor back; everything else stays.
+    pub fn close(&mut self) {
+        self.file = None;
+        self.wants_open = false;
+    }
+
+    /// Opens the file again at its path and resumes where reading stopped.
+    /// `false` when the path now leads to another file (or none).
+    pub fn reopen(&mut self) -> io::Result<bool> {
+        let mut file = File::open(Path::new(&*self.path))?;
+        if FileId::of(&file.metadata()?) != self.id {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(self.reader.position()))?;
+        self.file = Some(file);
+        self.wants_open = false;
+        Ok(true)
+    }
+
+    /// Whether size or modification time differ from the last read.
+    pub fn changed_since_read(&self, meta: &std::fs::Metadata) -> bool {
+        (meta.len(), meta.modified().ok()) != self.last_seen
+    }
+
+    /// Whether the file starts with the bytes `fingerprint` was taken of.
+    pub fn starts_like(&self, fingerprint: &Fingerprint) -> io::Result<bool> {
+        fingerprint.matches(self.handle()?)
+    }
+
     /// Moves a just-opened file to where reading starts.
     pub fn start_from(&mut self, start: StartFrom) -> io::Result<()> {
-        let size = self.file.metadata()?.len();
+        let size = self.handle()?.metadata()?.len();
         let max_line_bytes = self.reader.max_line_bytes();
         self.reader = match start {
             StartFrom::End if size > 0 => {
                 let mut last = [0u8; 1];
-                self.file.read_exact_at(&mut last, size - 1)?;
+                self.handle()?.read_exact_at(&mut last, size - 1)?;
                 if last[0] == b'\n' {
                     LineReader::new(size, max_line_bytes)
                 } else {
@@ -137,7 +188,8 @@ impl TailedFile {
             StartFrom::End | StartFrom::Beginning => LineReader::new(0, max_line_bytes),
         };
         self.commits.reset(self.reader.line_start());
-        self.file.seek(SeekFrom::Start(self.reader.position()))?;
+        let position = self.reader.position();
+        self.handle()?.seek(SeekFrom::Start(position))?;
         Ok(())
     }
 
@@ -149,11 +201,15 @@ impl TailedFile {
 
     /// After the file lost its path, looks for its new name in the same
     /// folder (logrotate renames `x.log` to `x.log.1`), so that the
-    /// checkpoint can find it again after a restart.
-    pub fn follow_rename(&mut self) {
-        if let Some(new) = find_beside(Path::new(&*self.path), self.id) {
-            tracing::info!(file = %self.path, renamed_to = %new.display(), "file was rotated; reading it to its end");
-            self.set_path(&new);
+    /// checkpoint can find it again after a restart. Whether it was found.
+    pub fn follow_rename(&mut self) -> bool {
+        match find_beside(Path::new(&*self.path), self.id) {
+            Some(new) => {
+                tracing::info!(file = %self.path, renamed_to = %new.display(), "file was rotated; reading it to its end");
+                self.set_path(&new);
+                true
+            }
+            None => false,
         }
     }
 
@@ -192,27 +248,23 @@ impl TailedFile {
     fn refresh_fingerprint(&mut self) -> io::Result<()> {
         let grew_past_it = self.reader.position() > self.fingerprint.len as u64;
         if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES && grew_past_it {
-            self.fingerprint = Fingerprint::of(&self.file)?;
+            self.fingerprint = Fingerprint::of(self.handle()?)?;
         }
         Ok(())
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
     }
 
     /// Reads what was appended since the last call, up to `budget` bytes.
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
     pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
-        let meta = self.file.metadata()?;
+        let meta = self.handle()?.metadata()?;
         let size = meta.len();
         let shrunk = size < self.reader.position();
         // Truncated and written past our position (or to the very same size)
         // again between two looks, as copytruncate under load does: the size
         // cannot tell, the first bytes can. Checked only when the file changed.
         let changed = (size, meta.modified().ok()) != self.last_seen;
-        let refilled = !shrunk && changed && !self.fingerprint.matches(&self.file)?;
+        let refilled = !shrunk && changed && !self.fingerprint.matches(self.handle()?)?;
         self.last_seen = (size, meta.modified().ok());
         if shrunk || refilled {
             tracing::warn!(
@@ -222,8 +274,8 @@ impl TailedFile {
                 "file was truncated; reading it again from the start"
             );
             self.reader.reset(0);
-            self.file.seek(SeekFrom::Start(0))?;
-            self.fingerprint = Fingerprint::of(&self.file)?;
+            self.handle()?.seek(SeekFrom::Start(0))?;
+            self.fingerprint = Fingerprint::of(self.handle()?)?;
             // What was in flight came from content that no longer exists.
             self.commits.reset(0);
         }
@@ -231,7 +283,11 @@ impl TailedFile {
             // Nothing new: most files at most looks. No read, no buffer.
             return Ok(ReadOutcome::default());
         }
-        let outcome = feed_lines(&mut self.file, &mut self.reader, budget, out);
+        let mut handle = self
+            .file
+            .as_ref()
+            .ok_or_else(closed)?;
+        let outcome = feed_lines(&mut handle, &mut self.reader, budget, out);
         if outcome.error.is_none() {
             self.refresh_fingerprint()?;
         }

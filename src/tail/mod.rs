@@ -25,7 +25,7 @@ mod journal;
 mod reader;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -47,9 +47,10 @@ pub use journal::{
 };
 pub use reader::LineReader;
 
-/// With notifications on, how often the globs are matched again when no
-/// notification came (one may be missed: overflow, network file systems).
-const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// The share of the process's descriptor limit that tailed files may hold;
+/// the rest stays for the HTTP clients, the queue, checkpoints, journalctl
+/// pipes and the control and metrics sockets.
+const TAILED_FILES_SHARE: u64 = 2;
 
 /// Where the tailer hands its lines.
 pub trait LineSink: Send + 'static {
@@ -183,6 +184,8 @@ struct Input {
     start_at: StartAt,
     max_line_bytes: usize,
     partial_line_timeout: Duration,
+    close_inactive: Duration,
+    ignore_older: Option<Duration>,
 }
 
 /// Handle to the tailer thread.
@@ -213,8 +216,17 @@ impl Tailer {
                 start_at: c.start_at,
                 max_line_bytes: c.max_line_bytes,
                 partial_line_timeout: c.partial_line_timeout,
+                close_inactive: c.close_inactive,
+                ignore_older: c.ignore_older,
             })
             .collect();
+        let rescan_interval = configs
+            .iter()
+            .filter(|c| c.kind == InputKind::File)
+            .map(|c| c.rescan_interval)
+            .min()
+            .unwrap_or(Duration::from_secs(10));
+        let max_open = descriptor_budget();
         let wakeups = Wakeups::new(options.use_inotify);
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
@@ -234,6 +246,11 @@ impl Tailer {
             files: BTreeMap::new(),
             journals,
             unreadable: HashSet::new(),
+            rescan_interval,
+            max_open,
+            open_now: 0,
+            waiting_for_descriptor: false,
+            ignored: HashMap::new(),
             sink: Some(Box::new(sink)),
             checkpoints,
             last_checkpoint: Instant::now(),
@@ -281,6 +298,18 @@ struct TailState {
     journals: Vec<JournalSource>,
     /// Paths that failed to open, warned about once until they open again.
     unreadable: HashSet<PathBuf>,
+    /// With notifications on, how often every glob and file is looked at
+    /// when none came (one may be missed: overflow, network file systems).
+    rescan_interval: Duration,
+    /// How many tailed files may be open at once.
+    max_open: usize,
+    /// How many are open, counted at the start of each look.
+    open_now: usize,
+    /// Some file waited for a descriptor during the last look.
+    waiting_for_descriptor: bool,
+    /// Files left unopened by `ignore_older`, with their size then: if one
+    /// is written again, reading starts there, not at its old content.
+    ignored: HashMap<(usize, FileId), u64>,
     /// Dropped at shutdown, which closes the queues behind it.
     sink: Option<Box<dyn LineSink>>,
     checkpoints: CheckpointStore,
@@ -311,11 +340,11 @@ impl TailState {
             }
             // Matching the globs and looking at every file costs a stat
             // each: with notifications on, only when one came (any change
-            // in a watched folder wakes us) or every RESCAN_INTERVAL in
+            // in a watched folder wakes us) or every `rescan_interval` in
             // case one was missed. Passes in between only look at files
             // holding a line whose writer stopped mid-line.
             let look_at_all =
-                woken || !self.wakeups.notifies() || looked.elapsed() >= RESCAN_INTERVAL;
+                woken || !self.wakeups.notifies() || looked.elapsed() >= self.rescan_interval;
             if look_at_all {
                 self.discover(first_scan);
                 looked = Instant::now();
@@ -336,9 +365,14 @@ impl TailState {
                 break Instant::now();
             };
             self.let_go_of_finished_files();
+            self.close_idle_files();
             self.save_checkpoints(false);
             self.heartbeat.send_replace(Some(Instant::now()));
-            woken = more || self.wakeups.wait(self.options.poll_interval);
+            // Files waiting for a descriptor get one as soon as others are
+            // read to their end: look again at once.
+            woken = more
+                || self.waiting_for_descriptor
+                || self.wakeups.wait(self.options.poll_interval);
         };
         self.sink = None;
         for journal in &mut self.journals {
@@ -393,6 +427,8 @@ impl TailState {
     /// Matches every input's globs, opens new files and marks files whose path
     /// now leads elsewhere (or nowhere) as no longer live.
     fn discover(&mut self, first_scan: bool) {
+        self.open_now = self.files.values().filter(|f| f.is_open()).count();
+        self.waiting_for_descriptor = false;
         let mut was_live = HashSet::new();
         for (key, file) in self.files.iter_mut() {
             if file.live {
@@ -413,11 +449,95 @@ impl TailState {
             };
             let old_path = PathBuf::from(&*file.path);
             let since = file.followed_since;
-            file.follow_rename();
+            let found = file.follow_rename();
+            if !file.is_open() {
+                if found {
+                    file.wants_open = true;
+                } else {
+                    // Closed at its end, then rotated out of its folder or
+                    // deleted before this look: nothing can reach it now.
+                    tracing::warn!(file = %file.path, position = file.position(), "a file closed by close_inactive left its folder or was deleted before it was opened again; whatever was written to it after it was closed is lost");
+                    self.files.remove(&key);
+                }
+            }
             self.adopt_missed_rotations(key.0, &old_path, since);
         }
+        self.open_wanted();
         if first_scan {
             self.resume_rotated_files();
+        }
+    }
+
+    /// Whether a descriptor is free for one more tailed file, closing the
+    /// longest-idle open file (read to its end, holding no partial line)
+    /// when the budget is used up.
+    fn make_room(&mut self) -> bool {
+        if self.open_now < self.max_open {
+            return true;
+        }
+        let idlest = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.is_open() && f.live && !f.holds_partial_line())
+            .filter_map(|(key, f)| f.idle_since.map(|since| (since, *key)))
+            .min();
+        let Some((_, key)) = idlest else {
+            if !std::mem::replace(&mut self.waiting_for_descriptor, true) {
+                tracing::debug!(
+                    max_open = self.max_open,
+                    "every descriptor for tailed files is in use; files wait for one"
+                );
+            }
+            return false;
+        };
+        if let Some(file) = self.files.get_mut(&key) {
+            file.close();
+            self.open_now -= 1;
+        }
+        true
+    }
+
+    /// Opens again the closed files found grown or renamed, as descriptors
+    /// allow.
+    fn open_wanted(&mut self) {
+        let wanted: Vec<(usize, FileId)> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.wants_open)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in wanted {
+            if !self.make_room() {
+                return;
+            }
+            let Some(file) = self.files.get_mut(&key) else {
+                continue;
+            };
+            match file.reopen() {
+                Ok(true) => self.open_now += 1,
+                // The path was replaced since it was looked at: the next
+                // look finds where the file went.
+                Ok(false) => file.wants_open = false,
+                Err(e) => {
+                    tracing::warn!(file = %file.path, error = %e, "cannot open a closed file again; will retry")
+                }
+            }
+        }
+    }
+
+    /// Closes files that sat at their end without growing for the input's
+    /// `close_inactive`; they are opened again when they grow.
+    fn close_idle_files(&mut self) {
+        for (&(input, _), file) in self.files.iter_mut() {
+            let inactive = self.inputs[input].close_inactive;
+            if file.is_open()
+                && file.live
+                && !file.holds_partial_line()
+                && file.idle_since.is_some_and(|since| since.elapsed() >= inactive)
+            {
+                tracing::debug!(file = %file.path, position = file.position(), "closing a file idle at its end");
+                file.close();
+            }
         }
     }
 
@@ -494,7 +614,7 @@ impl TailState {
                 continue;
             };
             let same =
-                file.id == id && checkpoint.fingerprint.matches(file.file()).unwrap_or(false);
+                file.id == id && file.starts_like(&checkpoint.fingerprint).unwrap_or(false);
             if !same
                 || file
                     .start_from(StartFrom::Offset(checkpoint.offset))
@@ -516,14 +636,34 @@ impl TailState {
         meta: &std::fs::Metadata,
         first_scan: bool,
     ) {
-        if let Some(known) = self.files.get_mut(&(index, FileId::of(meta))) {
+        let id = FileId::of(meta);
+        if let Some(known) = self.files.get_mut(&(index, id)) {
             known.live = true;
             known.set_path(&path);
+            if !known.is_open() && known.changed_since_read(meta) {
+                known.wants_open = true;
+            }
             return;
         }
         let input = &self.inputs[index];
+        let too_old = input.ignore_older.is_some_and(|age| {
+            meta.modified()
+                .is_ok_and(|m| m.elapsed().is_ok_and(|elapsed| elapsed > age))
+        });
+        if too_old && !self.checkpoints.holds(&input.name, id) {
+            self.ignored.entry((index, id)).or_insert(meta.len());
+            return;
+        }
+        if !self.make_room() {
+            return;
+        }
+        let ignored_at = self.ignored.remove(&(index, id));
+        let input = &self.inputs[index];
         let opened = TailedFile::open(&path, input.max_line_bytes).and_then(|mut file| {
-            let start = self.start_position(index, &file, first_scan)?;
+            let start = match ignored_at {
+                Some(size) if file.id == id => StartFrom::Offset(size),
+                _ => self.start_position(index, &file, first_scan)?,
+            };
             file.start_from(start)?;
             Ok(file)
         });
@@ -542,6 +682,7 @@ impl TailState {
                     }
                 }
                 tracing::info!(input = %input.name, file = %path.display(), position = file.position(), "tailing file");
+                self.open_now += 1;
                 // The handle's identity wins over the earlier stat: the path may
                 // have been replaced in between.
                 self.files.entry((index, file.id)).or_insert(file).live = true;
@@ -565,7 +706,7 @@ impl TailState {
     ) -> std::io::Result<StartFrom> {
         let input = &self.inputs[index];
         Ok(match self.checkpoints.claim(&input.name, file.id) {
-            Some(checkpoint) if checkpoint.fingerprint.matches(file.file())? => {
+            Some(checkpoint) if file.starts_like(&checkpoint.fingerprint)? => {
                 StartFrom::Offset(checkpoint.offset)
             }
             Some(_) => {
@@ -586,7 +727,7 @@ impl TailState {
         let mut more = false;
         let mut raw = Vec::new();
         for (&(input, _), file) in self.files.iter_mut() {
-            if !all && !file.holds_partial_line() {
+            if !file.is_open() || (!all && !file.holds_partial_line()) {
                 continue;
             }
             self.checkpoints_settled = false;
@@ -678,6 +819,39 @@ impl TailState {
             self.checkpoints_settled = false;
         }
     }
+}
+
+/// How many tailed files may be open at once: a share of the descriptor
+/// limit, after raising the soft limit to the hard one (under systemd the
+/// unit's `LimitNOFILE=` sets both; its system-call filter may refuse the
+/// raise, which is fine).
+fn descriptor_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !known {
+        return 512;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let budget = (limit.rlim_cur as u64 / TAILED_FILES_SHARE).clamp(8, 1 << 20) as usize;
+    tracing::debug!(
+        descriptor_limit = limit.rlim_cur as u64,
+        tailed_files_open_at_most = budget,
+        "descriptor budget"
+    );
+    budget
 }
 
 #[cfg(test)]
