@@ -24,8 +24,8 @@ use crate::queue::{Queue, Router};
 use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
-    Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, PathSet, SinkClosed,
+    TailOptions, Tailer,
 };
 
 pub struct Pipeline {
@@ -124,6 +124,22 @@ impl Pipeline {
             rule_files: files.len(),
             matchers,
         })
+    }
+
+    /// What expanding the file inputs' globs runs into now (a folder loop
+    /// through symlinks, a bound reached), for `check`.
+    pub fn path_problems(&self) -> Vec<String> {
+        self.config
+            .inputs
+            .iter()
+            .filter(|input| input.kind == InputKind::File)
+            .flat_map(|input| {
+                PathSet::new(&input.paths, &input.exclude)
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("input `{}`: {problem}", input.name))
+            })
+            .collect()
     }
 
     /// One line describing what was loaded, for `check` and the start-up log.

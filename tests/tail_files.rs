@@ -378,3 +378,50 @@ fn files_older_than_ignore_older_are_not_opened_until_written() {
     let events = receiver.wait_for_events(2, DEADLINE);
     assert_eq!(sequences(&events), vec![2, 3], "line 1 is older than 1d");
 }
+
+/// Folder loops through symlinks under `**` (`sub/up -> ..`, `sub/cyc ->
+/// ../sub`) used to make start-up endless, ignoring SIGTERM: now each loop
+/// is reported once (and by `check`), and the real files are tailed.
+#[test]
+fn folder_loops_under_any_depth_globs_are_reported_and_skipped() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    std::fs::create_dir_all(setup.path("logs/sub")).unwrap();
+    std::os::unix::fs::symlink("..", setup.path("logs/sub/up")).unwrap();
+    std::os::unix::fs::symlink("../sub", setup.path("logs/sub/cyc")).unwrap();
+    std::fs::write(setup.path("logs/sub/a.log"), "").unwrap();
+    let input = "paths = [\"logs/**/*.log\"]\nrescan_interval = \"100ms\"";
+    let config = config(&setup, &receiver.url, input);
+
+    let check = std::process::Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: input `auth`: paths: `") && stderr.contains("folder loop"),
+        "{stderr}"
+    );
+
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("tailhook running", DEADLINE);
+    setup.append("logs/sub/a.log", &[failed_line(1)]);
+    setup.append("logs/b.log", &[failed_line(2)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    let mut seen = sequences(&events);
+    seen.sort();
+    assert_eq!(seen, vec![1, 2]);
+    // New files are found by matching the globs again: each one proves
+    // another expansion, and each loop is still reported once.
+    for seq in 3..=5 {
+        setup.append(&format!("logs/sub/new{seq}.log"), &[failed_line(seq)]);
+        receiver.wait_for_events(seq, DEADLINE);
+    }
+    let logs = agent.logs();
+    assert_eq!(logs.matches("sub/up leads back to").count(), 1, "{logs}");
+    assert_eq!(logs.matches("sub/cyc leads back to").count(), 1, "{logs}");
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}

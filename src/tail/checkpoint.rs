@@ -324,7 +324,10 @@ mod tests {
         std::fs::write(&log, "new\n").unwrap();
         let mut store = CheckpointStore::open(dir.path()).unwrap();
         store.save(vec![], vec![]).unwrap();
-        assert!(CheckpointStore::open(dir.path()).unwrap().unclaimed().is_empty());
+        assert!(CheckpointStore::open(dir.path())
+            .unwrap()
+            .unclaimed()
+            .is_empty());
     }
 
     #[test]

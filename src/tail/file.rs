@@ -283,10 +283,7 @@ impl TailedFile {
             // Nothing new: most files at most looks. No read, no buffer.
             return Ok(ReadOutcome::default());
         }
-        let mut handle = self
-            .file
-            .as_ref()
-            .ok_or_else(closed)?;
+        let mut handle = self.file.as_ref().ok_or_else(closed)?;
         let outcome = feed_lines(&mut handle, &mut self.reader, budget, out);
         if outcome.error.is_none() {
             self.refresh_fingerprint()?;
@@ -466,7 +463,9 @@ mod tests {
         assert_eq!(reader.line_start(), 16);
         assert_eq!(outcome.bytes, 25);
         // The next pass resumes where the error struck.
-        let mut rest = FailingAfter { data: b"t\nseq=4 c\n" };
+        let mut rest = FailingAfter {
+            data: b"t\nseq=4 c\n",
+        };
         out.clear();
         feed_lines(&mut rest, &mut reader, u64::MAX, &mut out);
         let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();

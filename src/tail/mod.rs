@@ -35,7 +35,7 @@ use crate::config::{InputConfig, InputKind, StartAt};
 use crate::event::LogOrigin;
 pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progress};
 use checkpoint::{Checkpoint, CheckpointStore};
-use discover::PathSet;
+pub use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
@@ -533,7 +533,9 @@ impl TailState {
             if file.is_open()
                 && file.live
                 && !file.holds_partial_line()
-                && file.idle_since.is_some_and(|since| since.elapsed() >= inactive)
+                && file
+                    .idle_since
+                    .is_some_and(|since| since.elapsed() >= inactive)
             {
                 tracing::debug!(file = %file.path, position = file.position(), "closing a file idle at its end");
                 file.close();
@@ -613,8 +615,7 @@ impl TailState {
             let Ok(mut file) = TailedFile::open(&path, self.inputs[index].max_line_bytes) else {
                 continue;
             };
-            let same =
-                file.id == id && file.starts_like(&checkpoint.fingerprint).unwrap_or(false);
+            let same = file.id == id && file.starts_like(&checkpoint.fingerprint).unwrap_or(false);
             if !same
                 || file
                     .start_from(StartFrom::Offset(checkpoint.offset))
