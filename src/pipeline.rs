@@ -21,7 +21,10 @@ use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
-use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
+use crate::rules::{
+    self, compile_globs, event_for, id_selected, line_too_long_event, line_too_long_rule, Admit,
+    Gate, Matcher, Rule, LINE_TOO_LONG,
+};
 use crate::systemd::Notifier;
 use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, PathSet, SinkClosed,
@@ -109,7 +112,9 @@ impl Pipeline {
         for (i, route) in config.routes.iter().enumerate() {
             for pattern in &route.rules {
                 let globs = compile_globs(std::slice::from_ref(pattern));
-                if !rules.iter().any(|r| id_selected(&r.id, &globs)) {
+                if !rules.iter().any(|r| id_selected(&r.id, &globs))
+                    && !id_selected(LINE_TOO_LONG, &globs)
+                {
                     bail!(
                         "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
                         config.source.display()
@@ -217,15 +222,26 @@ impl Pipeline {
         })?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
-        let router = Router::new(
-            self.rules.iter().map(|r| r.id.as_str()),
-            &names,
-            &self.config.routes,
-        );
+        let rule_ids = || {
+            self.rules
+                .iter()
+                .map(|r| r.id.as_str())
+                .chain([LINE_TOO_LONG])
+        };
+        let router = Router::new(rule_ids(), &names, &self.config.routes);
         for rule in &self.rules {
             if router.destinations(&rule.id).is_empty() {
                 tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
             }
+        }
+        let long_lines: Vec<Option<usize>> = self
+            .config
+            .inputs
+            .iter()
+            .map(|i| i.report_long_lines.then_some(i.max_line_bytes))
+            .collect();
+        if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
+            tracing::warn!(rule = LINE_TOO_LONG, "no route sends the events of lines cut at max_line_bytes; add the rule id to a route, or set report_long_lines = false to say you do not want them");
         }
         let lanes: Vec<(String, u64)> = self
             .webhooks
@@ -235,7 +251,7 @@ impl Pipeline {
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
-            self.rules.iter().map(|r| r.id.as_str()),
+            rule_ids(),
             names.iter().map(String::as_str),
         ));
         let metrics_listener = match self.config.agent.metrics_listen {
@@ -267,6 +283,8 @@ impl Pipeline {
         let stage = RuleStage {
             gates,
             matchers: self.matchers,
+            line_too_long: line_too_long_rule(),
+            long_lines,
             router,
             queue: queue.clone(),
             metrics: metrics.clone(),
@@ -449,6 +467,10 @@ async fn open_queue(
 /// when the tailer may commit the chunk's offset.
 struct RuleStage {
     matchers: Vec<Matcher>,
+    /// The built-in rule of the events that report cut lines.
+    line_too_long: Rule,
+    /// Per input: its `max_line_bytes` when it reports cut lines.
+    long_lines: Vec<Option<usize>>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     router: Router,
@@ -463,6 +485,27 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            if let Some(length) = line.cut_from {
+                metrics::add(&input.lines_truncated, 1);
+                if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let event = Arc::new(line_too_long_event(
+                        &self.line_too_long,
+                        line.origin(),
+                        &line.text,
+                        length,
+                        max_line_bytes,
+                    ));
+                    if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
+                        metrics::add(matches, 1);
+                    }
+                    events.extend(
+                        self.router
+                            .destinations(LINE_TOO_LONG)
+                            .iter()
+                            .map(|&lane| (lane, event.clone())),
+                    );
+                }
+            }
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
@@ -479,7 +522,7 @@ impl LineSink for RuleStage {
                     line.origin(),
                     &line.text,
                     fields,
-                    line.truncated,
+                    line.cut_from.is_some(),
                     count,
                 );
                 if let Some(journal) = &line.journal {

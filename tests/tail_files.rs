@@ -60,19 +60,22 @@ fn long_binary_and_unfinished_lines_are_delivered_not_dropped() {
     std::fs::write(setup.path("auth.log"), bytes).unwrap();
     let agent = Agent::start(&config(&setup, &receiver.url, input));
 
-    let events = receiver.wait_for_events(3, DEADLINE);
-    assert_eq!(sequences(&events[..3]), vec![2, 3, 4]);
-    assert_eq!(events[1]["fields"]["user.name"], "us\u{fffd}r3");
+    // The cut line no longer matches its anchored rule: it is reported.
+    let events = receiver.wait_for_events(4, DEADLINE);
+    assert_eq!(events[0]["rule"], "tailhook.line_too_long");
+    let matched = &events[1..];
+    assert_eq!(sequences(&matched[..3]), vec![2, 3, 4]);
+    assert_eq!(matched[1]["fields"]["user.name"], "us\u{fffd}r3");
     assert_eq!(
-        events[2]["message"],
+        matched[2]["message"],
         failed_line(4),
         "flushed after partial_line_timeout"
     );
-    agent.wait_for_log("lines longer than max_line_bytes were cut", DEADLINE);
+    agent.wait_for_log("a line longer than max_line_bytes was cut", DEADLINE);
     // The rest of the unfinished line arrives later: a line of its own.
     setup.append("auth.log", &[String::new(), failed_line(5)]);
-    let events = receiver.wait_for_events(4, DEADLINE);
-    assert_eq!(sequences(&events), vec![2, 3, 4, 5]);
+    let events = receiver.wait_for_events(5, DEADLINE);
+    assert_eq!(sequences(&events[1..]), vec![2, 3, 4, 5]);
 }
 
 #[test]
@@ -424,4 +427,105 @@ fn folder_loops_under_any_depth_globs_are_reported_and_skipped() {
     assert_eq!(logs.matches("sub/cyc leads back to").count(), 1, "{logs}");
     agent.signal("TERM");
     assert_eq!(agent.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// A failure hidden behind a 70 kB user name defeats the `$`-anchored rule
+/// once the line is cut; the cut is logged (file and offset), counted, and
+/// raised as a `tailhook.line_too_long` event, also for a last line that
+/// never got its newline.
+#[test]
+fn cut_lines_are_logged_counted_and_reported_as_events() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let hidden = format!(
+        "seq=1 Failed password for {} from 192.0.2.1 port 22",
+        "a".repeat(70_000)
+    );
+    let unfinished = format!("seq=3 {}", "b".repeat(200));
+    std::fs::write(
+        setup.path("auth.log"),
+        format!("{hidden}\n{}\n{unfinished}", failed_line(2)),
+    )
+    .unwrap();
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+        input: "paths = [\"auth.log\"]\nstart_at = \"beginning\"\nmax_line_bytes = 80\npartial_line_timeout = \"300ms\"",
+        webhook: "batch_timeout = \"20ms\"",
+    };
+    let agent = Agent::start(&setup.agent_config(&receiver.url, keys));
+    let events = receiver.wait_for_events(3, DEADLINE);
+    let summary: Vec<(&str, u64, Option<u64>)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["rule"].as_str().unwrap(),
+                e["log"]["offset"].as_u64().unwrap(),
+                e["fields"]["line.bytes"].as_u64(),
+            )
+        })
+        .collect();
+    let second = hidden.len() as u64 + 1;
+    let third = second + failed_line(2).len() as u64 + 1;
+    assert_eq!(
+        summary,
+        vec![
+            ("tailhook.line_too_long", 0, Some(hidden.len() as u64)),
+            ("test.auth_failed", second, None),
+            (
+                "tailhook.line_too_long",
+                third,
+                Some(unfinished.len() as u64)
+            ),
+        ]
+    );
+    let report = &events[0];
+    assert_eq!(report["severity"], "low");
+    assert_eq!(report["fields"]["line.max_bytes"], 80);
+    assert!(report["fields"]["log.file"]
+        .as_str()
+        .unwrap()
+        .ends_with("auth.log"));
+    assert_eq!(report["message"].as_str().unwrap(), &hidden[..80]);
+
+    let logs = agent.logs();
+    let warning = logs
+        .lines()
+        .find(|l| l.contains("longer than max_line_bytes was cut"))
+        .unwrap_or_else(|| panic!("no warning about the cut: {logs}"));
+    assert!(
+        warning.contains("auth.log") && warning.contains("offset=0"),
+        "{warning}"
+    );
+    let port = agent.metrics_port(DEADLINE);
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(
+        sample(&metrics, "tailhook_lines_truncated_total{input=\"auth\"}"),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "tailhook_rule_matches_total{rule=\"tailhook.line_too_long\"}"
+        ),
+        2.0
+    );
+}
+
+#[test]
+fn report_long_lines_false_keeps_the_count_but_sends_no_event() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let long = format!("seq=1 {}", "c".repeat(500));
+    std::fs::write(
+        setup.path("auth.log"),
+        format!("{long}\n{}\n", failed_line(2)),
+    )
+    .unwrap();
+    let input = "paths = [\"auth.log\"]\nstart_at = \"beginning\"\nmax_line_bytes = 80\nreport_long_lines = false";
+    let agent = Agent::start(&config(&setup, &receiver.url, input));
+    // Both lines are queued in one chunk: a report would come first.
+    let events = receiver.wait_for_events(1, DEADLINE);
+    assert_eq!(events[0]["rule"], "test.auth_failed", "{events:?}");
+    assert_eq!(receiver.events().len(), 1);
+    assert!(agent.logs().contains("longer than max_line_bytes was cut"));
 }

@@ -114,7 +114,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     name,
                     number,
                     text: &line.text,
-                    truncated: line.truncated,
+                    truncated: line.cut_from.is_some(),
                     log: LogOrigin {
                         file: name.to_string(),
                         offset: line.offset,
@@ -138,7 +138,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 name: &name,
                 number: *number,
                 text: &entry.line,
-                truncated: entry.truncated,
+                truncated: entry.cut_from.is_some(),
                 log: entry.meta.origin(),
                 journal: Some(&entry.meta),
             };

@@ -23,6 +23,8 @@ use std::sync::Mutex;
 pub struct InputCounters {
     pub lines: AtomicU64,
     pub bytes: AtomicU64,
+    /// Lines longer than `max_line_bytes`, cut to it.
+    pub lines_truncated: AtomicU64,
 }
 
 /// Counters of one webhook.
@@ -199,6 +201,12 @@ impl Metrics {
                 "counter",
                 "Bytes of the lines read from the input's files.",
                 by_input(|c| &c.bytes),
+            ),
+            (
+                "tailhook_lines_truncated_total",
+                "counter",
+                "Lines longer than the input's max_line_bytes, cut to it (rules see the cut line).",
+                by_input(|c| &c.lines_truncated),
             ),
             (
                 "tailhook_rule_matches_total",

@@ -54,8 +54,6 @@ pub fn find_beside(path: &Path, id: FileId) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub struct ReadOutcome {
     pub bytes: u64,
-    /// Lines cut to `max_line_bytes`.
-    pub truncated_lines: usize,
     /// The read stopped at its budget; more may be waiting.
     pub more: bool,
     /// The read failed after `bytes` (an I/O error on a network file
@@ -315,7 +313,7 @@ fn feed_lines(
             }
         };
         outcome.bytes += n as u64;
-        outcome.truncated_lines += reader.feed(&buf[..n], out);
+        reader.feed(&buf[..n], out);
     }
     outcome.more = outcome.error.is_none() && outcome.bytes >= budget;
     outcome
@@ -377,7 +375,7 @@ mod tests {
             vec![RawLine {
                 offset: 0,
                 text: "x".into(),
-                truncated: false
+                cut_from: None
             }]
         );
     }

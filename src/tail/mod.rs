@@ -133,8 +133,9 @@ pub struct Line {
     /// Byte offset of the line's first byte; a journal entry's sequence number.
     pub offset: u64,
     pub text: String,
-    /// The line was longer than `max_line_bytes` and was cut.
-    pub truncated: bool,
+    /// The line was longer than `max_line_bytes` and was cut: how many
+    /// bytes it had.
+    pub cut_from: Option<u64>,
     /// For a journal entry: its cursor, time and fields.
     pub journal: Option<Arc<JournalMeta>>,
     pub commit: CommitToken,
@@ -251,6 +252,7 @@ impl Tailer {
             open_now: 0,
             waiting_for_descriptor: false,
             ignored: HashMap::new(),
+            cuts: CutReport::default(),
             sink: Some(Box::new(sink)),
             checkpoints,
             last_checkpoint: Instant::now(),
@@ -307,6 +309,8 @@ struct TailState {
     open_now: usize,
     /// Some file waited for a descriptor during the last look.
     waiting_for_descriptor: bool,
+    /// Logs lines cut at `max_line_bytes`, a few at most.
+    cuts: CutReport,
     /// Files left unopened by `ignore_older`, with their size then: if one
     /// is written again, reading starts there, not at its old content.
     ignored: HashMap<(usize, FileId), u64>,
@@ -321,6 +325,38 @@ struct TailState {
     wakeups: Wakeups,
     stop: StopRequest,
     heartbeat: tokio::sync::watch::Sender<Option<Instant>>,
+}
+
+/// Warns about lines cut at `max_line_bytes`: one line each time, at most
+/// every `CUT_WARNING_EVERY`, with how many more were cut since. A writer of
+/// huge lines cannot flood the log; none is cut unseen (metrics count each).
+#[derive(Default)]
+struct CutReport {
+    last_warning: Option<Instant>,
+    unreported: u64,
+}
+
+const CUT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+impl CutReport {
+    fn report(&mut self, file: &str, offset: u64, length: u64, max_line_bytes: usize) {
+        if self
+            .last_warning
+            .is_some_and(|last| last.elapsed() < CUT_WARNING_EVERY)
+        {
+            self.unreported += 1;
+            return;
+        }
+        tracing::warn!(
+            file,
+            offset,
+            line_bytes = length,
+            max_line_bytes,
+            more_cut_since_last_warning = std::mem::take(&mut self.unreported),
+            "a line longer than max_line_bytes was cut; rules see only its first max_line_bytes"
+        );
+        self.last_warning = Some(Instant::now());
+    }
 }
 
 /// Set to the deadline for committing in-flight events when stopping.
@@ -743,14 +779,6 @@ impl TailState {
             if let Some(e) = &outcome.error {
                 tracing::warn!(file = %file.path, position = file.position(), lines_kept = raw.len(), error = %e, "read failed part-way; the lines before it go on, the rest is read on retry");
             }
-            if outcome.truncated_lines > 0 {
-                tracing::warn!(
-                    file = %file.path,
-                    lines = outcome.truncated_lines,
-                    max_line_bytes = self.inputs[input].max_line_bytes,
-                    "lines longer than max_line_bytes were cut"
-                );
-            }
             // A failed read says nothing about whether the writer stopped.
             file.idle_since = match (outcome.bytes, file.idle_since) {
                 _ if outcome.error.is_some() => None,
@@ -767,6 +795,16 @@ impl TailState {
                 // anyone will ever know; hold it no longer.
                 raw.extend(file.flush_partial_line());
             }
+            for line in &raw {
+                if let Some(length) = line.cut_from {
+                    self.cuts.report(
+                        &file.path,
+                        line.offset,
+                        length,
+                        self.inputs[input].max_line_bytes,
+                    );
+                }
+            }
             more |= outcome.more;
             if !raw.is_empty() {
                 let commit = file.chunk_token();
@@ -776,13 +814,13 @@ impl TailState {
                         |RawLine {
                              offset,
                              text,
-                             truncated,
+                             cut_from,
                          }| Line {
                             input,
                             path: file.path.clone(),
                             offset,
                             text,
-                            truncated,
+                            cut_from,
                             journal: None,
                             commit: commit.clone(),
                         },

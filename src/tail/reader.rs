@@ -10,7 +10,9 @@
 pub struct RawLine {
     pub offset: u64,
     pub text: String,
-    pub truncated: bool,
+    /// The line was longer than `max_line_bytes` and was cut: how many
+    /// bytes it had (without its newline).
+    pub cut_from: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -94,7 +96,8 @@ impl LineReader {
                 }
                 if newline.is_some() {
                     truncated += usize::from(self.partial_truncated);
-                    out.push(self.take_line());
+                    let length = self.position + piece.len() as u64 - self.line_start;
+                    out.push(self.take_line(length));
                     self.line_start = self.position + consumed;
                 }
             }
@@ -116,12 +119,13 @@ impl LineReader {
         if !self.holds_partial() {
             return None;
         }
-        let line = self.take_line();
+        let line = self.take_line(self.position - self.line_start);
         self.line_start = self.position;
         Some(line)
     }
 
-    fn take_line(&mut self) -> RawLine {
+    /// The line assembled so far, which had `length` bytes in the file.
+    fn take_line(&mut self, length: u64) -> RawLine {
         let mut bytes = std::mem::take(&mut self.partial);
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
@@ -133,7 +137,7 @@ impl LineReader {
         RawLine {
             offset: self.line_start,
             text,
-            truncated: std::mem::take(&mut self.partial_truncated),
+            cut_from: std::mem::take(&mut self.partial_truncated).then_some(length),
         }
     }
 }
@@ -160,12 +164,12 @@ mod tests {
                 RawLine {
                     offset: 100,
                     text: "one".into(),
-                    truncated: false
+                    cut_from: None
                 },
                 RawLine {
                     offset: 104,
                     text: "two".into(),
-                    truncated: false
+                    cut_from: None
                 },
             ]
         );
@@ -176,7 +180,7 @@ mod tests {
             RawLine {
                 offset: 109,
                 text: "three".into(),
-                truncated: false
+                cut_from: None
             }
         );
     }
@@ -192,7 +196,7 @@ mod tests {
             RawLine {
                 offset: 0,
                 text: "abcd".into(),
-                truncated: true
+                cut_from: Some(8)
             }
         );
         assert_eq!(
@@ -200,7 +204,7 @@ mod tests {
             RawLine {
                 offset: 9,
                 text: "xy".into(),
-                truncated: false
+                cut_from: None
             }
         );
         // A cut line spread over chunks is counted once.
@@ -209,6 +213,14 @@ mod tests {
             + reader.feed(b"7\n", &mut out);
         assert_eq!(cut, 1);
         assert_eq!(out[2].text, "1234");
+        assert_eq!(out[2].cut_from, Some(7));
+        // A cut line that never gets its newline is marked when flushed.
+        reader.feed(b"0123456789", &mut out);
+        let flushed = reader.flush_partial().unwrap();
+        assert_eq!(
+            (flushed.text.as_str(), flushed.cut_from),
+            ("0123", Some(10))
+        );
     }
 
     #[test]
@@ -228,7 +240,7 @@ mod tests {
             RawLine {
                 offset: 5,
                 text: "half".into(),
-                truncated: false
+                cut_from: None
             }
         );
         assert_eq!(reader.line_start(), 9);
@@ -239,7 +251,7 @@ mod tests {
             vec![RawLine {
                 offset: 9,
                 text: " more".into(),
-                truncated: false
+                cut_from: None
             }]
         );
     }
@@ -253,7 +265,7 @@ mod tests {
             vec![RawLine {
                 offset: 16,
                 text: "next".into(),
-                truncated: false
+                cut_from: None
             }]
         );
     }

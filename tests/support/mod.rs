@@ -277,6 +277,21 @@ impl Agent {
         self.stdout.lock().unwrap().clone()
     }
 
+    /// The port of `/metrics` for an agent told `metrics_listen =
+    /// "127.0.0.1:0"`, from the line that logs it.
+    pub fn metrics_port(&self, timeout: Duration) -> u16 {
+        let marker = "serving /metrics and /health listen=127.0.0.1:";
+        self.wait_for_log(marker, timeout);
+        let logs = self.logs();
+        let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+        after_marker
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         wait_until(timeout, &format!("log line containing {needle:?}"), || {
             self.logs().contains(needle)
@@ -433,4 +448,33 @@ pub fn sequences(events: &[serde_json::Value]) -> Vec<i64> {
 
 pub fn noise_line(seq: usize) -> String {
     format!("seq={seq} Accepted password for user{seq} from 192.0.2.1 port 22")
+}
+
+/// A GET on 127.0.0.1:`port`: the status code and the body.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+        .parse()
+        .unwrap()
 }
