@@ -491,6 +491,7 @@ impl LineSink for RuleStage {
                     let event = Arc::new(line_too_long_event(
                         &self.line_too_long,
                         line.origin(),
+                        line.source,
                         &line.text,
                         length,
                         max_line_bytes,
@@ -520,6 +521,7 @@ impl LineSink for RuleStage {
                 let mut event = event_for(
                     rule,
                     line.origin(),
+                    line.source,
                     &line.text,
                     fields,
                     line.cut_from.is_some(),

@@ -206,3 +206,27 @@ fn a_file_rotated_away_before_the_agent_saw_it_is_still_read() {
     setup.append("auth.log", &(31..=40).map(failed_line).collect::<Vec<_>>());
     assert_exactly_once(&receiver, 40);
 }
+
+/// After copytruncate the same line may come again at the same offset (a
+/// repeated failure right after rotation): it is a new line, with a new id,
+/// and the queue's dedupe must not drop it.
+#[test]
+fn the_same_line_at_the_same_offset_after_copytruncate_is_a_new_event() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let agent = start(&setup, &receiver, "");
+    setup.append("auth.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    std::fs::copy(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(setup.path("auth.log"))
+        .unwrap();
+    agent.wait_for_log("file was truncated", DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(events[0]["log"]["offset"], events[1]["log"]["offset"]);
+    assert_eq!(events[0]["message"], events[1]["message"]);
+    assert_ne!(events[0]["id"], events[1]["id"]);
+}

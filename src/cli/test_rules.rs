@@ -184,6 +184,7 @@ fn examine(
         let mut event = event_for(
             rule,
             line.log.clone(),
+            None,
             line.text,
             fields,
             line.truncated,

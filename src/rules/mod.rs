@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Fields, LogOrigin};
+use crate::event::{Event, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
@@ -295,13 +295,14 @@ impl Matcher {
 pub fn event_for(
     rule: &Rule,
     log: LogOrigin,
+    source: Option<SourceFile>,
     line: &str,
     fields: Fields,
     truncated: bool,
     count: Option<u64>,
 ) -> Event {
     Event {
-        id: Event::id_for(&log, &rule.id, line),
+        id: Event::id_for(&log, source, &rule.id, line),
         rule: rule.id.clone(),
         severity: rule.severity,
         time: crate::event::rfc3339_now(),
@@ -343,6 +344,7 @@ pub fn line_too_long_rule() -> Rule {
 pub fn line_too_long_event(
     rule: &Rule,
     log: LogOrigin,
+    source: Option<SourceFile>,
     line: &str,
     length: u64,
     max_line_bytes: usize,
@@ -362,7 +364,7 @@ pub fn line_too_long_event(
             serde_json::Value::from(max_line_bytes as u64),
         ),
     ]);
-    event_for(rule, log, &line[..end], fields, true, None)
+    event_for(rule, log, source, &line[..end], fields, true, None)
 }
 
 #[cfg(test)]
@@ -469,7 +471,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             offset: 42,
             cursor: None,
         };
-        let event = event_for(rule, log, line, fields, false, None);
+        let event = event_for(rule, log, None, line, fields, false, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
         assert_eq!(json["log"]["offset"], 42);

@@ -29,6 +29,10 @@ pub struct Checkpoint {
     pub input: String,
     pub dev: u64,
     pub ino: u64,
+    /// How many times the file was seen truncated in place; part of its
+    /// events' ids. Absent in files written before it existed.
+    #[serde(default)]
+    pub generation: u64,
     pub fingerprint: Fingerprint,
     /// Last path the file was seen at; entries whose path is gone are dropped.
     pub path: String,
@@ -293,6 +297,7 @@ mod tests {
             input: "auth".into(),
             dev: id.dev,
             ino: id.ino,
+            generation: 0,
             fingerprint: Fingerprint { len: 3, hash: 4 },
             path: path.to_string_lossy().into_owned(),
             offset,

@@ -19,6 +19,7 @@ use std::time::Instant;
 use super::checkpoint::Fingerprint;
 use super::reader::{LineReader, RawLine};
 use super::{CommitToken, Commits};
+use crate::event::SourceFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId {
@@ -75,6 +76,9 @@ pub enum StartFrom {
 pub struct TailedFile {
     pub id: FileId,
     pub fingerprint: Fingerprint,
+    /// How many times this inode was truncated in place (copytruncate) or
+    /// refilled with other content; see [`SourceFile`].
+    pub generation: u64,
     /// The path it was last seen at; the event's `log.file`.
     pub path: Arc<str>,
     /// `None` while closed to spare a descriptor.
@@ -110,6 +114,7 @@ impl TailedFile {
         Ok(TailedFile {
             id: FileId::of(&meta),
             fingerprint: Fingerprint::of(&file)?,
+            generation: 0,
             path: Arc::from(path.to_string_lossy().as_ref()),
             file: Some(file),
             reader: LineReader::new(0, max_line_bytes),
@@ -124,6 +129,15 @@ impl TailedFile {
 
     fn handle(&self) -> io::Result<&File> {
         self.file.as_ref().ok_or_else(closed)
+    }
+
+    /// What event ids hash for this file's lines.
+    pub fn source(&self) -> SourceFile {
+        SourceFile {
+            dev: self.id.dev,
+            ino: self.id.ino,
+            generation: self.generation,
+        }
     }
 
     pub fn is_open(&self) -> bool {
@@ -175,6 +189,7 @@ impl TailedFile {
             }
             StartFrom::Offset(offset) if offset <= size => LineReader::new(offset, max_line_bytes),
             StartFrom::Offset(offset) => {
+                self.generation += 1;
                 tracing::warn!(
                     file = %self.path,
                     size,
@@ -272,6 +287,7 @@ impl TailedFile {
                 "file was truncated; reading it again from the start"
             );
             self.reader.reset(0);
+            self.generation += 1;
             self.handle()?.seek(SeekFrom::Start(0))?;
             self.fingerprint = Fingerprint::of(self.handle()?)?;
             // What was in flight came from content that no longer exists.

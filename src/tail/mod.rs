@@ -32,7 +32,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, InputKind, StartAt};
-use crate::event::LogOrigin;
+use crate::event::{LogOrigin, SourceFile};
 pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progress};
 use checkpoint::{Checkpoint, CheckpointStore};
 pub use discover::PathSet;
@@ -136,6 +136,9 @@ pub struct Line {
     /// The line was longer than `max_line_bytes` and was cut: how many
     /// bytes it had.
     pub cut_from: Option<u64>,
+    /// For a file line: the file and its generation, which the event id
+    /// hashes instead of the path (a rename keeps ids stable).
+    pub source: Option<SourceFile>,
     /// For a journal entry: its cursor, time and fields.
     pub journal: Option<Arc<JournalMeta>>,
     pub commit: CommitToken,
@@ -441,6 +444,7 @@ impl TailState {
                 input: self.inputs[input].name.clone(),
                 dev: id.dev,
                 ino: id.ino,
+                generation: file.generation,
                 fingerprint: file.fingerprint,
                 path: file.path.to_string(),
                 offset: file.committed(),
@@ -651,6 +655,7 @@ impl TailState {
             let Ok(mut file) = TailedFile::open(&path, self.inputs[index].max_line_bytes) else {
                 continue;
             };
+            file.generation = checkpoint.generation;
             let same = file.id == id && file.starts_like(&checkpoint.fingerprint).unwrap_or(false);
             if !same
                 || file
@@ -699,7 +704,7 @@ impl TailState {
         let opened = TailedFile::open(&path, input.max_line_bytes).and_then(|mut file| {
             let start = match ignored_at {
                 Some(size) if file.id == id => StartFrom::Offset(size),
-                _ => self.start_position(index, &file, first_scan)?,
+                _ => self.start_position(index, &mut file, first_scan)?,
             };
             file.start_from(start)?;
             Ok(file)
@@ -735,19 +740,25 @@ impl TailState {
     /// Where a newly seen file starts: its checkpoint if it is the same file
     /// (inode and first bytes); else its end only on the very first start for
     /// `start_at = "end"`; else its beginning, because it is a new log.
+    /// The file's generation continues its checkpoint's: a file whose
+    /// content changed under its inode (truncated, or the inode reused while
+    /// stopped) is one generation on, as it would have been had the agent
+    /// watched it happen, so ids stay the same across a restart.
     fn start_position(
         &mut self,
         index: usize,
-        file: &TailedFile,
+        file: &mut TailedFile,
         first_scan: bool,
     ) -> std::io::Result<StartFrom> {
         let input = &self.inputs[index];
         Ok(match self.checkpoints.claim(&input.name, file.id) {
             Some(checkpoint) if file.starts_like(&checkpoint.fingerprint)? => {
+                file.generation = checkpoint.generation;
                 StartFrom::Offset(checkpoint.offset)
             }
-            Some(_) => {
+            Some(checkpoint) => {
                 tracing::info!(file = %file.path, "file reuses a checkpointed inode with other content; reading it as a new file");
+                file.generation = checkpoint.generation + 1;
                 StartFrom::Beginning
             }
             None if first_scan && !self.checkpoints.existed && input.start_at == StartAt::End => {
@@ -821,6 +832,7 @@ impl TailState {
                             offset,
                             text,
                             cut_from,
+                            source: Some(file.source()),
                             journal: None,
                             commit: commit.clone(),
                         },

@@ -202,6 +202,7 @@ impl JournalSource {
                     offset: entry.meta.seqnum,
                     text: entry.line,
                     cut_from: entry.cut_from,
+                    source: None,
                     journal: Some(Arc::new(entry.meta)),
                     commit: commit.clone(),
                 })
