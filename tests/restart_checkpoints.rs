@@ -212,7 +212,10 @@ fn adding_a_webhook_neither_resends_nor_drops_on_a_reread() {
              [[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\nstart_at = \"beginning\"\n{webhooks}"
         ))
     };
-    let soc = format!("[webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n", old.url);
+    let soc = format!(
+        "[webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        old.url
+    );
     setup.append("auth.log", &(1..=5).map(failed_line).collect::<Vec<_>>());
     let mut agent = Agent::start(&config(&soc));
     old.wait_for_events(5, DEADLINE);
@@ -221,7 +224,10 @@ fn adding_a_webhook_neither_resends_nor_drops_on_a_reread() {
 
     // As after a crash before the checkpoint was written: read it all again.
     std::fs::remove_file(setup.path("state/checkpoints.json")).unwrap();
-    let aaa = format!("[webhook.aaa]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n", new.url);
+    let aaa = format!(
+        "[webhook.aaa]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        new.url
+    );
     let _agent = Agent::start(&config(&format!("{aaa}{soc}")));
     setup.append("auth.log", &[failed_line(6)]);
     // Each lane is in order: once line 6 arrives, a re-sent 1..5 would have.

@@ -139,8 +139,8 @@ fn with_inotify_off_polling_alone_delivers_every_line() {
 
 /// A log written through a hard link in a folder the agent does not watch:
 /// inotify reports a write only to the folder it was made through, so no
-/// notification comes, and the periodic look at every file (at least every
-/// 10 s with inotify on) still finds the lines.
+/// notification comes, and the periodic look at every file (every
+/// `rescan_interval` with inotify on, 300 ms here) still finds the lines.
 #[test]
 fn lines_no_notification_announces_are_found_by_the_periodic_look() {
     let receiver = Receiver::start(ReceiverOptions::default());
@@ -156,7 +156,7 @@ fn lines_no_notification_announces_are_found_by_the_periodic_look() {
     let config = config(
         &setup,
         &receiver.url,
-        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"",
+        "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"\nrescan_interval = \"300ms\"",
     );
     let agent = Agent::start(&config);
     agent.wait_for_log("tailhook running", DEADLINE);
