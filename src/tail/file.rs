@@ -57,6 +57,8 @@ pub struct ReadOutcome {
     pub bytes: u64,
     /// The read stopped at its budget; more may be waiting.
     pub more: bool,
+    /// The read reached the end of the file.
+    pub at_end: bool,
     /// The read failed after `bytes` (an I/O error on a network file
     /// system, a bad sector). The lines read before it are in the output
     /// and are committed as usual; the next read resumes where it failed.
@@ -89,6 +91,8 @@ pub struct TailedFile {
     pub live: bool,
     /// When this file was last seen at its end without growing.
     pub idle_since: Option<Instant>,
+    /// The last read reached the end: closing it now skips nothing.
+    pub at_end: bool,
     /// When the agent started following it.
     pub followed_since: std::time::SystemTime,
     /// Closed, and found grown or renamed: to be opened again when a
@@ -120,6 +124,7 @@ impl TailedFile {
             reader: LineReader::new(0, max_line_bytes),
             live: true,
             idle_since: None,
+            at_end: false,
             followed_since: std::time::SystemTime::now(),
             wants_open: false,
             commits: Commits::new(0),
@@ -160,6 +165,8 @@ impl TailedFile {
         file.seek(SeekFrom::Start(self.reader.position()))?;
         self.file = Some(file);
         self.wants_open = false;
+        // Opened because it changed: not to be closed again before a read.
+        self.at_end = false;
         Ok(true)
     }
 
@@ -295,10 +302,15 @@ impl TailedFile {
         }
         if size == self.reader.position() {
             // Nothing new: most files at most looks. No read, no buffer.
-            return Ok(ReadOutcome::default());
+            self.at_end = true;
+            return Ok(ReadOutcome {
+                at_end: true,
+                ..ReadOutcome::default()
+            });
         }
         let mut handle = self.file.as_ref().ok_or_else(closed)?;
         let outcome = feed_lines(&mut handle, &mut self.reader, budget, out);
+        self.at_end = outcome.at_end;
         if outcome.error.is_none() {
             self.refresh_fingerprint()?;
         }
@@ -332,6 +344,7 @@ fn feed_lines(
         reader.feed(&buf[..n], out);
     }
     outcome.more = outcome.error.is_none() && outcome.bytes >= budget;
+    outcome.at_end = outcome.error.is_none() && !outcome.more;
     outcome
 }
 

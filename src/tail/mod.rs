@@ -254,6 +254,7 @@ impl Tailer {
             max_open,
             open_now: 0,
             waiting_for_descriptor: false,
+            opened_in_look: false,
             ignored: HashMap::new(),
             cuts: CutReport::default(),
             sink: Some(Box::new(sink)),
@@ -312,6 +313,8 @@ struct TailState {
     open_now: usize,
     /// Some file waited for a descriptor during the last look.
     waiting_for_descriptor: bool,
+    /// The last look opened a file (new or closed before).
+    opened_in_look: bool,
     /// Logs lines cut at `max_line_bytes`, a few at most.
     cuts: CutReport,
     /// Files left unopened by `ignore_older`, with their size then: if one
@@ -408,9 +411,9 @@ impl TailState {
             self.save_checkpoints(false);
             self.heartbeat.send_replace(Some(Instant::now()));
             // Files waiting for a descriptor get one as soon as others are
-            // read to their end: look again at once.
+            // read to their end: look again at once while that goes on.
             woken = more
-                || self.waiting_for_descriptor
+                || (self.waiting_for_descriptor && self.opened_in_look)
                 || self.wakeups.wait(self.options.poll_interval);
         };
         self.sink = None;
@@ -469,6 +472,7 @@ impl TailState {
     fn discover(&mut self, first_scan: bool) {
         self.open_now = self.files.values().filter(|f| f.is_open()).count();
         self.waiting_for_descriptor = false;
+        self.opened_in_look = false;
         let mut was_live = HashSet::new();
         for (key, file) in self.files.iter_mut() {
             if file.live {
@@ -513,13 +517,15 @@ impl TailState {
     /// when the budget is used up.
     fn make_room(&mut self) -> bool {
         if self.open_now < self.max_open {
+            self.opened_in_look = true;
             return true;
         }
+        let now = Instant::now();
         let idlest = self
             .files
             .iter()
-            .filter(|(_, f)| f.is_open() && f.live && !f.holds_partial_line())
-            .filter_map(|(key, f)| f.idle_since.map(|since| (since, *key)))
+            .filter(|(_, f)| f.is_open() && f.live && f.at_end && !f.holds_partial_line())
+            .map(|(key, f)| (f.idle_since.unwrap_or(now), *key))
             .min();
         let Some((_, key)) = idlest else {
             if !std::mem::replace(&mut self.waiting_for_descriptor, true) {
@@ -534,6 +540,7 @@ impl TailState {
             file.close();
             self.open_now -= 1;
         }
+        self.opened_in_look = true;
         true
     }
 
@@ -896,9 +903,9 @@ fn descriptor_budget() -> usize {
             limit = raised;
         }
     }
-    let budget = (limit.rlim_cur as u64 / TAILED_FILES_SHARE).clamp(8, 1 << 20) as usize;
+    let budget = (limit.rlim_cur / TAILED_FILES_SHARE).clamp(8, 1 << 20) as usize;
     tracing::debug!(
-        descriptor_limit = limit.rlim_cur as u64,
+        descriptor_limit = limit.rlim_cur,
         tailed_files_open_at_most = budget,
         "descriptor budget"
     );
