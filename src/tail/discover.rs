@@ -333,6 +333,35 @@ mod tests {
         assert!(problems.iter().any(|p| p.contains("sub/cyc leads back to")));
     }
 
+    proptest::proptest! {
+        /// On a tree without symlinks, the expansion finds exactly the
+        /// files the `glob` crate finds, for any mix of wildcards.
+        #[test]
+        fn expansion_agrees_with_the_glob_crate_without_symlinks(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec!["*", "**", "a*", "?", "b", "*.log", "[ab]*", "sub", ".h*"]),
+                1..5,
+            ),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            for file in ["a.log", "b", "sub/a.log", "sub/b/c.log", "sub/b/deep/x.log", ".hidden/a.log", "ab/b"] {
+                let path = dir.path().join(file);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, "x\n").unwrap();
+            }
+            let pattern = format!("{}/{}", dir.path().display(), parts.join("/"));
+            let ours: Vec<PathBuf> = PathSet::new(&[pattern.clone()], &[]).files().into_keys().collect();
+            let mut theirs: Vec<PathBuf> = glob::glob(&pattern)
+                .unwrap()
+                .flatten()
+                .filter(|p| p.is_file())
+                .collect();
+            theirs.sort();
+            theirs.dedup();
+            proptest::prop_assert_eq!(ours, theirs, "pattern {}", pattern);
+        }
+    }
+
     #[test]
     fn watch_roots_stop_at_the_first_wildcard() {
         let set = PathSet::new(

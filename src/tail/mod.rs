@@ -865,7 +865,10 @@ impl TailState {
         let idle = self.options.rotated_idle;
         let before = self.files.len();
         self.files.retain(|_, file| {
+            // A closed file found renamed may hold lines written since it
+            // was closed: it is finished only once opened and read.
             let finished = !file.live
+                && !file.wants_open
                 && file.idle_since.is_some_and(|since| since.elapsed() >= idle)
                 && !file.has_in_flight();
             if finished {

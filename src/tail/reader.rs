@@ -145,6 +145,7 @@ impl LineReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, Just};
 
     fn lines(reader: &mut LineReader, chunks: &[&[u8]]) -> Vec<RawLine> {
         let mut out = Vec::new();
@@ -254,6 +255,52 @@ mod tests {
                 cut_from: None
             }]
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes and however they are chunked, every line
+        /// comes out once, at its offset, cut exactly when it is longer
+        /// than the limit and then saying how long it was.
+        #[test]
+        fn any_bytes_in_any_chunks_become_exactly_their_lines(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xffu8), any::<u8>()],
+                0..400,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+            max_line_bytes in 1usize..40,
+        ) {
+            let mut reader = LineReader::new(1000, max_line_bytes);
+            let mut out = Vec::new();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                reader.feed(&bytes[from..cut], &mut out);
+                from = cut;
+            }
+            out.extend(reader.flush_partial());
+            proptest::prop_assert_eq!(reader.position(), 1000 + bytes.len() as u64);
+
+            let mut expected = Vec::new();
+            let mut start = 0;
+            for piece in bytes.split(|&b| b == b'\n') {
+                let last = start + piece.len() == bytes.len();
+                if !(last && piece.is_empty()) {
+                    let mut kept = piece[..piece.len().min(max_line_bytes)].to_vec();
+                    if kept.last() == Some(&b'\r') {
+                        kept.pop();
+                    }
+                    expected.push(RawLine {
+                        offset: 1000 + start as u64,
+                        text: String::from_utf8_lossy(&kept).into_owned(),
+                        cut_from: (piece.len() > max_line_bytes).then_some(piece.len() as u64),
+                    });
+                }
+                start += piece.len() + 1;
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
     }
 
     #[test]
