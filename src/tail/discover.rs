@@ -350,7 +350,10 @@ mod tests {
                 std::fs::write(path, "x\n").unwrap();
             }
             let pattern = format!("{}/{}", dir.path().display(), parts.join("/"));
-            let ours: Vec<PathBuf> = PathSet::new(&[pattern.clone()], &[]).files().into_keys().collect();
+            let ours: Vec<PathBuf> = PathSet::new(std::slice::from_ref(&pattern), &[])
+                .files()
+                .into_keys()
+                .collect();
             let mut theirs: Vec<PathBuf> = glob::glob(&pattern)
                 .unwrap()
                 .flatten()
