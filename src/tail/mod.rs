@@ -480,12 +480,22 @@ impl TailState {
             }
             file.live = false;
         }
+        // Files skipped by ignore_older are forgotten once gone: their
+        // inodes may be reused.
+        let mut matched = HashSet::new();
+        let skipping = !self.ignored.is_empty();
         for index in 0..self.inputs.len() {
             let roots = self.inputs[index].paths.watch_roots();
             self.wakeups.watch(&roots);
             for (path, meta) in self.inputs[index].paths.files() {
+                if skipping {
+                    matched.insert((index, FileId::of(&meta)));
+                }
                 self.discover_path(index, path, &meta, first_scan);
             }
+        }
+        if skipping {
+            self.ignored.retain(|key, _| matched.contains(key));
         }
         for key in was_live {
             let Some(file) = self.files.get_mut(&key).filter(|f| !f.live) else {
