@@ -498,6 +498,7 @@ fn cut_lines_are_logged_counted_and_reported_as_events() {
         .ends_with("auth.log"));
     assert_eq!(report["message"].as_str().unwrap(), &hidden[..80]);
 
+    agent.wait_for_log("a line longer than max_line_bytes was cut", DEADLINE);
     let logs = agent.logs();
     let warning = logs
         .lines()
@@ -538,5 +539,5 @@ fn report_long_lines_false_keeps_the_count_but_sends_no_event() {
     let events = receiver.wait_for_events(1, DEADLINE);
     assert_eq!(events[0]["rule"], "test.auth_failed", "{events:?}");
     assert_eq!(receiver.events().len(), 1);
-    assert!(agent.logs().contains("longer than max_line_bytes was cut"));
+    agent.wait_for_log("a line longer than max_line_bytes was cut", DEADLINE);
 }
