@@ -335,7 +335,8 @@ fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
 }
 
 /// A file idle at its end is closed after `close_inactive` and opened again
-/// when it grows, also when it was rotated away while closed.
+/// when it grows, also when it was renamed beside its old name while closed;
+/// one moved out of its folder while closed cannot be found, which is logged.
 #[test]
 fn idle_files_are_closed_and_reopened_when_they_grow_or_rotate() {
     let receiver = Receiver::start(ReceiverOptions::default());
@@ -357,14 +358,31 @@ fn idle_files_are_closed_and_reopened_when_they_grow_or_rotate() {
         agent.descriptors_on(&log) == 0
     });
 
-    // Written and rotated away while closed: still read to its end.
+    // Written and rotated away while closed (the agent paused, so it
+    // cannot look in between): still found by its inode and read to its end.
+    agent.signal("STOP");
     setup.append("auth.log", &[failed_line(3)]);
     std::fs::rename(&log, setup.path("auth.log.1")).unwrap();
     setup.append("auth.log", &[failed_line(4)]);
+    agent.signal("CONT");
     let events = receiver.wait_for_events(4, DEADLINE);
     let mut seen = sequences(&events);
     seen.sort();
     assert_eq!(seen, vec![1, 2, 3, 4]);
+
+    // Moved out of its folder while closed: out of reach, and said so.
+    wait_until(DEADLINE, "the new file closed", || {
+        agent.descriptors_on(&log) == 0
+    });
+    std::fs::create_dir(setup.path("archive")).unwrap();
+    agent.signal("STOP");
+    setup.append("auth.log", &[failed_line(5)]);
+    std::fs::rename(&log, setup.path("archive/auth.log")).unwrap();
+    setup.append("auth.log", &[failed_line(6)]);
+    agent.signal("CONT");
+    agent.wait_for_log("left its folder or was deleted", DEADLINE);
+    let events = receiver.wait_for_events(5, DEADLINE);
+    assert_eq!(sequences(&events[4..]), vec![6]);
 }
 
 /// `ignore_older` leaves old files unopened; one written again is read
