@@ -462,6 +462,7 @@ impl Config {
             for (field, duration) in [
                 ("rescan_interval", input.rescan_interval),
                 ("close_inactive", input.close_inactive),
+                ("ignore_older", input.ignore_older.unwrap_or(Duration::MAX)),
             ] {
                 if duration.is_zero() {
                     return Err(self.invalid(key(field), "must be longer than 0s"));
@@ -579,6 +580,33 @@ mod tests {
         url = "https://example.test/webhooks/1?api_key=secret"
         preset = "securex"
     "#;
+
+    #[test]
+    fn tailing_durations_have_defaults_and_refuse_zero() {
+        let config = load(MINIMAL).unwrap();
+        let input = &config.inputs[0];
+        assert_eq!(input.rescan_interval, Duration::from_secs(10));
+        assert_eq!(input.close_inactive, Duration::from_secs(300));
+        assert_eq!(input.ignore_older, None);
+        assert!(input.report_long_lines);
+        let with =
+            |key: &str| MINIMAL.replace("name = \"auth\"", &format!("name = \"auth\"\n{key}"));
+        let config = load(&with("ignore_older = \"7d\"\nreport_long_lines = false")).unwrap();
+        assert_eq!(
+            config.inputs[0].ignore_older,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert!(!config.inputs[0].report_long_lines);
+        for key in ["rescan_interval", "close_inactive", "ignore_older"] {
+            let err = load(&with(&format!("{key} = \"0s\"")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("input[0].{key}")) && err.contains("longer than 0s"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_resolves_relative_paths() {
