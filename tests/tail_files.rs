@@ -304,7 +304,7 @@ fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
     let input = "paths = [\"logs/*.log\"]\nstart_at = \"beginning\"";
     let config = config(&setup, &receiver.url, input);
     let agent = Agent::start_wrapped(&config, &["prlimit", "--nofile=256:256"]);
-    let patience = Duration::from_secs(120);
+    let patience = Duration::from_secs(240);
     wait_until(patience, "an event from every file", || {
         receiver.events().len() >= FILES
     });
@@ -312,6 +312,17 @@ fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen, (1..=FILES as i64).collect::<Vec<_>>());
+    // Most files were closed to make room: each is opened again, by its
+    // identity, when it grows.
+    for seq in 1..=FILES {
+        setup.append(&format!("logs/f{seq:04}.log"), &[failed_line(FILES + seq)]);
+    }
+    wait_until(patience, "the second line of every file", || {
+        receiver.events().len() >= 2 * FILES
+    });
+    let mut seen = sequences(&receiver.events());
+    seen.sort();
+    assert_eq!(seen, (1..=2 * FILES as i64).collect::<Vec<_>>());
     // Every file's offset is committed on disk.
     wait_until(patience, "a checkpoint past the line of every file", || {
         let Ok(text) = std::fs::read_to_string(setup.path("state/checkpoints.json")) else {
@@ -319,7 +330,13 @@ fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
         };
         let stored: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         stored["files"].as_array().is_some_and(|files| {
-            files.len() == FILES && files.iter().all(|f| f["offset"].as_u64() > Some(0))
+            files.len() == FILES
+                && files.iter().all(|f| {
+                    let size = std::fs::metadata(f["path"].as_str().unwrap_or_default())
+                        .map(|m| m.len())
+                        .ok();
+                    f["offset"].as_u64() == size
+                })
         })
     });
     let logs = agent.logs();
