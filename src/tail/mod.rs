@@ -255,6 +255,7 @@ impl Tailer {
             open_now: 0,
             waiting_for_descriptor: false,
             opened_in_look: false,
+            closable: None,
             ignored: HashMap::new(),
             cuts: CutReport::default(),
             sink: Some(Box::new(sink)),
@@ -315,6 +316,9 @@ struct TailState {
     waiting_for_descriptor: bool,
     /// The last look opened a file (new or closed before).
     opened_in_look: bool,
+    /// Files that may be closed to make room in this look, the longest idle
+    /// last; listed when first needed.
+    closable: Option<Vec<(Instant, (usize, FileId))>>,
     /// Logs lines cut at `max_line_bytes`, a few at most.
     cuts: CutReport,
     /// Files left unopened by `ignore_older`, with their size then: if one
@@ -473,6 +477,7 @@ impl TailState {
         self.open_now = self.files.values().filter(|f| f.is_open()).count();
         self.waiting_for_descriptor = false;
         self.opened_in_look = false;
+        self.closable = None;
         let mut was_live = HashSet::new();
         for (key, file) in self.files.iter_mut() {
             if file.live {
@@ -530,28 +535,36 @@ impl TailState {
             self.opened_in_look = true;
             return true;
         }
-        let now = Instant::now();
-        let idlest = self
-            .files
-            .iter()
-            .filter(|(_, f)| f.is_open() && f.live && f.at_end && !f.holds_partial_line())
-            .map(|(key, f)| (f.idle_since.unwrap_or(now), *key))
-            .min();
-        let Some((_, key)) = idlest else {
-            if !std::mem::replace(&mut self.waiting_for_descriptor, true) {
-                tracing::debug!(
-                    max_open = self.max_open,
-                    "every descriptor for tailed files is in use; files wait for one"
-                );
+        // Files opened in this look are not read yet, so not closable: the
+        // list made at the first need holds for the whole look.
+        let files = &self.files;
+        let closable = self.closable.get_or_insert_with(|| {
+            let now = Instant::now();
+            let mut closable: Vec<_> = files
+                .iter()
+                .filter(|(_, f)| f.is_open() && f.live && f.at_end && !f.holds_partial_line())
+                .map(|(key, f)| (f.idle_since.unwrap_or(now), *key))
+                .collect();
+            closable.sort_unstable_by(|a, b| b.cmp(a));
+            closable
+        });
+        // A file may have lost its path since the list was made (rotated
+        // away: it is read to its end before it is let go, never closed).
+        while let Some((_, key)) = closable.pop() {
+            if let Some(file) = self.files.get_mut(&key).filter(|f| f.is_open() && f.live) {
+                file.close();
+                self.open_now -= 1;
+                self.opened_in_look = true;
+                return true;
             }
-            return false;
-        };
-        if let Some(file) = self.files.get_mut(&key) {
-            file.close();
-            self.open_now -= 1;
         }
-        self.opened_in_look = true;
-        true
+        if !std::mem::replace(&mut self.waiting_for_descriptor, true) {
+            tracing::debug!(
+                max_open = self.max_open,
+                "every descriptor for tailed files is in use; files wait for one"
+            );
+        }
+        false
     }
 
     /// Opens again the closed files found grown or renamed, as descriptors
