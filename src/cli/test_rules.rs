@@ -73,6 +73,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for failure in rule.check_examples() {
             eprintln!("warning: {}: rule `{}`: {failure}", rule.origin, rule.id);
         }
+        if let Some(warning) = rules::forgery_warning(rule) {
+            eprintln!("warning: {warning}");
+        }
     }
     let matcher = Matcher::new(loaded.clone());
     let mut summary = Summary {
