@@ -147,7 +147,6 @@ impl Pipeline {
             .collect()
     }
 
-    /// One line describing what was loaded, for `check` and the start-up log.
     /// Warnings about loaded rules a client could steer into reporting a
     /// forged address (see `rules::forgery_warning`).
     pub fn rule_warnings(&self) -> Vec<String> {
@@ -157,6 +156,7 @@ impl Pipeline {
             .collect()
     }
 
+    /// One line describing what was loaded, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let examples: usize = self.rules.iter().map(|r| r.examples.len()).sum();
         format!(
