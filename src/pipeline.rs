@@ -258,7 +258,7 @@ impl Pipeline {
             &names,
             &self.config.routes,
         );
-        // The built-in rule gets its own warning below, when it is used.
+        // The built-in rule is said apart below: not routing it is a choice.
         for rule in router.unselected().iter().filter(|r| *r != LINE_TOO_LONG) {
             tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
         }
@@ -269,7 +269,7 @@ impl Pipeline {
             .map(|i| i.report_long_lines.then_some(i.max_line_bytes))
             .collect();
         if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
-            tracing::warn!(rule = LINE_TOO_LONG, "no route sends the events of lines cut at max_line_bytes; add the rule id to a route, or set report_long_lines = false to say you do not want them");
+            tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
         }
         let lanes: Vec<(String, u64)> = self
             .webhooks
