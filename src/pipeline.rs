@@ -21,7 +21,7 @@ use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{Queue, Router};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{
     self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, Matcher, OverrideReport,
     Rule, RuleSelector, LINE_TOO_LONG,
@@ -271,10 +271,10 @@ impl Pipeline {
         if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
             tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
         }
-        let lanes: Vec<(String, u64)> = self
+        let lanes: Vec<LaneLimits> = self
             .webhooks
             .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .map(WebhookConfig::lane_limits)
             .collect();
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
@@ -505,7 +505,7 @@ const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// for them (bounded) instead of failing.
 async fn open_queue(
     state_dir: &std::path::Path,
-    lanes: &[(String, u64)],
+    lanes: &[LaneLimits],
 ) -> anyhow::Result<Arc<Queue>> {
     let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
     let mut warned = false;

@@ -289,10 +289,9 @@ fn thousands_of_files_under_a_low_descriptor_limit_are_all_read() {
         .output()
         .is_err()
     {
-        let missing =
-            "prlimit (util-linux) is needed to run the agent under a low descriptor limit";
-        assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "{missing}");
-        eprintln!("skipped: {missing}");
+        missing_prerequisite(
+            "prlimit (util-linux) is needed to run the agent under a low descriptor limit",
+        );
         return;
     }
     let receiver = Receiver::start(ReceiverOptions::default());
