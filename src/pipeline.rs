@@ -22,11 +22,14 @@ use crate::deliver::{Deliverer, Halt, Webhook};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
-use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
+use crate::rules::{
+    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, Matcher, OverrideReport,
+    Rule, RuleSelector, LINE_TOO_LONG,
+};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, Severity,
-    SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, PathSet,
+    Severity, SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -107,7 +110,12 @@ impl Pipeline {
             }
             matchers.push(Matcher::new(selected));
         }
-        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        // A route may name the built-in rule that reports cut lines.
+        let ids: Vec<&str> = rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain([LINE_TOO_LONG])
+            .collect();
         for (i, route) in config.routes.iter().enumerate() {
             let unmatched = RuleSelector::validated(&route.rules).unmatched(&ids);
             if let Some(pattern) = unmatched.first() {
@@ -125,6 +133,22 @@ impl Pipeline {
             overrides: loaded.overrides,
             matchers: Arc::new(matchers),
         })
+    }
+
+    /// What expanding the file inputs' globs runs into now (a folder loop
+    /// through symlinks, a bound reached), for `check`.
+    pub fn path_problems(&self) -> Vec<String> {
+        self.config
+            .inputs
+            .iter()
+            .filter(|input| input.kind == InputKind::File)
+            .flat_map(|input| {
+                PathSet::new(&input.paths, &input.exclude)
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("input `{}`: {problem}", input.name))
+            })
+            .collect()
     }
 
     /// Warnings about loaded rules a client could steer into reporting a
@@ -232,7 +256,7 @@ impl Pipeline {
         let queue = open_queue(&state_dir, &self.lanes()).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
-            self.rules.iter().map(|r| r.id.as_str()),
+            self.rule_ids(),
             self.webhooks.iter().map(|w| w.name.as_str()),
         ));
         let metrics_listener = match self.config.agent.metrics_listen {
@@ -370,6 +394,14 @@ impl Pipeline {
         }
         services.shutdown().await;
         Ok(())
+    }
+
+    /// Every rule's id, the built-in one that reports cut lines included.
+    fn rule_ids(&self) -> impl Iterator<Item = &str> {
+        self.rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain([LINE_TOO_LONG])
     }
 
     /// Each webhook's lane in the queue: its name, and its limits.
@@ -517,7 +549,7 @@ async fn start_over(
     let gates = gates_after_reload(pipeline, earlier_gates);
     let metrics = Arc::new(metrics.continuing(
         pipeline.config.inputs.iter().map(|i| i.name.as_str()),
-        pipeline.rules.iter().map(|r| r.id.as_str()),
+        pipeline.rule_ids(),
         pipeline.webhooks.iter().map(|w| w.name.as_str()),
     ));
     Generation::start(
@@ -604,13 +636,28 @@ impl Generation {
         let state_dir = &config.agent.state_dir;
         let host = config.host();
         let names: Vec<String> = pipeline.webhooks.iter().map(|w| w.name.clone()).collect();
+        let line_too_long = line_too_long_rule();
         let router = Router::new(
-            pipeline.rules.iter().map(|r| (r.id.as_str(), r.severity)),
+            pipeline
+                .rules
+                .iter()
+                .map(|r| &**r)
+                .chain([&line_too_long])
+                .map(|r| (r.id.as_str(), r.severity)),
             &names,
             &config.routes,
         );
-        for rule in router.unselected() {
+        // The built-in rule is said apart below: not routing it is a choice.
+        for rule in router.unselected().iter().filter(|r| *r != LINE_TOO_LONG) {
             tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
+        }
+        let long_lines: Vec<Option<usize>> = config
+            .inputs
+            .iter()
+            .map(|i| i.report_long_lines.then_some(i.max_line_bytes))
+            .collect();
+        if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
+            tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
         }
         let mut webhooks = Vec::new();
         for (lane, config) in pipeline.webhooks.iter().enumerate() {
@@ -643,12 +690,15 @@ impl Generation {
         let stage = RuleStage {
             gates: gates.clone(),
             matchers: pipeline.matchers.clone(),
+            line_too_long,
+            long_lines,
             router,
             queue: queue.clone(),
             metrics: metrics.clone(),
             tap: tap.clone(),
         };
-        let tailer = Tailer::spawn(&config.inputs, state_dir, options, stage);
+        let tailer =
+            Tailer::spawn(&config.inputs, state_dir, options, stage).map_err(anyhow::Error::msg)?;
         let tail = TailWatch {
             heartbeat: tailer.heartbeat(),
             queue: queue.clone(),
@@ -787,6 +837,10 @@ async fn open_queue(
 /// when the tailer may commit the chunk's offset.
 struct RuleStage {
     matchers: Arc<Vec<Matcher>>,
+    /// The built-in rule of the events that report cut lines.
+    line_too_long: Rule,
+    /// Per input: its `max_line_bytes` when it reports cut lines.
+    long_lines: Vec<Option<usize>>,
     /// Per rule id: threshold and suppress state, handed on to the next
     /// generation by a reload.
     gates: Gates,
@@ -805,6 +859,28 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            if let Some(length) = line.cut_from {
+                metrics::add(&input.lines_truncated, 1);
+                if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let event = Arc::new(line_too_long_event(
+                        &self.line_too_long,
+                        line.origin(),
+                        line.source,
+                        &line.text,
+                        length,
+                        max_line_bytes,
+                    ));
+                    if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
+                        metrics::add(matches, 1);
+                    }
+                    events.extend(
+                        self.router
+                            .destinations(LINE_TOO_LONG)
+                            .iter()
+                            .map(|&lane| (lane, event.clone())),
+                    );
+                }
+            }
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
@@ -816,9 +892,10 @@ impl LineSink for RuleStage {
                 let mut event = event_for(
                     rule,
                     line.origin(),
+                    line.source,
                     &line.text,
                     fields,
-                    line.truncated,
+                    line.cut_from.is_some(),
                     count,
                 );
                 if let Some(journal) = &line.journal {

@@ -28,6 +28,8 @@ use crate::tail::Reach;
 pub struct InputCounters {
     pub lines: AtomicU64,
     pub bytes: AtomicU64,
+    /// Lines longer than `max_line_bytes`, cut to it.
+    pub lines_truncated: AtomicU64,
 }
 
 /// Counters of one webhook.
@@ -181,6 +183,7 @@ impl Metrics {
             if let Some((_, old)) = self.inputs.iter().find(|(n, _)| n == name) {
                 carry(&counters.lines, &old.lines);
                 carry(&counters.bytes, &old.bytes);
+                carry(&counters.lines_truncated, &old.lines_truncated);
             }
         }
         for (id, count) in &next.rules {
@@ -336,6 +339,12 @@ impl Metrics {
                 "counter",
                 "Bytes of the lines read from the input's files.",
                 by_input(|c| &c.bytes),
+            ),
+            (
+                "tailhook_lines_truncated_total",
+                "counter",
+                "Lines longer than the input's max_line_bytes, cut to it (rules see the cut line).",
+                by_input(|c| &c.lines_truncated),
             ),
             (
                 "tailhook_input_lag_bytes",
