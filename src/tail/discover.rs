@@ -218,6 +218,13 @@ impl PathSet {
         found
     }
 
+    /// The files the globs match now, saying nothing about what expansion
+    /// ran into: for a look (status, metrics) beside the tail thread, whose
+    /// own expansion reports it.
+    pub fn files_quietly(&self) -> BTreeMap<PathBuf, std::fs::Metadata> {
+        self.expand().0
+    }
+
     /// What expanding the globs runs into now (folder loops, bounds), for
     /// `tailhook check`.
     pub fn problems(&self) -> Vec<String> {

@@ -38,8 +38,8 @@ pub fn survey(input: &InputConfig) -> Option<Reach> {
     let mut reach = Reach::default();
     let mut readable = BTreeSet::new();
     for pattern in &input.paths {
-        let mut paths = PathSet::new(std::slice::from_ref(pattern), &input.exclude);
-        let files = paths.files();
+        let paths = PathSet::new(std::slice::from_ref(pattern), &input.exclude);
+        let files = paths.files_quietly();
         if files.is_empty() {
             match blocked_on_the_way(pattern, &paths) {
                 Some(blocked) => reach.unreadable.push(blocked),
