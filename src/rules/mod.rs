@@ -11,6 +11,7 @@
 //! into `(rule, fields)` and fields into [`Event`]s.
 
 mod gate;
+mod linetime;
 mod load;
 mod prefilter;
 
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Fields, LogOrigin};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
+pub use linetime::{zone_named, LineClock};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
