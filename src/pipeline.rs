@@ -21,7 +21,9 @@ use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
-use crate::rules::{self, compile_globs, event_for, id_selected, Admit, Gate, Matcher, Rule};
+use crate::rules::{
+    self, compile_globs, event_for, id_selected, Admit, Gate, LineClock, Matcher, Rule, SeenLine,
+};
 use crate::systemd::Notifier;
 use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
@@ -35,6 +37,8 @@ pub struct Pipeline {
     rule_files: usize,
     /// One per input, in config order.
     matchers: Vec<Matcher>,
+    /// How each input's line times are read, in config order.
+    clocks: Vec<LineClock>,
 }
 
 impl Pipeline {
@@ -117,12 +121,26 @@ impl Pipeline {
                 }
             }
         }
+        let clocks = config
+            .inputs
+            .iter()
+            .map(|input| {
+                input.clock().map_err(|problem| {
+                    anyhow::anyhow!(
+                        "{}: input `{}`: timezone: {problem}",
+                        config.source.display(),
+                        input.name
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Pipeline {
             config,
             webhooks,
             rules,
             rule_files: files.len(),
             matchers,
+            clocks,
         })
     }
 
@@ -250,6 +268,8 @@ impl Pipeline {
         let watched_queue = queue.clone();
         let stage = RuleStage {
             gates,
+            clocks: self.clocks,
+            host,
             matchers: self.matchers,
             router,
             queue: queue.clone(),
@@ -434,6 +454,10 @@ struct RuleStage {
     matchers: Vec<Matcher>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
+    /// Per input: how its line times are read.
+    clocks: Vec<LineClock>,
+    /// Every event's `host`.
+    host: String,
     router: Router,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
@@ -446,25 +470,24 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            // Most lines match nothing: only a matched one is dated.
+            let mut seen: Option<SeenLine> = None;
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
+                let seen = seen.get_or_insert_with(|| {
+                    let times = self.clocks[line.input].times(&line.text, jiff::Timestamp::now());
+                    SeenLine::new(&line.text, line.origin(), line.truncated, times, &self.host)
+                });
                 let gate = self
                     .gates
                     .get_mut(&rule.id)
                     .expect("a gate per loaded rule");
-                let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
+                let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
                 };
-                let mut event = event_for(
-                    rule,
-                    line.origin(),
-                    &line.text,
-                    fields,
-                    line.truncated,
-                    count,
-                );
+                let mut event = event_for(rule, seen, fields, count);
                 if let Some(journal) = &line.journal {
                     journal.annotate(&mut event);
                 }

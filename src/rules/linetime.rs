@@ -58,11 +58,20 @@ impl LineClock {
         LineClock { zone }
     }
 
-    /// The instant `line` states, or `None` when it states none this module
-    /// reads. `now` is when it was read: a syslog time without a year gets
-    /// the latest year that does not put it more than a day after `now`
+    /// When `line` happened, if it says, and when it was read. `read` is
+    /// also "now" for a syslog time without a year gets
+    /// the latest year that does not put it more than a day after `read`
     /// (`Dec 31 23:59:59` read on Jan 1 is last year's; `Jan 1 00:00:01`
     /// read a few seconds before midnight on Dec 31 is next year's).
+    pub fn times(&self, line: &str, read: Timestamp) -> LineTimes {
+        LineTimes {
+            stated: self.stated_time(line, read),
+            read,
+        }
+    }
+
+    /// The instant `line` states, or `None` when it states none this module
+    /// reads; see [`LineClock::times`].
     pub fn stated_time(&self, line: &str, now: Timestamp) -> Option<Timestamp> {
         let bytes = line.as_bytes();
         let start = after_priority(bytes);
@@ -70,6 +79,29 @@ impl LineClock {
         iso_time(head, &self.zone)
             .or_else(|| syslog_time(head, &self.zone, now))
             .or_else(|| access_log_time(bytes))
+    }
+}
+
+/// When a line happened and when it was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LineTimes {
+    /// What the line states, if it states a time this module reads.
+    pub stated: Option<Timestamp>,
+    pub read: Timestamp,
+}
+
+impl LineTimes {
+    /// The event's `time`: what the line states, else when it was read.
+    pub fn time(&self) -> Timestamp {
+        self.stated.unwrap_or(self.read)
+    }
+
+    /// What thresholds and suppress windows count by: the event's time, but
+    /// never later than the read time. A sender whose clock runs ahead (or a
+    /// line misdated into the future) cannot open a window that swallows the
+    /// lines after it; it counts as if it happened when it was read.
+    pub fn gate_time(&self) -> Timestamp {
+        self.time().min(self.read)
     }
 }
 
@@ -212,9 +244,7 @@ impl Cursor<'_> {
 /// The instant of a civil time in `zone`, DST gaps and folds resolved as
 /// the module documents.
 fn in_zone(civil: DateTime, zone: &TimeZone) -> Option<Timestamp> {
-    zone.to_ambiguous_timestamp(civil)
-        .compatible()
-        .ok()
+    zone.to_ambiguous_timestamp(civil).compatible().ok()
 }
 
 fn civil(
@@ -238,10 +268,7 @@ fn civil(
 
 /// `YYYY-MM-DD[T ]HH:MM:SS[.frac][offset]` (also with `/` in the date).
 fn iso_time(head: &[u8], zone: &TimeZone) -> Option<Timestamp> {
-    let mut cursor = Cursor {
-        bytes: head,
-        at: 0,
-    };
+    let mut cursor = Cursor { bytes: head, at: 0 };
     let year = cursor.digits(4)?;
     let separator = cursor.eat_any(b"-/")?;
     let month = cursor.digits(2)?;
@@ -261,8 +288,7 @@ fn iso_time(head: &[u8], zone: &TimeZone) -> Option<Timestamp> {
 }
 
 const MONTHS: [&[u8; 3]; 12] = [
-    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
-    b"Dec",
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
 ];
 
 fn month_number(name: &[u8]) -> Option<i32> {
@@ -275,10 +301,7 @@ fn month_number(name: &[u8]) -> Option<i32> {
 /// `Mmm dd HH:MM:SS[.frac]` (`Mmm  d` for one-digit days), year inferred.
 fn syslog_time(head: &[u8], zone: &TimeZone, now: Timestamp) -> Option<Timestamp> {
     let month = month_number(head.get(..3)?)?;
-    let mut cursor = Cursor {
-        bytes: head,
-        at: 3,
-    };
+    let mut cursor = Cursor { bytes: head, at: 3 };
     cursor.eat(b' ').then_some(())?;
     cursor.eat(b' ');
     let day = cursor.number(1, 2)?;
@@ -393,8 +416,12 @@ mod tests {
         );
         // The zone decides which local day "now" is in.
         assert_eq!(
-            stated("Pacific/Kiritimati", "Jan  1 00:30:00 h x", "2026-12-31T10:45:00Z")
-                .as_deref(),
+            stated(
+                "Pacific/Kiritimati",
+                "Jan  1 00:30:00 h x",
+                "2026-12-31T10:45:00Z"
+            )
+            .as_deref(),
             Some("2026-12-31T10:30:00Z")
         );
     }
@@ -423,7 +450,10 @@ mod tests {
             ("2026-11-22T10:00:01Z web1 x", "2026-11-22T10:00:01Z"),
             ("2026-11-22T10:00:01-0500 web1 x", "2026-11-22T15:00:01Z"),
             // A space for the `T`, a double space before the host, no offset: the zone's.
-            ("2026-11-22 10:00:01  web1 sshd[1]: x", "2026-11-22T09:00:01Z"),
+            (
+                "2026-11-22 10:00:01  web1 sshd[1]: x",
+                "2026-11-22T09:00:01Z",
+            ),
             ("2026-11-22 10:00:01,250 INFO x", "2026-11-22T09:00:01.25Z"),
             // nginx's error log.
             (
@@ -500,6 +530,20 @@ mod tests {
         ] {
             assert_eq!(stated("UTC", line, NOW), None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn gates_count_by_the_stated_time_but_never_after_the_read_time() {
+        let clock = clock("UTC");
+        let read = at(NOW);
+        let past = clock.times("2026-11-22T10:00:01Z h x", read);
+        assert_eq!(past.time(), at("2026-11-22T10:00:01Z"));
+        assert_eq!(past.gate_time(), past.time());
+        let ahead = clock.times("2026-11-30T07:00:00Z h x", read);
+        assert_eq!(ahead.time(), at("2026-11-30T07:00:00Z"));
+        assert_eq!(ahead.gate_time(), read);
+        let none = clock.times("no time here", read);
+        assert_eq!((none.stated, none.time()), (None, read));
     }
 
     #[test]

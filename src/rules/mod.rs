@@ -8,7 +8,8 @@
 //! occurs run their capturing regex.
 //!
 //! This module knows nothing of files being tailed or webhooks: it turns text
-//! into `(rule, fields)` and fields into [`Event`]s.
+//! into `(rule, fields)` and fields into [`Event`]s, stamped with the time
+//! the line states ([`linetime`]).
 
 mod gate;
 mod linetime;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Fields, LogOrigin};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
-pub use linetime::{zone_named, LineClock};
+pub use linetime::{zone_named, LineClock, LineTimes};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -292,26 +293,55 @@ impl Matcher {
     }
 }
 
+/// A matched line as its events carry it: where it came from, when it
+/// happened and was read (formatted once for all the rules it matched), and
+/// the agent that read it.
+pub struct SeenLine<'a> {
+    pub text: &'a str,
+    pub log: LogOrigin,
+    /// The line was cut to `max_line_bytes`.
+    pub truncated: bool,
+    pub times: LineTimes,
+    pub host: &'a str,
+    time: String,
+    ingested: String,
+}
+
+impl<'a> SeenLine<'a> {
+    pub fn new(
+        text: &'a str,
+        log: LogOrigin,
+        truncated: bool,
+        times: LineTimes,
+        host: &'a str,
+    ) -> SeenLine<'a> {
+        SeenLine {
+            text,
+            log,
+            truncated,
+            times,
+            host,
+            time: crate::event::rfc3339(times.time()),
+            ingested: crate::event::rfc3339_millis(times.read),
+        }
+    }
+}
+
 /// Builds the event for a line a rule matched; `count` is how many matching
 /// lines it stands for, when the rule has a threshold or suppress.
-pub fn event_for(
-    rule: &Rule,
-    log: LogOrigin,
-    line: &str,
-    fields: Fields,
-    truncated: bool,
-    count: Option<u64>,
-) -> Event {
+pub fn event_for(rule: &Rule, line: &SeenLine, fields: Fields, count: Option<u64>) -> Event {
     Event {
-        id: Event::id_for(&log, &rule.id, line),
+        id: Event::id_for(&line.log, &rule.id, line.text),
         rule: rule.id.clone(),
         severity: rule.severity,
-        time: crate::event::rfc3339_now(),
-        log,
-        message: line.to_string(),
+        time: line.time.clone(),
+        ingested: line.ingested.clone(),
+        host: line.host.to_string(),
+        log: line.log.clone(),
+        message: line.text.to_string(),
         fields,
         count,
-        truncated,
+        truncated: line.truncated,
     }
 }
 
@@ -419,9 +449,16 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             offset: 42,
             cursor: None,
         };
-        let event = event_for(rule, log, line, fields, false, None);
+        let read = "2026-11-22T10:00:05.1234Z".parse().unwrap();
+        let times = LineClock::new(jiff::tz::TimeZone::UTC).times(line, read);
+        let seen = SeenLine::new(line, log, false, times, "web1");
+        let event = event_for(rule, &seen, fields, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
+        // The line states no time: it happened when it was read.
+        assert_eq!(json["time"], "2026-11-22T10:00:05.1234Z");
+        assert_eq!(json["ingested"], "2026-11-22T10:00:05.123Z");
+        assert_eq!(json["host"], "web1");
         assert_eq!(json["log"]["offset"], 42);
         assert_eq!(json["fields"]["source.ip"], "203.0.113.9");
     }
