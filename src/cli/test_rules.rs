@@ -281,19 +281,19 @@ impl Stage<'_> {
                 writeln!(out, "{record}")?;
             } else {
                 let source = if line.journal.is_some() {
-                    "journal entry's time"
+                    "the journal entry's"
                 } else if seen.times.stated.is_some() {
-                    "line's time"
+                    "the line's"
                 } else {
                     "read time: the line states none"
                 };
                 writeln!(
                     out,
-                    "{name}:{number}  {}  {} ({source})  {}",
+                    "{name}:{number}  {}  {}",
                     rule.id,
-                    event.time,
                     serde_json::to_string(&event.fields)?
                 )?;
+                writeln!(out, "  time {} ({source})", event.time)?;
                 writeln!(out, "  {}", serde_json::to_string(&event)?)?;
             }
         }

@@ -315,14 +315,19 @@ impl<'a> SeenLine<'a> {
         times: LineTimes,
         host: &'a str,
     ) -> SeenLine<'a> {
+        let ingested = crate::event::rfc3339_millis(times.read);
         SeenLine {
             text,
             log,
             truncated,
             times,
             host,
-            time: crate::event::rfc3339(times.time()),
-            ingested: crate::event::rfc3339_millis(times.read),
+            // A line without a time happened when it was read: the same
+            // text as `ingested`, not a false nanosecond precision.
+            time: times
+                .stated
+                .map_or_else(|| ingested.clone(), crate::event::rfc3339),
+            ingested,
         }
     }
 }
@@ -456,7 +461,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
         // The line states no time: it happened when it was read.
-        assert_eq!(json["time"], "2026-11-22T10:00:05.1234Z");
+        assert_eq!(json["time"], "2026-11-22T10:00:05.123Z");
         assert_eq!(json["ingested"], "2026-11-22T10:00:05.123Z");
         assert_eq!(json["host"], "web1");
         assert_eq!(json["log"]["offset"], 42);
