@@ -57,6 +57,7 @@ fn main() {
         rules: vec!["*".into()],
         max_line_bytes: 65536,
         partial_line_timeout: Duration::from_secs(5),
+        timezone: None,
     };
     let appended = Arc::new(Mutex::new(HashMap::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
