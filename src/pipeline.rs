@@ -93,21 +93,13 @@ impl Pipeline {
                     journalctl_missing(&input.name)
                 );
             }
-            let globs = compile_globs(&input.rules);
-            let selected: Vec<Arc<Rule>> = rules
-                .iter()
-                .filter(|r| id_selected(&r.id, &globs))
-                .cloned()
-                .collect();
-            if selected.is_empty() {
-                bail!(
-                    "{}: input `{}`: rules = {:?} selects none of the {} loaded rules",
+            let selected = rules::select(&rules, &input.rules).map_err(|problem| {
+                anyhow::anyhow!(
+                    "{}: input `{}`: {problem}",
                     config.source.display(),
-                    input.name,
-                    input.rules,
-                    rules.len()
-                );
-            }
+                    input.name
+                )
+            })?;
             matchers.push(Matcher::new(selected));
         }
         for (i, route) in config.routes.iter().enumerate() {

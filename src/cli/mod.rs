@@ -192,7 +192,7 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
         None
     };
     let input = match (&config, &args.input) {
-        (Some(config), Some(name)) => Some(config.input(name)?),
+        (Some(config), Some(name)) => Some((config, config.input(name)?)),
         _ => None,
     };
     let rule_paths = match &config {
@@ -200,13 +200,16 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
         _ => args.rules,
     };
     let clock = match input {
-        Some(input) => input.clock(),
+        Some((_, input)) => input.clock(),
         None => crate::rules::zone_named(None).map(crate::rules::LineClock::new),
     }
     .map_err(|problem| anyhow::anyhow!("timezone: {problem}"))?;
     test_rules::run(&test_rules::Options {
         rule_paths,
-        selection: input.map(|i| (i.name.clone(), i.rules.clone())),
+        selection: input.map(|(config, input)| {
+            let label = format!("{}: input `{}`", config.source.display(), input.name);
+            (label, input.rules.clone())
+        }),
         clock,
         host: config.map_or_else(|| AgentConfig::default().host(), |c| c.host()),
         thresholds: args.thresholds,

@@ -31,7 +31,8 @@ const MISSED_SAMPLE: usize = 10;
 
 pub struct Options {
     pub rule_paths: Vec<PathBuf>,
-    /// An input's name and rule-id globs: only the rules it selects run.
+    /// An input (as `CONFIG: input `NAME``, for errors) and its rule-id
+    /// globs: only the rules it selects run.
     pub selection: Option<(String, Vec<String>)>,
     /// How line times are read (the input's zone).
     pub clock: LineClock,
@@ -91,20 +92,8 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
     }
     let loaded = match &options.selection {
         None => loaded,
-        Some((input, patterns)) => {
-            let globs = rules::compile_globs(patterns);
-            let selected: Vec<Arc<Rule>> = loaded
-                .iter()
-                .filter(|r| rules::id_selected(&r.id, &globs))
-                .cloned()
-                .collect();
-            anyhow::ensure!(
-                !selected.is_empty(),
-                "input `{input}`: rules = {patterns:?} selects none of the {} loaded rules",
-                loaded.len()
-            );
-            selected
-        }
+        Some((input, patterns)) => rules::select(&loaded, patterns)
+            .map_err(|problem| anyhow::anyhow!("{input}: {problem}"))?,
     };
     let mut stage = Stage {
         matcher: Matcher::new(loaded.clone()),

@@ -255,6 +255,24 @@ pub fn compile_globs(patterns: &[String]) -> Vec<glob::Pattern> {
         .collect()
 }
 
+/// The rules whose ids match any of `patterns` (an input's `rules`), or
+/// an error saying that they select none.
+pub fn select(rules: &[Arc<Rule>], patterns: &[String]) -> Result<Vec<Arc<Rule>>, String> {
+    let globs = compile_globs(patterns);
+    let selected: Vec<Arc<Rule>> = rules
+        .iter()
+        .filter(|r| id_selected(&r.id, &globs))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "rules = {patterns:?} selects none of the {} loaded rules",
+            rules.len()
+        ));
+    }
+    Ok(selected)
+}
+
 /// The rules one input applies, behind a literal prefilter.
 pub struct Matcher {
     rules: Vec<Arc<Rule>>,
@@ -466,6 +484,24 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert_eq!(json["host"], "web1");
         assert_eq!(json["log"]["offset"], 42);
         assert_eq!(json["fields"]["source.ip"], "203.0.113.9");
+    }
+
+    #[test]
+    fn an_inputs_selection_keeps_its_rules_or_says_it_selects_none() {
+        let rules = rules();
+        let ids = |selected: Vec<Arc<Rule>>| -> Vec<String> {
+            selected.iter().map(|r| r.id.clone()).collect()
+        };
+        assert_eq!(
+            ids(select(&rules, &["*.invalid_user".into()]).unwrap()),
+            ["sshd.invalid_user"]
+        );
+        assert_eq!(select(&rules, &["*".into()]).unwrap().len(), 2);
+        let error = select(&rules, &["sudo.*".into()]).unwrap_err();
+        assert_eq!(
+            error,
+            "rules = [\"sudo.*\"] selects none of the 2 loaded rules"
+        );
     }
 
     #[test]
