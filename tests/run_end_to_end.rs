@@ -218,15 +218,16 @@ fn rate_limit_windows_are_respected_and_batches_fill_while_waiting() {
 fn threshold_and_suppress_turn_bursts_into_single_events() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    std::fs::write(
-        setup.path("rules/test.toml"),
-        TEST_RULES.replace(
-            "types = {",
-            "threshold = { count = 3, within = \"1h\", group_by = [\"source.ip\"] }\n\
-             suppress = { for = \"1h\", key = [\"source.ip\"] }\ntypes = {",
-        ),
+    // A last line of a rule without options proves that every line before
+    // it was read and its event, if any, sent: events leave in line order.
+    let rules = TEST_RULES.replace(
+        "types = {",
+        "threshold = { count = 3, within = \"1h\", group_by = [\"source.ip\"] }\n\
+         suppress = { for = \"1h\", key = [\"source.ip\"] }\ntypes = {",
     )
-    .unwrap();
+        + "\n[[rule]]\nid = \"test.end\"\nregex = '^seq=(?P<event.sequence>\\d+) end of test$'\n\
+         types = { \"event.sequence\" = \"int\" }\n";
+    std::fs::write(setup.path("rules/test.toml"), rules).unwrap();
     let config = config(
         &setup,
         &receiver.url,
@@ -234,20 +235,19 @@ fn threshold_and_suppress_turn_bursts_into_single_events() {
         "batch_timeout = \"50ms\"",
     );
     // failed_line(n) comes from 192.0.2.(n % 250 + 1): 1 and 251 share an address.
-    let lines: Vec<String> = [1, 251, 2, 501, 252, 751, 1001, 1251]
+    let mut lines: Vec<String> = [1, 251, 2, 501, 252, 751, 1001, 1251]
         .into_iter()
         .map(failed_line)
         .collect();
+    lines.push("seq=2000 end of test".into());
     setup.append("auth.log", &lines);
     let _agent = Agent::start(&config);
-    receiver.wait_for_events(1, DEADLINE);
-    // Whatever else would come comes with the same read: give it a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    let events = receiver.events();
+    let events = receiver.wait_for_events(2, DEADLINE);
     // 192.0.2.2: three matches (1, 251, 501) → one event; the next three
     // (751, 1001, 1251) reach the threshold again but are suppressed.
     // 192.0.2.3: two matches (2, 252) → below the threshold.
-    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[1]["rule"], "test.end");
     assert_eq!(events[0]["fields"]["event.sequence"], 501);
     assert_eq!(events[0]["count"], 3);
 }
