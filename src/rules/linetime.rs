@@ -9,11 +9,14 @@
 //! RFC 5424's version `1 `):
 //! - RFC 3339 / ISO 8601: `2026-11-22T10:00:01.003Z`, `…+01:00`, `…+0100`,
 //!   with a space instead of the `T`, `-` or `/` between date parts, a `.`
-//!   or `,` before the fraction; without an offset the input's zone applies;
+//!   or `,` before the fraction (`2026/11/22 10:00:01` is nginx's error
+//!   log); without an offset the input's zone applies;
 //! - classic syslog: `Nov 22 10:00:01` (also `Nov  2`), in the input's zone,
-//!   its year inferred (see [`LineClock::stated_time`]).
+//!   its year inferred (see [`LineClock::times`]).
 //!
 //! Else, anywhere in the line, the access-log form `[22/Nov/2026:10:03:00 +0000]`.
+//! A line stating none of these (or an impossible date or time) has none:
+//! its event's time is its read time.
 //! A journal entry's line starts with the entry's own time (RFC 3339), so it
 //! is read like any other.
 //!
