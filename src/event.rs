@@ -5,6 +5,7 @@
 //! inside the envelope (DESIGN §5); `deliver::body` builds the envelope.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::Xxh3;
@@ -104,11 +105,8 @@ impl Event {
     }
 }
 
-/// Now, to the second (RFC 3339, UTC), for records that are not events.
 pub fn rfc3339_now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
 /// An event's `time`: RFC 3339 in UTC, with the fraction of a second the
@@ -125,6 +123,31 @@ pub fn rfc3339_millis(at: jiff::Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn origin(file: &str, offset: u64) -> LogOrigin {
+        LogOrigin {
+            file: file.into(),
+            offset,
+            cursor: None,
+        }
+    }
+
+    fn event() -> Event {
+        let log = origin("/var/log/auth.log", 1234);
+        Event {
+            id: Event::id_for(&log, "sshd.auth_failed", "line"),
+            rule: "sshd.auth_failed".into(),
+            severity: Severity::Medium,
+            time: "2026-11-22T10:00:01Z".into(),
+            ingested: "2026-11-22T10:00:01.020Z".into(),
+            host: "web1".into(),
+            log,
+            message: "a \"quoted\" line\twith tab".into(),
+            fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
+            count: None,
+            truncated: false,
+        }
+    }
 
     #[test]
     fn times_are_utc_with_the_stated_fraction_and_ingested_in_millis() {
@@ -154,31 +177,6 @@ mod tests {
         assert_eq!((event.ingested.as_str(), event.host.as_str()), ("", ""));
         let json = serde_json::to_value(&event).unwrap();
         assert!(json.get("ingested").is_none() && json.get("host").is_none());
-    }
-
-    fn origin(file: &str, offset: u64) -> LogOrigin {
-        LogOrigin {
-            file: file.into(),
-            offset,
-            cursor: None,
-        }
-    }
-
-    fn event() -> Event {
-        let log = origin("/var/log/auth.log", 1234);
-        Event {
-            id: Event::id_for(&log, "sshd.auth_failed", "line"),
-            rule: "sshd.auth_failed".into(),
-            severity: Severity::Medium,
-            time: "2026-11-22T10:00:01Z".into(),
-            ingested: "2026-11-22T10:00:01.020Z".into(),
-            host: "web1".into(),
-            log,
-            message: "a \"quoted\" line\twith tab".into(),
-            fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
-            count: None,
-            truncated: false,
-        }
     }
 
     #[test]
