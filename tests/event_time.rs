@@ -294,3 +294,28 @@ fn test_rules_names_an_unknown_input() {
     assert!(stderr.contains("auth, other"), "{stderr}");
     assert!(stderr.contains("tailhook.toml"), "{stderr}");
 }
+
+#[test]
+fn check_names_an_unknown_timezone() {
+    let setup = Setup::new();
+    let config = setup.agent_config(
+        "http://127.0.0.1:9/hook",
+        ConfigKeys {
+            input: "timezone = \"Europe/Atlantis\"",
+            ..ConfigKeys::default()
+        },
+    );
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("tailhook.toml"), "{stderr}");
+    assert!(stderr.contains("input[0].timezone"), "{stderr}");
+    assert!(
+        stderr.contains("`Europe/Atlantis` is no time zone"),
+        "{stderr}"
+    );
+}
