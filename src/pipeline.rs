@@ -137,6 +137,15 @@ impl Pipeline {
     }
 
     /// One line describing what was loaded, for `check` and the start-up log.
+    /// Warnings about loaded rules a client could steer into reporting a
+    /// forged address (see `rules::forgery_warning`).
+    pub fn rule_warnings(&self) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter_map(|rule| rules::forgery_warning(rule))
+            .collect()
+    }
+
     pub fn summary(&self) -> String {
         let examples: usize = self.rules.iter().map(|r| r.examples.len()).sum();
         format!(

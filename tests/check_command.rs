@@ -194,3 +194,27 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_rule_a_client_could_steer_is_warned_about_and_still_passes() {
+    let setup = Setup::new();
+    // Issue 12's sshd.auth_failed: the user name can hold " from ADDRESS",
+    // and `(?:: .*)?$` after the address takes sshd's own address in.
+    std::fs::write(
+        setup.path("rules/test.toml"),
+        "[[rule]]\nid = \"t.steerable\"\nregex = 'Failed password for (?P<user.name>.*?) from (?P<source.ip>[0-9a-fA-F:.]+)(?: port \\d+)?(?: ssh2)?(?:: .*)?$'\ntypes = { \"source.ip\" = \"ip\" }\n\n[[rule.example]]\nline = \"Failed password for root from 192.0.2.1 port 22 ssh2\"\nfields = { \"user.name\" = \"root\", \"source.ip\" = \"192.0.2.1\" }\n",
+    )
+    .unwrap();
+    let (code, stdout, stderr) = check(&setup.write_config(CONFIG));
+    assert_eq!(code, 0, "a warning does not fail check: {stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+    let expected = format!(
+        "warning: {}:1: rule `t.steerable`: a client-controlled capture before `source.ip` can hold a forged \" from \" and address",
+        setup
+            .path("rules/test.toml")
+            .canonicalize()
+            .unwrap()
+            .display()
+    );
+    assert!(stderr.contains(&expected), "{stderr}");
+}

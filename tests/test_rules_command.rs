@@ -90,3 +90,25 @@ fn bad_rules_exit_1_with_the_rule_named() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("rule `x.bad`"));
 }
+
+#[test]
+fn a_rule_a_client_could_steer_is_warned_about() {
+    let setup = Setup::new();
+    std::fs::write(
+        setup.path("rules/test.toml"),
+        "[[rule]]\nid = \"x.steerable\"\nregex = 'ruser=(?P<user.name>.*?) rhost=(?P<source.ip>[0-9a-fA-F:.]+).*$'\n",
+    )
+    .unwrap();
+    let out = Command::new(binary())
+        .args(["test-rules", "--rules"])
+        .arg(setup.path("rules"))
+        .arg("/dev/null")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("rule `x.steerable`: a client-controlled capture before `source.ip` can hold a forged \" rhost=\" and address"),
+        "{stderr}"
+    );
+}

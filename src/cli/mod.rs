@@ -36,7 +36,8 @@ struct Cli {
 enum Command {
     /// Run the agent.
     Run(ConfigArg),
-    /// Validate the config and rules, compile every regex, run every rule's examples.
+    /// Validate the config and rules, compile every regex, run every rule's examples;
+    /// warn about rules a client could steer into reporting a forged address.
     Check(CheckArgs),
     /// Run the rules over lines and show every match, its fields and event, and a summary.
     TestRules(TestRulesArgs),
@@ -175,6 +176,9 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let config = &args.config.config;
     let pipeline = Pipeline::build(Config::load(config)?)?;
+    for warning in pipeline.rule_warnings() {
+        eprintln!("warning: {warning}");
+    }
     for path in &args.journal_json {
         print_out(&pipeline.try_journal_entries(path)?)?;
     }

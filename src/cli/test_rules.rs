@@ -89,6 +89,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         for failure in rule.check_examples() {
             eprintln!("warning: {}: rule `{}`: {failure}", rule.origin, rule.id);
         }
+        if let Some(warning) = rules::forgery_warning(rule) {
+            eprintln!("warning: {warning}");
+        }
     }
     let loaded = match &options.selection {
         None => loaded,

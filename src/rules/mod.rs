@@ -5,7 +5,9 @@
 //! [`load`] reads rule files; a [`Matcher`] is the subset of rules one input
 //! selected, behind a literal prefilter so the common case — a line that
 //! matches nothing — costs one scan, and only the rules whose fixed text
-//! occurs run their capturing regex.
+//! occurs run their capturing regex. [`forgery_warning`] (the `lint`
+//! module) flags a rule a client could steer into reporting a forged
+//! address, for `check` and `test-rules`.
 //!
 //! This module knows nothing of files being tailed or webhooks: it turns text
 //! into `(rule, fields)` and fields into [`Event`]s, stamped with the time
@@ -13,6 +15,7 @@
 
 mod gate;
 mod linetime;
+mod lint;
 mod load;
 mod prefilter;
 
@@ -26,6 +29,7 @@ use crate::event::{Event, Fields, LogOrigin};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes};
+pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
