@@ -78,12 +78,15 @@ fn yes() -> bool {
 }
 
 /// `{syslog}` at the start of a regex stands for a syslog line's header up to
-/// the program name: an optional `<PRI>` and RFC 5424 version, the time as
-/// classic syslog (`Nov 22 10:00:01`), RFC 3339 (rsyslog on newer
-/// distributions; the zone may be missing) or TAI64N (daemontools' `@4000…`),
-/// and the host (`host.hostname`), which some senders omit.
+/// the program name: an optional `<PRI>` and version; the time as classic
+/// syslog (`Nov 22 10:00:01`), RFC 3339 or ISO 8601 with a space for the `T`
+/// (fraction after `.` or `,`, zone optional), TAI64N (daemontools' `@4000…`),
+/// or RFC 5424's nil `-`; then the host (`host.hostname`, a name, FQDN or
+/// IPv4 address), which some senders omit and some precede by two spaces.
+/// RFC 5424 lines reach the rules already rewritten to this layout (see
+/// `rfc5424`). Kept to one pass of few states: every rule's match runs it.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]? ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?) (?:(?P<host.hostname>[^\s\[\]:]+) )?";
+const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]{1,2} - |(?:<[0-9]{1,3}>[0-9]{0,2} ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?) +)(?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
@@ -405,6 +408,101 @@ mod tests {
         assert!(rule
             .apply("garbage Nov 22 10:00:01 web1 sshd[1]: x")
             .is_none());
+    }
+
+    fn header_rule() -> Rule {
+        parse("[[rule]]\nid = \"a\"\nregex = '{syslog}sshd\\[(?P<process.pid>\\d+)\\]: x (?P<source.ip>\\S+)$'\n")
+            .unwrap()
+            .remove(0)
+            .1
+    }
+
+    /// The host each header form yields, or `None` for a line without one.
+    fn host_of(rule: &Rule, line: &str) -> Option<Option<String>> {
+        let fields = rule.apply(line)?;
+        assert_eq!(fields["process.pid"], "1", "{line}");
+        assert_eq!(fields["source.ip"], "192.0.2.1", "{line}");
+        Some(
+            fields
+                .get("host.hostname")
+                .and_then(|h| h.as_str())
+                .map(str::to_string),
+        )
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_iso_times_with_a_space() {
+        let rule = header_rule();
+        for line in [
+            "2026-11-22 10:00:01 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01.003 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01,003 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01+0100 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01.123456-05:00 web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01Z web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22 10:00:01  web1 sshd[1]: x 192.0.2.1",
+            "2026-11-22T10:00:01+02  web1 sshd[1]: x 192.0.2.1",
+        ] {
+            assert_eq!(host_of(&rule, line), Some(Some("web1".into())), "{line}");
+        }
+        assert_eq!(
+            host_of(&rule, "2026-11-22 10:00 web1 sshd[1]: x 192.0.2.1"),
+            None
+        );
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_rfc5424_with_and_without_structured_data() {
+        let rule = header_rule();
+        for (line, host) in [
+            ("<34>1 2026-11-22T10:00:01.003Z web1 sshd 1 - - x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01.003Z fw1.example.net sshd 1 ID47 [exampleSDID@32473 iut=\"3\" eventSource=\"Application\"] x 192.0.2.1", Some("fw1.example.net")),
+            ("<34>1 2026-11-22T10:00:01+01:00 web1 sshd 1 - [a@1 b=\"]\"][c@2] x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01Z - sshd 1 - - x 192.0.2.1", None),
+            ("<34>1 - web1 sshd 1 - - x 192.0.2.1", Some("web1")),
+            ("<34>1 2026-11-22T10:00:01Z web1 sshd 1 - - \u{feff}x 192.0.2.1", Some("web1")),
+        ] {
+            assert_eq!(host_of(&rule, line), Some(host.map(str::to_string)), "{line}");
+        }
+        // The process id is the field RFC 5424 gives it, never message text.
+        assert!(rule
+            .apply("<34>1 2026-11-22T10:00:01Z web1 sshd - - - x 192.0.2.1")
+            .is_none());
+    }
+
+    #[test]
+    fn syslog_placeholder_reads_missing_dotted_and_numeric_hosts() {
+        let rule = header_rule();
+        for (line, host) in [
+            ("Nov 22 10:00:01 sshd[1]: x 192.0.2.1", None),
+            ("2026-11-22T10:00:01Z sshd[1]: x 192.0.2.1", None),
+            ("2026-11-22 10:00:01 sshd[1]: x 192.0.2.1", None),
+            (
+                "Nov 22 10:00:01 web1.dc2.example.com sshd[1]: x 192.0.2.1",
+                Some("web1.dc2.example.com"),
+            ),
+            (
+                "<38>Nov 22 10:00:01 192.0.2.254 sshd[1]: x 192.0.2.1",
+                Some("192.0.2.254"),
+            ),
+            (
+                "2026-11-22T10:00:01.5Z web-1_a sshd[1]: x 192.0.2.1",
+                Some("web-1_a"),
+            ),
+        ] {
+            assert_eq!(
+                host_of(&rule, line),
+                Some(host.map(str::to_string)),
+                "{line}"
+            );
+        }
+        for line in [
+            "- web1 sshd[1]: x 192.0.2.1",
+            "x Nov 22 10:00:01 web1 sshd[1]: x 192.0.2.1",
+            "Nov 22 10:00:01 web1 other sshd[1]: x 192.0.2.1",
+        ] {
+            assert_eq!(host_of(&rule, line), None, "{line}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod linetime;
 mod lint;
 mod load;
 mod prefilter;
+mod rfc5424;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -31,6 +32,7 @@ pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes};
 pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError};
+pub use rfc5424::classic_form;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,6 +193,11 @@ impl Rule {
 
     /// What this rule makes of `line`, with the reason when it is no match.
     pub fn evaluate(&self, line: &str) -> Verdict {
+        self.evaluate_classic(&rfc5424::classic_form(line))
+    }
+
+    /// [`Rule::evaluate`] of a line already in the classic syslog layout.
+    fn evaluate_classic(&self, line: &str) -> Verdict {
         let Some(captures) = self.regex.captures(line) else {
             return Verdict::NoMatch;
         };
@@ -308,9 +315,10 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Verdict)> + 'a {
-        self.prefilter.candidates(line).into_iter().map(move |i| {
+        let line = rfc5424::classic_form(line);
+        self.prefilter.candidates(&line).into_iter().map(move |i| {
             let rule = &self.rules[i];
-            (rule, rule.evaluate(line))
+            (rule, rule.evaluate_classic(&line))
         })
     }
 }
