@@ -62,7 +62,7 @@ install_config() { # MODE SOURCE DEST
 
 install -d "$destdir$prefix/bin" "$destdir$prefix/lib/tailhook" "$etc/rules.d" \
     "$destdir/etc/default" "$destdir$unit_dir" "$share/bash-completion/completions" \
-    "$share/zsh/site-functions" "$share/fish/vendor_completions.d" "$share/man/man1"
+    "$share/zsh/site-functions" "$share/fish/vendor_completions.d" "$share/man/man1" "$share/man/man5"
 install -m 755 "$binary" "$destdir$prefix/bin/tailhook"
 install -m 755 packaging/tailhook-setup.sh "$destdir$prefix/lib/tailhook/tailhook-setup"
 install_config 640 config/tailhook.toml "$etc/tailhook.toml"
@@ -77,6 +77,7 @@ install -m 644 "$assets/completions/tailhook.bash" "$share/bash-completion/compl
 install -m 644 "$assets/completions/_tailhook" "$share/zsh/site-functions/_tailhook"
 install -m 644 "$assets/completions/tailhook.fish" "$share/fish/vendor_completions.d/tailhook.fish"
 install -m 644 "$assets"/man/*.1.gz "$share/man/man1/"
+install -m 644 "$assets"/man/*.5.gz "$share/man/man5/"
 
 if [ -n "$destdir" ]; then
     echo "install.sh: staged under $destdir; on the server, run $prefix/lib/tailhook/tailhook-setup as root"

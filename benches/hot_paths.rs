@@ -15,6 +15,7 @@ fn shipped_matcher() -> Matcher {
     Matcher::new(
         load_rules(&rules)
             .unwrap()
+            .rules
             .into_iter()
             .map(Arc::new)
             .collect(),

@@ -69,6 +69,7 @@ fn main() {
     let files = rule_files(&[root.join("rules")]).unwrap();
     let rules: Vec<_> = load_rules(&files)
         .unwrap()
+        .rules
         .into_iter()
         .map(Arc::new)
         .collect();

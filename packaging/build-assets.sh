@@ -1,6 +1,7 @@
 #!/bin/sh
 # Renders what the packages ship beside the binary, from the binary itself
-# (clap definitions): shell completions and gzipped man pages.
+# (clap definitions): shell completions and gzipped man pages (sections 1
+# and 5; the section-5 sources are packaging/man/, embedded in the binary).
 #
 #   packaging/build-assets.sh [BINARY] [OUT_DIR]
 #
@@ -22,4 +23,4 @@ mkdir -p "$out/completions" "$out/man"
 "$binary" generate completions fish >"$out/completions/tailhook.fish"
 "$binary" generate man "$out/man"
 # -n: no name or time stamp inside, so the same input gives the same package.
-gzip -9nf "$out"/man/*.1
+gzip -9nf "$out"/man/*.1 "$out"/man/*.5

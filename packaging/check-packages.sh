@@ -10,7 +10,8 @@
 # 4. the setup the maintainer scripts run (user, group, adm, ownership of
 #    /etc/tailhook) runs twice in a private mount namespace whose /etc and
 #    /var/log are throwaway copies (when unshare works, i.e. as root), so
-#    it is tested for real without touching this machine's users.
+#    it is tested for real without touching this machine's users; and the
+#    scripts keep the admin's enable state (packaging/check-enable-state.sh).
 #
 # Maintainer scripts are not run by dpkg itself: inside a fake root they
 # would need a whole system there (sh, useradd) or, chrootless, would change
@@ -49,6 +50,8 @@ expect_entry -rw-r--r-- usr/share/zsh/vendor-completions/_tailhook
 expect_entry -rw-r--r-- usr/share/fish/vendor_completions.d/tailhook.fish
 expect_entry -rw-r--r-- usr/share/man/man1/tailhook.1.gz
 expect_entry -rw-r--r-- usr/share/man/man1/tailhook-run.1.gz
+expect_entry -rw-r--r-- usr/share/man/man5/tailhook.toml.5.gz
+expect_entry -rw-r--r-- usr/share/man/man5/tailhook-rules.5.gz
 for pack in rules/*.toml; do
     expect_entry -rw-r--r-- "etc/tailhook/rules.d/$(basename "$pack")"
 done
@@ -69,6 +72,14 @@ for script in "$work"/scripts/{postinst,prerm,postrm}; do
 done
 grep -Eq "systemctl[^#]*( start| enable|--now)" "$work/scripts/postinst" &&
     fail "postinst must not start or enable the service before a webhook is configured"
+# The admin's enable state survives upgrade, reinstall and remove+install:
+# nothing but purge forgets it, and postinst puts back what was enabled.
+grep -Eq "^[^#]*(disable|deb-systemd-helper[^#]* purge)" "$work/scripts/prerm" &&
+    fail "prerm must only stop the unit: disabling it forgets the admin's choice"
+grep -Eq "^[^#]*deb-systemd-helper[^#]*was-enabled" "$work/scripts/postinst" ||
+    fail "postinst must re-enable a unit the admin had enabled (deb-systemd-helper was-enabled)"
+awk '/"\$1" = purge/,/^fi/' "$work/scripts/postrm" | grep -q "deb-systemd-helper purge" ||
+    fail "postrm purge must forget the enable state (deb-systemd-helper purge)"
 
 # 2. Unpacked into a throwaway root.
 root="$work/dpkg-root"
@@ -91,6 +102,15 @@ grep -q "OK" "$work/check" || fail "tailhook check said: $(cat "$work/check")"
 man -l "$root/usr/share/man/man1/tailhook.1.gz" >/dev/null 2>&1 ||
     zcat "$root/usr/share/man/man1/tailhook.1.gz" | grep -q '^\.TH tailhook 1' ||
     fail "tailhook.1.gz is not a man page"
+# The section-5 pages render without a single groff warning.
+for page in tailhook.toml.5 tailhook-rules.5; do
+    if command -v groff >/dev/null; then
+        warnings=$(zcat "$root/usr/share/man/man5/$page.gz" | groff -man -Tutf8 -ww -z 2>&1)
+        [ -z "$warnings" ] || fail "$page: groff warns: $warnings"
+    else
+        zcat "$root/usr/share/man/man5/$page.gz" | grep -q '^\.TH ' || fail "$page is not a man page"
+    fi
+done
 
 # 3. The unit, pointed at the unpacked binary.
 if command -v systemd-analyze >/dev/null; then
@@ -120,6 +140,9 @@ if unshare --mount true 2>/dev/null; then
         [ "$(stat -c "%U:%G %a" /etc/tailhook/tailhook.toml)" = "root:tailhook 640" ]
     ' setup "$work" "$root" || fail "tailhook-setup did not set up the user and /etc/tailhook"
     echo "check-packages: maintainer setup OK (user tailhook, group adm, /etc/tailhook root:tailhook), twice"
+    packaging/check-enable-state.sh "$work/scripts" "$root/lib/systemd/system/tailhook.service" ||
+        fail "the maintainer scripts do not keep the admin's enable state"
+    echo "check-packages: enable state kept across upgrade, reinstall and remove+install; forgotten on purge"
 else
     echo "check-packages: unshare --mount not permitted; maintainer setup not run"
 fi
@@ -131,6 +154,8 @@ if cargo generate-rpm --version >/dev/null 2>&1; then
     if command -v rpm >/dev/null; then
         rpm -qlp "$work/tailhook.rpm" 2>/dev/null >"$work/rpm-files"
         for path in /usr/bin/tailhook /etc/tailhook/tailhook.toml /etc/tailhook/rules.d/sshd.toml \
+            /etc/tailhook /etc/tailhook/rules.d /usr/lib/tailhook \
+            /usr/share/man/man5/tailhook.toml.5.gz /usr/share/man/man5/tailhook-rules.5.gz \
             /usr/lib/systemd/system/tailhook.service /usr/share/man/man1/tailhook.1.gz \
             /usr/share/bash-completion/completions/tailhook /usr/lib/tailhook/tailhook-setup; do
             grep -qx "$path" "$work/rpm-files" || fail "$path missing from the .rpm"

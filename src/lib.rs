@@ -19,6 +19,7 @@ pub mod deliver;
 pub mod event;
 pub mod metrics;
 pub mod pipeline;
+pub mod private;
 pub mod queue;
 pub mod rules;
 pub mod status;

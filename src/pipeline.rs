@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use backon::BackoffBuilder;
 
 use crate::config::{Config, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Running};
@@ -22,7 +23,7 @@ use crate::deliver::{Deliverer, Webhook};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{
-    self, compile_globs, event_for, id_selected, Admit, Gate, LineClock, Matcher, Rule, SeenLine,
+    self, event_for, Admit, Gate, LineClock, Matcher, OverrideReport, Rule, RuleSelector, SeenLine,
 };
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -35,6 +36,7 @@ pub struct Pipeline {
     webhooks: Vec<WebhookConfig>,
     rules: Vec<Arc<Rule>>,
     rule_files: usize,
+    overrides: OverrideReport,
     /// One per input, in config order.
     matchers: Vec<Matcher>,
     /// How each input's line times are read, in config order.
@@ -51,10 +53,8 @@ impl Pipeline {
             );
         }
         let files = rules::rule_files(&config.rules.paths)?;
-        let rules: Vec<Arc<Rule>> = rules::load_rules(&files)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let loaded = rules::load_rules(&files)?;
+        let rules: Vec<Arc<Rule>> = loaded.rules.into_iter().map(Arc::new).collect();
         if rules.is_empty() {
             bail!(
                 "{}: rules.paths ({}) hold no rule",
@@ -102,15 +102,14 @@ impl Pipeline {
             })?;
             matchers.push(Matcher::new(selected));
         }
+        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
         for (i, route) in config.routes.iter().enumerate() {
-            for pattern in &route.rules {
-                let globs = compile_globs(std::slice::from_ref(pattern));
-                if !rules.iter().any(|r| id_selected(&r.id, &globs)) {
-                    bail!(
-                        "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
-                        config.source.display()
-                    );
-                }
+            let unmatched = RuleSelector::validated(&route.rules).unmatched(&ids);
+            if let Some(pattern) = unmatched.first() {
+                bail!(
+                    "{}: route[{i}].rules: `{pattern}` matches no loaded rule",
+                    config.source.display()
+                );
             }
         }
         let clocks = config
@@ -131,21 +130,29 @@ impl Pipeline {
             webhooks,
             rules,
             rule_files: files.len(),
+            overrides: loaded.overrides,
             matchers,
             clocks,
         })
     }
 
-    /// One line describing what was loaded, for `check` and the start-up log.
     /// Warnings about loaded rules a client could steer into reporting a
-    /// forged address (see `rules::forgery_warning`).
+    /// forged address (see `rules::forgery_warning`), and overrides whose
+    /// globs select no rule.
     pub fn rule_warnings(&self) -> Vec<String> {
         self.rules
             .iter()
             .filter_map(|rule| rules::forgery_warning(rule))
+            .chain(self.overrides.warnings.iter().cloned())
             .collect()
     }
 
+    /// What each `[[override]]` changed, for `check` and the start-up log.
+    pub fn overrides_applied(&self) -> &[String] {
+        &self.overrides.applied
+    }
+
+    /// One line describing what was loaded, for `check` and the start-up log.
     pub fn summary(&self) -> String {
         let examples: usize = self.rules.iter().map(|r| r.examples.len()).sum();
         format!(
@@ -211,7 +218,7 @@ impl Pipeline {
     ) -> anyhow::Result<()> {
         let summary = self.summary();
         let state_dir = &self.config.agent.state_dir;
-        std::fs::create_dir_all(state_dir).with_context(|| {
+        crate::private::create_dir_all(state_dir).with_context(|| {
             format!(
                 "{}: agent.state_dir: cannot create {}",
                 self.config.source.display(),
@@ -250,7 +257,7 @@ impl Pipeline {
         let mut deliveries = tokio::task::JoinSet::new();
         let mut webhooks = Vec::new();
         for (lane, config) in self.webhooks.into_iter().enumerate() {
-            tracing::info!(webhook = %config.name, target = %config.target, "webhook ready");
+            tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
             let counters = metrics.webhooks[lane].1.clone();
             let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
             deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));
@@ -346,13 +353,25 @@ impl Pipeline {
         // so the tailer stops at once; the webhooks get the grace period to
         // send what is queued, and what is left is sent by the next run.
         running.healthy.store(false, Ordering::SeqCst);
+        let deadline = tokio::time::Instant::now() + grace;
+        // Ends a wait for room in a full lane (or for a full disk): the
+        // chunk it held is not queued and its offset not committed.
+        running.queue.close_for_appends();
         let tailer_stopped = tokio::task::spawn_blocking(move || tailer.stop(grace));
         let _ = stop.send(true);
-        let drained = tokio::time::timeout(grace, async {
+        let drained = tokio::time::timeout_at(deadline, async {
             while deliveries.join_next().await.is_some() {}
         })
         .await;
-        let _ = tailer_stopped.await;
+        // A delivery still sending or waiting to retry ends at its await
+        // point; its batch stays queued.
+        deliveries.shutdown().await;
+        if tokio::time::timeout_at(deadline + TAIL_STOP_MARGIN, tailer_stopped)
+            .await
+            .is_err()
+        {
+            tracing::warn!("the tail thread did not stop in time; lines after its last checkpoint are read again at the next start");
+        }
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
@@ -393,10 +412,11 @@ struct Liveness {
 
 impl Liveness {
     /// How long the tail thread has been stuck, if it is: a pass older than
-    /// `stale_after` while not paused on purpose for room in the queue.
+    /// `stale_after` while not paused on purpose (for room in the queue, or
+    /// for a disk that refused a write).
     fn tail_stalled_for(&self) -> Option<Duration> {
         let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > self.stale_after && !self.queue.waiting_for_room()).then_some(since_pass)
+        (since_pass > self.stale_after && !self.queue.tailer_paused()).then_some(since_pass)
     }
 }
 
@@ -421,6 +441,10 @@ async fn feed_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Live
         }
     }
 }
+
+/// How long past `shutdown_timeout` the tail thread may take to write its
+/// last checkpoints.
+const TAIL_STOP_MARGIN: Duration = Duration::from_secs(1);
 
 /// How long a starting agent waits for another process to let go of the queue.
 const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
@@ -502,13 +526,27 @@ impl LineSink for RuleStage {
             }
         }
         // Nothing may be lost: a queue that cannot be written (disk full) holds
-        // the tailer here, with an error each time, until it can.
+        // the tailer here, with an error each time, until it can, or until
+        // the agent stops: then the lines are left uncommitted, to be read
+        // again at the next start.
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .without_max_times()
+            .build();
         let queued = loop {
             match self.queue.append(&events) {
                 Ok(queued) => break queued,
+                Err(e) if e.is_closed() => {
+                    for line in &lines {
+                        line.commit.abandon();
+                    }
+                    return Err(SinkClosed);
+                }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot queue events; tailing waits and retries");
-                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
+                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot queue events; tailing waits and retries");
+                    self.queue.wait_for_disk(delay);
                 }
             }
         };

@@ -1,5 +1,5 @@
-//! `tailhook check`: exit 0 with a summary, or exit 1 with an error that names
-//! the file, line, rule or key, like `nginx -t`.
+//! `tailhook check`: exit 0 with a summary, or exit 1 with an
+//! error that names the file, line, rule or key, like `nginx -t`.
 
 mod support;
 
@@ -19,6 +19,10 @@ fn check(config: &std::path::Path) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// What `check` exits with on a config or rules error, like `nginx -t`
+/// (`run` exits 78 instead, for systemd).
+const CONFIG_ERROR: i32 = 1;
 
 const CONFIG: &str = r#"
 [rules]
@@ -77,7 +81,7 @@ fn bad_regex_names_the_file_line_rule_and_position() {
     )
     .unwrap();
     let (code, _, stderr) = check(&setup.write_config(CONFIG));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     let expected = format!(
         "{}:3: rule `sshd.broken`: regex does not compile",
         setup
@@ -100,7 +104,7 @@ fn failing_example_is_reported_with_the_line() {
     )
     .unwrap();
     let (code, _, stderr) = check(&setup.write_config(CONFIG));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(
         stderr.contains("rule `test.auth_failed`: example 1 fields differ"),
         "{stderr}"
@@ -115,27 +119,27 @@ fn failing_example_is_reported_with_the_line() {
 fn config_mistakes_name_the_key_and_never_the_secret() {
     let setup = Setup::new();
     let (code, _, stderr) = check(&setup.write_config(&CONFIG.replace("preset =", "presett =")));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(stderr.contains("webhook.soc.presett"), "{stderr}");
     assert!(stderr.contains("tailhook.toml"), "{stderr}");
 
     let (code, _, stderr) =
         check(&setup.write_config(&CONFIG.replace("https://example.test", "https//example.test")));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(stderr.contains("webhook.soc.url"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 
     let (code, _, stderr) = check(&setup.write_config(
         &CONFIG.replace("name = \"auth\"", "name = \"auth\"\nrules = [\"nginx.*\"]"),
     ));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(
         stderr.contains("input `auth`") && stderr.contains("selects none"),
         "{stderr}"
     );
 
     let (code, _, stderr) = check(&setup.path("missing.toml"));
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(stderr.contains("missing.toml"), "{stderr}");
 }
 
@@ -172,10 +176,10 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
     let config =
         setup.write_config(&CONFIG.replace(url_line, "url_env = \"TAILHOOK_TEST_NEVER_SET\""));
     let (code, _, stderr) = check(&config);
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     assert!(
         stderr.contains(&format!(
-            "{}: webhook.soc.url_env: environment variable `TAILHOOK_TEST_NEVER_SET` is not set",
+            "{}:8:11: webhook.soc.url_env: environment variable `TAILHOOK_TEST_NEVER_SET` is not set",
             config.display()
         )),
         "{stderr}"
@@ -183,11 +187,11 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
 
     let config = setup.write_config(&CONFIG.replace(url_line, "url_file = \"soc.url\""));
     let (code, _, stderr) = check(&config);
-    assert_eq!(code, 1);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
     let url_file = setup.dir.path().canonicalize().unwrap().join("soc.url");
     assert!(
         stderr.contains(&format!(
-            "{}: webhook.soc.url_file: cannot read {}",
+            "{}:8:12: webhook.soc.url_file: cannot read {}",
             config.display(),
             url_file.display()
         )),
@@ -217,4 +221,56 @@ fn a_rule_a_client_could_steer_is_warned_about_and_still_passes() {
             .display()
     );
     assert!(stderr.contains(&expected), "{stderr}");
+}
+
+#[test]
+fn a_config_error_is_printed_once_at_file_line_column_with_a_suggestion() {
+    let setup = Setup::new();
+    for (mistake, fixed, key, suggestion) in [
+        (
+            "[agent]\nstat_dir = \"state\"\n",
+            2,
+            "agent.stat_dir",
+            "state_dir",
+        ),
+        (
+            "[webhook.soc]\nurl = \"-\"\n  rate_limit = [\"5/1m\"]\n",
+            3,
+            "webhook.soc.rate_limit",
+            "rate_limits",
+        ),
+    ] {
+        let config = setup.write_config(mistake);
+        let (code, stdout, stderr) = check(&config);
+        assert_eq!(code, CONFIG_ERROR, "{stderr}");
+        assert_eq!(stdout, "");
+        let column = if fixed == 3 { 3 } else { 1 };
+        let field = key.rsplit('.').next().unwrap();
+        assert_eq!(
+            stderr,
+            format!(
+                "tailhook: error: {}:{fixed}:{column}: {key}: unknown key `{field}`; did you mean `{suggestion}`?\n",
+                config.display()
+            )
+        );
+    }
+    let config = setup.write_config("[agent]\nstate_dir = 5\n");
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, CONFIG_ERROR, "{stderr}");
+    assert_eq!(
+        stderr,
+        format!(
+            "tailhook: error: {}:2:13: agent.state_dir: invalid type: found signed int `5`, expected path string\n",
+            config.display()
+        )
+    );
+    let config = setup.write_config("[agent\n");
+    let (_, _, stderr) = check(&config);
+    assert_eq!(
+        stderr,
+        format!(
+            "tailhook: error: {}:1:7: invalid table header; expected `.`, `]`\n",
+            config.display()
+        )
+    );
 }

@@ -30,7 +30,9 @@ fn rules_dir() -> PathBuf {
 }
 
 fn shipped_rules() -> Vec<Rule> {
-    load_rules(&rule_files(&[rules_dir()]).unwrap()).unwrap()
+    load_rules(&rule_files(&[rules_dir()]).unwrap())
+        .unwrap()
+        .rules
 }
 
 /// What a corpus line must produce.

@@ -182,10 +182,10 @@ fn recorded() -> Vec<String> {
         .collect()
 }
 
-/// The command exited 1 and its stderr says `needle`.
-fn assert_fails_saying(out: &std::process::Output, needle: &str) {
+/// The command exited with `code` and its stderr says `needle`.
+fn assert_fails_saying(out: &std::process::Output, code: i32, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(out.status.code(), Some(code), "{stderr}");
     assert!(stderr.contains(needle), "{stderr}");
 }
 
@@ -436,15 +436,17 @@ fn a_missing_journalctl_is_a_clear_error_for_check_and_run() {
     let config = journal.config("-", "");
     let empty = journal.setup.path("empty");
     std::fs::create_dir(&empty).unwrap();
-    for command in ["check", "run"] {
+    for (command, code) in [("check", 1), ("run", 78)] {
         let out = Command::new(binary())
             .args([command, "-c"])
             .arg(&config)
             .env("PATH", &empty)
             .output()
             .unwrap();
+        // run: 78 (EX_CONFIG), so the unit does not restart into the same error.
         assert_fails_saying(
             &out,
+            code,
             "input `journal`: journalctl not found on PATH; install systemd or use a file input",
         );
     }
@@ -524,6 +526,7 @@ fn test_rules_and_check_read_recorded_entries() {
     std::fs::write(&bad, format!("{}\n-- No entries --\n", recorded()[0])).unwrap();
     assert_fails_saying(
         &check(bad.to_str().unwrap()),
+        1,
         "bad.json:2: not a journal entry",
     );
 }

@@ -14,24 +14,6 @@ use support::*;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// Runs `tailhook ARGS -c CONFIG`; every command bounds its own time.
-fn tailhook(config: &Path, args: &[&str]) -> Output {
-    Command::new(binary())
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run tailhook")
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 /// `send` to `soc` with a 1 s `--timeout`: too short to wait for a 2/15s window.
 fn send_within_a_second(config: &Path, data: &str) -> Output {
     tailhook(
@@ -46,12 +28,6 @@ fn send_within_a_second(config: &Path, data: &str) -> Output {
             "1s",
         ],
     )
-}
-
-fn status_json(config: &Path) -> serde_json::Value {
-    let output = tailhook(config, &["status", "--json"]);
-    assert!(output.status.success(), "{}", text(&output));
-    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
 }
 
 /// A receiver answering every request with `failing` (0: as SecureX

@@ -1,7 +1,9 @@
 //! What a server gets: install.sh staged into a temp root (as an unprivileged
 //! packager would, so nothing on this machine changes), the installed config
 //! and rules passing `tailhook check`, and the hardened unit. The .deb and
-//! .rpm are built and checked by packaging/check-packages.sh in CI.
+//! .rpm are built and checked by packaging/check-packages.sh in CI; the
+//! .deb maintainer scripts are run through install, enable, upgrade, remove
+//! and purge by packaging/check-enable-state.sh, here and there.
 
 mod support;
 
@@ -58,6 +60,8 @@ fn install_sh_stages_the_whole_layout_and_keeps_local_changes() {
         ),
         ("opt/th/share/man/man1/tailhook.1.gz", 0o644),
         ("opt/th/share/man/man1/tailhook-run.1.gz", 0o644),
+        ("opt/th/share/man/man5/tailhook.toml.5.gz", 0o644),
+        ("opt/th/share/man/man5/tailhook-rules.5.gz", 0o644),
     ] {
         assert_eq!(mode(&at(path)), expected, "{path}");
     }
@@ -159,4 +163,54 @@ fn the_unit_runs_unprivileged_hardened_and_supervised() {
     let config = std::fs::read_to_string(format!("{ROOT}/config/tailhook.toml")).unwrap();
     assert!(config.contains("state_dir = \"/var/lib/tailhook\""));
     assert!(config.contains("paths = [\"/etc/tailhook/rules.d\"]"));
+}
+
+/// Whether this machine can run the maintainer-script check: root (for a
+/// mount namespace), `unshare`, `deb-systemd-helper` and `systemctl`.
+/// Outside CI a machine without them skips, saying so; under `CI=true` the
+/// test fails instead.
+fn can_run_enable_state_check() -> bool {
+    let missing: Vec<&str> = ["unshare", "deb-systemd-helper", "systemctl"]
+        .into_iter()
+        .filter(|tool| {
+            Command::new("sh")
+                .args(["-c", &format!("command -v {tool}")])
+                .output()
+                .map_or(true, |out| !out.status.success())
+        })
+        .collect();
+    let unshare_works = Command::new("unshare")
+        .args(["--mount", "true"])
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if missing.is_empty() && unshare_works {
+        return true;
+    }
+    let why = format!(
+        "the enable-state check needs root with mount namespaces (unshare works: {unshare_works}) and {missing:?}"
+    );
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "CI=true: {why}"
+    );
+    eprintln!("SKIP: {why}");
+    false
+}
+
+#[test]
+fn deb_scripts_keep_the_admins_enable_state_across_upgrade_reinstall_and_remove() {
+    if !can_run_enable_state_check() {
+        return;
+    }
+    let out = Command::new(format!("{ROOT}/packaging/check-enable-state.sh"))
+        .arg(format!("{ROOT}/packaging/deb"))
+        .arg(format!("{ROOT}/packaging/tailhook.service"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

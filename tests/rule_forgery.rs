@@ -102,7 +102,7 @@ fn shipped_rules() -> Vec<Rule> {
     let folder = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"));
     let files = rule_files(&[folder]).expect("list rules/");
     assert!(!files.is_empty(), "no rule files in rules/");
-    load_rules(&files).unwrap_or_else(|e| panic!("{e}"))
+    load_rules(&files).unwrap_or_else(|e| panic!("{e}")).rules
 }
 
 /// Where one example's captures are: each client-controlled value's name

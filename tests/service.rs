@@ -188,6 +188,20 @@ fn json_log_format_writes_one_object_per_line_without_secrets() {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
         .collect();
+    // serde_json keeps the last of two equal keys; jq and Python lose one too.
+    for line in logs.lines() {
+        serde_json::from_str::<UniqueKeys>(line)
+            .unwrap_or_else(|e| panic!("a key appears twice ({e}): {line}"));
+    }
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "webhook ready")
+        .expect("a webhook ready line");
+    assert_eq!(
+        ready["target"], "tailhook::pipeline",
+        "tracing's target: {ready}"
+    );
+    assert!(ready["url"].is_string(), "{ready}");
     let delivered = lines
         .iter()
         .find(|l| l["message"] == "batch delivered")
@@ -202,6 +216,58 @@ fn json_log_format_writes_one_object_per_line_without_secrets() {
     );
     assert!(!logs.contains(API_KEY), "{logs}");
     assert!(!logs.contains("api_key"), "{logs}");
+}
+
+/// A JSON value that refuses an object holding one key twice, at any depth.
+struct UniqueKeys;
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(UniqueKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for UniqueKeys {
+    type Value = UniqueKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+            }
+            map.next_value::<UniqueKeys>()?;
+        }
+        Ok(UniqueKeys)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+        while seq.next_element::<UniqueKeys>()?.is_some() {}
+        Ok(UniqueKeys)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
+    fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+        Ok(UniqueKeys)
+    }
 }
 
 #[test]
@@ -258,6 +324,230 @@ fn man_pages_cover_every_subcommand() {
     );
 }
 
+/// The keys a section accepts, from the error about an unknown key in it
+/// (the parsers' own lists, so a key added to the code is a key checked here).
+fn known_keys(stderr: &str) -> Vec<String> {
+    let list = stderr
+        .split_once("known here: ")
+        .or_else(|| stderr.split_once("expected one of "))
+        .or_else(|| stderr.split_once("expected "))
+        .unwrap_or_else(|| panic!("no list of known keys in: {stderr}"))
+        .1;
+    let list = list.lines().next().unwrap();
+    list.split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect()
+}
+
+/// Whether a section-5 page documents `key`: as a bold term or a section.
+fn documents(page: &str, key: &str) -> bool {
+    page.lines().any(|line| {
+        let bold = line
+            .strip_prefix(".BR ")
+            .or_else(|| line.strip_prefix(".B "))
+            .is_some_and(|rest| {
+                rest.split(|c: char| c.is_whitespace() || c == ',' || c == '"')
+                    .any(|word| word == key)
+            });
+        let section = line.strip_prefix(".SH [").is_some_and(|header| {
+            header
+                .trim_matches(|c| c == '[' || c == ']')
+                .split('.')
+                .any(|part| part == key)
+        });
+        bold || section
+    })
+}
+
+fn stderr_of(args: &[&str], file: &std::path::Path) -> String {
+    let out = Command::new(binary())
+        .args(args)
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn file_format_pages_document_every_key_the_parsers_accept() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tailhook(&["generate", "man", dir.path().to_str().unwrap()]);
+    let config_page = std::fs::read_to_string(dir.path().join("tailhook.toml.5")).unwrap();
+    let rules_page = std::fs::read_to_string(dir.path().join("tailhook-rules.5")).unwrap();
+    assert!(
+        config_page.starts_with(".TH TAILHOOK.TOML 5"),
+        "{config_page}"
+    );
+    assert!(
+        rules_page.starts_with(".TH TAILHOOK-RULES 5"),
+        "{rules_page}"
+    );
+    for word in ["SIGTERM", "SIGINT", "SIGHUP", "78"] {
+        assert!(config_page.contains(word), "tailhook.toml(5) names {word}");
+    }
+
+    let setup = Setup::new();
+    let unknown = "zz_not_a_key = 1\n";
+    for section in [
+        "",
+        "[agent]\n",
+        "[rules]\n",
+        "[[input]]\nname = \"a\"\npaths = [\"x\"]\n",
+        "[webhook.x]\nurl = \"-\"\n",
+        "[[route]]\nrules = [\"*\"]\nwebhooks = [\"x\"]\n",
+    ] {
+        let config = setup.write_config(&format!("{section}{unknown}"));
+        let keys = known_keys(&stderr_of(&["check", "-c"], &config));
+        assert!(!keys.is_empty());
+        for key in keys {
+            assert!(
+                documents(&config_page, &key),
+                "tailhook.toml(5) does not document `{key}` of {section:?}"
+            );
+        }
+    }
+    let rule = "[[rule]]\nid = \"a\"\nregex = '(?P<x>.)'\n";
+    for section in [
+        String::new(),
+        rule.to_string(),
+        format!("{rule}[[rule.example]]\nline = \"x\"\n"),
+        "[[override]]\nrules = [\"a\"]\n".to_string(),
+    ] {
+        let file = setup.path("rules/keys.toml");
+        std::fs::write(&file, format!("{section}{unknown}")).unwrap();
+        let keys = known_keys(&stderr_of(&["test-rules", "--rules"], &file));
+        for key in keys {
+            assert!(
+                documents(&rules_page, &key),
+                "tailhook-rules(5) does not document `{key}` of {section:?}"
+            );
+        }
+    }
+}
+
+/// Runs groff with every warning on; outside CI a machine without groff skips.
+fn groff_warnings(page: &std::path::Path) -> Option<String> {
+    match Command::new("groff")
+        .args(["-man", "-Tutf8", "-ww", "-z"])
+        .arg(page)
+        .output()
+    {
+        Ok(out) => {
+            assert!(out.status.success(), "groff failed on {}", page.display());
+            Some(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("SKIP: groff not runnable ({e}); section-5 pages not rendered");
+            None
+        }
+        Err(e) => panic!("CI=true and groff cannot run ({e}); install groff"),
+    }
+}
+
+#[test]
+fn file_format_pages_render_without_warnings_and_their_examples_pass_check() {
+    let dir = tempfile::tempdir().unwrap();
+    run_tailhook(&["generate", "man", dir.path().to_str().unwrap()]);
+    for page in ["tailhook.toml.5", "tailhook-rules.5"] {
+        if let Some(warnings) = groff_warnings(&dir.path().join(page)) {
+            assert_eq!(warnings, "", "{page}");
+        }
+    }
+    let example = |page: &str| -> String {
+        let text = std::fs::read_to_string(dir.path().join(page)).unwrap();
+        let start = text.find(".EX\n").expect("an example") + 4;
+        let end = start + text[start..].find(".EE\n").unwrap();
+        text[start..end].replace("\\(aq", "'").replace("\\\\", "\\")
+    };
+    let setup = Setup::new();
+    let rules = setup.path("man-rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sshd.toml"),
+        rules.join("sshd.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/rules/sudo.toml"),
+        rules.join("sudo.toml"),
+    )
+    .unwrap();
+    std::fs::write(rules.join("local.toml"), example("tailhook-rules.5")).unwrap();
+    let config = setup.write_config(&example("tailhook.toml.5"));
+    let out = Command::new(binary())
+        .args(["check", "-c"])
+        .arg(&config)
+        .env(
+            "SOC_WEBHOOK_URL",
+            "https://example.test/webhooks/1?api_key=k",
+        )
+        .env(
+            "TAILHOOK_RULES__PATHS",
+            format!("[{:?}]", rules.display().to_string()),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("warning"), "{stderr}");
+    assert!(
+        stdout.contains("override sshd.publickey_failed: disabled"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bash_completes_webhook_names_from_the_config_on_the_line() {
+    let setup = Setup::new();
+    let config = setup.write_config(
+        "[webhook.soc]\nurl = \"-\"\n[webhook.slack-ops]\nurl = \"-\"\n[webhook.other]\nurl = \"-\"\n",
+    );
+    let script = setup.path("tailhook.bash");
+    std::fs::write(&script, run_tailhook(&["generate", "completions", "bash"])).unwrap();
+    let complete = |words: &[&str]| -> Vec<String> {
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(
+                "source \"$1\"; shift; COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); \
+                 _tailhook_webhooks; printf '%s\\n' \"${COMPREPLY[@]}\"",
+            )
+            .arg("bash")
+            .arg(&script)
+            .args(words)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    };
+    let config = config.to_str().unwrap();
+    assert_eq!(
+        complete(&[binary(), "send", "-c", config, "--webhook", "s"]),
+        ["slack-ops", "soc"]
+    );
+    assert_eq!(
+        complete(&[binary(), "send", "--config", config, "--webhook", ""]),
+        ["other", "slack-ops", "soc"]
+    );
+    // A config that does not load completes nothing, and says nothing.
+    assert_eq!(
+        complete(&[binary(), "send", "-c", "/nonexistent.toml", "--webhook", ""]),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn shell_completions_cover_every_subcommand() {
     let bash = run_tailhook(&["generate", "completions", "bash"]);
@@ -272,6 +562,23 @@ fn shell_completions_cover_every_subcommand() {
             assert!(script.contains(command), "{shell} completes {command}");
         }
     }
+}
+
+#[test]
+fn a_config_error_stops_run_with_exit_78_so_systemd_does_not_restart_it() {
+    let setup = Setup::new();
+    let config = setup.write_config("[agent]\nstat_dir = \"/tmp\"\n");
+    let mut agent = Agent::start(&config);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(78), "{}", agent.logs());
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/packaging/tailhook.service"
+    ))
+    .unwrap();
+    assert!(
+        unit.lines().any(|l| l == "RestartPreventExitStatus=78"),
+        "{unit}"
+    );
 }
 
 #[test]

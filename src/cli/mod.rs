@@ -49,6 +49,9 @@ enum Command {
     /// Write shell completions on stdout, or the man pages into a folder (for packagers).
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
+    /// The configured webhook names, one a line, for shell completion of --webhook.
+    #[command(hide = true)]
+    CompletionsWebhooks(ConfigArg),
 }
 
 #[derive(Args)]
@@ -130,11 +133,20 @@ struct ConfigArg {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format.unwrap_or_else(LogFormat::detect));
+    // `check` keeps nginx -t's contract (exit 1); only the service needs the
+    // distinct code that systemd is told not to restart on.
+    let config_error_code = match cli.command {
+        Command::Run(_) => EXIT_CONFIG,
+        _ => 1,
+    };
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Check(args) => check(&args),
         Command::TestRules(args) => test_rules(args),
         Command::Generate(what) => generate::write(what, &mut std::io::stdout().lock()),
+        Command::CompletionsWebhooks(args) => {
+            generate::webhook_names(&args.config, &mut std::io::stdout().lock())
+        }
         Command::Send(args) => send::send(&send::SendOptions {
             config: args.config,
             webhook: args.webhook,
@@ -150,9 +162,39 @@ pub fn main() -> ExitCode {
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tailhook: error: {e:#}");
-            ExitCode::FAILURE
+            if e.is::<InvalidConfig>() {
+                ExitCode::from(config_error_code)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
+}
+
+/// sysexits.h's EX_CONFIG: the config or rules are wrong, so starting again
+/// cannot help; the unit's `RestartPreventExitStatus=78` stops systemd from
+/// restarting in a loop.
+pub const EXIT_CONFIG: u8 = 78;
+
+/// A config or rules problem found before the agent starts: `run` exits
+/// with [`EXIT_CONFIG`] on it, `check` with 1.
+#[derive(Debug)]
+struct InvalidConfig(anyhow::Error);
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+/// Loads the config and builds the pipeline, as `run` and `check` both must.
+fn validated_pipeline(config: &std::path::Path) -> anyhow::Result<Pipeline> {
+    Config::load(config)
+        .map_err(anyhow::Error::from)
+        .and_then(Pipeline::build)
+        .map_err(|e| InvalidConfig(e).into())
 }
 
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
@@ -175,9 +217,12 @@ pub(crate) fn print_out(text: &str) -> anyhow::Result<()> {
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let config = &args.config.config;
-    let pipeline = Pipeline::build(Config::load(config)?)?;
+    let pipeline = validated_pipeline(config)?;
     for warning in pipeline.rule_warnings() {
         eprintln!("warning: {warning}");
+    }
+    for applied in pipeline.overrides_applied() {
+        print_out(&format!("{applied}\n"))?;
     }
     for path in &args.journal_json {
         print_out(&pipeline.try_journal_entries(path)?)?;
@@ -224,30 +269,50 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<()> {
-    let pipeline = Pipeline::build(Config::load(&args.config)?)?;
+    let pipeline = validated_pipeline(&args.config)?;
     tracing::info!("{}", pipeline.summary());
+    for applied in pipeline.overrides_applied() {
+        tracing::info!("{applied}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let notifier =
         Notifier::from_env().map_err(|e| anyhow::anyhow!("$NOTIFY_SOCKET: cannot use it: {e}"))?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = shutdown_signal()?;
         pipeline.run(shutdown, notifier).await
-    })
+    });
+    // Dropping a runtime waits for its blocking tasks without limit; one
+    // stuck on a hung disk must not break the shutdown_timeout promise.
+    runtime.shutdown_timeout(Duration::from_millis(500));
+    result
 }
 
 /// Installs the handlers now, before any stage starts, so a signal that comes
-/// early is a graceful stop rather than the default kill.
+/// early is a graceful stop rather than the default kill. SIGHUP never ends
+/// the agent (its default action would, without a flush).
 fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = int.recv() => tracing::info!("SIGINT received"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => return tracing::info!("SIGTERM received"),
+                _ = int.recv() => return tracing::info!("SIGINT received"),
+                _ = hangup.recv() => reload_requested(),
+            }
         }
     })
+}
+
+/// What SIGHUP asks for. The seam where a configuration reload will go; until
+/// then the agent says so and keeps running as it is.
+fn reload_requested() {
+    tracing::warn!(
+        "SIGHUP received: reload is not supported yet; keeping the running configuration"
+    );
 }

@@ -72,7 +72,7 @@ fn send_directly(
 ) -> anyhow::Result<Sent> {
     let webhook = config.webhook(name)?;
     let state_dir = &config.agent.state_dir;
-    std::fs::create_dir_all(state_dir)
+    crate::private::create_dir_all(state_dir)
         .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
     let queue = Queue::open(state_dir, &[(name.to_string(), webhook.max_queue_bytes)])?;
     let webhook = Webhook::open(

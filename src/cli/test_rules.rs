@@ -76,10 +76,14 @@ struct Summary {
 
 pub fn run(options: &Options) -> anyhow::Result<()> {
     let files = rules::rule_files(&options.rule_paths)?;
-    let loaded: Vec<Arc<Rule>> = rules::load_rules(&files)?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    let rule_set = rules::load_rules(&files)?;
+    for applied in &rule_set.overrides.applied {
+        eprintln!("{applied}");
+    }
+    for warning in &rule_set.overrides.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let loaded: Vec<Arc<Rule>> = rule_set.rules.into_iter().map(Arc::new).collect();
     anyhow::ensure!(
         !loaded.is_empty(),
         "no rule found in {}",

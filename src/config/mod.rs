@@ -10,6 +10,7 @@
 //! Relative paths (state dir, rule paths, input globs) are taken relative to the
 //! config file's folder, so a config works wherever the agent is started from.
 
+mod located;
 mod units;
 mod webhook;
 
@@ -33,14 +34,20 @@ const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {source}")]
+    /// The file does not parse into a config: `FILE:LINE:COL: key: problem`
+    /// (or the environment variable at fault instead of the position).
+    #[error("{at}: {}{problem}", key.as_deref().map(|k| format!("{k}: ")).unwrap_or_default())]
     Parse {
-        path: PathBuf,
-        source: Box<figment::Error>,
+        at: String,
+        key: Option<String>,
+        problem: String,
     },
-    #[error("{path}: {key}: {problem}")]
+    /// A key with a value that does not fit (validation): at the value's
+    /// line and column when the file holds the key.
+    #[error("{path}{}: {key}: {problem}", position.map(|(line, column)| format!(":{line}:{column}")).unwrap_or_default())]
     Invalid {
         path: PathBuf,
+        position: Option<(usize, usize)>,
         key: String,
         problem: String,
     },
@@ -265,6 +272,7 @@ impl Config {
         if !path.is_file() {
             return Err(ConfigError::Invalid {
                 path: path.to_path_buf(),
+                position: None,
                 key: "-c".into(),
                 problem: "no such config file (give one with -c FILE or $TAILHOOK_CONFIG)".into(),
             });
@@ -274,10 +282,7 @@ impl Config {
             .merge(Toml::file_exact(path))
             .merge(env)
             .extract()
-            .map_err(|e| ConfigError::Parse {
-                path: path.to_path_buf(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| located::locate(path, e))?;
         config.source = path.to_path_buf();
         config.resolve_relative_paths();
         config.validate()?;
@@ -355,10 +360,15 @@ impl Config {
         }
     }
 
+    /// A problem with `key`, at `FILE:LINE:COL` when the file holds the key.
     fn invalid(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        let key = key.into();
         ConfigError::Invalid {
             path: self.source.clone(),
-            key: key.into(),
+            position: std::fs::read_to_string(&self.source)
+                .ok()
+                .and_then(|text| located::key_position(&text, &key)),
+            key,
             problem: problem.into(),
         }
     }
@@ -438,11 +448,9 @@ impl Config {
                     }
                 }
             }
-            for (field, patterns) in [
-                ("paths", &input.paths),
-                ("exclude", &input.exclude),
-                ("rules", &input.rules),
-            ] {
+            crate::rules::RuleSelector::parse(&input.rules)
+                .map_err(|problem| self.invalid(key("rules"), problem))?;
+            for (field, patterns) in [("paths", &input.paths), ("exclude", &input.exclude)] {
                 for p in patterns {
                     glob::Pattern::new(p).map_err(|e| {
                         self.invalid(key(field), format!("`{p}` is not a valid glob: {e}"))
@@ -469,14 +477,8 @@ impl Config {
             if route.webhooks.is_empty() {
                 return Err(self.invalid(format!("route[{i}].webhooks"), "names no webhook"));
             }
-            for p in &route.rules {
-                glob::Pattern::new(p).map_err(|e| {
-                    self.invalid(
-                        format!("route[{i}].rules"),
-                        format!("`{p}` is not a valid glob: {e}"),
-                    )
-                })?;
-            }
+            crate::rules::RuleSelector::parse(&route.rules)
+                .map_err(|problem| self.invalid(format!("route[{i}].rules"), problem))?;
         }
         Ok(())
     }

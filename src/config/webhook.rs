@@ -47,6 +47,10 @@ pub struct WebhookSpec {
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
+    /// Longest `Retry-After` honoured; a receiver asking for more is tried
+    /// again after this.
+    #[serde(default, with = "optional_duration")]
+    max_retry_after: Option<Duration>,
     /// One line of text per event (`{rule}`, `{message}`, `{fields.NAME}`…),
     /// sent as `{"text": …}` instead of the envelope.
     template: Option<String>,
@@ -130,6 +134,7 @@ pub struct WebhookConfig {
     pub batch_timeout: Duration,
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
+    pub max_retry_after: Duration,
     pub template: Option<String>,
 }
 
@@ -314,6 +319,7 @@ impl WebhookSpec {
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
+            max_retry_after: self.max_retry_after.unwrap_or(Duration::from_secs(3600)),
             template: self
                 .template
                 .clone()

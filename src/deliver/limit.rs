@@ -23,12 +23,42 @@ pub struct RateLimiter {
     windows: Vec<Window>,
 }
 
+/// One attempt, on both clocks: sliding windows measure by the monotonic
+/// clock (a clock step must not stretch or shrink them), calendar windows
+/// count by the wall clock's UTC day (that is what the receiver counts).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Attempt {
+    at: Instant,
+    wall: SystemTime,
+}
+
+impl Attempt {
+    /// The attempt made at `at`, dated on the wall clock by how long ago that was.
+    fn at(at: Instant) -> Attempt {
+        let ago = Instant::now().saturating_duration_since(at);
+        Attempt {
+            at,
+            wall: SystemTime::now().checked_sub(ago).unwrap_or(UNIX_EPOCH),
+        }
+    }
+
+    /// An attempt an earlier run made at `wall`, placed on this run's monotonic clock.
+    fn remembered(wall: SystemTime) -> Attempt {
+        let ago = SystemTime::now().duration_since(wall).unwrap_or_default();
+        let now = Instant::now();
+        Attempt {
+            at: now.checked_sub(ago).unwrap_or(now),
+            wall,
+        }
+    }
+}
+
 struct Window {
     limit: RateLimit,
     /// `limit.period` plus the jitter margin.
     held_for: Duration,
     /// Attempts within the current window, oldest first.
-    attempts: VecDeque<Instant>,
+    attempts: VecDeque<Attempt>,
     /// Counts calendar periods (UTC days) rather than sliding ones.
     calendar: bool,
 }
@@ -41,8 +71,16 @@ fn into_calendar_period(since_epoch: Duration, period: Duration) -> Duration {
     Duration::from_nanos((since_epoch.as_nanos() % period.as_nanos()) as u64)
 }
 
+/// Which calendar period (counted from the Unix epoch) `wall` falls in.
+fn calendar_period(wall: SystemTime, period: Duration) -> u128 {
+    wall.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos()
+        / period.as_nanos()
+}
+
 impl Window {
-    fn new(limit: RateLimit, past: &[Instant]) -> Window {
+    fn new(limit: RateLimit, past: &[Attempt]) -> Window {
         let calendar = !limit.period.is_zero()
             && (limit.period.as_secs() % DAY.as_secs() == 0)
             && limit.period.subsec_nanos() == 0;
@@ -54,27 +92,20 @@ impl Window {
         }
     }
 
-    /// When the current calendar period began, as an `Instant`.
-    fn period_start(&self, now: Instant) -> Instant {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let into = into_calendar_period(since_epoch, self.limit.period);
-        now.checked_sub(into).unwrap_or(now)
-    }
-
     fn forget_before(&mut self, now: Instant) {
         if self.calendar {
-            let start = self.period_start(now);
-            while self.attempts.front().is_some_and(|&at| at < start) {
-                self.attempts.pop_front();
-            }
+            // By each attempt's own date: one made on an earlier UTC day no
+            // longer counts, whatever the monotonic clock says.
+            let today = calendar_period(SystemTime::now(), self.limit.period);
+            let period = self.limit.period;
+            self.attempts
+                .retain(|a| calendar_period(a.wall, period) >= today);
             return;
         }
         while self
             .attempts
             .front()
-            .is_some_and(|&at| now.duration_since(at) >= self.held_for)
+            .is_some_and(|a| now.duration_since(a.at) >= self.held_for)
         {
             self.attempts.pop_front();
         }
@@ -85,10 +116,14 @@ impl Window {
         if self.attempts.len() < self.limit.count as usize {
             now
         } else if self.calendar {
-            self.period_start(now) + self.limit.period + jitter_margin(self.limit.period)
+            let since_epoch = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            let left = self.limit.period - into_calendar_period(since_epoch, self.limit.period);
+            now + left + jitter_margin(self.limit.period)
         } else {
             let oldest_that_counts = self.attempts[self.attempts.len() - self.limit.count as usize];
-            oldest_that_counts + self.held_for
+            oldest_that_counts.at + self.held_for
         }
     }
 }
@@ -103,15 +138,12 @@ impl RateLimiter {
         Self::with_history(limits, &[])
     }
 
-    /// A limiter that already counts attempts made `ages` ago (by an earlier
-    /// run: a restart loop must not get a fresh budget each time).
-    pub fn with_history(limits: &[RateLimit], ages: &[Duration]) -> RateLimiter {
-        let now = Instant::now();
-        let mut past: Vec<Instant> = ages
-            .iter()
-            .filter_map(|age| now.checked_sub(*age))
-            .collect();
-        past.sort();
+    /// A limiter that already counts attempts an earlier run made at
+    /// `times` (wall clock, as persisted): a restart loop must not get a
+    /// fresh budget each time.
+    pub fn with_history(limits: &[RateLimit], times: &[SystemTime]) -> RateLimiter {
+        let mut past: Vec<Attempt> = times.iter().map(|&t| Attempt::remembered(t)).collect();
+        past.sort_by_key(|a| a.at);
         RateLimiter {
             windows: limits
                 .iter()
@@ -145,8 +177,9 @@ impl RateLimiter {
         if free > now {
             return Err(free);
         }
+        let attempt = Attempt::at(now);
         for w in &mut self.windows {
-            w.attempts.push_back(now);
+            w.attempts.push_back(attempt);
         }
         Ok(())
     }
@@ -155,13 +188,14 @@ impl RateLimiter {
     /// receiver counted it somewhere in between, and may start its window
     /// then: counting ours from the answer keeps a slow request (a loaded
     /// receiver, a long body) from letting the next one arrive inside the
-    /// receiver's window.
+    /// receiver's window. The caller persists the answer's wall time too.
     pub fn answered(&mut self, charged: Instant, answered: Instant) {
+        let answer = Attempt::at(answered);
         for window in &mut self.windows {
-            if let Some(at) = window.attempts.iter().position(|&t| t == charged) {
+            if let Some(at) = window.attempts.iter().position(|a| a.at == charged) {
                 window.attempts.remove(at);
-                let later = window.attempts.partition_point(|&t| t <= answered);
-                window.attempts.insert(later, answered);
+                let later = window.attempts.partition_point(|a| a.at <= answered);
+                window.attempts.insert(later, answer);
             }
         }
     }
@@ -227,8 +261,9 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn attempts_of_an_earlier_run_still_count() {
-        let ages = [Duration::from_secs(30), Duration::from_secs(10)];
-        let mut limiter = RateLimiter::with_history(&limits(&["3/1m"]), &ages);
+        let now = SystemTime::now();
+        let times = [now - Duration::from_secs(30), now - Duration::from_secs(10)];
+        let mut limiter = RateLimiter::with_history(&limits(&["3/1m"]), &times);
         let start = Instant::now();
         acquire(&mut limiter).await;
         assert_eq!(
@@ -238,8 +273,25 @@ mod tests {
         );
         acquire(&mut limiter).await;
         // The attempt made 30 s before start leaves the window 30 s (+ 1 s margin) in.
-        assert_eq!((Instant::now() - start).as_millis(), 31_000);
+        let waited = (Instant::now() - start).as_millis();
+        assert!((30_999..=31_001).contains(&waited), "{waited}");
         assert_eq!(limiter.memory(), Some(Duration::from_secs(61)));
+    }
+
+    #[test]
+    fn a_day_window_counts_attempts_by_their_utc_date() {
+        let day: RateLimit = "2/1d".parse().unwrap();
+        let now = SystemTime::now();
+        let since_midnight = into_calendar_period(now.duration_since(UNIX_EPOCH).unwrap(), DAY);
+        let yesterday = now - since_midnight - Duration::from_secs(1);
+        let today = now - since_midnight / 2;
+        let mut limiter = RateLimiter::with_history(&[day], &[yesterday, yesterday, today]);
+        let usage = limiter.usage(Instant::now());
+        assert_eq!(
+            usage[0].used, 1,
+            "yesterday's attempts are forgotten: {usage:?}"
+        );
+        assert_eq!(usage[0].free_in, Duration::ZERO);
     }
 
     #[test]

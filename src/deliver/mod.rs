@@ -22,7 +22,7 @@ mod send;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
 use tokio::sync::watch;
@@ -124,7 +124,7 @@ impl Webhook {
         &self,
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<Instant, Instant> {
+    ) -> Result<Charged, Instant> {
         let start = Instant::now();
         let charged = loop {
             let now = Instant::now();
@@ -139,11 +139,7 @@ impl Webhook {
             tokio::time::sleep_until(free).await;
         };
         let waited = charged - start;
-        if let Some(memory) = self.limiter().memory() {
-            if let Err(e) = self.queue.record_attempt(self.lane, memory) {
-                tracing::warn!(webhook = %self.config.name, error = %e, "cannot record the attempt; a restart may count it out");
-            }
-        }
+        let recorded = self.record_attempt(SystemTime::now(), None).await;
         if !waited.is_zero() {
             metrics::add(&self.counters.rate_limit_waits, 1);
             metrics::add(
@@ -151,7 +147,38 @@ impl Webhook {
                 waited.as_micros() as u64,
             );
         }
-        Ok(charged)
+        Ok(Charged {
+            at: charged,
+            recorded,
+        })
+    }
+
+    /// The attempt `charged` was answered now: it counts from now, in memory
+    /// and on disk.
+    async fn answered(&self, charged: Charged) {
+        self.limiter().answered(charged.at, Instant::now());
+        if let Some(recorded) = charged.recorded {
+            self.record_attempt(SystemTime::now(), Some(recorded)).await;
+        }
+    }
+
+    /// Persists an attempt at `at` (replacing the record `replacing`), so a
+    /// restart still counts it; the record's key, if it was written.
+    async fn record_attempt(
+        &self,
+        at: SystemTime,
+        replacing: Option<SystemTime>,
+    ) -> Option<SystemTime> {
+        // The guard is a temporary of this statement: no lock is held across the write.
+        let memory = self.limiter().memory()?;
+        let (queue, lane) = (self.queue.clone(), self.lane);
+        match off_workers(move || queue.record_attempt(lane, at, replacing, memory)).await {
+            Ok(recorded) => Some(recorded),
+            Err(e) => {
+                tracing::warn!(webhook = %self.config.name, error = %e, "cannot record the attempt; a restart may count it out");
+                None
+            }
+        }
     }
 
     /// Sends `body` until it is delivered or rejected: every attempt waits
@@ -197,7 +224,7 @@ impl Webhook {
                     }
                 }
             };
-            self.limiter().answered(charged, Instant::now());
+            self.answered(charged).await;
             let status = match &outcome {
                 Outcome::Delivered { status } | Outcome::Rejected { status, .. } => Some(*status),
                 Outcome::Retry { status, .. } => *status,
@@ -206,7 +233,7 @@ impl Webhook {
             match outcome {
                 Outcome::Delivered { status } => return Settled::Delivered { status },
                 Outcome::Rejected { status, reason } => {
-                    self.remember_error(&reason);
+                    self.remember_error(&reason).await;
                     return Settled::Rejected { status, reason };
                 }
                 Outcome::Retry {
@@ -214,10 +241,26 @@ impl Webhook {
                     status,
                     after,
                 } => {
-                    self.remember_error(&reason);
-                    let delay = after
-                        .unwrap_or_else(|| backoff.next().unwrap_or(self.config.max_retry_delay));
-                    if deadline.is_some_and(|deadline| Instant::now() + delay > deadline) {
+                    self.remember_error(&reason).await;
+                    let delay = match after {
+                        Some(after) => {
+                            if let Some(asked) = after.capped_from {
+                                tracing::warn!(
+                                    webhook = %self.config.name,
+                                    retry_after_s = asked.as_secs(),
+                                    max_retry_after_s = after.wait.as_secs(),
+                                    "Retry-After is above max_retry_after; retrying after max_retry_after"
+                                );
+                            }
+                            after.wait
+                        }
+                        None => backoff.next().unwrap_or(self.config.max_retry_delay),
+                    };
+                    if deadline.is_some_and(|deadline| {
+                        Instant::now()
+                            .checked_add(delay)
+                            .is_none_or(|then| then > deadline)
+                    }) {
                         return Settled::GaveUp(format!(
                             "attempt {attempts} failed ({reason}) and the next would come in {}, beyond that time",
                             human(delay)
@@ -235,8 +278,9 @@ impl Webhook {
         }
     }
 
-    fn remember_error(&self, reason: &str) {
-        if let Err(e) = self.queue.record_error(self.lane, reason) {
+    async fn remember_error(&self, reason: &str) {
+        let (queue, lane, reason) = (self.queue.clone(), self.lane, reason.to_string());
+        if let Err(e) = off_workers(move || queue.record_error(lane, &reason)).await {
             tracing::warn!(webhook = %self.config.name, error = %e, "cannot record the last error");
         }
     }
@@ -254,7 +298,30 @@ impl Webhook {
 
 /// How much of each window of `limits` the attempts made `ages` ago spend.
 pub fn budget_from_history(limits: &[RateLimit], ages: &[Duration]) -> Vec<WindowUsage> {
-    RateLimiter::with_history(limits, ages).usage(Instant::now())
+    let now = SystemTime::now();
+    let times: Vec<SystemTime> = ages
+        .iter()
+        .filter_map(|age| now.checked_sub(*age))
+        .collect();
+    RateLimiter::with_history(limits, &times).usage(Instant::now())
+}
+
+/// An attempt charged to the rate windows.
+struct Charged {
+    at: Instant,
+    /// Its record on disk, to be moved to the answer's time.
+    recorded: Option<SystemTime>,
+}
+
+/// Runs `work` (a queue or file write that fsyncs, a read that may wait on
+/// the disk) on tokio's blocking threads: a slow disk must not stall the
+/// async workers, which also serve the control socket, `/metrics` and the
+/// watchdog.
+async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
 }
 
 /// How long an attempt counts in some window of `limits`.
@@ -282,38 +349,51 @@ pub fn dead_letter_file(state_dir: &Path, webhook: &str) -> PathBuf {
 pub struct Deliverer {
     webhook: Arc<Webhook>,
     dead_letters: PathBuf,
+    /// Sent or dead-lettered events whose removal from the queue failed;
+    /// removed again before anything else, so they never fill the lane.
+    unremoved: Vec<u64>,
 }
 
 /// Events read from the queue at a time while filling a body.
 const READ_CHUNK: usize = 500;
+
+/// How often an idle webhook tries again to read the queue, or to remove
+/// settled events, after that failed.
+const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     pub fn new(webhook: Arc<Webhook>, state_dir: &Path) -> Deliverer {
         Deliverer {
             dead_letters: dead_letter_file(state_dir, &webhook.config.name),
             webhook,
+            unremoved: Vec::new(),
         }
     }
 
     /// Delivers the webhook's queue until `stop` turns true and nothing is
     /// left; what the limits do not let out before the pipeline gives up
-    /// stays queued for the next run.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
-        let webhook = &self.webhook;
+    /// stays queued for the next run. The pipeline gives up by dropping this
+    /// future, at an await point: a batch is removed from the queue only
+    /// once it was delivered or dead-lettered, so that loses nothing.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let webhook = self.webhook.clone();
         let arrivals = webhook.queue.arrivals(webhook.lane);
         let mut pending = Pending::new(&webhook.format, webhook.config.max_body_bytes);
         // The highest sequence taken from the queue into `pending`.
         let mut cursor = 0;
         loop {
-            self.fill(&mut pending, &mut cursor);
+            self.remove_unremoved().await;
+            let read_failed = !self.fill(&mut pending, &mut cursor).await;
             let stopping = *stop.borrow();
             if pending.is_empty() {
                 if stopping {
                     return;
                 }
+                let retry = read_failed || !self.unremoved.is_empty();
                 tokio::select! {
                     () = arrivals.notified() => {}
                     _ = stop.changed() => {}
+                    () = tokio::time::sleep(QUEUE_RETRY), if retry => {}
                 }
                 continue;
             }
@@ -334,59 +414,82 @@ impl Deliverer {
     }
 
     /// Takes queued events after `cursor` into `pending` until it holds a
-    /// full body or the queue has no more.
-    fn fill(&self, pending: &mut Pending, cursor: &mut u64) {
-        let webhook = &self.webhook;
+    /// full body or the queue has no more; `false` if the queue could not be read.
+    async fn fill(&mut self, pending: &mut Pending, cursor: &mut u64) -> bool {
+        let webhook = self.webhook.clone();
         while !pending.has_full_body() {
-            let fresh = match webhook.queue.read(webhook.lane, *cursor, READ_CHUNK) {
+            let (queue, lane, after) = (webhook.queue.clone(), webhook.lane, *cursor);
+            let fresh = match off_workers(move || queue.read(lane, after, READ_CHUNK)).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     tracing::error!(webhook = %webhook.config.name, error = %e, "cannot read the queue; will retry");
-                    return;
+                    return false;
                 }
             };
             if fresh.is_empty() {
-                return;
+                return true;
             }
             for queued in fresh {
                 *cursor = queued.seq;
-                self.admit(pending, queued);
+                self.admit(pending, queued).await;
             }
         }
+        true
     }
 
-    fn admit(&self, pending: &mut Pending, event: Queued) {
+    async fn admit(&mut self, pending: &mut Pending, event: Queued) {
         if let Admitted::TooLarge(encoded) = pending.push(event, &self.webhook.format) {
             let reason = format!(
                 "event of {} bytes cannot fit max_body_bytes = {} even with its message removed",
                 encoded.bytes.len(),
                 self.webhook.config.max_body_bytes
             );
-            self.settle(&[encoded], Some((None, reason)));
+            self.settle(&[encoded], Some((None, reason))).await;
         }
     }
 
     /// Removes a batch from the queue once it is delivered or, with a
-    /// status and reason, dead-lettered.
-    fn settle(&self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
-        let webhook = &self.webhook;
+    /// status and reason, dead-lettered (which waits until the dead-letter
+    /// file could be written: until then the events stay queued).
+    async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
+        let webhook = self.webhook.clone();
         let counter = if let Some((status, reason)) = rejected {
-            self.dead_letter(batch, status, &reason);
+            self.dead_letter(batch, status, &reason).await;
             &webhook.counters.events_dead_lettered
         } else {
             &webhook.counters.events_sent
         };
         metrics::add(counter, batch.len() as u64);
-        let seqs: Vec<u64> = batch.iter().map(|e| e.seq).collect();
-        if let Err(e) = webhook.queue.remove(webhook.lane, &seqs) {
-            tracing::error!(webhook = %webhook.config.name, error = %e, "cannot remove sent events from the queue; they may be sent again");
+        self.unremoved.extend(batch.iter().map(|e| e.seq));
+        self.remove_unremoved().await;
+    }
+
+    /// Removes the settled events from the queue; on failure keeps them to
+    /// try again (they are not read again meanwhile: the cursor is past them).
+    async fn remove_unremoved(&mut self) {
+        if self.unremoved.is_empty() {
+            return;
+        }
+        let (queue, lane, seqs) = (
+            self.webhook.queue.clone(),
+            self.webhook.lane,
+            self.unremoved.clone(),
+        );
+        match off_workers(move || queue.remove(lane, &seqs)).await {
+            Ok(()) => self.unremoved.clear(),
+            Err(e) => tracing::error!(
+                webhook = %self.webhook.config.name,
+                events = self.unremoved.len(),
+                error = %e,
+                "cannot remove settled events from the queue; will try again (until then they use its room; after a restart they may be sent again)"
+            ),
         }
     }
 
     /// Sends one batch until it is delivered or rejected. A batch refused as
     /// too large (413) is split in two and each half sent in turn: the
     /// receiver's real limit may be below `max_body_bytes`.
-    async fn deliver(&self, batch: Vec<Encoded>) {
+    async fn deliver(&mut self, batch: Vec<Encoded>) {
         // Oldest last, so `pop` sends in order.
         let mut to_send = vec![batch];
         while let Some(batch) = to_send.pop() {
@@ -406,8 +509,8 @@ impl Deliverer {
 
     /// Sends `batch` until it is delivered or dead-lettered; hands it back
     /// when it was refused as too large and can still be split.
-    async fn send_until_settled(&self, batch: Vec<Encoded>) -> Option<Vec<Encoded>> {
-        let webhook = &self.webhook;
+    async fn send_until_settled(&mut self, batch: Vec<Encoded>) -> Option<Vec<Encoded>> {
+        let webhook = self.webhook.clone();
         let name = &webhook.config.name;
         let body = webhook
             .format
@@ -422,7 +525,7 @@ impl Deliverer {
                 delay,
             } => tracing::warn!(
                 webhook = %name,
-                target = %webhook.config.target,
+                url = %webhook.config.target,
                 events = batch.len(),
                 status,
                 retry_in_ms = delay.as_millis() as u64,
@@ -433,12 +536,12 @@ impl Deliverer {
         match webhook.send_with_retries(&body, None, &mut log).await {
             Settled::Delivered { status } => {
                 tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
-                self.settle(&batch, None);
+                self.settle(&batch, None).await;
                 None
             }
             Settled::Rejected { status: 413, .. } if batch.len() > 1 => Some(batch),
             Settled::Rejected { status, reason } => {
-                self.settle(&batch, Some((Some(status), reason)));
+                self.settle(&batch, Some((Some(status), reason))).await;
                 None
             }
             Settled::GaveUp(_) => unreachable!("without a deadline sending never gives up"),
@@ -446,48 +549,145 @@ impl Deliverer {
     }
 
     /// Appends the batch to this webhook's dead-letter file (JSON lines), so a
-    /// rejected batch is kept for a human instead of lost.
-    fn dead_letter(&self, batch: &[Encoded], status: Option<u16>, reason: &str) {
+    /// rejected batch is kept for a human instead of lost. Until the file can
+    /// be written (a full disk, a folder that is a file) the events stay
+    /// queued and the write is tried again, with backoff.
+    async fn dead_letter(&self, batch: &[Encoded], status: Option<u16>, reason: &str) {
+        let webhook = &self.webhook;
         let record = serde_json::json!({
             "time": crate::event::rfc3339_now(),
-            "webhook": self.webhook.config.name,
+            "webhook": webhook.config.name,
             "status": status,
             "reason": reason,
             "events": batch.iter().map(|e| &*e.event).collect::<Vec<_>>(),
         });
-        let written = self
-            .dead_letters
-            .parent()
-            .map_or(Ok(()), std::fs::create_dir_all)
-            .and_then(|()| {
-                let mut file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&self.dead_letters)?;
-                let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
-                line.push(b'\n');
-                file.write_all(&line)?;
-                file.sync_data()
-            });
-        match written {
-            Ok(()) => tracing::error!(
-                webhook = %self.webhook.config.name,
-                target = %self.webhook.config.target,
-                status,
-                reason,
-                events = batch.len(),
-                file = %self.dead_letters.display(),
-                "webhook rejected a batch; it was written to the dead-letter file"
-            ),
-            Err(e) => tracing::error!(
-                webhook = %self.webhook.config.name,
-                status,
-                reason,
-                events = batch.len(),
-                file = %self.dead_letters.display(),
-                error = %e,
-                "webhook rejected a batch and the dead-letter file cannot be written; events lost"
-            ),
+        let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
+        line.push(b'\n');
+        let line = Arc::new(line);
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(webhook.config.max_retry_delay)
+            .without_max_times()
+            .build();
+        loop {
+            let (file, line) = (self.dead_letters.clone(), line.clone());
+            match off_workers(move || append_private(&file, &line)).await {
+                Ok(()) => {
+                    return tracing::error!(
+                        webhook = %webhook.config.name,
+                        url = %webhook.config.target,
+                        status,
+                        reason,
+                        events = batch.len(),
+                        file = %self.dead_letters.display(),
+                        "webhook rejected a batch; it was written to the dead-letter file"
+                    )
+                }
+                Err(e) => {
+                    let delay = backoff.next().unwrap_or(webhook.config.max_retry_delay);
+                    tracing::error!(
+                        webhook = %webhook.config.name,
+                        status,
+                        reason,
+                        events = batch.len(),
+                        file = %self.dead_letters.display(),
+                        error = %e,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "webhook rejected a batch and the dead-letter file cannot be written; the events stay queued until it can"
+                    );
+                    tokio::time::sleep(delay).await;
+                }
+            }
         }
+    }
+}
+
+/// Appends `bytes` to `file` durably, creating it (and its folder) private.
+fn append_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(folder) = file.parent() {
+        crate::private::create_dir_all(folder)?;
+    }
+    let mut out = crate::private::open_options()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    out.write_all(bytes)?;
+    out.sync_data()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(
+            &path,
+            "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+             [webhook.soc]\nurl = \"-\"\nrate_limits = [\"100/1m\"]\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let webhook = Webhook::open(
+            config.webhook("soc").unwrap(),
+            "host",
+            queue.clone(),
+            0,
+            Arc::new(WebhookCounters::default()),
+        )
+        .unwrap();
+        // A slow disk: while this transaction is held, every queue write
+        // (the attempt's record among them) waits. Released after a bound,
+        // so a runtime blocked by the write gets going again and fails below.
+        let released = Arc::new(AtomicBool::new(false));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let (queue, released) = (queue.clone(), released.clone());
+            std::thread::spawn(move || {
+                let txn = queue.hold_writes();
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                released.store(true, Ordering::SeqCst);
+                drop(txn);
+            })
+        };
+        held_rx.recv().unwrap();
+        // One worker: anything that blocks it stalls every other task.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let charging = tokio::spawn({
+                let webhook = webhook.clone();
+                async move { webhook.acquire(None, &mut |_| {}).await.is_ok() }
+            });
+            // What the control socket and /metrics ask: the budget (the limiter's lock).
+            while webhook.budget()[0].used == 0 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(
+                !released.load(Ordering::SeqCst),
+                "the runtime or the limiter waited for the blocked queue write"
+            );
+            assert!(
+                !charging.is_finished(),
+                "the attempt's record is still waiting"
+            );
+            release_tx.send(()).unwrap();
+            assert!(charging.await.unwrap());
+        });
+        holder.join().unwrap();
+        let recorded = queue.recent_attempts(0, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            recorded.len(),
+            1,
+            "the attempt was recorded once the disk let it"
+        );
     }
 }

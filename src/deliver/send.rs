@@ -22,7 +22,7 @@ pub enum Outcome {
         reason: String,
         /// None when no answer came (timeout, connection error).
         status: Option<u16>,
-        after: Option<Duration>,
+        after: Option<RetryAfter>,
     },
     Rejected {
         status: u16,
@@ -35,6 +35,7 @@ pub enum Transport {
         client: reqwest::Client,
         url: SecretUrl,
         content_type: ContentType,
+        max_retry_after: Duration,
     },
     /// Prints each body as one line on stdout.
     Stdout,
@@ -54,6 +55,7 @@ impl Transport {
                     .build()?,
                 url: url.clone(),
                 content_type: config.content_type,
+                max_retry_after: config.max_retry_after,
             },
         })
     }
@@ -79,6 +81,7 @@ impl Transport {
                 client,
                 url,
                 content_type,
+                max_retry_after,
             } => {
                 let response = client
                     .post(url.expose().clone())
@@ -90,7 +93,8 @@ impl Transport {
                 match response {
                     Ok(response) => {
                         let status = response.status();
-                        let retry_after = retry_after(response.headers());
+                        let retry_after =
+                            retry_after(response.headers(), *max_retry_after, SystemTime::now());
                         // A receiver may echo the request, secret and all.
                         let text = url.scrub(&response.text().await.unwrap_or_default());
                         classify(status, retry_after, &text)
@@ -119,7 +123,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Outcome {
+fn classify(status: StatusCode, retry_after: Option<RetryAfter>, text: &str) -> Outcome {
     let reason = || {
         let text: String = text.trim().chars().take(MAX_REASON_CHARS).collect();
         if text.is_empty() {
@@ -149,23 +153,49 @@ fn classify(status: StatusCode, retry_after: Option<Duration>, text: &str) -> Ou
     }
 }
 
-/// `Retry-After` as seconds or as an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(
-        at.duration_since(SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+/// How long a receiver asked to wait before the next attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryAfter {
+    /// The wait to honour, never above the webhook's `max_retry_after`.
+    pub wait: Duration,
+    /// What the receiver asked for, when it was more than the cap.
+    pub capped_from: Option<Duration>,
+}
+
+/// `Retry-After` (seconds or an HTTP date) at `now`, capped to `cap`; `None`
+/// when absent or not understood, so the usual backoff applies.
+fn retry_after(headers: &HeaderMap, cap: Duration, now: SystemTime) -> Option<RetryAfter> {
+    parse_retry_after(headers.get(RETRY_AFTER)?.as_bytes(), cap, now)
+}
+
+fn parse_retry_after(value: &[u8], cap: Duration, now: SystemTime) -> Option<RetryAfter> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let asked = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+        // More seconds than a u64 holds is no less a "very long" wait.
+        Duration::from_secs(value.parse::<u64>().unwrap_or(u64::MAX))
+    } else {
+        // A date in the past means "now".
+        httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO)
+    };
+    Some(if asked <= cap {
+        RetryAfter {
+            wait: asked,
+            capped_from: None,
+        }
+    } else {
+        RetryAfter {
+            wait: cap,
+            capped_from: Some(asked),
+        }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[tokio::test]
     async fn a_refused_connection_says_so_without_the_key() {
@@ -179,6 +209,7 @@ mod tests {
             client: reqwest::Client::new(),
             url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
             content_type: ContentType::Json,
+            max_retry_after: Duration::from_secs(3600),
         };
         let Outcome::Retry { reason, status, .. } = transport.send(b"{}").await else {
             panic!("a refused connection is retried");
@@ -210,27 +241,77 @@ mod tests {
         }
     }
 
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn wait(value: &str, now: SystemTime) -> Option<RetryAfter> {
+        parse_retry_after(value.as_bytes(), HOUR, now)
+    }
+
     #[test]
     fn retry_after_accepts_seconds_and_http_dates() {
-        let mut headers = HeaderMap::new();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
-        let later = SystemTime::now() + Duration::from_secs(120);
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_str(&httpdate::fmt_http_date(later)).unwrap(),
-        );
-        let wait = retry_after(&headers).unwrap();
+        let now = SystemTime::now();
+        let plain = |secs| RetryAfter {
+            wait: Duration::from_secs(secs),
+            capped_from: None,
+        };
+        assert_eq!(wait(" 7 ", now), Some(plain(7)));
+        let later = now + Duration::from_secs(120);
+        let at = wait(&httpdate::fmt_http_date(later), now).unwrap();
         assert!(
-            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
-            "{wait:?}"
+            at.wait > Duration::from_secs(100) && at.wait <= Duration::from_secs(120),
+            "{at:?}"
         );
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        assert_eq!(wait("Wed, 21 Oct 2015 07:28:00 GMT", now), Some(plain(0)));
+        for garbage in ["soon", "", "-5", "1.5", "7 s", "0x10"] {
+            assert_eq!(wait(garbage, now), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn retry_after_beyond_the_cap_is_capped_and_says_what_was_asked() {
+        let now = SystemTime::now();
+        assert_eq!(
+            wait("86400", now),
+            Some(RetryAfter {
+                wait: HOUR,
+                capped_from: Some(Duration::from_secs(86400)),
+            })
         );
-        assert_eq!(retry_after(&headers), Some(Duration::ZERO));
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
-        assert_eq!(retry_after(&headers), None);
+        let huge = wait("99999999999999999999999999", now).unwrap();
+        assert_eq!(huge.wait, HOUR);
+        assert_eq!(huge.capped_from, Some(Duration::from_secs(u64::MAX)));
+        let far = wait("Fri, 31 Dec 9999 23:59:59 GMT", now).unwrap();
+        assert_eq!(far.wait, HOUR);
+        assert!(far.capped_from.unwrap() > Duration::from_secs(200 * 365 * 86400));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_retry_after_value_is_at_most_the_cap(
+            value in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            cap_secs in 0u64..100_000,
+            now_secs in 0u64..10_000_000_000,
+        ) {
+            let cap = Duration::from_secs(cap_secs);
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now_secs);
+            if let Some(after) = parse_retry_after(&value, cap, now) {
+                proptest::prop_assert!(after.wait <= cap);
+                if let Some(asked) = after.capped_from {
+                    proptest::prop_assert!(asked > cap && after.wait == cap);
+                }
+            }
+        }
+
+        #[test]
+        fn any_number_or_date_is_understood_and_capped(
+            secs in proptest::num::u64::ANY,
+            date_secs in 0u64..253_402_300_799,
+        ) {
+            let now = SystemTime::now();
+            let from_secs = wait(&secs.to_string(), now).unwrap();
+            proptest::prop_assert_eq!(from_secs.wait, Duration::from_secs(secs).min(HOUR));
+            let date = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(date_secs));
+            proptest::prop_assert!(wait(&date, now).unwrap().wait <= HOUR);
+        }
     }
 }

@@ -9,7 +9,7 @@ mod store;
 use std::collections::HashMap;
 
 use crate::config::RouteConfig;
-use crate::rules::{compile_globs, id_selected};
+use crate::rules::RuleSelector;
 
 pub use store::{LaneState, LastError, Queue, QueueError, QueueView, Queued};
 
@@ -24,7 +24,7 @@ impl Router {
         webhooks: &[String],
         routes: &[RouteConfig],
     ) -> Router {
-        let routes: Vec<(Vec<glob::Pattern>, Vec<usize>)> = routes
+        let routes: Vec<(RuleSelector, Vec<usize>)> = routes
             .iter()
             .map(|route| {
                 let hooks = route
@@ -32,7 +32,7 @@ impl Router {
                     .iter()
                     .filter_map(|name| webhooks.iter().position(|w| w == name))
                     .collect();
-                (compile_globs(&route.rules), hooks)
+                (RuleSelector::validated(&route.rules), hooks)
             })
             .collect();
         let destinations = rule_ids
@@ -43,7 +43,7 @@ impl Router {
                 } else {
                     routes
                         .iter()
-                        .filter(|(globs, _)| id_selected(id, globs))
+                        .filter(|(selector, _)| selector.selects(id))
                         .flat_map(|(_, hooks)| hooks.iter().copied())
                         .collect()
                 };
@@ -70,6 +70,18 @@ mod tests {
             rules: rules.iter().map(|s| s.to_string()).collect(),
             webhooks: webhooks.iter().map(|s| s.to_string()).collect(),
         }
+    }
+
+    #[test]
+    fn a_negated_route_glob_keeps_a_rule_away_from_a_webhook() {
+        let hooks = vec!["soc".to_string(), "chat".to_string()];
+        let routes = [
+            route(&["sshd.*", "!sshd.login_accepted"], &["soc"]),
+            route(&["sshd.login_accepted"], &["chat"]),
+        ];
+        let router = Router::new(["sshd.auth_failed", "sshd.login_accepted"], &hooks, &routes);
+        assert_eq!(router.destinations("sshd.auth_failed"), &[0]);
+        assert_eq!(router.destinations("sshd.login_accepted"), &[1]);
     }
 
     #[test]

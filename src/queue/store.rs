@@ -11,11 +11,12 @@
 //! restart only batches that were in flight are sent twice.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use backon::BackoffBuilder;
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     TableDefinition, TableError,
@@ -45,6 +46,8 @@ pub struct QueueError {
     message: String,
     /// Another process has the file open for writing.
     in_use: bool,
+    /// The agent is stopping: the queue takes no more events.
+    closed: bool,
 }
 
 impl QueueError {
@@ -52,6 +55,11 @@ impl QueueError {
     /// the queue open: it may be free again in a moment.
     pub fn is_in_use(&self) -> bool {
         self.in_use
+    }
+
+    /// The queue was closed for appends (the agent is stopping).
+    pub fn is_closed(&self) -> bool {
+        self.closed
     }
 }
 
@@ -86,6 +94,8 @@ struct Lane {
     name: String,
     table: String,
     attempts: String,
+    /// Rows that could not be read back as events, kept for a human.
+    set_aside: String,
     max_bytes: u64,
     /// Wakes the webhook's delivery task when events arrive.
     arrived: Arc<Notify>,
@@ -97,16 +107,104 @@ struct Usage {
     events: Vec<u64>,
     next_seq: Vec<u64>,
     recent_counter: u64,
+    /// How many times the sizes were recounted from the store.
+    recounts: u64,
+}
+
+/// The open database and how many times it was opened, so that several
+/// callers failing on one broken handle reopen it once.
+struct Handle {
+    generation: u64,
+    /// `None` once closed after an I/O error and not yet reopened.
+    db: Option<Database>,
 }
 
 pub struct Queue {
-    db: Database,
+    handle: RwLock<Handle>,
+    file: PathBuf,
     path: String,
     lanes: Vec<Lane>,
+    /// Never held across a disk write (only across the reads of a recount
+    /// after a reopen): `depth` (for status and metrics) takes it on the
+    /// async workers.
     usage: Mutex<Usage>,
+    /// Held by an `append` from its first look at the sizes to its commit,
+    /// so appends take sequence numbers one after the other.
+    appending: Mutex<()>,
+    /// The database was reopened: `usage` is recounted from the store
+    /// before it is used again.
+    usage_stale: AtomicBool,
     room: Condvar,
     /// An `append` is waiting for room: the tailer is paused on purpose.
     waiting_for_room: AtomicBool,
+    /// A failed write waits to be tried again: the tailer is paused on purpose.
+    waiting_for_disk: AtomicBool,
+    /// Closed for appends: the agent is stopping.
+    closed: AtomicBool,
+}
+
+/// Creates `file` private before redb opens it (redb would create it with
+/// the umask); an existing one (from an older version) is made private too.
+fn create_private(file: &Path) -> std::io::Result<()> {
+    crate::private::restrict(
+        &crate::private::open_options()
+            .create(true)
+            .append(true)
+            .open(file)?,
+    )
+}
+
+fn open_database(file: &Path) -> Result<Database, DatabaseError> {
+    Database::builder().set_cache_size(CACHE_BYTES).create(file)
+}
+
+/// Whether redb refuses further use of the handle after `error`: it asks to
+/// be closed and reopened after any I/O error (a full disk, say).
+fn needs_reopen(error: &redb::Error) -> bool {
+    matches!(error, redb::Error::PreviousIo | redb::Error::Io(_))
+}
+
+/// Counts what each lane holds, and where sequences and id counters resume.
+fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, redb::Error> {
+    let mut usage = Usage {
+        bytes: vec![],
+        events: vec![],
+        next_seq: vec![],
+        recent_counter: 0,
+        recounts: 0,
+    };
+    for lane in lanes {
+        let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.table))?;
+        let (mut bytes, mut events, mut last) = (0, 0, 0);
+        for entry in table.iter()? {
+            let (seq, json) = entry?;
+            bytes += json.value().len() as u64;
+            events += 1;
+            last = seq.value();
+        }
+        usage.bytes.push(bytes);
+        usage.events.push(events);
+        usage.next_seq.push(last + 1);
+        txn.open_table(TableDefinition::<u64, ()>::new(&lane.attempts))?;
+        txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.set_aside))?;
+    }
+    txn.open_table(RECENT_IDS)?;
+    txn.open_table(LAST_ERRORS)?;
+    usage.recent_counter = txn
+        .open_table(RECENT_ORDER)?
+        .last()?
+        .map_or(0, |(k, _)| k.value() + 1);
+    Ok(usage)
+}
+
+/// Reopening a database after an I/O error: a few quick tries (the error may
+/// have passed, e.g. space was freed), then the caller's own retry takes over.
+fn reopen_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_millis(400))
+        .with_max_times(3)
+        .build()
 }
 
 impl Queue {
@@ -118,77 +216,54 @@ impl Queue {
             path: path.clone(),
             message,
             in_use: false,
+            closed: false,
         };
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&file)
-            .map_err(|e| match e {
-                DatabaseError::DatabaseAlreadyOpen => QueueError {
-                    in_use: true,
-                    ..fail("in use by another process (an agent, or `tailhook send`)".into())
-                },
-                other => fail(format!("cannot open: {other}")),
-            })?;
+        create_private(&file).map_err(|e| fail(format!("cannot create: {e}")))?;
+        let db = open_database(&file).map_err(|e| match e {
+            DatabaseError::DatabaseAlreadyOpen => QueueError {
+                in_use: true,
+                ..fail("in use by another process (an agent, or `tailhook send`)".into())
+            },
+            other => fail(format!("cannot open: {other}")),
+        })?;
         let lanes: Vec<Lane> = webhooks
             .iter()
             .map(|(name, max_bytes)| Lane {
                 name: name.clone(),
                 table: format!("events:{name}"),
                 attempts: format!("attempts:{name}"),
+                set_aside: format!("unreadable:{name}"),
                 max_bytes: *max_bytes,
                 arrived: Arc::new(Notify::new()),
             })
             .collect();
-        let mut usage = Usage {
-            bytes: vec![],
-            events: vec![],
-            next_seq: vec![],
-            recent_counter: 0,
-        };
-        let txn = db.begin_write().map_err(|e| fail(e.to_string()))?;
-        {
-            for lane in &lanes {
-                let table = txn
-                    .open_table(TableDefinition::<u64, &[u8]>::new(&lane.table))
-                    .map_err(|e| fail(e.to_string()))?;
-                let (mut bytes, mut events, mut last) = (0, 0, 0);
-                for entry in table.iter().map_err(|e| fail(e.to_string()))? {
-                    let (seq, json) = entry.map_err(|e| fail(e.to_string()))?;
-                    bytes += json.value().len() as u64;
-                    events += 1;
-                    last = seq.value();
-                }
-                usage.bytes.push(bytes);
-                usage.events.push(events);
-                usage.next_seq.push(last + 1);
-                txn.open_table(TableDefinition::<u64, ()>::new(&lane.attempts))
-                    .map_err(|e| fail(e.to_string()))?;
-            }
-            txn.open_table(RECENT_IDS)
-                .map_err(|e| fail(e.to_string()))?;
-            txn.open_table(LAST_ERRORS)
-                .map_err(|e| fail(e.to_string()))?;
-            let order = txn
-                .open_table(RECENT_ORDER)
-                .map_err(|e| fail(e.to_string()))?;
-            usage.recent_counter = order
-                .last()
-                .map_err(|e| fail(e.to_string()))?
-                .map_or(0, |(k, _)| k.value() + 1);
-        }
-        txn.commit().map_err(|e| fail(e.to_string()))?;
+        let usage = (|| {
+            let txn = db.begin_write()?;
+            let usage = count_usage(&txn, &lanes)?;
+            txn.commit()?;
+            Ok::<_, redb::Error>(usage)
+        })()
+        .map_err(|e| fail(e.to_string()))?;
         for (lane, events) in lanes.iter().zip(&usage.events) {
             if *events > 0 {
                 tracing::info!(queue = %lane.table, events, "events kept from the last run");
             }
         }
         Ok(Arc::new(Queue {
-            db,
+            handle: RwLock::new(Handle {
+                generation: 0,
+                db: Some(db),
+            }),
+            file,
             path,
             lanes,
             usage: Mutex::new(usage),
+            appending: Mutex::new(()),
+            usage_stale: AtomicBool::new(false),
             room: Condvar::new(),
             waiting_for_room: AtomicBool::new(false),
+            waiting_for_disk: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
         }))
     }
 
@@ -197,14 +272,105 @@ impl Queue {
             path: self.path.clone(),
             message: error.to_string(),
             in_use: false,
+            closed: false,
         }
+    }
+
+    /// Runs `op` on the database. After an I/O error redb refuses every
+    /// further use of the handle, so it is reopened here (without retrying
+    /// `op`: its caller retries, and nothing it did was committed).
+    fn with_db<T>(
+        &self,
+        op: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, QueueError> {
+        let (generation, result) = {
+            let handle = self.handle.read().expect("queue database");
+            let result = match &handle.db {
+                Some(db) => op(db),
+                None => Err(redb::Error::PreviousIo),
+            };
+            (handle.generation, result)
+        };
+        result.map_err(|error| {
+            if needs_reopen(&error) {
+                self.reopen(generation);
+            }
+            self.fail(error)
+        })
+    }
+
+    /// Closes the handle that failed (if no one did since `failed`) and opens
+    /// the file again: that is how redb recovers from an I/O error, once the
+    /// cause (a full disk) has passed.
+    fn reopen(&self, failed: u64) {
+        let mut handle = self.handle.write().expect("queue database");
+        if handle.generation != failed {
+            return;
+        }
+        // The lock on the file goes with the old handle.
+        handle.db = None;
+        handle.generation += 1;
+        let mut delays = reopen_backoff();
+        loop {
+            match open_database(&self.file) {
+                Ok(db) => {
+                    tracing::info!(queue = %self.path, "queue reopened after an I/O error");
+                    handle.db = Some(db);
+                    // What the failed transactions seemed to add or remove
+                    // is not to be trusted: the store says what is there.
+                    self.usage_stale.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => match delays.next() {
+                    Some(delay) => std::thread::sleep(delay),
+                    None => {
+                        tracing::error!(queue = %self.path, error = %e, "cannot reopen the queue after an I/O error; will try again");
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// The lane sizes, recounted from the store first if it was reopened.
+    fn usage(&self) -> std::sync::MutexGuard<'_, Usage> {
+        let mut usage = self.usage.lock().expect("queue usage");
+        if self.usage_stale.swap(false, Ordering::SeqCst) {
+            let counted = self.with_db(|db| {
+                let txn = db.begin_write()?;
+                let usage = count_usage(&txn, &self.lanes)?;
+                // The tables exist since `open`: nothing to write, no fsync.
+                txn.abort()?;
+                Ok(usage)
+            });
+            match counted {
+                Ok(mut counted) => {
+                    // Sequences never go back: delivery tasks read after the
+                    // last one they took, and the store may have emptied.
+                    for (counted, known) in counted.next_seq.iter_mut().zip(&usage.next_seq) {
+                        *counted = (*counted).max(*known);
+                    }
+                    counted.recent_counter = counted.recent_counter.max(usage.recent_counter);
+                    counted.recounts = usage.recounts + 1;
+                    *usage = counted;
+                    self.room.notify_all();
+                }
+                Err(e) => {
+                    self.usage_stale.store(true, Ordering::SeqCst);
+                    tracing::warn!(error = %e, "cannot recount the queue; sizes may be off until it can");
+                }
+            }
+        }
+        usage
     }
 
     pub fn arrivals(&self, lane: usize) -> Arc<Notify> {
         self.lanes[lane].arrived.clone()
     }
 
-    /// Events and bytes waiting for `lane`'s webhook.
+    /// Events and bytes waiting for `lane`'s webhook. Asked from the async
+    /// workers (status, metrics), so it never touches the disk: after a
+    /// reopen the sizes are recounted by the next queue write.
     pub fn depth(&self, lane: usize) -> (u64, u64) {
         let usage = self.usage.lock().expect("queue usage");
         (usage.events[lane], usage.bytes[lane])
@@ -216,12 +382,49 @@ impl Queue {
         self.waiting_for_room.load(Ordering::Relaxed)
     }
 
+    /// Refuses further appends, and ends those waiting for room: the agent
+    /// is stopping, and events not queued are read again from the log files
+    /// at the next start (their offsets are not committed). Delivery goes on.
+    pub fn close_for_appends(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        // Under the lock, so a waiting append cannot miss the wake-up.
+        let _usage = self.usage.lock().expect("queue usage");
+        self.room.notify_all();
+    }
+
+    /// Whether the tailer that appends is paused on purpose: waiting for
+    /// room in a full lane, or for the disk to take a write again.
+    pub fn tailer_paused(&self) -> bool {
+        self.waiting_for_room() || self.waiting_for_disk.load(Ordering::Relaxed)
+    }
+
+    /// Waits up to `timeout` before a failed append is tried again (less if
+    /// the queue is closed for appends meanwhile).
+    pub fn wait_for_disk(&self, timeout: Duration) {
+        self.waiting_for_disk.store(true, Ordering::Relaxed);
+        let usage = self.usage.lock().expect("queue usage");
+        let _ = self
+            .room
+            .wait_timeout_while(usage, timeout, |_| !self.closed.load(Ordering::SeqCst))
+            .expect("queue usage");
+    }
+
+    fn closed_error(&self) -> QueueError {
+        QueueError {
+            closed: true,
+            ..self.fail("closed: the agent is stopping")
+        }
+    }
+
     /// Appends `events` (lane, event) in one durable transaction, skipping
     /// events whose id was queued before; returns how many each lane took.
     /// Waits while a lane they go to is full: that pauses the tailer, which
-    /// calls this.
+    /// calls this; fails at once when the queue was closed for appends.
     pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
         let mut taken = vec![0; self.lanes.len()];
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(self.closed_error());
+        }
         if events.is_empty() {
             return Ok(taken);
         }
@@ -235,9 +438,14 @@ impl Queue {
                 )
             })
             .collect();
-        let mut usage = self.usage.lock().expect("queue usage");
+        let _appending = self.appending.lock().expect("queue appends");
+        let mut usage = self.usage();
         let mut warned = vec![false; self.lanes.len()];
         loop {
+            if self.closed.load(Ordering::SeqCst) {
+                self.waiting_for_room.store(false, Ordering::Relaxed);
+                return Err(self.closed_error());
+            }
             let mut adding = vec![0u64; self.lanes.len()];
             for (lane, _, json) in &encoded {
                 adding[*lane] += json.len() as u64;
@@ -265,140 +473,197 @@ impl Queue {
                 .0;
         }
         self.waiting_for_room.store(false, Ordering::Relaxed);
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        let mut added = Vec::new();
-        {
-            let mut ids = txn.open_table(RECENT_IDS).map_err(|e| self.fail(e))?;
-            let mut order = txn.open_table(RECENT_ORDER).map_err(|e| self.fail(e))?;
-            let mut tables = HashMap::new();
-            for (lane, event, json) in &encoded {
-                let key = format!("{lane}/{}", event.id);
-                if ids.get(key.as_str()).map_err(|e| self.fail(e))?.is_some() {
-                    continue;
+        let (next_seq, recent_counter, recounts) =
+            (usage.next_seq.clone(), usage.recent_counter, usage.recounts);
+        drop(usage);
+        let added = self.with_db(|db| {
+            let (mut next_seq, mut recent_counter) = (next_seq, recent_counter);
+            let txn = db.begin_write()?;
+            let mut added = Vec::new();
+            {
+                let mut ids = txn.open_table(RECENT_IDS)?;
+                let mut order = txn.open_table(RECENT_ORDER)?;
+                let mut tables = HashMap::new();
+                for (lane, event, json) in &encoded {
+                    let key = format!("{lane}/{}", event.id);
+                    if ids.get(key.as_str())?.is_some() {
+                        continue;
+                    }
+                    let counter = recent_counter;
+                    recent_counter += 1;
+                    ids.insert(key.as_str(), counter)?;
+                    order.insert(counter, key.as_str())?;
+                    if !tables.contains_key(lane) {
+                        let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(
+                            &self.lanes[*lane].table,
+                        ))?;
+                        tables.insert(*lane, table);
+                    }
+                    let seq = next_seq[*lane];
+                    tables
+                        .get_mut(lane)
+                        .expect("opened above")
+                        .insert(seq, json.as_slice())?;
+                    next_seq[*lane] += 1;
+                    added.push((*lane, json.len() as u64));
                 }
-                let counter = usage.recent_counter;
-                usage.recent_counter += 1;
-                ids.insert(key.as_str(), counter)
-                    .map_err(|e| self.fail(e))?;
-                order
-                    .insert(counter, key.as_str())
-                    .map_err(|e| self.fail(e))?;
-                if !tables.contains_key(lane) {
-                    let table = txn
-                        .open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[*lane].table))
-                        .map_err(|e| self.fail(e))?;
-                    tables.insert(*lane, table);
+                let forget_below = recent_counter.saturating_sub(REMEMBERED_IDS);
+                loop {
+                    let oldest = order
+                        .first()?
+                        .map(|(c, k)| (c.value(), k.value().to_string()));
+                    let Some((counter, key)) =
+                        oldest.filter(|(counter, _)| *counter < forget_below)
+                    else {
+                        break;
+                    };
+                    order.remove(counter)?;
+                    ids.remove(key.as_str())?;
                 }
-                let seq = usage.next_seq[*lane];
-                tables
-                    .get_mut(lane)
-                    .expect("opened above")
-                    .insert(seq, json.as_slice())
-                    .map_err(|e| self.fail(e))?;
-                usage.next_seq[*lane] += 1;
-                added.push((*lane, json.len() as u64));
             }
-            let forget_below = usage.recent_counter.saturating_sub(REMEMBERED_IDS);
-            loop {
-                let oldest = order
-                    .first()
-                    .map_err(|e| self.fail(e))?
-                    .map(|(c, k)| (c.value(), k.value().to_string()));
-                let Some((counter, key)) = oldest.filter(|(counter, _)| *counter < forget_below)
-                else {
-                    break;
-                };
-                order.remove(counter).map_err(|e| self.fail(e))?;
-                ids.remove(key.as_str()).map_err(|e| self.fail(e))?;
-            }
+            txn.commit()?;
+            Ok((added, next_seq, recent_counter))
+        });
+        let (added, next_seq, recent_counter) = added?;
+        self.waiting_for_disk.store(false, Ordering::Relaxed);
+        let mut usage = self.usage();
+        // A recount since the commit already counted what it added.
+        let counted = usage.recounts != recounts;
+        for (lane, seq) in usage.next_seq.iter_mut().enumerate() {
+            *seq = (*seq).max(next_seq[lane]);
         }
-        txn.commit().map_err(|e| self.fail(e))?;
+        usage.recent_counter = usage.recent_counter.max(recent_counter);
         for (lane, bytes) in added {
-            usage.bytes[lane] += bytes;
-            usage.events[lane] += 1;
+            if !counted {
+                usage.bytes[lane] += bytes;
+                usage.events[lane] += 1;
+            }
             taken[lane] += 1;
             self.lanes[lane].arrived.notify_one();
         }
         Ok(taken)
     }
 
-    /// Up to `limit` events of `lane` with a sequence above `after`, oldest first.
+    /// Up to `limit` events of `lane` with a sequence above `after`, oldest
+    /// first. A row that cannot be read back as an event is set aside (and
+    /// logged), so it neither blocks the lane nor keeps using its room.
     pub fn read(&self, lane: usize, after: u64, limit: usize) -> Result<Vec<Queued>, QueueError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        let table = txn
-            .open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))
-            .map_err(|e| self.fail(e))?;
-        let mut out = Vec::new();
-        for entry in table
-            .range(after + 1..)
-            .map_err(|e| self.fail(e))?
-            .take(limit)
-        {
-            let (seq, json) = entry.map_err(|e| self.fail(e))?;
-            match serde_json::from_slice::<Event>(json.value()) {
-                Ok(event) => out.push(Queued {
-                    seq: seq.value(),
-                    event: Arc::new(event),
-                }),
-                Err(e) => {
-                    tracing::error!(queue = %self.lanes[lane].table, seq = seq.value(), error = %e, "unreadable event in the queue; skipped")
+        let (out, unreadable) = self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table =
+                txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
+            let mut out = Vec::new();
+            let mut unreadable = Vec::new();
+            for entry in table.range(after + 1..)?.take(limit) {
+                let (seq, json) = entry?;
+                match serde_json::from_slice::<Event>(json.value()) {
+                    Ok(event) => out.push(Queued {
+                        seq: seq.value(),
+                        event: Arc::new(event),
+                    }),
+                    Err(e) => unreadable.push((seq.value(), e.to_string())),
                 }
             }
+            Ok((out, unreadable))
+        })?;
+        if !unreadable.is_empty() {
+            self.set_aside(lane, &unreadable)?;
         }
         Ok(out)
     }
 
-    /// Removes delivered (or dead-lettered) events and wakes a waiting `append`.
-    pub fn remove(&self, lane: usize, seqs: &[u64]) -> Result<(), QueueError> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        let mut freed = 0;
-        let mut removed = 0;
-        {
-            let mut table = txn
-                .open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))
-                .map_err(|e| self.fail(e))?;
-            for seq in seqs {
-                if let Some(json) = table.remove(*seq).map_err(|e| self.fail(e))? {
-                    freed += json.value().len() as u64;
-                    removed += 1;
+    /// Moves unreadable rows (sequence, why) of `lane` to its `unreadable:`
+    /// table, where they stay for a human, and releases their room.
+    fn set_aside(&self, lane: usize, rows: &[(u64, String)]) -> Result<(), QueueError> {
+        let (freed, moved) = self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let (mut freed, mut moved) = (0, 0);
+            {
+                let mut table =
+                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
+                let mut aside = txn.open_table(TableDefinition::<u64, &[u8]>::new(
+                    &self.lanes[lane].set_aside,
+                ))?;
+                for (seq, _) in rows {
+                    if let Some(row) = table.remove(*seq)? {
+                        aside.insert(*seq, row.value())?;
+                        freed += row.value().len() as u64;
+                        moved += 1;
+                    }
                 }
             }
+            txn.commit()?;
+            Ok((freed, moved))
+        })?;
+        for (seq, why) in rows {
+            tracing::error!(
+                queue = %self.lanes[lane].table,
+                seq,
+                error = %why,
+                kept_in = %self.lanes[lane].set_aside,
+                "unreadable event in the queue; set aside (not sent, not deleted)"
+            );
         }
-        txn.commit().map_err(|e| self.fail(e))?;
-        let mut usage = self.usage.lock().expect("queue usage");
-        usage.bytes[lane] -= freed;
-        usage.events[lane] -= removed;
-        self.room.notify_all();
+        self.release(lane, freed, moved);
         Ok(())
     }
 
-    /// Attempts made on `lane`'s webhook within `window` (for the rate
-    /// limiter after a restart), as ages.
+    /// Takes `freed` bytes of `removed` events off `lane`'s size and wakes a
+    /// waiting `append`.
+    fn release(&self, lane: usize, freed: u64, removed: u64) {
+        let mut usage = self.usage();
+        usage.bytes[lane] = usage.bytes[lane].saturating_sub(freed);
+        usage.events[lane] = usage.events[lane].saturating_sub(removed);
+        self.room.notify_all();
+    }
+
+    /// Removes delivered (or dead-lettered) events and wakes a waiting `append`.
+    pub fn remove(&self, lane: usize, seqs: &[u64]) -> Result<(), QueueError> {
+        let (freed, removed) = self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let (mut freed, mut removed) = (0, 0);
+            {
+                let mut table =
+                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
+                for seq in seqs {
+                    if let Some(json) = table.remove(*seq)? {
+                        freed += json.value().len() as u64;
+                        removed += 1;
+                    }
+                }
+            }
+            txn.commit()?;
+            Ok((freed, removed))
+        })?;
+        self.release(lane, freed, removed);
+        Ok(())
+    }
+
+    /// When the attempts made on `lane`'s webhook within `window` were made
+    /// (for the rate limiter after a restart), by the wall clock.
     pub fn recent_attempts(
         &self,
         lane: usize,
         window: Duration,
-    ) -> Result<Vec<Duration>, QueueError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        attempt_ages(&txn, &self.lanes[lane].attempts, window).map_err(|e| self.fail(e))
+    ) -> Result<Vec<SystemTime>, QueueError> {
+        self.with_db(|db| attempt_times(&db.begin_read()?, &self.lanes[lane].attempts, window))
     }
 
     /// Depth, oldest event, attempts within `window` and last error of `lane`.
     pub fn lane_state(&self, lane: usize, window: Duration) -> Result<LaneState, QueueError> {
         let (events, bytes) = self.depth(lane);
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
         let lane = &self.lanes[lane];
+        let remembered = self.with_db(|db| remembered(&db.begin_read()?, &lane.name, window))?;
         Ok(LaneState {
             events,
             bytes,
-            ..remembered(&txn, &lane.name, window).map_err(|e| self.fail(e))?
+            ..remembered
         })
     }
 
     /// When `lane`'s oldest queued event was read (for the metrics' age gauge).
     pub fn oldest(&self, lane: usize) -> Result<Option<SystemTime>, QueueError> {
-        let txn = self.db.begin_read().map_err(|e| self.fail(e))?;
-        oldest_event(&txn, &self.lanes[lane].table).map_err(|e| self.fail(e))
+        self.with_db(|db| oldest_event(&db.begin_read()?, &self.lanes[lane].table))
     }
 
     /// Keeps `message` as `lane`'s last error.
@@ -408,39 +673,63 @@ impl Queue {
             message: message.to_string(),
         };
         let json = serde_json::to_vec(&record).expect("errors serialize");
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        txn.open_table(LAST_ERRORS)
-            .map_err(|e| self.fail(e))?
-            .insert(self.lanes[lane].name.as_str(), json.as_slice())
-            .map_err(|e| self.fail(e))?;
-        txn.commit().map_err(|e| self.fail(e))
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(LAST_ERRORS)?
+                .insert(self.lanes[lane].name.as_str(), json.as_slice())?;
+            Ok(txn.commit()?)
+        })
     }
 
-    /// Records an attempt on `lane`'s webhook, forgetting those older than `window`.
-    pub fn record_attempt(&self, lane: usize, window: Duration) -> Result<(), QueueError> {
-        let txn = self.db.begin_write().map_err(|e| self.fail(e))?;
-        {
-            let mut table = txn
-                .open_table(TableDefinition::<u64, ()>::new(&self.lanes[lane].attempts))
-                .map_err(|e| self.fail(e))?;
-            let mut at = micros_now();
-            while table.get(at).map_err(|e| self.fail(e))?.is_some() {
-                at += 1;
+    /// Records an attempt on `lane`'s webhook made at `at` (wall clock),
+    /// forgetting those older than `window`; `replacing` an earlier record
+    /// of the same attempt (its charge, now that its answer came).
+    pub fn record_attempt(
+        &self,
+        lane: usize,
+        at: SystemTime,
+        replacing: Option<SystemTime>,
+        window: Duration,
+    ) -> Result<SystemTime, QueueError> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            let mut key = micros(at);
+            {
+                let mut table =
+                    txn.open_table(TableDefinition::<u64, ()>::new(&self.lanes[lane].attempts))?;
+                if let Some(earlier) = replacing {
+                    table.remove(micros(earlier))?;
+                }
+                while table.get(key)?.is_some() {
+                    key += 1;
+                }
+                table.insert(key, ())?;
+                let before = micros_now().saturating_sub(window.as_micros() as u64);
+                table.retain_in(..before, |_, ()| false)?;
             }
-            table.insert(at, ()).map_err(|e| self.fail(e))?;
-            let before = at.saturating_sub(window.as_micros() as u64);
-            table
-                .retain_in(..before, |_, ()| false)
-                .map_err(|e| self.fail(e))?;
-        }
-        txn.commit().map_err(|e| self.fail(e))
+            txn.commit()?;
+            Ok(UNIX_EPOCH + Duration::from_micros(key))
+        })
     }
 }
 
-fn micros_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
+#[cfg(test)]
+impl Queue {
+    /// A write transaction, held as long as the caller keeps it: every other
+    /// write waits meanwhile, as on a disk that is slow to fsync.
+    pub(crate) fn hold_writes(&self) -> redb::WriteTransaction {
+        self.with_db(|db| Ok(db.begin_write()?))
+            .expect("a write transaction")
+    }
+}
+
+fn micros(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn micros_now() -> u64 {
+    micros(SystemTime::now())
 }
 
 /// The queue file opened read-only, for `tailhook status` while no agent
@@ -464,6 +753,7 @@ impl QueueView {
             path: path.clone(),
             message,
             in_use: false,
+            closed: false,
         };
         let db = ReadOnlyDatabase::open(&file).map_err(|e| match e {
             DatabaseError::DatabaseAlreadyOpen => {
@@ -483,6 +773,7 @@ impl QueueView {
             path: self.path.clone(),
             message: e.to_string(),
             in_use: false,
+            closed: false,
         };
         let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
         let (mut events, mut bytes) = (0, 0);
@@ -523,7 +814,10 @@ fn remembered(
     };
     Ok(LaneState {
         oldest: oldest_event(txn, &format!("events:{name}"))?,
-        attempt_ages: attempt_ages(txn, &format!("attempts:{name}"), window)?,
+        attempt_ages: attempt_times(txn, &format!("attempts:{name}"), window)?
+            .into_iter()
+            .map(|at| SystemTime::now().duration_since(at).unwrap_or_default())
+            .collect(),
         last_error,
         ..LaneState::default()
     })
@@ -554,30 +848,30 @@ fn oldest_event(txn: &ReadTransaction, table: &str) -> Result<Option<SystemTime>
         }))
 }
 
-/// Ages of the attempts recorded in `table` within `window`.
-fn attempt_ages(
+/// When the attempts recorded in `table` within `window` were made.
+fn attempt_times(
     txn: &ReadTransaction,
     table: &str,
     window: Duration,
-) -> Result<Vec<Duration>, redb::Error> {
-    let now = micros_now();
-    let since = now.saturating_sub(window.as_micros() as u64);
+) -> Result<Vec<SystemTime>, redb::Error> {
+    let since = micros_now().saturating_sub(window.as_micros() as u64);
     let table = match txn.open_table(TableDefinition::<u64, ()>::new(table)) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    let mut ages = Vec::new();
+    let mut times = Vec::new();
     for entry in table.range(since..)? {
         let (at, ()) = entry.map(|(k, v)| (k.value(), v.value()))?;
-        ages.push(Duration::from_micros(now.saturating_sub(at)));
+        times.push(UNIX_EPOCH + Duration::from_micros(at));
     }
-    Ok(ages)
+    Ok(times)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     fn event(id: &str, message: &str) -> Arc<Event> {
         Arc::new(Event::sample(id, message))
@@ -666,7 +960,9 @@ mod tests {
         queue
             .append(&[(0, event("1", "x")), (0, event("2", "y"))])
             .unwrap();
-        queue.record_attempt(0, Duration::from_secs(60)).unwrap();
+        queue
+            .record_attempt(0, SystemTime::now(), None, Duration::from_secs(60))
+            .unwrap();
         queue.record_error(0, "503 Service Unavailable").unwrap();
         let err = QueueView::open(dir.path())
             .err()
@@ -700,20 +996,206 @@ mod tests {
     }
 
     #[test]
-    fn attempts_are_remembered_within_their_window() {
+    fn attempts_are_remembered_within_their_window_at_their_answer_time() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let window = Duration::from_secs(60);
+        let now = SystemTime::now();
         for _ in 0..3 {
-            queue.record_attempt(0, Duration::from_secs(60)).unwrap();
+            queue.record_attempt(0, now, None, window).unwrap();
         }
+        // An attempt charged long ago (outside the window) and answered now counts from its answer.
+        let charged = queue
+            .record_attempt(0, now - Duration::from_secs(600), None, window)
+            .unwrap();
+        queue.record_attempt(0, now, Some(charged), window).unwrap();
         drop(queue);
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        let ages = queue.recent_attempts(0, Duration::from_secs(60)).unwrap();
-        assert_eq!(ages.len(), 3);
-        assert!(ages.iter().all(|a| *a < Duration::from_secs(5)));
-        assert!(queue
-            .recent_attempts(1, Duration::from_secs(60))
+        let times = queue.recent_attempts(0, window).unwrap();
+        assert_eq!(times.len(), 4, "{times:?}");
+        // Same-microsecond records are kept apart by a microsecond each.
+        assert!(
+            times
+                .iter()
+                .all(|t| (micros(now)..micros(now) + 4).contains(&micros(*t))),
+            "{times:?}"
+        );
+        assert!(queue.recent_attempts(1, window).unwrap().is_empty());
+    }
+
+    /// Writes `bytes` as row `seq` of lane 0, as a damaged store would hold it.
+    fn put_raw(queue: &Queue, seq: u64, bytes: &[u8]) {
+        queue
+            .with_db(|db| {
+                let txn = db.begin_write()?;
+                txn.open_table(TableDefinition::<u64, &[u8]>::new("events:a"))?
+                    .insert(seq, bytes)?;
+                Ok(txn.commit()?)
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn an_unreadable_row_is_set_aside_and_frees_its_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let garbage = vec![b'{'; 500];
+        {
+            let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+            put_raw(&queue, 1, &garbage);
+        }
+        // Counted at open: the lane is as good as full.
+        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        assert_eq!(queue.depth(0), (1, 500));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let appended = queue.append(&[(0, event("1", &"y".repeat(200)))]);
+                done_tx.send(appended.is_ok()).unwrap();
+            })
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !queue.waiting_for_room() {
+            assert!(std::time::Instant::now() < deadline, "append never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // The delivery task reads: the garbage is set aside and its room freed.
+        assert!(queue.read(0, 0, 10).unwrap().is_empty());
+        let appended = done_rx.recv_timeout(Duration::from_secs(10));
+        if appended.is_err() {
+            queue.close_for_appends();
+        }
+        writer.join().unwrap();
+        assert_eq!(appended, Ok(true), "the unreadable row kept the lane full");
+        let read = queue.read(0, 0, 10).unwrap();
+        assert_eq!(read.len(), 1);
+        assert_eq!(read[0].event.id, "1");
+        assert_eq!(queue.depth(0).0, 1, "the garbage no longer counts");
+        // And the row is kept, not dropped.
+        let kept = queue
+            .with_db(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(TableDefinition::<u64, &[u8]>::new("unreadable:a"))?;
+                let row = table.get(1)?.map(|v| v.value().to_vec());
+                Ok(row)
+            })
+            .unwrap();
+        assert_eq!(kept, Some(garbage));
+    }
+
+    #[test]
+    fn sizes_are_recounted_from_the_store_after_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue
+            .append(&[(0, event("1", "x")), (0, event("2", "y"))])
+            .unwrap();
+        let before = queue.depth(0);
+        // As if a failed transaction had been counted: the store is the truth.
+        queue.usage.lock().unwrap().bytes[0] = 1 << 40;
+        queue.reopen(0);
+        // The next write recounts.
+        queue.remove(0, &[]).unwrap();
+        assert_eq!(queue.depth(0), before);
+        let read = queue.read(0, 0, 10).unwrap();
+        assert_eq!(read.len(), 2, "the reopened handle serves reads");
+        let delivered: Vec<u64> = read.iter().map(|q| q.seq).collect();
+        queue.remove(0, &delivered).unwrap();
+        assert_eq!(queue.depth(0).0, 0);
+        // Emptied, then reopened: new events still come after those a
+        // delivery task already took.
+        queue.reopen(1);
+        queue.append(&[(0, event("3", "z"))]).unwrap();
+        let after = queue.read(0, delivered[1], 10).unwrap();
+        assert_eq!(after.len(), 1, "a reused sequence would be skipped");
+        // A second caller failing on the same old handle does not reopen again.
+        queue.reopen(1);
+        assert_eq!(queue.handle.read().unwrap().generation, 2);
+    }
+
+    #[test]
+    fn sizes_answer_while_an_append_waits_for_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue.append(&[(0, event("1", "x"))]).unwrap();
+        let before = queue.depth(0);
+        // A slow disk: the next append's write waits until this is released.
+        let released = Arc::new(AtomicBool::new(false));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let (queue, released) = (queue.clone(), released.clone());
+            std::thread::spawn(move || {
+                let txn = queue.hold_writes();
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                released.store(true, Ordering::SeqCst);
+                drop(txn);
+            })
+        };
+        held_rx.recv().unwrap();
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.append(&[(0, event("2", "y"))]).unwrap())
+        };
+        // What status and /metrics ask, from the async workers.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(200) {
+            assert_eq!(queue.depth(0), before);
+        }
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the sizes waited for the blocked write"
+        );
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        writer.join().unwrap();
+        assert_eq!(queue.depth(0).0, 2);
+    }
+
+    #[test]
+    fn closing_ends_an_append_waiting_for_room_and_refuses_more() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
+        let writer = {
+            let queue = queue.clone();
+            std::thread::spawn(move || queue.append(&[(0, event("2", &"y".repeat(300)))]))
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !queue.waiting_for_room() {
+            assert!(std::time::Instant::now() < deadline, "append never waited");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        queue.close_for_appends();
+        let err = writer
+            .join()
             .unwrap()
-            .is_empty());
+            .expect_err("a closed queue takes nothing");
+        assert!(err.is_closed(), "{err}");
+        assert!(!queue.waiting_for_room());
+        assert_eq!(queue.depth(0).0, 1, "the waiting chunk was not queued");
+        assert!(queue
+            .append(&[(0, event("3", "z"))])
+            .unwrap_err()
+            .is_closed());
+        // Delivery goes on while stopping.
+        let first = queue.read(0, 0, 10).unwrap();
+        queue.remove(0, &[first[0].seq]).unwrap();
+        assert_eq!(queue.depth(0).0, 0);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_queue_file_is_private_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("queue.redb");
+        // As an older version left it.
+        std::fs::write(&file, b"").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(Queue::open(dir.path(), &hooks()).unwrap());
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::gate::{SuppressSpec, ThresholdSpec};
+use super::overrides::{self, Override, OverrideReport, OverrideSpec};
 use super::{Example, FieldType, Rule, RuleRegex, Severity};
 
 /// A rule-file problem: where it is and what is wrong.
@@ -41,6 +42,8 @@ impl std::error::Error for RuleError {}
 struct RuleFile {
     #[serde(default)]
     rule: Vec<Spanned<RuleSpec>>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<Spanned<OverrideSpec>>,
 }
 
 #[derive(Deserialize)]
@@ -122,9 +125,18 @@ pub fn rule_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, RuleError> {
     Ok(files)
 }
 
-/// Parses and compiles every rule in `files`; rule ids must be unique across them.
-pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
+/// Every rule of the loaded files, with the files' overrides applied.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    pub overrides: OverrideReport,
+}
+
+/// Parses and compiles every rule in `files` (ids must be unique across
+/// them), then applies every file's `[[override]]` tables in order.
+pub fn load_rules(files: &[PathBuf]) -> Result<RuleSet, RuleError> {
     let mut rules = Vec::new();
+    let mut all_overrides = Vec::new();
     let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
     for file in files {
         let text = std::fs::read_to_string(file).map_err(|e| RuleError {
@@ -133,8 +145,9 @@ pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
             rule: None,
             problem: format!("cannot read rules: {e}"),
         })?;
-        for rule in parse_rules(file, &text)? {
-            let (line, rule) = rule;
+        let parsed = parse_file(file, &text)?;
+        all_overrides.extend(parsed.overrides);
+        for (line, rule) in parsed.rules {
             if let Some((other_file, other_line)) = seen.get(&rule.id) {
                 return Err(RuleError {
                     file: file.clone(),
@@ -147,11 +160,23 @@ pub fn load_rules(files: &[PathBuf]) -> Result<Vec<Rule>, RuleError> {
             rules.push(rule);
         }
     }
-    Ok(rules)
+    let overrides = overrides::apply(&mut rules, &all_overrides);
+    Ok(RuleSet { rules, overrides })
 }
 
-/// Parses one file's text; each rule comes with the line it starts on.
+/// One file's rules (each with the line it starts on) and overrides.
+struct ParsedFile {
+    rules: Vec<(usize, Rule)>,
+    overrides: Vec<Override>,
+}
+
+/// Parses one file's rules, each with the line it starts on. Its overrides
+/// are checked but not applied: they may concern other files' rules.
 pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleError> {
+    parse_file(file, text).map(|parsed| parsed.rules)
+}
+
+fn parse_file(file: &Path, text: &str) -> Result<ParsedFile, RuleError> {
     let line_of = |offset: usize| text[..offset.min(text.len())].matches('\n').count() + 1;
     let parsed: RuleFile = toml::from_str(text).map_err(|e| RuleError {
         file: file.to_path_buf(),
@@ -159,7 +184,15 @@ pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleEr
         rule: None,
         problem: e.message().to_string(),
     })?;
-    parsed
+    let overrides = parsed
+        .overrides
+        .into_iter()
+        .map(|spanned| {
+            let line = line_of(spanned.span().start);
+            Override::new(file, line, spanned.into_inner())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let rules = parsed
         .rule
         .into_iter()
         .map(|spanned| {
@@ -177,7 +210,8 @@ pub fn parse_rules(file: &Path, text: &str) -> Result<Vec<(usize, Rule)>, RuleEr
             })
             .map(|rule| (line, rule))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParsedFile { rules, overrides })
 }
 
 /// Builds a [`Rule`]; `fail` turns a problem (at a span, if known) into an error.
@@ -283,6 +317,7 @@ fn compile(
         regex,
         ignore,
         types: spec.types.clone(),
+        ignore_ips: Vec::new(),
         threshold: spec.threshold.clone(),
         suppress: spec.suppress.clone(),
         examples,
@@ -503,6 +538,50 @@ mod tests {
         ] {
             assert_eq!(host_of(&rule, line), None, "{line}");
         }
+    }
+
+    #[test]
+    fn overrides_apply_after_every_file_in_order_and_later_ones_win() {
+        let dir = tempfile::tempdir().unwrap();
+        // `a-local.toml` sorts before the rules it overrides.
+        std::fs::write(
+            dir.path().join("a-local.toml"),
+            "[[override]]\nrules = [\"x.*\"]\nenabled = false\nseverity = \"low\"\n\n\
+             [[override]]\nrules = [\"x.two\"]\nenabled = true\nseverity = \"critical\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("b.toml"),
+            "[[rule]]\nid = \"x.one\"\nregex = '(?P<a>1)'\n\
+             [[rule]]\nid = \"x.two\"\nregex = '(?P<a>2)'\n\
+             [[rule]]\nid = \"y.three\"\nregex = '(?P<a>3)'\n",
+        )
+        .unwrap();
+        let files = rule_files(&[dir.path().to_path_buf()]).unwrap();
+        let set = load_rules(&files).unwrap();
+        let kept: Vec<(&str, Severity)> = set
+            .rules
+            .iter()
+            .map(|r| (r.id.as_str(), r.severity))
+            .collect();
+        assert_eq!(
+            kept,
+            [("x.two", Severity::Critical), ("y.three", Severity::Medium)]
+        );
+        assert_eq!(set.overrides.applied.len(), 2, "{:?}", set.overrides);
+        assert!(set.overrides.warnings.is_empty(), "{:?}", set.overrides);
+    }
+
+    #[test]
+    fn an_override_must_change_something_and_name_rules() {
+        let err = parse("[[override]]\nrules = [\"x.*\"]\n").unwrap_err();
+        assert_eq!(err.line, Some(1));
+        assert!(err.to_string().contains("changes nothing"), "{err}");
+        let err = parse("\n[[override]]\nrules = []\nenabled = false\n").unwrap_err();
+        assert_eq!(err.line, Some(2));
+        assert!(err.to_string().contains("names no rule-id glob"), "{err}");
+        let err = parse("[[override]]\nrules = [\"x\"]\nseverity = \"urgent\"\n").unwrap_err();
+        assert!(err.to_string().contains("urgent"), "{err}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod gate;
 mod linetime;
 mod lint;
 mod load;
+mod overrides;
 mod prefilter;
 mod rfc5424;
 
@@ -31,7 +32,8 @@ use crate::event::{Event, Fields, LogOrigin};
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes};
 pub use lint::{client_controlled, forgery_warning};
-pub use load::{load_rules, parse_rules, rule_files, RuleError};
+pub use load::{load_rules, parse_rules, rule_files, RuleError, RuleSet};
+pub use overrides::OverrideReport;
 pub use rfc5424::classic_form;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -117,6 +119,9 @@ pub struct Rule {
     pub regex: RuleRegex,
     pub ignore: Vec<regex::Regex>,
     pub types: BTreeMap<String, FieldType>,
+    /// From `[[override]]` tables: a match whose `source.ip` is inside one
+    /// of these networks is ignored.
+    pub ignore_ips: Vec<ipnet::IpNet>,
     pub threshold: Option<ThresholdSpec>,
     pub suppress: Option<SuppressSpec>,
     pub examples: Vec<Example>,
@@ -198,6 +203,23 @@ impl Rule {
 
     /// [`Rule::evaluate`] of a line already in the classic syslog layout.
     fn evaluate_classic(&self, line: &str) -> Verdict {
+        match self.extract(line) {
+            Verdict::Match(fields) if self.own_address(&fields) => Verdict::Ignored,
+            verdict => verdict,
+        }
+    }
+
+    /// Whether the event's `source.ip` is one an override says to ignore.
+    fn own_address(&self, fields: &Fields) -> bool {
+        fields
+            .get("source.ip")
+            .and_then(|ip| ip.as_str())
+            .is_some_and(|ip| overrides::ignored_address(&self.ignore_ips, ip))
+    }
+
+    /// The rule as written (regex, `ignore` and `types`, without what
+    /// overrides added) on a line in the classic syslog layout.
+    fn extract(&self, line: &str) -> Verdict {
         let Some(captures) = self.regex.captures(line) else {
             return Verdict::NoMatch;
         };
@@ -224,10 +246,15 @@ impl Rule {
     }
 
     /// Runs every example; returns one message per failing example.
+    /// Examples prove the rule as its author wrote it: an override's
+    /// `ignore_ips` is the operator's and may well hold an example's address.
     pub fn check_examples(&self) -> Vec<String> {
         let mut failures = Vec::new();
         for (i, example) in self.examples.iter().enumerate() {
-            let got = self.apply(&example.line);
+            let got = match self.extract(&rfc5424::classic_form(&example.line)) {
+                Verdict::Match(fields) => Some(fields),
+                _ => None,
+            };
             let problem = match (example.matches, got) {
                 (true, None) => Some("does not match".to_string()),
                 (true, Some(fields)) if fields != example.fields => Some(format!(
@@ -253,12 +280,7 @@ impl Rule {
     }
 }
 
-/// Does `id` match any of the rule-id globs?
-pub fn id_selected(id: &str, globs: &[glob::Pattern]) -> bool {
-    globs.iter().any(|g| g.matches(id))
-}
-
-/// Compiles rule-id globs that config validation has already checked.
+/// Compiles globs that config validation has already checked.
 pub fn compile_globs(patterns: &[String]) -> Vec<glob::Pattern> {
     patterns
         .iter()
@@ -266,13 +288,69 @@ pub fn compile_globs(patterns: &[String]) -> Vec<glob::Pattern> {
         .collect()
 }
 
-/// The rules whose ids match any of `patterns` (an input's `rules`), or
-/// an error saying that they select none.
+/// Rule-id globs as `input.rules`, `route.rules` and `override.rules` take
+/// them: an id is selected when a glob matches it and no `!glob` does
+/// (`["sshd.*", "!sshd.publickey_failed"]`); with only `!globs`, every id
+/// that none of them matches. A rule id never holds `!`, so a leading one
+/// cannot be meant literally.
+#[derive(Debug, Clone)]
+pub struct RuleSelector {
+    include: Vec<glob::Pattern>,
+    exclude: Vec<glob::Pattern>,
+}
+
+impl RuleSelector {
+    /// Compiles `patterns`; an invalid glob is an error naming it.
+    pub fn parse(patterns: &[String]) -> Result<RuleSelector, String> {
+        let mut selector = RuleSelector {
+            include: Vec::new(),
+            exclude: Vec::new(),
+        };
+        for pattern in patterns {
+            let (list, glob) = match pattern.strip_prefix('!') {
+                Some(negated) => (&mut selector.exclude, negated),
+                None => (&mut selector.include, pattern.as_str()),
+            };
+            list.push(
+                glob::Pattern::new(glob)
+                    .map_err(|e| format!("`{pattern}` is not a valid glob: {e}"))?,
+            );
+        }
+        Ok(selector)
+    }
+
+    /// The selector of patterns that config validation has already parsed.
+    pub fn validated(patterns: &[String]) -> RuleSelector {
+        Self::parse(patterns).unwrap_or_else(|e| panic!("unvalidated rule globs: {e}"))
+    }
+
+    pub fn selects(&self, id: &str) -> bool {
+        let included = self.include.is_empty() || self.include.iter().any(|g| g.matches(id));
+        included && !self.exclude.iter().any(|g| g.matches(id))
+    }
+
+    /// The patterns (with their `!`) that match none of `ids`: a typo, or a
+    /// rule that is no longer shipped.
+    pub fn unmatched(&self, ids: &[&str]) -> Vec<String> {
+        let negated = self.exclude.iter().map(|g| format!("!{}", g.as_str()));
+        let plain = self.include.iter().map(|g| g.as_str().to_string());
+        self.include
+            .iter()
+            .chain(&self.exclude)
+            .zip(plain.chain(negated))
+            .filter(|(glob, _)| !ids.iter().any(|id| glob.matches(id)))
+            .map(|(_, pattern)| pattern)
+            .collect()
+    }
+}
+
+/// The rules an input's `rules` (checked when the config loaded) select,
+/// or an error saying that they select none.
 pub fn select(rules: &[Arc<Rule>], patterns: &[String]) -> Result<Vec<Arc<Rule>>, String> {
-    let globs = compile_globs(patterns);
+    let selector = RuleSelector::validated(patterns);
     let selected: Vec<Arc<Rule>> = rules
         .iter()
-        .filter(|r| id_selected(&r.id, &globs))
+        .filter(|r| selector.selects(&r.id))
         .cloned()
         .collect();
     if selected.is_empty() {
@@ -498,6 +576,10 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert_eq!(json["fields"]["source.ip"], "203.0.113.9");
     }
 
+    fn selector(patterns: &[&str]) -> RuleSelector {
+        RuleSelector::parse(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
     #[test]
     fn an_inputs_selection_keeps_its_rules_or_says_it_selects_none() {
         let rules = rules();
@@ -518,9 +600,46 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
 
     #[test]
     fn id_globs_select_rules() {
-        let globs = compile_globs(&["sshd.*".into(), "sudo.auth_failed".into()]);
-        assert!(id_selected("sshd.auth_failed", &globs));
-        assert!(id_selected("sudo.auth_failed", &globs));
-        assert!(!id_selected("sudo.command", &globs));
+        let globs = selector(&["sshd.*", "sudo.auth_failed"]);
+        assert!(globs.selects("sshd.auth_failed"));
+        assert!(globs.selects("sudo.auth_failed"));
+        assert!(!globs.selects("sudo.command"));
+    }
+
+    proptest::proptest! {
+        /// Any patterns parse or are refused without a panic; an id a
+        /// `!glob` matches is never selected, whatever else is listed.
+        #[test]
+        fn a_negated_id_is_never_selected(
+            patterns in proptest::collection::vec("!?[a-z.*?\\[\\]!_-]{0,8}", 0..5),
+            id in "[a-z._-]{1,8}",
+        ) {
+            if let Ok(selector) = RuleSelector::parse(&patterns) {
+                let ids = [id.as_str()];
+                selector.unmatched(&ids);
+                let mut negated = patterns.clone();
+                negated.push(format!("!{}", glob::Pattern::escape(&id)));
+                let selector = RuleSelector::parse(&negated).unwrap();
+                proptest::prop_assert!(!selector.selects(&id));
+            }
+        }
+    }
+
+    #[test]
+    fn a_negated_glob_takes_rules_out() {
+        let globs = selector(&["sshd.*", "!sshd.publickey_failed"]);
+        assert!(globs.selects("sshd.auth_failed"));
+        assert!(!globs.selects("sshd.publickey_failed"));
+        assert!(!globs.selects("sudo.command"));
+        let all_but = selector(&["!sudo.*"]);
+        assert!(all_but.selects("sshd.auth_failed"));
+        assert!(!all_but.selects("sudo.command"));
+        assert_eq!(
+            selector(&["sshd.*", "!sshd.typo", "nginx.*"]).unmatched(&["sshd.auth_failed"]),
+            ["nginx.*", "!sshd.typo"]
+        );
+        assert!(RuleSelector::parse(&["![".to_string()])
+            .unwrap_err()
+            .contains("`![`"));
     }
 }

@@ -462,7 +462,7 @@ mod tests {
     fn no_shipped_rule_is_filtered_out_of_a_line_it_matches() {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let files = crate::rules::rule_files(&[root.join("rules")]).unwrap();
-        let rules = crate::rules::load_rules(&files).unwrap();
+        let rules = crate::rules::load_rules(&files).unwrap().rules;
         let prefilter = Prefilter::new(rules.iter().map(|r| r.regex.as_str()));
         let mut checked = 0;
         for example in rules.iter().flat_map(|r| &r.examples) {

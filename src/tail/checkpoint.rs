@@ -262,9 +262,14 @@ pub fn committed_progress(state_dir: &Path) -> Result<Progress, String> {
 /// either the old or the new content, never a mix.
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let folder = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(folder)?;
+    crate::private::create_dir_all(folder)?;
     let temp = path.with_extension("json.tmp");
-    let mut file = File::create(&temp)?;
+    let mut file = crate::private::open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&temp)?;
+    crate::private::restrict(&file)?;
     file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;

@@ -27,6 +27,7 @@ mod watch;
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -62,13 +63,25 @@ pub trait LineSink: Send + 'static {
 pub struct SinkClosed;
 
 /// Held by everything that carries a line or its events; see the module doc.
+/// The flag says the chunk was abandoned.
 #[derive(Debug, Clone, Default)]
-pub struct CommitToken(Arc<()>);
+pub struct CommitToken(Arc<AtomicBool>);
 
 impl CommitToken {
     /// Whether only the tailer's own copy is left.
     fn is_last(&self) -> bool {
         Arc::strong_count(&self.0) == 1
+    }
+
+    /// The chunk's events could not be queued (the agent is stopping): its
+    /// position, and any later one of its source, must never be committed,
+    /// so the lines are read again at the next start.
+    pub fn abandon(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn is_abandoned(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -100,6 +113,11 @@ impl<P: Clone> Commits<P> {
     /// The position up to which every chunk's events have left the pipeline.
     fn committed(&mut self) -> &P {
         while let Some((token, end)) = self.in_flight.front() {
+            if token.is_abandoned() {
+                // Nothing read after an abandoned chunk may commit either.
+                self.in_flight.clear();
+                break;
+            }
             if !token.is_last() {
                 break;
             }
@@ -693,5 +711,17 @@ mod tests {
         commits.reset(Some("s=9".into()));
         drop(held);
         assert_eq!(commits.committed().as_deref(), Some("s=9"));
+    }
+
+    #[test]
+    fn an_abandoned_chunk_and_those_after_it_never_commit() {
+        let mut commits: Commits<u64> = Commits::new(10);
+        let abandoned = commits.chunk(20);
+        let later = commits.chunk(30);
+        abandoned.abandon();
+        drop(later);
+        drop(abandoned);
+        assert_eq!(*commits.committed(), 10, "read again at the next start");
+        assert!(!commits.has_in_flight(), "nothing left to wait for");
     }
 }

@@ -6,7 +6,7 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -66,6 +66,10 @@ pub struct Receiver {
     seen: Arc<Mutex<Seen>>,
     /// When non-zero, every request is answered with this status.
     failing: Arc<std::sync::atomic::AtomicU16>,
+    /// A `Retry-After` value sent with every forced failure.
+    retry_after: Arc<Mutex<Option<String>>>,
+    /// How long each answer takes (a slow, loaded receiver).
+    answer_delay: Arc<Mutex<Duration>>,
     server: Arc<tiny_http::Server>,
 }
 
@@ -75,8 +79,15 @@ impl Receiver {
         let port = server.server_addr().to_ip().expect("ip listener").port();
         let seen = Arc::new(Mutex::new(Seen::default()));
         let failing = Arc::new(std::sync::atomic::AtomicU16::new(0));
-        let (thread_server, thread_seen, thread_failing) =
-            (server.clone(), seen.clone(), failing.clone());
+        let retry_after = Arc::new(Mutex::new(None::<String>));
+        let answer_delay = Arc::new(Mutex::new(Duration::ZERO));
+        let (thread_server, thread_seen, thread_failing, thread_retry_after, thread_delay) = (
+            server.clone(),
+            seen.clone(),
+            failing.clone(),
+            retry_after.clone(),
+            answer_delay.clone(),
+        );
         thread::spawn(move || {
             let mut accepted_at: Vec<Instant> = Vec::new();
             for mut request in thread_server.incoming_requests() {
@@ -134,7 +145,19 @@ impl Receiver {
                         body,
                     });
                 }
-                let _ = request.respond(tiny_http::Response::empty(status));
+                let mut response = tiny_http::Response::empty(status);
+                if forced != 0 {
+                    if let Some(value) = thread_retry_after.lock().unwrap().as_deref() {
+                        response.add_header(
+                            tiny_http::Header::from_bytes("Retry-After", value).unwrap(),
+                        );
+                    }
+                }
+                let delay = *thread_delay.lock().unwrap();
+                if !delay.is_zero() {
+                    thread::sleep(delay);
+                }
+                let _ = request.respond(response);
             }
         });
         Receiver {
@@ -144,8 +167,22 @@ impl Receiver {
             ),
             seen,
             failing,
+            retry_after,
+            answer_delay,
             server,
         }
+    }
+
+    /// Takes `delay` to answer each request (events are recorded on arrival).
+    pub fn set_answer_delay(&self, delay: Duration) {
+        *self.answer_delay.lock().unwrap() = delay;
+    }
+
+    /// Answers every request with `status` and `Retry-After: value` until
+    /// set back with [`Receiver::set_failing`]`(0)`.
+    pub fn set_failing_with_retry_after(&self, status: u16, value: &str) {
+        *self.retry_after.lock().unwrap() = Some(value.to_string());
+        self.set_failing(status);
     }
 
     /// Answers every request with `status` (e.g. 503) until set back to 0.
@@ -305,6 +342,44 @@ impl Agent {
         });
         code
     }
+}
+
+impl Agent {
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running (it has not exited).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// Runs `tailhook ARGS -c CONFIG`; every command bounds its own time.
+pub fn tailhook(config: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run tailhook")
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `tailhook status --json`, parsed.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let output = tailhook(config, &["status", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    serde_json::from_slice(&output.stdout).expect("status --json prints JSON")
 }
 
 impl Drop for Agent {
