@@ -31,6 +31,10 @@ const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids"
 const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
 /// Per webhook name: its last delivery error, as JSON ([`LastError`]).
 const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
+/// Per webhook name: the Content-Type it has accepted a body with, so that
+/// a later 415 reads as "over the limit", after a restart too.
+const ACCEPTED_CONTENT_TYPES: TableDefinition<&str, &str> =
+    TableDefinition::new("accepted_content_types");
 /// How many ids are remembered: far more than the lines between two
 /// checkpoint writes, which is what can be read twice.
 const REMEMBERED_IDS: u64 = 200_000;
@@ -99,6 +103,16 @@ struct Lane {
     max_bytes: u64,
     /// Wakes the webhook's delivery task when events arrive.
     arrived: Arc<Notify>,
+}
+
+/// Where appended events come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Appending {
+    /// Read from the inputs: an event queued before (lines read again after
+    /// a restart) is skipped.
+    Read,
+    /// Replayed from a dead-letter file: queued again on purpose.
+    Replayed,
 }
 
 /// Sizes of what each lane holds, guarded together so `append` can wait for room.
@@ -190,6 +204,7 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
     }
     txn.open_table(RECENT_IDS)?;
     txn.open_table(LAST_ERRORS)?;
+    txn.open_table(ACCEPTED_CONTENT_TYPES)?;
     usage.recent_counter = txn
         .open_table(RECENT_ORDER)?
         .last()?
@@ -421,6 +436,22 @@ impl Queue {
     /// Waits while a lane they go to is full: that pauses the tailer, which
     /// calls this; fails at once when the queue was closed for appends.
     pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+        self.append_as(events, Appending::Read)
+    }
+
+    /// Queues dead-lettered `events` again (`tailhook dead-letter replay`):
+    /// their ids were queued before, so none is skipped; a lane without room
+    /// for them fails rather than waits, since with the agent stopped
+    /// nothing would make room.
+    pub fn requeue(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+        self.append_as(events, Appending::Replayed)
+    }
+
+    fn append_as(
+        &self,
+        events: &[(usize, Arc<Event>)],
+        appending: Appending,
+    ) -> Result<Vec<u64>, QueueError> {
         let mut taken = vec![0; self.lanes.len()];
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -457,6 +488,12 @@ impl Queue {
                     && usage.bytes[l] + adding[l] > self.lanes[l].max_bytes
             });
             let Some(lane) = full else { break };
+            if appending == Appending::Replayed {
+                return Err(self.fail(format_args!(
+                    "{}: {} bytes queued, max_queue_bytes = {}: no room for {} more; replay once it drained",
+                    self.lanes[lane].table, usage.bytes[lane], self.lanes[lane].max_bytes, adding[lane]
+                )));
+            }
             self.waiting_for_room.store(true, Ordering::Relaxed);
             if !std::mem::replace(&mut warned[lane], true) {
                 tracing::warn!(
@@ -486,7 +523,7 @@ impl Queue {
                 let mut tables = HashMap::new();
                 for (lane, event, json) in &encoded {
                     let key = format!("{lane}/{}", event.id);
-                    if ids.get(key.as_str())?.is_some() {
+                    if appending == Appending::Read && ids.get(key.as_str())?.is_some() {
                         continue;
                     }
                     let counter = recent_counter;
@@ -678,6 +715,30 @@ impl Queue {
             txn.open_table(LAST_ERRORS)?
                 .insert(self.lanes[lane].name.as_str(), json.as_slice())?;
             Ok(txn.commit()?)
+        })
+    }
+
+    /// Keeps `content_type` as one `lane`'s webhook has accepted.
+    pub fn record_accepted_content_type(
+        &self,
+        lane: usize,
+        content_type: &str,
+    ) -> Result<(), QueueError> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(ACCEPTED_CONTENT_TYPES)?
+                .insert(self.lanes[lane].name.as_str(), content_type)?;
+            Ok(txn.commit()?)
+        })
+    }
+
+    /// The Content-Type `lane`'s webhook last accepted a body with, if any.
+    pub fn accepted_content_type(&self, lane: usize) -> Result<Option<String>, QueueError> {
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ACCEPTED_CONTENT_TYPES)?;
+            let accepted = table.get(self.lanes[lane].name.as_str())?;
+            Ok(accepted.map(|value| value.value().to_string()))
         })
     }
 
