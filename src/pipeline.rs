@@ -21,14 +21,15 @@ use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{Queue, Router};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{
-    self, event_for, Admit, Gate, LineClock, Matcher, OverrideReport, Rule, RuleSelector, SeenLine,
+    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
+    OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
 };
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
-    Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, PathSet, SinkClosed,
+    TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -103,7 +104,12 @@ impl Pipeline {
             })?;
             matchers.push(Matcher::new(selected));
         }
-        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        // A route may name the built-in rule that reports cut lines.
+        let ids: Vec<&str> = rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain([LINE_TOO_LONG])
+            .collect();
         for (i, route) in config.routes.iter().enumerate() {
             let unmatched = RuleSelector::validated(&route.rules).unmatched(&ids);
             if let Some(pattern) = unmatched.first() {
@@ -135,6 +141,22 @@ impl Pipeline {
             matchers,
             clocks,
         })
+    }
+
+    /// What expanding the file inputs' globs runs into now (a folder loop
+    /// through symlinks, a bound reached), for `check`.
+    pub fn path_problems(&self) -> Vec<String> {
+        self.config
+            .inputs
+            .iter()
+            .filter(|input| input.kind == InputKind::File)
+            .flat_map(|input| {
+                PathSet::new(&input.paths, &input.exclude)
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("input `{}`: {problem}", input.name))
+            })
+            .collect()
     }
 
     /// Warnings about loaded rules a client could steer into reporting a
@@ -228,23 +250,44 @@ impl Pipeline {
         })?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
+        let line_too_long = line_too_long_rule();
+        let rule_ids = || {
+            self.rules
+                .iter()
+                .map(|r| r.id.as_str())
+                .chain([LINE_TOO_LONG])
+        };
         let router = Router::new(
-            self.rules.iter().map(|r| (r.id.as_str(), r.severity)),
+            self.rules
+                .iter()
+                .map(|r| &**r)
+                .chain([&line_too_long])
+                .map(|r| (r.id.as_str(), r.severity)),
             &names,
             &self.config.routes,
         );
-        for rule in router.unselected() {
+        // The built-in rule is said apart below: not routing it is a choice.
+        for rule in router.unselected().iter().filter(|r| *r != LINE_TOO_LONG) {
             tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
         }
-        let lanes: Vec<(String, u64)> = self
+        let long_lines: Vec<Option<usize>> = self
+            .config
+            .inputs
+            .iter()
+            .map(|i| i.report_long_lines.then_some(i.max_line_bytes))
+            .collect();
+        if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
+            tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
+        }
+        let lanes: Vec<LaneLimits> = self
             .webhooks
             .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .map(WebhookConfig::lane_limits)
             .collect();
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
-            self.rules.iter().map(|r| r.id.as_str()),
+            rule_ids(),
             names.iter().map(String::as_str),
         ));
         let metrics_listener = match self.config.agent.metrics_listen {
@@ -283,13 +326,16 @@ impl Pipeline {
             clocks: self.clocks,
             host,
             matchers: self.matchers,
+            line_too_long,
+            long_lines,
             router,
             queue: queue.clone(),
             metrics: metrics.clone(),
             tap: tap.clone(),
         };
         let poll_interval = options.poll_interval;
-        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
+        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage)
+            .map_err(anyhow::Error::msg)?;
         let tail = TailWatch {
             heartbeat: tailer.heartbeat(),
             queue: queue.clone(),
@@ -469,7 +515,7 @@ const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// for them (bounded) instead of failing.
 async fn open_queue(
     state_dir: &std::path::Path,
-    lanes: &[(String, u64)],
+    lanes: &[LaneLimits],
 ) -> anyhow::Result<Arc<Queue>> {
     let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
     let mut warned = false;
@@ -492,6 +538,10 @@ async fn open_queue(
 /// when the tailer may commit the chunk's offset.
 struct RuleStage {
     matchers: Vec<Matcher>,
+    /// The built-in rule of the events that report cut lines.
+    line_too_long: Rule,
+    /// Per input: its `max_line_bytes` when it reports cut lines.
+    long_lines: Vec<Option<usize>>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     /// Per input: how its line times are read.
@@ -504,6 +554,19 @@ struct RuleStage {
     tap: Arc<Tap>,
 }
 
+/// `line` as its events carry it, dated by its input's clock now.
+fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> {
+    let times = clocks[line.input].times(&line.text, jiff::Timestamp::now());
+    SeenLine::new(
+        &line.text,
+        line.origin(),
+        line.source,
+        line.cut_from.is_some(),
+        times,
+        host,
+    )
+}
+
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
@@ -511,16 +574,34 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
-            // Most lines match nothing: only a matched one is dated.
+            // Most lines match nothing: only a matched (or cut) one is dated.
             let mut seen: Option<SeenLine> = None;
+            if let Some(length) = line.cut_from {
+                metrics::add(&input.lines_truncated, 1);
+                if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
+                    let event = Arc::new(line_too_long_event(
+                        &self.line_too_long,
+                        seen,
+                        length,
+                        max_line_bytes,
+                    ));
+                    if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
+                        metrics::add(matches, 1);
+                    }
+                    events.extend(
+                        self.router
+                            .destinations(LINE_TOO_LONG)
+                            .iter()
+                            .map(|&lane| (lane, event.clone())),
+                    );
+                }
+            }
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen = seen.get_or_insert_with(|| {
-                    let times = self.clocks[line.input].times(&line.text, jiff::Timestamp::now());
-                    SeenLine::new(&line.text, line.origin(), line.truncated, times, &self.host)
-                });
+                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
                 let gate = self
                     .gates
                     .get_mut(&rule.id)

@@ -150,7 +150,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     name,
                     number,
                     text: &line.text,
-                    truncated: line.truncated,
+                    truncated: line.cut_from.is_some(),
                     log: LogOrigin {
                         file: name.to_string(),
                         offset: line.offset,
@@ -174,7 +174,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 name: &name,
                 number: *number,
                 text: &entry.line,
-                truncated: entry.truncated,
+                truncated: entry.cut_from.is_some(),
                 log: entry.meta.origin(),
                 journal: Some(&entry.meta),
             };
@@ -239,6 +239,7 @@ impl Stage<'_> {
                 SeenLine::new(
                     line.text,
                     line.log.clone(),
+                    None,
                     line.truncated,
                     times,
                     self.host,

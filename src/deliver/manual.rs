@@ -71,7 +71,7 @@ impl Webhook {
         };
         let now = jiff::Timestamp::now();
         let event = Event {
-            id: Event::id_for(&identity, MANUAL_RULE, &message),
+            id: Event::id_for(&identity, None, MANUAL_RULE, &message),
             rule: MANUAL_RULE.into(),
             severity: Severity::Info,
             time: crate::event::rfc3339(now),

@@ -26,6 +26,8 @@ use std::sync::Mutex;
 pub struct InputCounters {
     pub lines: AtomicU64,
     pub bytes: AtomicU64,
+    /// Lines longer than `max_line_bytes`, cut to it.
+    pub lines_truncated: AtomicU64,
 }
 
 /// Counters of one webhook.
@@ -89,6 +91,9 @@ pub struct WebhookGauges {
     pub queued_events: u64,
     pub queued_bytes: u64,
     pub oldest_age_seconds: Option<f64>,
+    /// Events dropped to make room (`when_full = "drop_oldest"`), ever: kept
+    /// in the queue file, so the counter survives restarts.
+    pub dropped_events: u64,
     /// (window as configured, e.g. `5/1m`; requests left in it).
     pub budget_left: Vec<(String, u64)>,
 }
@@ -285,6 +290,12 @@ impl Metrics {
                 by_input(|c| &c.bytes),
             ),
             (
+                "tailhook_lines_truncated_total",
+                "counter",
+                "Lines longer than the input's max_line_bytes, cut to it (rules see the cut line).",
+                by_input(|c| &c.lines_truncated),
+            ),
+            (
                 "tailhook_input_lag_bytes",
                 "gauge",
                 "Bytes in the input's files that are not read (committed) yet.",
@@ -313,6 +324,12 @@ impl Metrics {
                 "counter",
                 "Events written to the webhook's dead-letter file.",
                 count(|c| &c.events_dead_lettered),
+            ),
+            (
+                "tailhook_events_dropped_total",
+                "counter",
+                "Oldest events dropped from the webhook's full queue (when_full = \"drop_oldest\").",
+                gauge(|g| g.dropped_events as f64),
             ),
             (
                 "tailhook_dead_letter_batches_total",
@@ -406,6 +423,7 @@ mod tests {
                 queued_events: 4,
                 queued_bytes: 400,
                 oldest_age_seconds: Some(1.5),
+                dropped_events: 7,
                 budget_left: vec![("5/1m".into(), 3)],
             }],
             input_lag_bytes: vec![120],
@@ -421,6 +439,8 @@ mod tests {
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"202\"} 1",
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"error\"} 1",
             "tailhook_queue_events{webhook=\"so\\\"c\"} 4",
+            "# TYPE tailhook_events_dropped_total counter",
+            "tailhook_events_dropped_total{webhook=\"so\\\"c\"} 7",
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
             "tailhook_input_lag_bytes{input=\"auth\"} 120",

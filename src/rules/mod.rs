@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Fields, LogOrigin};
+use crate::event::{Event, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes};
@@ -407,6 +407,8 @@ impl Matcher {
 pub struct SeenLine<'a> {
     pub text: &'a str,
     pub log: LogOrigin,
+    /// The file's identity, for event ids (none for a journal entry).
+    pub source: Option<SourceFile>,
     /// The line was cut to `max_line_bytes`.
     pub truncated: bool,
     pub times: LineTimes,
@@ -419,6 +421,7 @@ impl<'a> SeenLine<'a> {
     pub fn new(
         text: &'a str,
         log: LogOrigin,
+        source: Option<SourceFile>,
         truncated: bool,
         times: LineTimes,
         host: &'a str,
@@ -427,6 +430,7 @@ impl<'a> SeenLine<'a> {
         SeenLine {
             text,
             log,
+            source,
             truncated,
             times,
             host,
@@ -444,7 +448,7 @@ impl<'a> SeenLine<'a> {
 /// lines it stands for, when the rule has a threshold or suppress.
 pub fn event_for(rule: &Rule, line: &SeenLine, fields: Fields, count: Option<u64>) -> Event {
     Event {
-        id: Event::id_for(&line.log, &rule.id, line.text),
+        id: Event::id_for(&line.log, line.source, &rule.id, line.text),
         rule: rule.id.clone(),
         severity: rule.severity,
         time: line.time.clone(),
@@ -456,6 +460,68 @@ pub fn event_for(rule: &Rule, line: &SeenLine, fields: Fields, count: Option<u64
         count,
         truncated: line.truncated,
     }
+}
+
+/// The id of the built-in rule whose events report a line cut at its
+/// input's `max_line_bytes` (input key `report_long_lines`). A cut line can
+/// defeat a `$`-anchored rule; this event makes the evasion visible.
+pub const LINE_TOO_LONG: &str = "tailhook.line_too_long";
+
+/// Bytes of a cut line kept as its `tailhook.line_too_long` event's message.
+const LINE_TOO_LONG_MESSAGE_BYTES: usize = 256;
+
+/// The built-in rule behind `tailhook.line_too_long` events. Its regex
+/// matches nothing: the tailer, not a match, raises these events.
+pub fn line_too_long_rule() -> Rule {
+    Rule {
+        id: LINE_TOO_LONG.to_string(),
+        origin: "built-in".to_string(),
+        description: "A line longer than max_line_bytes was cut".to_string(),
+        severity: Severity::Low,
+        regex: RuleRegex::new(r"[^\s\S]", &BTreeMap::new()).expect("a constant pattern"),
+        ignore: Vec::new(),
+        types: BTreeMap::new(),
+        ignore_ips: Vec::new(),
+        threshold: None,
+        suppress: None,
+        examples: Vec::new(),
+    }
+}
+
+/// The `tailhook.line_too_long` event of a line cut from `length` bytes to
+/// `max_line_bytes`: its file, both lengths, and its first bytes as message.
+pub fn line_too_long_event(
+    rule: &Rule,
+    line: &SeenLine,
+    length: u64,
+    max_line_bytes: usize,
+) -> Event {
+    let mut end = line.text.len().min(LINE_TOO_LONG_MESSAGE_BYTES);
+    while !line.text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let fields = Fields::from([
+        (
+            "log.file".to_string(),
+            serde_json::Value::from(line.log.file.clone()),
+        ),
+        ("line.bytes".to_string(), serde_json::Value::from(length)),
+        (
+            "line.max_bytes".to_string(),
+            serde_json::Value::from(max_line_bytes as u64),
+        ),
+    ]);
+    let head = SeenLine {
+        text: &line.text[..end],
+        log: line.log.clone(),
+        source: line.source,
+        truncated: true,
+        times: line.times,
+        host: line.host,
+        time: line.time.clone(),
+        ingested: line.ingested.clone(),
+    };
+    event_for(rule, &head, fields, None)
 }
 
 #[cfg(test)]
@@ -564,7 +630,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         };
         let read = "2026-11-22T10:00:05.1234Z".parse().unwrap();
         let times = LineClock::new(jiff::tz::TimeZone::UTC).times(line, read);
-        let seen = SeenLine::new(line, log, false, times, "web1");
+        let seen = SeenLine::new(line, log, None, false, times, "web1");
         let event = event_for(rule, &seen, fields, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
