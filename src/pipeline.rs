@@ -23,8 +23,8 @@ use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{
-    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, Matcher, OverrideReport,
-    Rule, RuleSelector, LINE_TOO_LONG,
+    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
+    OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
 };
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -41,6 +41,8 @@ pub struct Pipeline {
     overrides: OverrideReport,
     /// One per input, in config order; shared with the tail thread.
     matchers: Arc<Vec<Matcher>>,
+    /// How each input's line times are read, in config order; shared too.
+    clocks: Arc<Vec<LineClock>>,
 }
 
 impl Pipeline {
@@ -93,21 +95,13 @@ impl Pipeline {
                     journalctl_missing(&input.name)
                 );
             }
-            let selector = RuleSelector::validated(&input.rules);
-            let selected: Vec<Arc<Rule>> = rules
-                .iter()
-                .filter(|r| selector.selects(&r.id))
-                .cloned()
-                .collect();
-            if selected.is_empty() {
-                bail!(
-                    "{}: input `{}`: rules = {:?} selects none of the {} loaded rules",
+            let selected = rules::select(&rules, &input.rules).map_err(|problem| {
+                anyhow::anyhow!(
+                    "{}: input `{}`: {problem}",
                     config.source.display(),
-                    input.name,
-                    input.rules,
-                    rules.len()
-                );
-            }
+                    input.name
+                )
+            })?;
             matchers.push(Matcher::new(selected));
         }
         // A route may name the built-in rule that reports cut lines.
@@ -125,6 +119,19 @@ impl Pipeline {
                 );
             }
         }
+        let clocks = config
+            .inputs
+            .iter()
+            .map(|input| {
+                input.clock().map_err(|problem| {
+                    anyhow::anyhow!(
+                        "{}: input `{}`: timezone: {problem}",
+                        config.source.display(),
+                        input.name
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Pipeline {
             config,
             webhooks,
@@ -132,6 +139,7 @@ impl Pipeline {
             rule_files: files.len(),
             overrides: loaded.overrides,
             matchers: Arc::new(matchers),
+            clocks: Arc::new(clocks),
         })
     }
 
@@ -690,6 +698,8 @@ impl Generation {
         let stage = RuleStage {
             gates: gates.clone(),
             matchers: pipeline.matchers.clone(),
+            clocks: pipeline.clocks.clone(),
+            host,
             line_too_long,
             long_lines,
             router,
@@ -844,10 +854,27 @@ struct RuleStage {
     /// Per rule id: threshold and suppress state, handed on to the next
     /// generation by a reload.
     gates: Gates,
+    /// Per input: how its line times are read.
+    clocks: Arc<Vec<LineClock>>,
+    /// Every event's `host`.
+    host: String,
     router: Router,
     queue: Arc<Queue>,
     metrics: Arc<Metrics>,
     tap: Arc<Tap>,
+}
+
+/// `line` as its events carry it, dated by its input's clock now.
+fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> {
+    let times = clocks[line.input].times(&line.text, jiff::Timestamp::now());
+    SeenLine::new(
+        &line.text,
+        line.origin(),
+        line.source,
+        line.cut_from.is_some(),
+        times,
+        host,
+    )
 }
 
 impl LineSink for RuleStage {
@@ -859,14 +886,15 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            // Most lines match nothing: only a matched (or cut) one is dated.
+            let mut seen: Option<SeenLine> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
                     let event = Arc::new(line_too_long_event(
                         &self.line_too_long,
-                        line.origin(),
-                        line.source,
-                        &line.text,
+                        seen,
                         length,
                         max_line_bytes,
                     ));
@@ -885,19 +913,12 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
+                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
-                let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
+                let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
                 };
-                let mut event = event_for(
-                    rule,
-                    line.origin(),
-                    line.source,
-                    &line.text,
-                    fields,
-                    line.cut_from.is_some(),
-                    count,
-                );
+                let mut event = event_for(rule, seen, fields, count);
                 if let Some(journal) = &line.journal {
                     journal.annotate(&mut event);
                 }
