@@ -241,6 +241,24 @@ fn a_broken_reload_keeps_the_old_config_delivering_and_status_shows_why() {
     setup.write_config(&good);
     reload(&agent);
     assert_eq!(status_json(&config)["last_reload"]["result"], "ok");
+
+    // A valid config that moves the state needs a restart: refused.
+    setup.write_config(&good.replace("state_dir = \"state\"", "state_dir = \"moved\""));
+    agent.signal("HUP");
+    wait_until(DEADLINE, "the second failed reload", || {
+        agent.logs().matches("reload failed").count() == 2
+    });
+    assert!(
+        agent
+            .logs()
+            .contains("agent.state_dir changed: a reload cannot apply it; restart the agent"),
+        "{}",
+        agent.logs()
+    );
+    setup.append("auth.log", &[failed_line(4)]);
+    wait_until(DEADLINE, "line 4 on the old config", || {
+        numbers(&soc) == [1, 2, 3, 4]
+    });
 }
 
 #[test]
