@@ -20,13 +20,14 @@ use backon::BackoffBuilder;
 use crate::config::{Config, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
+use crate::event::Event;
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, Line, LineSink, SinkClosed, TailOptions,
-    Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, CommitToken, Line, LineSink, SinkClosed,
+    TailOptions, Tailer,
 };
 
 pub struct Pipeline {
@@ -264,13 +265,7 @@ impl Pipeline {
             .map(|r| (r.id.clone(), r.gate()))
             .collect();
         let watched_queue = queue.clone();
-        let stage = RuleStage {
-            gates,
-            matchers: self.matchers,
-            router,
-            queue: queue.clone(),
-            metrics: metrics.clone(),
-        };
+        let stage = RuleStage::new(self.matchers, gates, router, queue.clone(), metrics.clone());
         let poll_interval = options.poll_interval;
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
         let running = Arc::new(Running {
@@ -461,15 +456,64 @@ async fn open_queue(
 
 /// The rules stage, run on the tailer's thread: most lines match nothing, and
 /// matching where they are read spares a hand-off per line. A chunk's events
-/// are queued on disk in one transaction before `accept` returns, which is
-/// when the tailer may commit the chunk's offset.
+/// then go to the queue writer's thread with the chunk's commit tokens, so
+/// the tailer reads and matches the next chunk while the last one is written;
+/// the tokens are let go (and the offsets may commit) only once the events
+/// are on disk.
 struct RuleStage {
     matchers: Vec<Matcher>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     router: Router,
-    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
+    /// `None` once dropped, so the writer sees the end and can be joined.
+    to_writer: Option<std::sync::mpsc::SyncSender<Matched>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A chunk's events (webhook lane, event) and the commit tokens of its lines.
+struct Matched {
+    events: Vec<(usize, Arc<Event>)>,
+    tokens: Vec<CommitToken>,
+}
+
+/// Chunks matched but not yet written: a few, so reading overlaps writing
+/// while the events held in memory stay bounded (a full queue lane holds
+/// the writer, then this, then the tailer).
+const CHUNKS_AHEAD: usize = 2;
+
+impl RuleStage {
+    fn new(
+        matchers: Vec<Matcher>,
+        gates: HashMap<String, Gate>,
+        router: Router,
+        queue: Arc<Queue>,
+        metrics: Arc<Metrics>,
+    ) -> RuleStage {
+        let (to_writer, chunks) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
+        let writer_metrics = metrics.clone();
+        let writer = std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || write_to_queue(&queue, &writer_metrics, chunks))
+            .expect("spawn the queue writer");
+        RuleStage {
+            matchers,
+            gates,
+            router,
+            metrics,
+            to_writer: Some(to_writer),
+            writer: Some(writer),
+        }
+    }
+}
+
+impl Drop for RuleStage {
+    fn drop(&mut self) {
+        self.to_writer = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 impl LineSink for RuleStage {
@@ -510,34 +554,66 @@ impl LineSink for RuleStage {
                 );
             }
         }
-        // Nothing may be lost: a queue that cannot be written (disk full) holds
-        // the tailer here, with an error each time, until it can, or until
-        // the agent stops: then the lines are left uncommitted, to be read
-        // again at the next start.
+        let tokens = lines.into_iter().map(|line| line.commit).collect();
+        let to_writer = self.to_writer.as_ref().ok_or(SinkClosed)?;
+        to_writer
+            .send(Matched { events, tokens })
+            .map_err(|unsent| {
+                abandon(&unsent.0);
+                SinkClosed
+            })
+    }
+}
+
+fn abandon(chunk: &Matched) {
+    for token in &chunk.tokens {
+        token.abandon();
+    }
+}
+
+/// At most this many events in one transaction when chunks wait together.
+const GROUP_EVENTS: usize = 20_000;
+
+/// The queue writer's loop: what waits is written in one transaction (one
+/// fsync for several chunks when the disk is the slower part), then the
+/// chunks' tokens are let go. Once the queue is closed every chunk still
+/// coming is abandoned, never let go, so no offset commits past events that
+/// were not queued.
+fn write_to_queue(queue: &Queue, metrics: &Metrics, chunks: std::sync::mpsc::Receiver<Matched>) {
+    while let Ok(mut group) = chunks.recv() {
+        while group.events.len() < GROUP_EVENTS {
+            let Ok(more) = chunks.try_recv() else { break };
+            group.events.extend(more.events);
+            group.tokens.extend(more.tokens);
+        }
+        // Nothing may be lost: a queue that cannot be written (disk full)
+        // holds the writer here, and the tailer behind it, with an error
+        // each time, until it can, or until the agent stops: then the lines
+        // are left uncommitted, to be read again at the next start.
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
             .without_max_times()
             .build();
         let queued = loop {
-            match self.queue.append(&events) {
+            match queue.append(&group.events) {
                 Ok(queued) => break queued,
                 Err(e) if e.is_closed() => {
-                    for line in &lines {
-                        line.commit.abandon();
+                    abandon(&group);
+                    for chunk in chunks.iter() {
+                        abandon(&chunk);
                     }
-                    return Err(SinkClosed);
+                    return;
                 }
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot queue events; tailing waits and retries");
-                    self.queue.wait_for_disk(delay);
+                    queue.wait_for_disk(delay);
                 }
             }
         };
         for (lane, count) in queued.into_iter().enumerate() {
-            metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
+            metrics::add(&metrics.webhooks[lane].1.events_queued, count);
         }
-        Ok(())
     }
 }
