@@ -15,8 +15,10 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod deadletter;
 pub mod deliver;
 pub mod event;
+pub mod health;
 pub mod metrics;
 pub mod pipeline;
 pub mod private;
@@ -25,3 +27,4 @@ pub mod rules;
 pub mod status;
 pub mod systemd;
 pub mod tail;
+pub mod tap;

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +20,7 @@ use crate::config::{Config, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Running};
 use crate::deliver::{Deliverer, Webhook};
 use crate::event::Event;
+use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
@@ -29,6 +29,7 @@ use crate::tail::{
     journalctl_missing, journalctl_on_path, read_recorded, CommitToken, Line, LineSink, SinkClosed,
     TailOptions, Tailer,
 };
+use crate::tap::Tap;
 
 pub struct Pipeline {
     config: Config,
@@ -246,12 +247,18 @@ impl Pipeline {
 
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let mut deliveries = tokio::task::JoinSet::new();
+        // Which webhook each delivery task serves, to name one that ends.
+        let mut delivery_of = HashMap::new();
         let mut webhooks = Vec::new();
+        let tap = Arc::new(Tap::new(names.clone()));
         for (lane, config) in self.webhooks.into_iter().enumerate() {
             tracing::info!(webhook = %config.name, url = %config.target, "webhook ready");
             let counters = metrics.webhooks[lane].1.clone();
             let webhook = Webhook::open(config, &host, queue.clone(), lane, counters)?;
-            deliveries.spawn(Deliverer::new(webhook.clone(), state_dir).run(stopped.clone()));
+            let task = deliveries.spawn(
+                Deliverer::new(webhook.clone(), state_dir, tap.clone()).run(stopped.clone()),
+            );
+            delivery_of.insert(task.id(), webhook.config.name.clone());
             webhooks.push(webhook);
         }
         let options = TailOptions {
@@ -264,17 +271,28 @@ impl Pipeline {
             .iter()
             .map(|r| (r.id.clone(), r.gate()))
             .collect();
-        let watched_queue = queue.clone();
-        let stage = RuleStage::new(self.matchers, gates, router, queue.clone(), metrics.clone());
+        let stage = RuleStage::new(
+            self.matchers,
+            gates,
+            router,
+            queue.clone(),
+            metrics.clone(),
+            tap.clone(),
+        );
         let poll_interval = options.poll_interval;
         let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
+        let tail = TailWatch {
+            heartbeat: tailer.heartbeat(),
+            queue: queue.clone(),
+        };
         let running = Arc::new(Running {
             state_dir: state_dir.clone(),
             inputs: self.config.inputs.clone(),
             webhooks,
             queue,
             metrics,
-            healthy: AtomicBool::new(true),
+            tap,
+            health: Health::new(tail, poll_interval, self.config.agent.stall_timeout),
         });
         // Both serve until dropped; the socket's file goes with it.
         let mut services = tokio::task::JoinSet::new();
@@ -312,17 +330,32 @@ impl Pipeline {
             if let Some(notifier) = &notifier {
                 notifier.ready(&summary);
                 watchdog = notifier.watchdog_timeout().map(|timeout| {
-                    let liveness = Liveness {
-                        heartbeat,
-                        queue: watched_queue,
-                        // A well tailer beats every poll_interval; missing the
-                        // whole timeout on top of that is a stall.
-                        stale_after: timeout + poll_interval,
-                    };
-                    tokio::spawn(feed_watchdog(notifier.clone(), timeout / 2, liveness))
+                    // A well tailer beats every poll_interval; missing the
+                    // whole timeout on top of that is a stall.
+                    let stale_after = timeout + poll_interval;
+                    tokio::spawn(feed_watchdog(
+                        notifier.clone(),
+                        timeout / 2,
+                        running.clone(),
+                        stale_after,
+                    ))
                 });
             }
-            shutdown.await;
+            loop {
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    Some(ended) = deliveries.join_next_with_id() => {
+                        let (id, how) = match ended {
+                            Ok((id, ())) => (id, "returned".to_string()),
+                            Err(e) if e.is_panic() => (e.id(), "panicked".to_string()),
+                            Err(e) => (e.id(), format!("ended: {e}")),
+                        };
+                        let webhook = delivery_of.get(&id).map_or("?", String::as_str);
+                        tracing::error!(%webhook, how, "a delivery task ended while the agent runs; /health reports it and the systemd watchdog is no longer fed");
+                        running.health.delivery_ended(webhook, &how);
+                    }
+                }
+            }
         }
         if let Some(notifier) = &notifier {
             notifier.stopping();
@@ -335,7 +368,7 @@ impl Pipeline {
         // Lines read are queued on disk before their offsets are committed,
         // so the tailer stops at once; the webhooks get the grace period to
         // send what is queued, and what is left is sent by the next run.
-        running.healthy.store(false, Ordering::SeqCst);
+        running.health.stopping();
         let deadline = tokio::time::Instant::now() + grace;
         // Ends a wait for room in a full lane (or for a full disk): the
         // chunk it held is not queued and its offset not committed.
@@ -384,43 +417,33 @@ enum Start {
     TailerGone,
 }
 
-/// What the watchdog checks before each ping. The delivery tasks share the
-/// runtime that runs the pinger, so a ping also shows the runtime turns; the
-/// tail thread is its own thread and must show it still makes passes.
-struct Liveness {
-    heartbeat: tokio::sync::watch::Receiver<Option<std::time::Instant>>,
-    queue: Arc<Queue>,
-    stale_after: Duration,
-}
-
-impl Liveness {
-    /// How long the tail thread has been stuck, if it is: a pass older than
-    /// `stale_after` while not paused on purpose (for room in the queue, or
-    /// for a disk that refused a write).
-    fn tail_stalled_for(&self) -> Option<Duration> {
-        let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > self.stale_after && !self.queue.tailer_paused()).then_some(since_pass)
-    }
-}
-
 /// Pings the systemd watchdog every `period` while the pipeline is alive.
-/// Once the tail thread stalls the pings stop, and systemd restarts the
-/// agent after `WatchdogSec=`.
-async fn feed_watchdog(notifier: Arc<Notifier>, period: Duration, liveness: Liveness) {
+/// The delivery tasks share the runtime that runs the pinger, so a ping also
+/// shows the runtime turns; the tail thread is its own thread and must show
+/// it still makes passes within `stale_after`. Once it stalls, or a delivery
+/// task ended, the pings stop, and systemd restarts the agent after
+/// `WatchdogSec=`.
+async fn feed_watchdog(
+    notifier: Arc<Notifier>,
+    period: Duration,
+    running: Arc<Running>,
+    stale_after: Duration,
+) {
     let mut ticks = tokio::time::interval(period);
     let mut warned = false;
     loop {
         ticks.tick().await;
-        match liveness.tail_stalled_for() {
-            None => {
-                notifier.watchdog();
-                warned = false;
+        let stalled = running.health.tail().stalled_for(stale_after);
+        if stalled.is_none() && !running.health.a_delivery_ended() {
+            notifier.watchdog();
+            warned = false;
+        } else if !std::mem::replace(&mut warned, true) {
+            if let Some(stalled) = stalled {
+                tracing::error!(
+                    stalled_ms = stalled.as_millis() as u64,
+                    "the tail thread has made no pass for too long; the systemd watchdog is no longer fed"
+                );
             }
-            Some(stalled) if !std::mem::replace(&mut warned, true) => tracing::error!(
-                stalled_ms = stalled.as_millis() as u64,
-                "the tail thread has made no pass for too long; the systemd watchdog is no longer fed"
-            ),
-            Some(_) => {}
         }
     }
 }
@@ -477,10 +500,10 @@ struct Matched {
     tokens: Vec<CommitToken>,
 }
 
-/// Chunks matched but not yet written: a few, so reading overlaps writing
-/// while the events held in memory stay bounded (a full queue lane holds
-/// the writer, then this, then the tailer).
-const CHUNKS_AHEAD: usize = 2;
+/// Chunks matched and waiting for the writer, beside the one it writes: one
+/// is enough for reading to overlap writing, and each more holds its events
+/// in memory (a full queue lane holds the writer, then this, then the tailer).
+const CHUNKS_AHEAD: usize = 1;
 
 impl RuleStage {
     fn new(
@@ -489,12 +512,13 @@ impl RuleStage {
         router: Router,
         queue: Arc<Queue>,
         metrics: Arc<Metrics>,
+        tap: Arc<Tap>,
     ) -> RuleStage {
         let (to_writer, chunks) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
         let writer_metrics = metrics.clone();
         let writer = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_to_queue(&queue, &writer_metrics, chunks))
+            .spawn(move || write_to_queue(&queue, &writer_metrics, &tap, chunks))
             .expect("spawn the queue writer");
         RuleStage {
             matchers,
@@ -571,15 +595,22 @@ fn abandon(chunk: &Matched) {
     }
 }
 
-/// At most this many events in one transaction when chunks wait together.
-const GROUP_EVENTS: usize = 20_000;
+/// At most this many events in one transaction when chunks wait together:
+/// redb's cost per event falls little beyond a few thousand, and a
+/// transaction's pages are held in memory until it commits.
+const GROUP_EVENTS: usize = 4_000;
 
 /// The queue writer's loop: what waits is written in one transaction (one
 /// fsync for several chunks when the disk is the slower part), then the
 /// chunks' tokens are let go. Once the queue is closed every chunk still
 /// coming is abandoned, never let go, so no offset commits past events that
 /// were not queued.
-fn write_to_queue(queue: &Queue, metrics: &Metrics, chunks: std::sync::mpsc::Receiver<Matched>) {
+fn write_to_queue(
+    queue: &Queue,
+    metrics: &Metrics,
+    tap: &Tap,
+    chunks: std::sync::mpsc::Receiver<Matched>,
+) {
     while let Ok(mut group) = chunks.recv() {
         while group.events.len() < GROUP_EVENTS {
             let Ok(more) = chunks.try_recv() else { break };
@@ -612,6 +643,21 @@ fn write_to_queue(queue: &Queue, metrics: &Metrics, chunks: std::sync::mpsc::Rec
                 }
             }
         };
+        // A lane that skipped some as queued before (lines read again after
+        // a restart) is left out: which ones is not known, and an event
+        // shown waiting must be one its delivery will settle. Their
+        // outcomes still reach the tap when their batches settle.
+        let mut offered = vec![0; queued.len()];
+        for (lane, _) in &group.events {
+            offered[*lane] += 1;
+        }
+        tap.queued(
+            group
+                .events
+                .iter()
+                .filter(|(lane, _)| queued[*lane] == offered[*lane])
+                .map(|(lane, event)| (*lane, event)),
+        );
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&metrics.webhooks[lane].1.events_queued, count);
         }

@@ -14,7 +14,8 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{InputConfig, InputKind, RateLimit};
-use crate::deliver::{attempt_memory, budget_from_history, dead_letter_file, human};
+use crate::deadletter::dead_letter_file;
+use crate::deliver::{attempt_memory, budget_from_history, human};
 use crate::queue::{LaneState, LastError};
 use crate::tail::{committed_progress, cursor_time};
 
@@ -114,7 +115,7 @@ pub fn gather(
                     path: p.path.clone(),
                     offset: p.offset,
                     size: p.size,
-                    lag: p.size.map(|size| size.saturating_sub(p.offset)),
+                    lag: p.lag(),
                 })
                 .collect(),
         })

@@ -56,6 +56,20 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((code, body))
 }
 
+/// The port the agent serves /metrics on (it logs the one it was given for port 0).
+fn metrics_port(agent: &Agent) -> u16 {
+    let marker = "serving /metrics and /health listen=127.0.0.1:";
+    agent.wait_for_log(marker, DEADLINE);
+    let logs = agent.logs();
+    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+    after_marker
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// The value of one sample line (`name{labels} value`) in Prometheus text.
 fn sample(metrics: &str, series: &str) -> f64 {
     metrics
@@ -335,16 +349,7 @@ fn metrics_and_health_are_served_on_loopback_without_secrets() {
     let (receiver, setup, config) = receiver_and_config(0, keys);
     std::fs::write(setup.path("auth.log"), "").unwrap();
     let agent = Agent::start(&config);
-    let marker = "serving /metrics and /health listen=127.0.0.1:";
-    agent.wait_for_log(marker, DEADLINE);
-    let logs = agent.logs();
-    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
-    let port: u16 = after_marker
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let port = metrics_port(&agent);
     let health = http_get(port, "/health");
     assert_eq!(health.unwrap().0, 200);
 
@@ -474,4 +479,174 @@ fn an_agent_started_while_a_direct_send_holds_the_queue_waits_for_it() {
     let report = status_json(&config);
     assert_eq!(report["agent"], "running");
     assert_eq!(report["webhooks"][0]["budget"][1]["used"], 2);
+}
+
+/// Checks the exposition text: every sample's family has `# HELP` and
+/// `# TYPE`, names and labels are well-formed, counters end in `_total`,
+/// values are numbers. Returns the family names.
+fn valid_families(metrics: &str) -> Vec<String> {
+    let sample = regex::Regex::new(
+        r#"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"(?:,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*\})? (\S+)$"#,
+    )
+    .unwrap();
+    let mut types = std::collections::BTreeMap::new();
+    let mut helped = std::collections::BTreeSet::new();
+    for line in metrics.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap().to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(matches!(kind, "counter" | "gauge"), "{line}");
+            assert_eq!(
+                kind == "counter",
+                name.ends_with("_total"),
+                "counters and only counters end in _total: {line}"
+            );
+            types.insert(name.to_string(), kind.to_string());
+        } else {
+            let captures = sample
+                .captures(line)
+                .unwrap_or_else(|| panic!("not a sample line: {line:?}"));
+            let name = &captures[1];
+            assert!(
+                types.contains_key(name) && helped.contains(name),
+                "{name} has HELP and TYPE"
+            );
+            let value: f64 = captures[3].parse().unwrap_or_else(|_| panic!("{line}"));
+            assert!(value.is_finite() && value >= 0.0, "{line}");
+        }
+    }
+    types.into_keys().collect()
+}
+
+#[test]
+fn metrics_are_valid_and_true_and_health_degrades_past_stall_timeout_then_recovers() {
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"\nshutdown_timeout = \"1s\"",
+        input: "",
+        webhook: "rate_limits = [\"100/1m\"]\nbatch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"\nstall_timeout = \"1s\"",
+    };
+    let (receiver, setup, config) = receiver_and_config(0, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let agent = Agent::start(&config);
+    let port = metrics_port(&agent);
+    assert_eq!(
+        http_get(port, "/health").unwrap(),
+        (200, "{\"status\":\"ok\"}\n".to_string())
+    );
+    setup.append("auth.log", &[failed_line(1), failed_line(2)]);
+    receiver.wait_for_events(2, DEADLINE);
+    let mut metrics = String::new();
+    wait_until(DEADLINE, "2 sent and the input read to its end", || {
+        metrics = http_get(port, "/metrics").unwrap().1;
+        sample(&metrics, "tailhook_events_sent_total{webhook=\"soc\"}") == 2.0
+            && sample(&metrics, "tailhook_input_lag_bytes{input=\"auth\"}") == 0.0
+    });
+    let families = valid_families(&metrics);
+    for name in [
+        "tailhook_build_info",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_start_time_seconds",
+        "tailhook_input_lag_bytes",
+        "tailhook_last_success_timestamp_seconds",
+        "tailhook_dead_letter_batches_total",
+        "tailhook_events_dead_lettered_total",
+        "tailhook_rate_limit_waits_total",
+    ] {
+        assert!(
+            families.iter().any(|f| f == name),
+            "{name} missing in\n{metrics}"
+        );
+    }
+    for secret in ["k3y", "api_key", "127.0.0.1", "/webhooks/", "01TEST"] {
+        assert!(!metrics.contains(secret), "{secret} in\n{metrics}");
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert_eq!(
+        sample(
+            &metrics,
+            &format!(
+                "tailhook_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0
+    );
+    let started = sample(&metrics, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "{started} vs {now}"
+    );
+    assert!(sample(&metrics, "process_open_fds") >= 3.0);
+    assert!(sample(&metrics, "process_resident_memory_bytes") > 1e6);
+    assert!(sample(&metrics, "process_cpu_seconds_total") >= 0.0);
+    let success = sample(
+        &metrics,
+        "tailhook_last_success_timestamp_seconds{webhook=\"soc\"}",
+    );
+    assert!(success <= now + 1.0 && success > started - 1.0, "{success}");
+    // 100/1m is never reached: no attempt waited, however many were made.
+    assert!(
+        sample(
+            &metrics,
+            "tailhook_requests_total{webhook=\"soc\",code=\"202\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        sample(&metrics, "tailhook_rate_limit_waits_total{webhook=\"soc\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "tailhook_rate_limit_wait_seconds_total{webhook=\"soc\"}"
+        ),
+        0.0
+    );
+
+    // The receiver goes down: once an event waited past stall_timeout with
+    // no delivery, /health says so.
+    receiver.set_failing(503);
+    setup.append("auth.log", &[failed_line(3)]);
+    let mut health = (0, String::new());
+    wait_until(DEADLINE, "/health to report the stalled webhook", || {
+        health = http_get(port, "/health").unwrap();
+        health.0 == 503
+    });
+    let verdict: serde_json::Value = serde_json::from_str(&health.1).unwrap();
+    assert_eq!(verdict["status"], "unhealthy", "{verdict}");
+    let problem = verdict["problems"][0].as_str().unwrap();
+    assert!(
+        problem.contains("webhook `soc`: 1 events waiting")
+            && problem.contains("stall_timeout 1.0s"),
+        "{problem}"
+    );
+    assert!(!health.1.contains("k3y"), "{}", health.1);
+    let failing = http_get(port, "/metrics").unwrap().1;
+    assert!(sample(&failing, "tailhook_retries_total{webhook=\"soc\"}") >= 1.0);
+    assert_eq!(
+        sample(&failing, "tailhook_queue_events{webhook=\"soc\"}"),
+        1.0
+    );
+
+    // Back up: the event is delivered and /health recovers.
+    receiver.set_failing(0);
+    receiver.wait_for_events(3, DEADLINE);
+    wait_until(DEADLINE, "/health to recover", || {
+        http_get(port, "/health").unwrap().0 == 200
+    });
+    assert_eq!(sequences(&receiver.events()), [1, 2, 3]);
+    let after = http_get(port, "/metrics").unwrap().1;
+    assert!(
+        sample(
+            &after,
+            "tailhook_last_success_timestamp_seconds{webhook=\"soc\"}"
+        ) > success
+    );
+    drop(agent);
 }

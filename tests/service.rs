@@ -300,7 +300,15 @@ fn run_tailhook(args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-const SUBCOMMANDS: &[&str] = &["run", "check", "test-rules", "send", "status"];
+const SUBCOMMANDS: &[&str] = &[
+    "run",
+    "check",
+    "test-rules",
+    "send",
+    "status",
+    "tap",
+    "dead-letter",
+];
 
 #[test]
 fn man_pages_cover_every_subcommand() {

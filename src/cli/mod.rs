@@ -1,10 +1,12 @@
 //! Command line: parses arguments and runs one command. Each command is a thin
 //! layer over the pipeline; nothing here knows how a stage works.
 
+mod dead_letter;
 mod generate;
 mod logging;
 mod send;
 mod status;
+mod tap;
 mod test_rules;
 
 use std::path::PathBuf;
@@ -46,6 +48,11 @@ enum Command {
     /// Show per input the files, offsets and lag; per webhook the queue,
     /// budget, last error and dead letters. Works whether the agent runs or not.
     Status(StatusArgs),
+    /// The last events the running agent queued or sent, with their outcome
+    /// (waiting, sent, dead-lettered); live with --follow.
+    Tap(TapArgs),
+    /// Show, or queue again through the same limits, what a webhook rejected.
+    DeadLetter(DeadLetterArgs),
     /// Write shell completions on stdout, or the man pages into a folder (for packagers).
     #[command(hide = true, subcommand)]
     Generate(generate::Generate),
@@ -83,6 +90,55 @@ struct StatusArgs {
     /// One JSON document instead of the table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct TapArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// Only the events of this webhook (its [webhook.NAME] section).
+    #[arg(long)]
+    webhook: Option<String>,
+    /// How many of the last events to show.
+    #[arg(short = 'n', long = "count", default_value_t = 20,
+          value_parser = clap::value_parser!(u16).range(1..=crate::tap::CAPACITY as i64))]
+    count: u16,
+    /// Keep printing events and outcomes as they happen, until interrupted.
+    #[arg(long)]
+    follow: bool,
+    /// One JSON object per event.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DeadLetterArgs {
+    /// Config file.
+    #[arg(short = 'c', long = "config", env = "TAILHOOK_CONFIG", default_value = DEFAULT_CONFIG_PATH, global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    action: DeadLetterAction,
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Each rejected batch: time, status, reason, event count and rule ids.
+    List {
+        /// The webhook's name (its [webhook.NAME] section).
+        #[arg(long)]
+        webhook: String,
+        /// One JSON object per batch.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue the rejected events again (through the running agent, or into
+    /// the state for its next run); the file moves to dead-letter/replayed/.
+    Replay {
+        /// The webhook's name (its [webhook.NAME] section).
+        #[arg(long)]
+        webhook: String,
+    },
 }
 
 #[derive(Args)]
@@ -147,6 +203,21 @@ pub fn main() -> ExitCode {
             timeout: args.timeout,
         }),
         Command::Status(args) => status::status(&args.config, args.json),
+        Command::Tap(args) => tap::tap(
+            &args.config,
+            &tap::TapOptions {
+                webhook: args.webhook.as_deref(),
+                count: usize::from(args.count),
+                follow: args.follow,
+                json: args.json,
+            },
+        ),
+        Command::DeadLetter(args) => match args.action {
+            DeadLetterAction::List { webhook, json } => {
+                dead_letter::list(&args.config, &webhook, json)
+            }
+            DeadLetterAction::Replay { webhook } => dead_letter::replay(&args.config, &webhook),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,10 @@ pub struct AgentConfig {
     pub inotify: bool,
     /// Where to serve `/metrics` (Prometheus) and `/health`; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `/health` answers 503 once a webhook has had events waiting this long
+    /// without a delivery (a webhook's own `stall_timeout` overrides it).
+    #[serde(with = "humantime_duration")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for AgentConfig {
@@ -100,6 +104,7 @@ impl Default for AgentConfig {
             shutdown_timeout: Duration::from_secs(10),
             inotify: true,
             metrics_listen: None,
+            stall_timeout: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -51,6 +51,9 @@ pub struct WebhookSpec {
     /// again after this.
     #[serde(default, with = "optional_duration")]
     max_retry_after: Option<Duration>,
+    /// `agent.stall_timeout` for this webhook alone.
+    #[serde(default, with = "optional_duration")]
+    stall_timeout: Option<Duration>,
     /// One line of text per event (`{rule}`, `{message}`, `{fields.NAME}`…),
     /// sent as `{"text": …}` instead of the envelope.
     template: Option<String>,
@@ -135,6 +138,8 @@ pub struct WebhookConfig {
     pub request_timeout: Duration,
     pub max_retry_delay: Duration,
     pub max_retry_after: Duration,
+    /// `None`: `agent.stall_timeout` applies.
+    pub stall_timeout: Option<Duration>,
     pub template: Option<String>,
 }
 
@@ -320,6 +325,7 @@ impl WebhookSpec {
             request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
             max_retry_after: self.max_retry_after.unwrap_or(Duration::from_secs(3600)),
+            stall_timeout: self.stall_timeout,
             template: self
                 .template
                 .clone()

@@ -1,5 +1,5 @@
-//! The control socket: how `tailhook status` and `tailhook send` reach a
-//! running agent.
+//! The control socket: how `tailhook status`, `send`, `tap` and
+//! `dead-letter replay` reach a running agent.
 //!
 //! While the agent runs, redb keeps `queue.redb` to itself and the rate-limit
 //! budget lives in the agent's limiters, so the commands ask the agent
@@ -14,7 +14,6 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,11 +22,14 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::config::InputConfig;
+use crate::deadletter::{self, Replayed};
 use crate::deliver::{Sent, Webhook};
 use crate::event::Fields;
-use crate::metrics::{Metrics, WebhookGauges};
+use crate::health::{Health, Verdict};
+use crate::metrics::{Metrics, ProcessFigures, Scrape, WebhookGauges};
 use crate::queue::Queue;
 use crate::status::{self, StatusReport, WebhookLimits};
+use crate::tap::{self, Tap, Tapped};
 
 /// The socket's file name in the state dir.
 const SOCKET_FILE: &str = "control.sock";
@@ -51,6 +53,17 @@ pub enum Request {
         fields: Fields,
         timeout_ms: u64,
     },
+    /// The last `count` events (of `webhook`, or all); with `follow`, every
+    /// change after them too, as `tapped` lines until the client hangs up.
+    Tap {
+        webhook: Option<String>,
+        count: usize,
+        follow: bool,
+    },
+    /// Queue the webhook's dead letters again.
+    Replay {
+        webhook: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -66,6 +79,17 @@ pub enum Reply {
     Sent {
         sent: Sent,
     },
+    /// Without `follow`: the events asked for, oldest first.
+    Tap {
+        events: Vec<Tapped>,
+    },
+    /// With `follow`: one event or change; more lines follow.
+    Tapped {
+        event: Box<Tapped>,
+    },
+    Replayed {
+        replayed: Replayed,
+    },
     Error {
         message: String,
     },
@@ -79,8 +103,8 @@ pub struct Running {
     pub webhooks: Vec<Arc<Webhook>>,
     pub queue: Arc<Queue>,
     pub metrics: Arc<Metrics>,
-    /// Every stage started and no stop was asked for.
-    pub healthy: AtomicBool,
+    pub tap: Arc<Tap>,
+    pub health: Health,
 }
 
 impl Running {
@@ -106,8 +130,34 @@ impl Running {
         )
     }
 
+    pub fn health(&self) -> Verdict {
+        self.health.verdict(&self.webhooks, &self.metrics)
+    }
+
+    /// What `/metrics` reads rather than counts; reads the checkpoint files
+    /// and /proc, so it belongs off the runtime's workers.
+    pub fn scrape(&self) -> Scrape {
+        let lag = crate::tail::committed_progress(&self.state_dir).ok();
+        let input_lag_bytes = self
+            .inputs
+            .iter()
+            .map(|input| {
+                lag.iter()
+                    .flat_map(|progress| &progress.files)
+                    .filter(|file| file.input == input.name)
+                    .filter_map(|file| file.lag())
+                    .sum()
+            })
+            .collect();
+        Scrape {
+            webhooks: self.gauges(),
+            input_lag_bytes,
+            process: ProcessFigures::read(),
+        }
+    }
+
     /// Queue depth, oldest event and budget left of each webhook, now.
-    pub fn gauges(&self) -> Vec<WebhookGauges> {
+    fn gauges(&self) -> Vec<WebhookGauges> {
         self.webhooks
             .iter()
             .enumerate()
@@ -132,9 +182,13 @@ impl Running {
     }
 
     fn webhook(&self, name: &str) -> Result<&Arc<Webhook>, String> {
+        self.lane(name).map(|lane| &self.webhooks[lane])
+    }
+
+    fn lane(&self, name: &str) -> Result<usize, String> {
         self.webhooks
             .iter()
-            .find(|w| w.config.name == name)
+            .position(|w| w.config.name == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = self
                     .webhooks
@@ -237,6 +291,28 @@ async fn answer(stream: UnixStream, running: Arc<Running>) {
                 fields,
                 timeout_ms,
             }) => manual_send(&running, &webhook, fields, timeout_ms, &mut write).await,
+            Ok(Request::Tap {
+                webhook,
+                count,
+                follow,
+            }) => tap(&running, webhook.as_deref(), count, follow, &mut write).await,
+            Ok(Request::Replay { webhook }) => match running.lane(&webhook) {
+                Err(message) => Reply::Error { message },
+                Ok(lane) => {
+                    let running = running.clone();
+                    tracing::info!(%webhook, "dead-letter replay asked for on the control socket");
+                    let replay = move || {
+                        deadletter::replay(&running.state_dir, &webhook, &running.queue, lane)
+                    };
+                    match tokio::task::spawn_blocking(replay).await {
+                        Ok(Ok(replayed)) => Reply::Replayed { replayed },
+                        Ok(Err(message)) => Reply::Error { message },
+                        Err(e) => Reply::Error {
+                            message: format!("replay failed: {e}"),
+                        },
+                    }
+                }
+            },
         },
     };
     let _ = write_reply(&mut write, &reply).await;
@@ -279,6 +355,57 @@ async fn manual_send(
     }
 }
 
+/// The last events of the tap; with `follow`, then every change as it
+/// happens, until the client hangs up or the agent stops.
+async fn tap(
+    running: &Running,
+    webhook: Option<&str>,
+    count: usize,
+    follow: bool,
+    write: &mut tokio::net::unix::OwnedWriteHalf,
+) -> Reply {
+    if let Some(Err(message)) = webhook.map(|name| running.lane(name)) {
+        return Reply::Error { message };
+    }
+    let (events, mut changes) = running
+        .tap
+        .last_and_follow(webhook, count.min(tap::CAPACITY));
+    if !follow {
+        return Reply::Tap { events };
+    }
+    for event in events {
+        let reply = Reply::Tapped {
+            event: Box::new(event),
+        };
+        if write_reply(write, &reply).await.is_err() {
+            return Reply::Error {
+                message: "the client left".into(),
+            };
+        }
+    }
+    loop {
+        let reply = match changes.recv().await {
+            Ok(event) if webhook.is_some_and(|name| event.webhook != name) => continue,
+            Ok(event) => Reply::Tapped {
+                event: Box::new(event),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Reply::Note {
+                text: format!("{missed} changes came too fast to show"),
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return Reply::Error {
+                    message: "the agent is stopping".into(),
+                }
+            }
+        };
+        if write_reply(write, &reply).await.is_err() {
+            return Reply::Error {
+                message: "the client left".into(),
+            };
+        }
+    }
+}
+
 async fn write_reply(
     write: &mut tokio::net::unix::OwnedWriteHalf,
     reply: &Reply,
@@ -296,6 +423,25 @@ pub fn ask(
     request: &Request,
     wait: Duration,
     mut on_note: impl FnMut(&str),
+) -> Result<Option<Reply>, String> {
+    converse(state_dir, request, Some(wait), |reply| match reply {
+        Reply::Note { text } => {
+            on_note(text);
+            true
+        }
+        _ => false,
+    })
+}
+
+/// Like [`ask`], for a conversation that streams: every line `on_line`
+/// takes (returns `true` for) is one of many; the first it does not take is
+/// the final reply. Without `wait`, waits for each line as long as the
+/// agent runs.
+pub fn converse(
+    state_dir: &Path,
+    request: &Request,
+    wait: Option<Duration>,
+    mut on_line: impl FnMut(&Reply) -> bool,
 ) -> Result<Option<Reply>, String> {
     let path = socket_path(state_dir);
     let stream = match std::os::unix::net::UnixStream::connect(&path) {
@@ -316,7 +462,7 @@ pub fn ask(
         }
     };
     let fail = |e: std::io::Error| format!("{}: {e}", path.display());
-    stream.set_read_timeout(Some(wait)).map_err(fail)?;
+    stream.set_read_timeout(wait).map_err(fail)?;
     let mut line = serde_json::to_vec(request).expect("requests serialize");
     line.push(b'\n');
     (&stream).write_all(&line).map_err(fail)?;
@@ -324,13 +470,13 @@ pub fn ask(
         let line =
             line.map_err(|e| format!("{}: the agent did not answer in time: {e}", path.display()))?;
         match serde_json::from_str::<Reply>(&line) {
-            Ok(Reply::Note { text }) => on_note(&text),
+            Ok(reply) if on_line(&reply) => {}
             Ok(reply) => return Ok(Some(reply)),
             Err(e) => return Err(format!("{}: unexpected answer: {e}", path.display())),
         }
     }
     Err(format!(
-        "{}: the agent closed the connection without an answer",
+        "{}: the agent closed the connection without an answer (did it stop?)",
         path.display()
     ))
 }

@@ -19,7 +19,6 @@ mod limit;
 mod manual;
 mod send;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -29,8 +28,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::{RateLimit, WebhookConfig};
+use crate::deadletter::{self, dead_letter_file};
 use crate::metrics::{self, WebhookCounters};
 use crate::queue::{Queue, Queued};
+use crate::tap::{self, Tap};
 use batch::{Admitted, Encoded, Pending};
 use body::BodyFormat;
 
@@ -125,7 +126,9 @@ impl Webhook {
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Result<Charged, Instant> {
-        let start = Instant::now();
+        // Only a refusal by the limiter is a wait: the instants around a
+        // free attempt always differ by a little.
+        let mut first_refused = None;
         let charged = loop {
             let now = Instant::now();
             let free = match self.limiter().try_acquire(now) {
@@ -135,12 +138,13 @@ impl Webhook {
             if deadline.is_some_and(|deadline| free > deadline) {
                 return Err(free);
             }
+            first_refused.get_or_insert(now);
             progress(Progress::WaitingForBudget(free - now));
             tokio::time::sleep_until(free).await;
         };
-        let waited = charged - start;
         let recorded = self.record_attempt(SystemTime::now(), None).await;
-        if !waited.is_zero() {
+        if let Some(refused) = first_refused {
+            let waited = charged - refused;
             metrics::add(&self.counters.rate_limit_waits, 1);
             metrics::add(
                 &self.counters.rate_limit_wait_micros,
@@ -231,7 +235,10 @@ impl Webhook {
             };
             self.counters.count_response(status);
             match outcome {
-                Outcome::Delivered { status } => return Settled::Delivered { status },
+                Outcome::Delivered { status } => {
+                    self.counters.count_success();
+                    return Settled::Delivered { status };
+                }
                 Outcome::Rejected { status, reason } => {
                     self.remember_error(&reason).await;
                     return Settled::Rejected { status, reason };
@@ -338,13 +345,6 @@ pub fn human(d: Duration) -> String {
     }
 }
 
-/// Where a webhook's rejected batches are kept, one JSON object a line.
-pub fn dead_letter_file(state_dir: &Path, webhook: &str) -> PathBuf {
-    state_dir
-        .join("dead-letter")
-        .join(format!("{webhook}.jsonl"))
-}
-
 /// A webhook's delivery task, ready to run.
 pub struct Deliverer {
     webhook: Arc<Webhook>,
@@ -352,6 +352,7 @@ pub struct Deliverer {
     /// Sent or dead-lettered events whose removal from the queue failed;
     /// removed again before anything else, so they never fill the lane.
     unremoved: Vec<u64>,
+    tap: Arc<Tap>,
 }
 
 /// Events read from the queue at a time while filling a body.
@@ -362,11 +363,12 @@ const READ_CHUNK: usize = 500;
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
-    pub fn new(webhook: Arc<Webhook>, state_dir: &Path) -> Deliverer {
+    pub fn new(webhook: Arc<Webhook>, state_dir: &Path, tap: Arc<Tap>) -> Deliverer {
         Deliverer {
             dead_letters: dead_letter_file(state_dir, &webhook.config.name),
             webhook,
             unremoved: Vec::new(),
+            tap,
         }
     }
 
@@ -453,13 +455,19 @@ impl Deliverer {
     /// file could be written: until then the events stay queued).
     async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
         let webhook = self.webhook.clone();
-        let counter = if let Some((status, reason)) = rejected {
+        let (counter, outcome) = if let Some((status, reason)) = rejected {
             self.dead_letter(batch, status, &reason).await;
-            &webhook.counters.events_dead_lettered
+            metrics::add(&webhook.counters.dead_letter_batches, 1);
+            (
+                &webhook.counters.events_dead_lettered,
+                tap::Outcome::DeadLettered,
+            )
         } else {
-            &webhook.counters.events_sent
+            (&webhook.counters.events_sent, tap::Outcome::Sent)
         };
         metrics::add(counter, batch.len() as u64);
+        self.tap
+            .settled(webhook.lane, outcome, batch.iter().map(|e| &e.event));
         self.unremoved.extend(batch.iter().map(|e| e.seq));
         self.remove_unremoved().await;
     }
@@ -571,7 +579,7 @@ impl Deliverer {
             .build();
         loop {
             let (file, line) = (self.dead_letters.clone(), line.clone());
-            match off_workers(move || append_private(&file, &line)).await {
+            match off_workers(move || deadletter::append(&file, &line)).await {
                 Ok(()) => {
                     return tracing::error!(
                         webhook = %webhook.config.name,
@@ -602,23 +610,48 @@ impl Deliverer {
     }
 }
 
-/// Appends `bytes` to `file` durably, creating it (and its folder) private.
-fn append_private(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    if let Some(folder) = file.parent() {
-        crate::private::create_dir_all(folder)?;
-    }
-    let mut out = crate::private::open_options()
-        .create(true)
-        .append(true)
-        .open(file)?;
-    out.write_all(bytes)?;
-    out.sync_data()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(
+            &path,
+            "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+             [webhook.soc]\nurl = \"-\"\nrate_limits = [\"2/1m\"]\n",
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let counters = Arc::new(WebhookCounters::default());
+        let webhook = Webhook::open(
+            config.webhook("soc").unwrap(),
+            "host",
+            queue,
+            0,
+            counters.clone(),
+        )
+        .unwrap();
+        let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
+        for _ in 0..2 {
+            let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
+            webhook.answered(charged).await;
+        }
+        assert_eq!(waits(), 0, "both attempts had budget at hand");
+        let start = Instant::now();
+        let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
+        webhook.answered(charged).await;
+        assert_eq!(waits(), 1, "the third waited for the 2/1m window");
+        let waited = Duration::from_micros(counters.rate_limit_wait_micros.load(Ordering::Relaxed));
+        assert!(
+            waited >= Duration::from_secs(59) && waited <= start.elapsed(),
+            "{waited:?}"
+        );
+    }
 
     #[test]
     fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {

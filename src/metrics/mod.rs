@@ -11,7 +11,10 @@
 //! value`; writing it here spares a registry crate whose types would wrap
 //! these same counters. The HTTP side is in `server.rs`.
 
+mod process;
 pub mod server;
+
+pub use process::ProcessFigures;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,14 +34,34 @@ pub struct WebhookCounters {
     pub events_queued: AtomicU64,
     pub events_sent: AtomicU64,
     pub events_dead_lettered: AtomicU64,
+    pub dead_letter_batches: AtomicU64,
     pub retries: AtomicU64,
     pub rate_limit_waits: AtomicU64,
     pub rate_limit_wait_micros: AtomicU64,
     /// Answers by HTTP status code, or `error` when none came.
     responses: Mutex<BTreeMap<String, u64>>,
+    /// Unix time in milliseconds of the last accepted request; 0: none yet.
+    last_success_unix_ms: AtomicU64,
 }
 
 impl WebhookCounters {
+    /// The webhook accepted a request just now.
+    pub fn count_success(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_success_unix_ms
+            .store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// When the webhook last accepted a request, if it did since the start.
+    pub fn last_success(&self) -> Option<std::time::SystemTime> {
+        match get(&self.last_success_unix_ms) {
+            0 => None,
+            ms => Some(std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)),
+        }
+    }
+
     pub fn count_response(&self, status: Option<u16>) {
         let code = status.map_or_else(|| "error".to_string(), |s| s.to_string());
         *self
@@ -66,6 +89,15 @@ pub struct WebhookGauges {
     pub oldest_age_seconds: Option<f64>,
     /// (window as configured, e.g. `5/1m`; requests left in it).
     pub budget_left: Vec<(String, u64)>,
+}
+
+/// Everything read at scrape time rather than counted.
+pub struct Scrape {
+    /// One per webhook, in config order.
+    pub webhooks: Vec<WebhookGauges>,
+    /// Per input, in config order: bytes in its files not read (committed) yet.
+    pub input_lag_bytes: Vec<u64>,
+    pub process: ProcessFigures,
 }
 
 /// One sample: its labels and value.
@@ -126,9 +158,9 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text of every counter and of `gauges` (one per
-    /// webhook, in config order).
-    pub fn render(&self, gauges: &[WebhookGauges]) -> String {
+    /// The Prometheus text of every counter and of what was read at `scrape`.
+    pub fn render(&self, scrape: &Scrape) -> String {
+        let gauges = &scrape.webhooks;
         let by_input = |field: fn(&InputCounters) -> &AtomicU64| -> Vec<Sample> {
             self.inputs
                 .iter()
@@ -187,7 +219,57 @@ impl Metrics {
                 })
             })
             .collect();
+        let lag = self
+            .inputs
+            .iter()
+            .zip(&scrape.input_lag_bytes)
+            .map(|((input, _), lag)| (vec![("input", input.as_str())], *lag as f64))
+            .collect();
+        let last_success = by_webhook(&|c| {
+            c.last_success().map_or(0.0, |t| {
+                t.duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64()
+            })
+        });
+        let process = |figure: Option<f64>| -> Vec<Sample> {
+            figure
+                .map(|value| (Vec::new(), value))
+                .into_iter()
+                .collect()
+        };
+        let figures = &scrape.process;
         let families: Vec<(&str, &str, &str, Vec<Sample>)> = vec![
+            (
+                "tailhook_build_info",
+                "gauge",
+                "Always 1; the version of the running agent is its label.",
+                vec![(vec![("version", env!("CARGO_PKG_VERSION"))], 1.0)],
+            ),
+            (
+                "process_cpu_seconds_total",
+                "counter",
+                "User and system CPU time the agent has used.",
+                process(figures.cpu_seconds),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "gauge",
+                "Resident memory size.",
+                process(figures.resident_bytes),
+            ),
+            (
+                "process_open_fds",
+                "gauge",
+                "Open file descriptors.",
+                process(figures.open_fds),
+            ),
+            (
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since the Unix epoch.",
+                process(figures.start_time_seconds),
+            ),
             (
                 "tailhook_lines_read_total",
                 "counter",
@@ -199,6 +281,12 @@ impl Metrics {
                 "counter",
                 "Bytes of the lines read from the input's files.",
                 by_input(|c| &c.bytes),
+            ),
+            (
+                "tailhook_input_lag_bytes",
+                "gauge",
+                "Bytes in the input's files that are not read (committed) yet.",
+                lag,
             ),
             (
                 "tailhook_rule_matches_total",
@@ -225,6 +313,18 @@ impl Metrics {
                 count(|c| &c.events_dead_lettered),
             ),
             (
+                "tailhook_dead_letter_batches_total",
+                "counter",
+                "Batches the webhook rejected, written to its dead-letter file.",
+                count(|c| &c.dead_letter_batches),
+            ),
+            (
+                "tailhook_last_success_timestamp_seconds",
+                "gauge",
+                "When the webhook last accepted a request (0: not since the start).",
+                last_success,
+            ),
+            (
                 "tailhook_retries_total",
                 "counter",
                 "Failed attempts that were retried.",
@@ -233,7 +333,7 @@ impl Metrics {
             (
                 "tailhook_rate_limit_waits_total",
                 "counter",
-                "Attempts that waited for rate-limit budget.",
+                "Attempts that had to wait for rate-limit budget.",
                 count(|c| &c.rate_limit_waits),
             ),
             (
@@ -292,12 +392,20 @@ mod tests {
         add(&metrics.rules["sshd.auth_failed"], 2);
         metrics.webhooks[0].1.count_response(Some(202));
         metrics.webhooks[0].1.count_response(None);
-        let text = metrics.render(&[WebhookGauges {
-            queued_events: 4,
-            queued_bytes: 400,
-            oldest_age_seconds: Some(1.5),
-            budget_left: vec![("5/1m".into(), 3)],
-        }]);
+        metrics.webhooks[0].1.count_success();
+        let text = metrics.render(&Scrape {
+            webhooks: vec![WebhookGauges {
+                queued_events: 4,
+                queued_bytes: 400,
+                oldest_age_seconds: Some(1.5),
+                budget_left: vec![("5/1m".into(), 3)],
+            }],
+            input_lag_bytes: vec![120],
+            process: ProcessFigures {
+                cpu_seconds: Some(0.25),
+                ..ProcessFigures::default()
+            },
+        });
         for line in [
             "# TYPE tailhook_lines_read_total counter",
             "tailhook_lines_read_total{input=\"auth\"} 3",
@@ -307,8 +415,26 @@ mod tests {
             "tailhook_queue_events{webhook=\"so\\\"c\"} 4",
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
+            "tailhook_input_lag_bytes{input=\"auth\"} 120",
+            "process_cpu_seconds_total 0.25",
+            &format!(
+                "tailhook_build_info{{version=\"{}\"}} 1",
+                env!("CARGO_PKG_VERSION")
+            ),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
         }
+        // A figure /proc did not give is left out rather than shown as 0.
+        assert!(
+            !text.lines().any(|l| l.starts_with("process_open_fds ")),
+            "{text}"
+        );
+        let success = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("tailhook_last_success_timestamp_seconds{webhook=\"so\\\"c\"} ")
+            })
+            .expect("last success sample");
+        assert!(success.parse::<f64>().unwrap() > 1.7e9, "{success}");
     }
 }

@@ -1,12 +1,12 @@
 //! The HTTP endpoint on `agent.metrics_listen`: `GET /metrics` (Prometheus
-//! text) and `GET /health` (200 while the pipeline runs, 503 once it stops).
+//! text) and `GET /health` (200 and `{"status":"ok"}` while the agent does
+//! its job; 503 with the problems, or `stopping`, when it does not).
 //!
 //! hyper's HTTP/1 server is already in the build through reqwest's client, so
 //! serving takes a few lines and no HTTP parsing of our own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -38,7 +38,7 @@ pub async fn serve(listener: TcpListener, running: Arc<Running>) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let running = running.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &running)) }
+                async move { Ok::<_, Infallible>(respond(&request, running).await) }
             });
             // With a timer, hyper closes a connection whose request headers
             // do not come within 30 s, so idle clients cannot pile up.
@@ -50,7 +50,7 @@ pub async fn serve(listener: TcpListener, running: Arc<Running>) {
     }
 }
 
-fn respond(request: &Request<Incoming>, running: &Running) -> Response<Full<Bytes>> {
+async fn respond(request: &Request<Incoming>, running: Arc<Running>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &str, body: String| {
         Response::builder()
             .status(status)
@@ -66,19 +66,42 @@ fn respond(request: &Request<Incoming>, running: &Running) -> Response<Full<Byte
         );
     }
     match request.uri().path() {
-        "/metrics" => reply(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            running.metrics.render(&running.gauges()),
-        ),
-        "/health" if running.healthy.load(Ordering::SeqCst) => {
-            reply(StatusCode::OK, "text/plain", "ok\n".into())
+        // Reads checkpoint files, the queue and /proc: off the runtime's
+        // workers, which the deliveries need.
+        "/metrics" => {
+            match tokio::task::spawn_blocking(move || running.metrics.render(&running.scrape()))
+                .await
+            {
+                Ok(text) => reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text,
+                ),
+                Err(e) => reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain",
+                    format!("cannot gather the metrics: {e}\n"),
+                ),
+            }
         }
-        "/health" => reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "stopping\n".into(),
-        ),
+        // Reads the queue's oldest events: off the workers too.
+        "/health" => match tokio::task::spawn_blocking(move || running.health()).await {
+            Ok(verdict) => {
+                let status = if verdict.is_ok() {
+                    StatusCode::OK
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                let mut body = serde_json::to_string(&verdict).expect("verdicts serialize");
+                body.push('\n');
+                reply(status, "application/json", body)
+            }
+            Err(e) => reply(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                format!("cannot judge the health: {e}\n"),
+            ),
+        },
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",

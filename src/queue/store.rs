@@ -106,6 +106,16 @@ struct Lane {
     arrived: Arc<Notify>,
 }
 
+/// Where appended events come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Appending {
+    /// Read from the inputs: an event queued before (lines read again after
+    /// a restart) is skipped.
+    Read,
+    /// Replayed from a dead-letter file: queued again on purpose.
+    Replayed,
+}
+
 /// Sizes of what each lane holds, guarded together so `append` can wait for room.
 struct Usage {
     bytes: Vec<u64>,
@@ -429,6 +439,22 @@ impl Queue {
     /// Waits while a lane they go to is full: that pauses the tailer, which
     /// calls this; fails at once when the queue was closed for appends.
     pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+        self.append_as(events, Appending::Read)
+    }
+
+    /// Queues dead-lettered `events` again (`tailhook dead-letter replay`):
+    /// their ids were queued before, so none is skipped; a lane without room
+    /// for them fails rather than waits, since with the agent stopped
+    /// nothing would make room.
+    pub fn requeue(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+        self.append_as(events, Appending::Replayed)
+    }
+
+    fn append_as(
+        &self,
+        events: &[(usize, Arc<Event>)],
+        appending: Appending,
+    ) -> Result<Vec<u64>, QueueError> {
         let mut taken = vec![0; self.lanes.len()];
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -465,6 +491,12 @@ impl Queue {
                     && usage.bytes[l] + adding[l] > self.lanes[l].max_bytes
             });
             let Some(lane) = full else { break };
+            if appending == Appending::Replayed {
+                return Err(self.fail(format_args!(
+                    "{}: {} bytes queued, max_queue_bytes = {}: no room for {} more; replay once it drained",
+                    self.lanes[lane].table, usage.bytes[lane], self.lanes[lane].max_bytes, adding[lane]
+                )));
+            }
             self.waiting_for_room.store(true, Ordering::Relaxed);
             if !std::mem::replace(&mut warned[lane], true) {
                 tracing::warn!(
@@ -494,7 +526,7 @@ impl Queue {
                 let mut tables = HashMap::new();
                 for (lane, event, json) in &encoded {
                     let key = format!("{lane}/{}", event.id);
-                    if ids.get(key.as_str())?.is_some() {
+                    if appending == Appending::Read && ids.get(key.as_str())?.is_some() {
                         continue;
                     }
                     let counter = recent_counter;

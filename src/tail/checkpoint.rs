@@ -215,6 +215,13 @@ pub struct FileProgress {
     pub size: Option<u64>,
 }
 
+impl FileProgress {
+    /// Bytes not committed yet: size − offset; `None` when the path is gone.
+    pub fn lag(&self) -> Option<u64> {
+        self.size.map(|size| size.saturating_sub(self.offset))
+    }
+}
+
 /// What `checkpoints.json` holds, as `tailhook status` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Progress {

@@ -1,0 +1,218 @@
+//! `tailhook tap`: the last events the agent queued or sent and what became
+//! of them, kept in a bounded ring in memory (nothing on disk), and the same
+//! changes live for `--follow`.
+//!
+//! An event enters the ring as `waiting` when it is queued for a webhook and
+//! turns `sent` or `dead_lettered` when its batch settles. An event that
+//! settles after it left the ring (or was queued by an earlier run) enters
+//! again with its outcome, so the ring always shows the latest news.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::event::{rfc3339_now, Event};
+
+/// Events the ring keeps; `tap -n` asks for at most this many.
+pub const CAPACITY: usize = 1000;
+
+/// Changes a `--follow` client may fall behind by before it misses some.
+const LIVE_BACKLOG: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Queued on disk, not accepted by the webhook yet.
+    Waiting,
+    Sent,
+    DeadLettered,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Outcome::Waiting => "waiting",
+            Outcome::Sent => "sent",
+            Outcome::DeadLettered => "dead-lettered",
+        })
+    }
+}
+
+/// One event of the ring, as `tap` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tapped {
+    pub webhook: String,
+    pub outcome: Outcome,
+    /// When the event got this outcome (RFC 3339, UTC).
+    pub at: String,
+    pub event: Event,
+}
+
+struct Entry {
+    lane: usize,
+    outcome: Outcome,
+    at: String,
+    event: Arc<Event>,
+}
+
+/// The ring of one agent, shared by the rules stage (queued), the delivery
+/// tasks (settled) and the control socket (read, followed).
+pub struct Tap {
+    /// Webhook names by lane.
+    webhooks: Vec<String>,
+    ring: Mutex<VecDeque<Entry>>,
+    live: broadcast::Sender<Tapped>,
+}
+
+impl Tap {
+    pub fn new(webhooks: Vec<String>) -> Tap {
+        Tap {
+            webhooks,
+            ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+            live: broadcast::channel(LIVE_BACKLOG).0,
+        }
+    }
+
+    /// `events` were queued for the webhook at `lane`.
+    pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a Arc<Event>)>) {
+        let mut ring = self.ring.lock().expect("tap ring");
+        for (lane, event) in events {
+            self.push(&mut ring, lane, Outcome::Waiting, event.clone());
+        }
+    }
+
+    /// `events` of the webhook at `lane` were accepted or dead-lettered.
+    pub fn settled<'a>(
+        &self,
+        lane: usize,
+        outcome: Outcome,
+        events: impl IntoIterator<Item = &'a Arc<Event>>,
+    ) {
+        let mut ring = self.ring.lock().expect("tap ring");
+        for event in events {
+            let known = ring.iter().rposition(|e| {
+                e.lane == lane && e.outcome == Outcome::Waiting && e.event.id == event.id
+            });
+            match known {
+                Some(index) => {
+                    let entry = &mut ring[index];
+                    entry.outcome = outcome;
+                    entry.at = rfc3339_now();
+                    self.tell_followers(entry);
+                }
+                None => self.push(&mut ring, lane, outcome, event.clone()),
+            }
+        }
+    }
+
+    /// The last `count` events (of `webhook`, or of all), oldest first, and
+    /// a receiver of every change after them: taken together under the
+    /// lock, so a follower neither misses nor repeats one.
+    pub fn last_and_follow(
+        &self,
+        webhook: Option<&str>,
+        count: usize,
+    ) -> (Vec<Tapped>, broadcast::Receiver<Tapped>) {
+        let ring = self.ring.lock().expect("tap ring");
+        let mut last: Vec<Tapped> = ring
+            .iter()
+            .rev()
+            .filter(|e| webhook.is_none_or(|name| self.webhooks[e.lane] == name))
+            .take(count)
+            .map(|e| self.shown(e))
+            .collect();
+        last.reverse();
+        (last, self.live.subscribe())
+    }
+
+    fn push(&self, ring: &mut VecDeque<Entry>, lane: usize, outcome: Outcome, event: Arc<Event>) {
+        if ring.len() == CAPACITY {
+            ring.pop_front();
+        }
+        let entry = Entry {
+            lane,
+            outcome,
+            at: rfc3339_now(),
+            event,
+        };
+        self.tell_followers(&entry);
+        ring.push_back(entry);
+    }
+
+    /// Copies the event only when someone follows: on the tail thread's
+    /// path, most of the time nobody does.
+    fn tell_followers(&self, entry: &Entry) {
+        if self.live.receiver_count() > 0 {
+            // A follower that left meanwhile is no error.
+            let _ = self.live.send(self.shown(entry));
+        }
+    }
+
+    fn shown(&self, entry: &Entry) -> Tapped {
+        Tapped {
+            webhook: self.webhooks[entry.lane].clone(),
+            outcome: entry.outcome,
+            at: entry.at.clone(),
+            event: (*entry.event).clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: usize) -> Arc<Event> {
+        Arc::new(Event::sample(&format!("e{id}"), &format!("line {id}")))
+    }
+
+    #[test]
+    fn the_ring_keeps_the_last_events_with_their_outcome_and_tells_followers() {
+        let tap = Tap::new(vec!["soc".into(), "slack".into()]);
+        let events: Vec<Arc<Event>> = (0..CAPACITY + 5).map(event).collect();
+        tap.queued(events.iter().map(|e| (0, e)));
+        tap.queued([(1, &events[0])]);
+        let (mut follow_all, mut follow) = (None, None);
+        {
+            let (last, receiver) = tap.last_and_follow(Some("soc"), 3);
+            let ids: Vec<&str> = last.iter().map(|t| t.event.id.as_str()).collect();
+            assert_eq!(
+                ids,
+                [
+                    format!("e{}", CAPACITY + 2),
+                    format!("e{}", CAPACITY + 3),
+                    format!("e{}", CAPACITY + 4)
+                ]
+            );
+            assert!(last.iter().all(|t| t.outcome == Outcome::Waiting));
+            follow.get_or_insert(receiver);
+            let (all, receiver) = tap.last_and_follow(None, CAPACITY + 100);
+            assert_eq!(all.len(), CAPACITY, "the ring is bounded");
+            assert_eq!(all.last().unwrap().webhook, "slack");
+            follow_all.get_or_insert(receiver);
+        }
+        // The last event settles in place; e0 of soc left the ring, so it comes back.
+        tap.settled(0, Outcome::Sent, [&events[CAPACITY + 4], &events[0]]);
+        let (last, _) = tap.last_and_follow(Some("soc"), 2);
+        assert_eq!(
+            last.iter()
+                .map(|t| (t.event.id.as_str(), t.outcome))
+                .collect::<Vec<_>>(),
+            [
+                (format!("e{}", CAPACITY + 4).as_str(), Outcome::Sent),
+                ("e0", Outcome::Sent)
+            ]
+        );
+        let mut follow = follow.unwrap();
+        let first = follow.try_recv().unwrap();
+        assert_eq!(
+            (first.event.id.as_str(), first.outcome),
+            (format!("e{}", CAPACITY + 4).as_str(), Outcome::Sent)
+        );
+        assert_eq!(follow.try_recv().unwrap().event.id, "e0");
+        assert!(follow.try_recv().is_err(), "one change, one message");
+        assert_eq!(follow_all.unwrap().len(), 2);
+    }
+}
