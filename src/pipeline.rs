@@ -500,10 +500,11 @@ struct Matched {
     tokens: Vec<CommitToken>,
 }
 
-/// Chunks matched and waiting for the writer, beside the one it writes: one
-/// is enough for reading to overlap writing, and each more holds its events
-/// in memory (a full queue lane holds the writer, then this, then the tailer).
-const CHUNKS_AHEAD: usize = 1;
+/// Chunks matched and waiting for the writer, beside the one it writes: two
+/// measured faster than one (more chunks share a transaction when the disk
+/// is slow), and each holds its events in memory (a full queue lane holds
+/// the writer, then this, then the tailer).
+const CHUNKS_AHEAD: usize = 2;
 
 impl RuleStage {
     fn new(

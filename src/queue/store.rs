@@ -72,6 +72,9 @@ impl QueueError {
 pub struct Queued {
     pub seq: u64,
     pub event: Arc<Event>,
+    /// The event's JSON as it was stored, which a JSON envelope sends as it
+    /// is rather than encoding the event again.
+    pub json: Vec<u8>,
 }
 
 /// The latest failed attempt of a webhook, kept so `status` can show it
@@ -600,6 +603,7 @@ impl Queue {
                     Ok(event) => out.push(Queued {
                         seq: seq.value(),
                         event: Arc::new(event),
+                        json: json.value().to_vec(),
                     }),
                     Err(e) => unreadable.push((seq.value(), e.to_string())),
                 }
