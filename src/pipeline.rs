@@ -220,14 +220,12 @@ impl Pipeline {
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
         let router = Router::new(
-            self.rules.iter().map(|r| r.id.as_str()),
+            self.rules.iter().map(|r| (r.id.as_str(), r.severity)),
             &names,
             &self.config.routes,
         );
-        for rule in &self.rules {
-            if router.destinations(&rule.id).is_empty() {
-                tracing::warn!(rule = %rule.id, "no route sends this rule's events to a webhook; its matches are not sent");
-            }
+        for rule in router.unselected() {
+            tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
         }
         let lanes: Vec<(String, u64)> = self
             .webhooks

@@ -71,8 +71,13 @@ pub struct WindowStatus {
     pub window: String,
     pub limit: u32,
     pub used: u32,
+    /// Attempts the window still allows.
+    pub left: u32,
     /// Seconds until the window has room again; 0 while it has.
     pub free_in_seconds: f64,
+    /// With pacing: the seconds this window wants between attempts now
+    /// (what is left of it over what is left of its paced budget).
+    pub pace_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,6 +90,8 @@ pub struct DeadLettered {
 pub struct WebhookLimits {
     pub name: String,
     pub rate_limits: Vec<RateLimit>,
+    /// The pacing reserve; `None` when the webhook is not paced.
+    pub pacing: Option<f64>,
 }
 
 /// Builds the report. `lane_state(lane, name, window)` reads the queue for
@@ -134,7 +141,7 @@ pub fn gather(
             let history = if problem.is_some() {
                 Vec::new()
             } else {
-                budget_from_history(&webhook.rate_limits, &state.attempt_ages)
+                budget_from_history(&webhook.rate_limits, &state.attempt_ages, webhook.pacing)
             };
             let budget = history
                 .into_iter()
@@ -142,7 +149,9 @@ pub fn gather(
                     window: usage.limit.to_string(),
                     limit: usage.limit.count,
                     used: usage.used,
+                    left: usage.limit.count.saturating_sub(usage.used),
                     free_in_seconds: usage.free_in.as_secs_f64(),
+                    pace_seconds: usage.pace.map(|pace| pace.as_secs_f64()),
                 })
                 .collect();
             WebhookStatus {
@@ -289,7 +298,10 @@ impl WebhookStatus {
                 self.budget
                     .iter()
                     .map(|w| {
-                        let mut text = format!("{}: {} used", w.window, w.used);
+                        let mut text = format!("{}: {} used, {} left", w.window, w.used, w.left);
+                        if let Some(pace) = w.pace_seconds {
+                            let _ = write!(text, ", pace {}", human(Duration::from_secs_f64(pace)));
+                        }
                         if w.free_in_seconds > 0.0 {
                             let wait = Duration::from_secs_f64(w.free_in_seconds);
                             let _ = write!(text, " (full for {})", human(wait));

@@ -132,7 +132,8 @@ fn a_restart_gets_no_fresh_rate_budget() {
     let keys = ConfigKeys {
         agent: "poll_interval = \"100ms\"",
         input: "",
-        webhook: "rate_limits = [\"2/1h\"]\nbatch_timeout = \"20ms\"",
+        // Greedy, so the first two go at once (paced: 30 min apart).
+        webhook: "rate_limits = [\"2/1h\"]\nbatch_timeout = \"20ms\"\npacing = false",
     };
     let config = setup.agent_config(&receiver.url, keys);
     std::fs::write(setup.path("auth.log"), "").unwrap();

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -38,46 +37,6 @@ fn receiver_and_config(failing: u16, keys: ConfigKeys) -> (Receiver, Setup, Path
     let setup = Setup::new();
     let config = setup.agent_config(&receiver.url, keys);
     (receiver, setup, config)
-}
-
-/// (status code, body) of `GET path`; `None` while nothing listens.
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split(' ').nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n")?.1.to_string();
-    Some((code, body))
-}
-
-/// The port the agent serves /metrics on (it logs the one it was given for port 0).
-fn metrics_port(agent: &Agent) -> u16 {
-    let marker = "serving /metrics and /health listen=127.0.0.1:";
-    agent.wait_for_log(marker, DEADLINE);
-    let logs = agent.logs();
-    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
-    after_marker
-        .split(|c: char| !c.is_ascii_digit())
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-/// The value of one sample line (`name{labels} value`) in Prometheus text.
-fn sample(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
-        .parse()
-        .unwrap()
 }
 
 #[test]
@@ -349,7 +308,7 @@ fn metrics_and_health_are_served_on_loopback_without_secrets() {
     let (receiver, setup, config) = receiver_and_config(0, keys);
     std::fs::write(setup.path("auth.log"), "").unwrap();
     let agent = Agent::start(&config);
-    let port = metrics_port(&agent);
+    let port = agent.metrics_port(DEADLINE);
     let health = http_get(port, "/health");
     assert_eq!(health.unwrap().0, 200);
 
@@ -529,7 +488,7 @@ fn metrics_are_valid_and_true_and_health_degrades_past_stall_timeout_then_recove
     let (receiver, setup, config) = receiver_and_config(0, keys);
     std::fs::write(setup.path("auth.log"), "").unwrap();
     let agent = Agent::start(&config);
-    let port = metrics_port(&agent);
+    let port = agent.metrics_port(DEADLINE);
     assert_eq!(
         http_get(port, "/health").unwrap(),
         (200, "{\"status\":\"ok\"}\n".to_string())

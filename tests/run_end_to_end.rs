@@ -180,7 +180,7 @@ fn a_rejecting_webhook_dead_letters_the_batch_without_leaking_the_key() {
 #[test]
 fn rate_limit_windows_are_respected_and_batches_fill_while_waiting() {
     let receiver = Receiver::start(ReceiverOptions {
-        rate_limit: Some((2, Duration::from_secs(1))),
+        rate_limits: vec![(2, Duration::from_secs(1))],
         ..ReceiverOptions::default()
     });
     let setup = Setup::new();

@@ -282,11 +282,13 @@ fn rate_limit_usage_before_a_restart_is_honoured_after_it() {
     receiver.set_answer_delay(answer_takes);
     let setup = Setup::new();
     let window = Duration::from_secs(3);
+    // Greedy: paced, the day's second attempt would wait for the end of
+    // the UTC day (what is left of it over the one attempt left).
     let config = config(
         &setup,
         &receiver.url,
         "",
-        "rate_limits = [\"1/3s\", \"2/1d\"]",
+        "rate_limits = [\"1/3s\", \"2/1d\"]\npacing = false",
     );
     let mut agent = Agent::start(&config);
     setup.append("auth.log", &lines(1..=1));

@@ -42,6 +42,7 @@ fn stopped_status(config: &Config) -> anyhow::Result<StatusReport> {
         .map(|(name, spec)| WebhookLimits {
             name: name.clone(),
             rate_limits: spec.rate_limits(),
+            pacing: spec.pacing(),
         })
         .collect();
     let view = QueueView::open(state_dir).map_err(|e| e.to_string());

@@ -22,6 +22,8 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::rules::Severity;
+
 pub use units::RateLimit;
 pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget};
 
@@ -190,6 +192,18 @@ pub struct RouteConfig {
     pub rules: Vec<String>,
     /// Webhook names.
     pub webhooks: Vec<String>,
+    /// Events of lower severity are not sent this way: `info` events are
+    /// 10–100× more frequent than failures, so they go only where asked.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: Severity,
+}
+
+/// What a route sends unless it says otherwise, and what every webhook gets
+/// when there is no `[[route]]` at all.
+pub const DEFAULT_MIN_SEVERITY: Severity = Severity::Low;
+
+fn default_min_severity() -> Severity {
+    DEFAULT_MIN_SEVERITY
 }
 
 /// A journalctl match is `+` (or between the groups around it) or
@@ -621,6 +635,13 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("route[0].webhooks"), "{err}");
         assert!(err.to_string().contains("nope"), "{err}");
+
+        let err = load(&format!(
+            "{MINIMAL}\n[[route]]\nrules = [\"*\"]\nwebhooks = [\"soc\"]\nmin_severity = \"urgent\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("min_severity"), "{err}");
+        assert!(err.to_string().contains("urgent"), "{err}");
 
         let err = load(&MINIMAL.replace("\"logs/auth.log\"", "\"logs/[auth.log\"")).unwrap_err();
         assert!(err.to_string().contains("input[0].paths"), "{err}");

@@ -44,9 +44,19 @@ pub struct WebhookSpec {
     /// How long one request may take before it counts as failed and is retried.
     #[serde(default, with = "optional_duration")]
     request_timeout: Option<Duration>,
+    /// How long the attempts after a timed-out one may wait: each waits
+    /// twice as long as the one before, up to this.
+    #[serde(default, with = "optional_duration")]
+    max_request_timeout: Option<Duration>,
     /// Upper bound of the exponential retry delay.
     #[serde(default, with = "optional_duration")]
     max_retry_delay: Option<Duration>,
+    /// `false`: a body that is not full goes as soon as the windows allow
+    /// (greedy) instead of at the binding window's pace.
+    pacing: Option<bool>,
+    /// The fraction of each window pacing leaves for retries, full bodies
+    /// and manual sends.
+    pacing_reserve: Option<f64>,
     /// Longest `Retry-After` honoured; a receiver asking for more is tried
     /// again after this.
     #[serde(default, with = "optional_duration")]
@@ -136,12 +146,26 @@ pub struct WebhookConfig {
     pub max_queue_bytes: u64,
     pub batch_timeout: Duration,
     pub request_timeout: Duration,
+    /// The longest a later attempt of a batch whose attempt timed out waits.
+    pub max_request_timeout: Duration,
     pub max_retry_delay: Duration,
     pub max_retry_after: Duration,
     /// `None`: `agent.stall_timeout` applies.
     pub stall_timeout: Option<Duration>,
+    /// `Some(reserve)`: bodies that are not full go at the binding window's
+    /// pace, keeping `reserve` (a fraction) of each window for retries, full
+    /// bodies and manual sends. `None`: greedy.
+    pub pacing: Option<f64>,
     pub template: Option<String>,
 }
+
+const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The cap of the doubling timeouts after a timed-out attempt, unless
+/// configured (or `request_timeout` is longer).
+const DEFAULT_MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The share of each rate window pacing keeps back unless configured.
+const DEFAULT_PACING_RESERVE: f64 = 0.05;
 
 /// A webhook URL. Its query string (the `api_key`) and any user info are
 /// secrets, and so is the path where the target keeps its secret there
@@ -296,6 +320,28 @@ impl WebhookSpec {
                 "must be at least 256 bytes to hold one event".into(),
             ));
         }
+        if let Some(reserve) = self.pacing_reserve {
+            if !(0.0..=0.5).contains(&reserve) {
+                return Err((
+                    "pacing_reserve",
+                    format!("must be a fraction from 0 to 0.5 (e.g. 0.05 for 5 %), not {reserve}"),
+                ));
+            }
+        }
+        if self.request_timeout.is_some_and(|d| d.is_zero()) {
+            return Err(("request_timeout", "must be above zero".into()));
+        }
+        if let Some(max) = self.max_request_timeout {
+            if max < self.request_timeout() {
+                return Err((
+                    "max_request_timeout",
+                    format!(
+                        "must be at least request_timeout ({})",
+                        humantime::format_duration(self.request_timeout())
+                    ),
+                ));
+            }
+        }
         if self.batch_timeout.is_some_and(|d| d.is_zero()) {
             return Err(("batch_timeout", "must be above zero".into()));
         }
@@ -322,10 +368,14 @@ impl WebhookSpec {
             max_body_bytes: self.max_body_bytes.unwrap_or(defaults.max_body_bytes),
             max_queue_bytes: self.max_queue_bytes.unwrap_or(DEFAULT_MAX_QUEUE_BYTES),
             batch_timeout: self.batch_timeout.unwrap_or(Duration::from_secs(5)),
-            request_timeout: self.request_timeout.unwrap_or(Duration::from_secs(30)),
+            request_timeout: self.request_timeout(),
+            max_request_timeout: self
+                .max_request_timeout
+                .unwrap_or_else(|| DEFAULT_MAX_REQUEST_TIMEOUT.max(self.request_timeout())),
             max_retry_delay: self.max_retry_delay.unwrap_or(Duration::from_secs(300)),
             max_retry_after: self.max_retry_after.unwrap_or(Duration::from_secs(3600)),
             stall_timeout: self.stall_timeout,
+            pacing: self.pacing(),
             template: self
                 .template
                 .clone()
@@ -347,6 +397,16 @@ impl WebhookSpec {
                 })
                 .collect()
         })
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// The pacing reserve, or `None` when `pacing = false`. Needs no URL,
+    /// like [`WebhookSpec::rate_limits`].
+    pub fn pacing(&self) -> Option<f64> {
+        (self.pacing != Some(false)).then(|| self.pacing_reserve.unwrap_or(DEFAULT_PACING_RESERVE))
     }
 
     fn resolve_target(&self) -> Result<WebhookTarget, KeyError> {
@@ -511,6 +571,36 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.1.contains("application/xml"), "{}", err.1);
+    }
+
+    #[test]
+    fn max_request_timeout_is_5_minutes_and_never_below_request_timeout() {
+        let spec =
+            |keys: &str| toml::from_str::<WebhookSpec>(&format!("url = \"-\"\n{keys}")).unwrap();
+        let hook = spec("").resolve("x").unwrap();
+        assert_eq!(hook.max_request_timeout, Duration::from_secs(300));
+        let hook = spec("request_timeout = \"10m\"").resolve("x").unwrap();
+        assert_eq!(hook.max_request_timeout, Duration::from_secs(600));
+        let err = spec("request_timeout = \"10s\"\nmax_request_timeout = \"5s\"")
+            .validate()
+            .unwrap_err();
+        assert_eq!(err.0, "max_request_timeout");
+        assert!(err.1.contains("10s"), "{}", err.1);
+    }
+
+    #[test]
+    fn pacing_is_on_with_a_5_percent_reserve_unless_configured() {
+        let spec =
+            |keys: &str| toml::from_str::<WebhookSpec>(&format!("url = \"-\"\n{keys}")).unwrap();
+        assert_eq!(spec("").resolve("x").unwrap().pacing, Some(0.05));
+        assert_eq!(
+            spec("pacing_reserve = 0.2").resolve("x").unwrap().pacing,
+            Some(0.2)
+        );
+        assert_eq!(spec("pacing = false").resolve("x").unwrap().pacing, None);
+        let err = spec("pacing_reserve = 5.0").validate().unwrap_err();
+        assert_eq!(err.0, "pacing_reserve");
+        assert!(err.1.contains("0.5"), "{}", err.1);
     }
 
     #[test]

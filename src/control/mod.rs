@@ -115,6 +115,7 @@ impl Running {
             .map(|w| WebhookLimits {
                 name: w.config.name.clone(),
                 rate_limits: w.config.rate_limits.clone(),
+                pacing: w.config.pacing,
             })
             .collect();
         status::gather(

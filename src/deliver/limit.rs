@@ -11,6 +11,15 @@
 //! Windows of whole days (`5000/1d`) count calendar days in UTC, as SecureX
 //! and XDR count their daily budget: the budget returns at midnight UTC.
 //! Shorter windows slide.
+//!
+//! Pacing: a body that is not full need not go the moment a window has room.
+//! Spent greedily, a steady trickle runs `5/1m` at 7,200 requests a day and
+//! `5000/1d` dry by the afternoon. So each window also has a pace, the gap
+//! between attempts that spreads what is left of it over the time it has
+//! left, less a reserve (a fraction of the window, in whole attempts, kept
+//! for retries, full bodies and `tailhook send`): a sliding window paces by
+//! its period over its paced count, a calendar day by what is left of the
+//! UTC day over what is left of its paced count. The slowest pace binds.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -111,20 +120,52 @@ impl Window {
         }
     }
 
+    /// How long the current calendar period (UTC day) still runs.
+    fn left_in_calendar_period(&self) -> Duration {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.limit.period - into_calendar_period(since_epoch, self.limit.period)
+    }
+
     /// When this window next has room.
     fn free_at(&self, now: Instant) -> Instant {
         if self.attempts.len() < self.limit.count as usize {
             now
         } else if self.calendar {
-            let since_epoch = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default();
-            let left = self.limit.period - into_calendar_period(since_epoch, self.limit.period);
-            now + left + jitter_margin(self.limit.period)
+            now + self.left_in_calendar_period() + jitter_margin(self.limit.period)
         } else {
             let oldest_that_counts = self.attempts[self.attempts.len() - self.limit.count as usize];
             oldest_that_counts.at + self.held_for
         }
+    }
+}
+
+impl Window {
+    /// The gap between attempts that makes this window's budget, less the
+    /// `reserve` fraction (in whole attempts, so a small window keeps all
+    /// of its few), last its time (after [`Window::forget_before`]).
+    fn pace(&self, reserve: f64) -> Duration {
+        let reserved = (f64::from(self.limit.count) * reserve).floor() as u32;
+        let paced_count = self.limit.count.saturating_sub(reserved).max(1);
+        if self.calendar {
+            let left = self.left_in_calendar_period();
+            match paced_count.checked_sub(self.attempts.len() as u32) {
+                // The paced budget is spent: what remains is the reserve,
+                // and bodies that are not full wait for the next day.
+                None | Some(0) => left + jitter_margin(self.limit.period),
+                Some(budget_left) => left / budget_left,
+            }
+        } else {
+            self.limit.period / paced_count
+        }
+    }
+
+    /// When a paced attempt may go: its pace after this window's last attempt.
+    fn paced_at(&self, now: Instant, reserve: f64) -> Instant {
+        self.attempts
+            .back()
+            .map_or(now, |last| last.at + self.pace(reserve))
     }
 }
 
@@ -169,6 +210,17 @@ impl RateLimiter {
             .unwrap_or(now)
     }
 
+    /// The earliest instant at which a body that is not full should go:
+    /// every window has room and the binding window's pace since its last
+    /// attempt has passed, keeping the `reserve` fraction of each window.
+    pub fn next_paced(&mut self, now: Instant, reserve: f64) -> Instant {
+        let free = self.next_free(now);
+        self.windows
+            .iter()
+            .map(|w| w.paced_at(now, reserve))
+            .fold(free, Instant::max)
+    }
+
     /// Charges an attempt to every window if it fits now; otherwise says
     /// when it will. Never waits, so a limiter shared between the delivery
     /// task and a manual send is never locked across a sleep.
@@ -200,8 +252,9 @@ impl RateLimiter {
         }
     }
 
-    /// Each window with the attempts it counts at `now`.
-    pub fn usage(&mut self, now: Instant) -> Vec<WindowUsage> {
+    /// Each window with the attempts it counts at `now` and, when paced
+    /// with `reserve`, its pace.
+    pub fn usage(&mut self, now: Instant, reserve: Option<f64>) -> Vec<WindowUsage> {
         self.windows
             .iter_mut()
             .map(|w| {
@@ -210,6 +263,7 @@ impl RateLimiter {
                     limit: w.limit,
                     used: w.attempts.len() as u32,
                     free_in: w.free_at(now).saturating_duration_since(now),
+                    pace: reserve.map(|reserve| w.pace(reserve)),
                 }
             })
             .collect()
@@ -225,6 +279,8 @@ pub struct WindowUsage {
     pub used: u32,
     /// Zero while the window has room; else how long until it has.
     pub free_in: Duration,
+    /// With pacing: the gap this window wants between attempts now.
+    pub pace: Option<Duration>,
 }
 
 #[cfg(test)]
@@ -286,7 +342,7 @@ mod tests {
         let yesterday = now - since_midnight - Duration::from_secs(1);
         let today = now - since_midnight / 2;
         let mut limiter = RateLimiter::with_history(&[day], &[yesterday, yesterday, today]);
-        let usage = limiter.usage(Instant::now());
+        let usage = limiter.usage(Instant::now(), None);
         assert_eq!(
             usage[0].used, 1,
             "yesterday's attempts are forgotten: {usage:?}"
@@ -334,7 +390,7 @@ mod tests {
             limiter.try_acquire(start),
             Err(start + Duration::from_millis(10_200))
         );
-        let usage = limiter.usage(start);
+        let usage = limiter.usage(start, None);
         assert_eq!(
             usage
                 .iter()
@@ -343,7 +399,7 @@ mod tests {
             vec![(2, Duration::from_millis(10_200)), (2, Duration::ZERO)]
         );
         tokio::time::advance(Duration::from_secs(11)).await;
-        let usage = limiter.usage(Instant::now());
+        let usage = limiter.usage(Instant::now(), None);
         assert_eq!(usage[0].used, 0, "the attempts left the 10 s window");
         assert_eq!(usage[1].used, 2, "and are still in the minute");
     }
@@ -360,6 +416,123 @@ mod tests {
             limiter.next_free(answered),
             answered + Duration::from_secs(2) + margin
         );
+    }
+
+    /// Sends paced attempts at `next_paced` for `span`; their times from the start.
+    async fn paced_attempts(
+        limiter: &mut RateLimiter,
+        reserve: f64,
+        span: Duration,
+    ) -> Vec<Duration> {
+        let start = Instant::now();
+        let mut times = Vec::new();
+        loop {
+            let at = limiter.next_paced(Instant::now(), reserve);
+            if at - start > span {
+                return times;
+            }
+            tokio::time::sleep_until(at).await;
+            assert!(
+                limiter.try_acquire(Instant::now()).is_ok(),
+                "paced means allowed"
+            );
+            times.push(Instant::now() - start);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sliding_windows_pace_by_period_over_the_paced_count_and_the_slowest_binds() {
+        let mut limiter = RateLimiter::new(&limits(&["5/2s", "40/60s"]));
+        let times = paced_attempts(&mut limiter, 0.05, Duration::from_secs(600)).await;
+        // 40/60s binds: 60 s / (40 - 2 reserved) = 1.579 s apart, so 38 a minute.
+        let pace = Duration::from_secs(60).div_f64(38.0);
+        // The paused clock counts whole milliseconds.
+        for pair in times.windows(2) {
+            let gap = pair[1] - pair[0];
+            assert!(gap.abs_diff(pace) <= Duration::from_millis(1), "{times:?}");
+        }
+        for (i, at) in times.iter().enumerate() {
+            let in_minute = times[i..]
+                .iter()
+                .take_while(|t| **t - *at < Duration::from_secs(60))
+                .count();
+            assert!(
+                in_minute <= 38,
+                "{in_minute} attempts in the minute from {at:?}"
+            );
+        }
+        assert_eq!(times.len(), 380, "600 s at the pace, from the first at 0");
+        let usage = limiter.usage(Instant::now(), Some(0.05));
+        // 5 × 5 % reserves no whole attempt: 2 s / 5.
+        assert_eq!(usage[0].pace, Some(Duration::from_millis(400)));
+        assert_eq!(usage[1].pace, Some(pace));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_day_window_spreads_what_is_left_over_what_is_left_of_the_utc_day() {
+        let mut limiter = RateLimiter::new(&limits(&["5000/1d"]));
+        let left_of_day = Window::new("5000/1d".parse().unwrap(), &[]).left_in_calendar_period();
+        let pace = limiter.usage(Instant::now(), Some(0.05))[0].pace.unwrap();
+        // The wall clock moves on between the two readings.
+        let expected = left_of_day / 4750;
+        assert!(
+            pace.abs_diff(expected) < Duration::from_millis(1),
+            "{pace:?} vs {expected:?}"
+        );
+        // With 4,749 of the paced 4,750 spent, the last paced one takes the rest of the day.
+        let mut limiter = RateLimiter::new(&limits(&["5000/1d"]));
+        for _ in 0..4_749 {
+            limiter.try_acquire(Instant::now()).unwrap();
+        }
+        let pace = limiter.usage(Instant::now(), Some(0.05))[0].pace.unwrap();
+        assert!(
+            pace.abs_diff(left_of_day) < Duration::from_secs(2),
+            "{pace:?} vs {left_of_day:?}"
+        );
+        // Once the paced budget is spent, bodies that are not full wait for
+        // the next day; the reserve still lets an attempt go now.
+        limiter.try_acquire(Instant::now()).unwrap();
+        let now = Instant::now();
+        assert!(limiter.next_paced(now, 0.05) - now >= left_of_day - Duration::from_secs(2));
+        assert_eq!(limiter.next_free(now), now);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_never_goes_before_the_windows_allow() {
+        // Without reserve a window's pace equals its even spread; the limit still holds.
+        let mut limiter = RateLimiter::new(&limits(&["2/1s", "3/10s"]));
+        let times = paced_attempts(&mut limiter, 0.0, Duration::from_secs(60)).await;
+        for (i, at) in times.iter().enumerate() {
+            let in_ten = times[i..]
+                .iter()
+                .take_while(|t| **t - *at < Duration::from_secs(10))
+                .count();
+            assert!(in_ten <= 3, "{times:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the sliding windows and reserve, attempts sent at
+        /// `next_paced` are always allowed, and none goes before `next_free`.
+        #[test]
+        fn paced_attempts_always_fit_every_window(
+            windows in proptest::collection::vec((1u32..50, 1u64..120), 1..4),
+            reserve in 0.0f64..=0.5,
+            attempts in 1usize..120,
+        ) {
+            let limits: Vec<RateLimit> = windows
+                .iter()
+                .map(|&(count, secs)| RateLimit { count, period: Duration::from_secs(secs) })
+                .collect();
+            let mut limiter = RateLimiter::new(&limits);
+            let mut now = Instant::now();
+            for _ in 0..attempts {
+                let paced = limiter.next_paced(now, reserve);
+                proptest::prop_assert!(paced >= limiter.next_free(now));
+                now = paced;
+                proptest::prop_assert!(limiter.try_acquire(now).is_ok());
+            }
+        }
     }
 
     #[tokio::test(start_paused = true)]

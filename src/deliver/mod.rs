@@ -1,12 +1,18 @@
 //! Delivery: one task per webhook that turns its queue into requests.
 //!
-//! The loop is: collect events into a body (`batch`) until it is full, the
-//! oldest event has waited `batch_timeout`, or the queue closed; wait for the
-//! rate windows to allow an attempt (`limit`); send (`send`); on a retryable
-//! failure wait (Retry-After, else capped exponential backoff with jitter) and
-//! try again, charging the limiter every time; on 413 split the batch in two;
-//! on another rejection write the batch to the dead-letter file. While budget is not yet available the batch keeps
-//! filling, so a rate-limited webhook gets as few, as full requests as possible.
+//! The loop is: collect events into a body (`batch`) until it is full, or
+//! the oldest event has waited `batch_timeout` and the windows' pace allows
+//! it (`limit`: a day's budget must last the day), or the queue closed; wait
+//! for the rate windows to allow an attempt; send (`send`); on a retryable
+//! failure wait (Retry-After, else exponential backoff with jitter below
+//! `max_retry_delay`, `retry`) and try again, charging the limiter every
+//! time; on 413 split the batch in two; on another rejection write the batch
+//! to the dead-letter file. An attempt that timed out may have arrived: the
+//! next attempt of that batch waits twice as long, so a slow receiver gets it
+//! a bounded number of times. A 415 once the receiver has accepted the
+//! Content-Type is "over the limit", retried. While budget is not yet
+//! available the batch keeps filling, so a rate-limited webhook gets as few,
+//! as full requests as possible.
 //!
 //! Each webhook has its own task, queue and limiter: one that is slow or down
 //! never delays another. A [`Webhook`] (transport, body format, limiter,
@@ -17,9 +23,11 @@ mod batch;
 mod body;
 mod limit;
 mod manual;
+mod retry;
 mod send;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -39,6 +47,7 @@ pub use body::Template;
 use limit::RateLimiter;
 pub use limit::WindowUsage;
 pub use manual::{manual_fields, Sent};
+use retry::RetryDelays;
 use send::{Outcome, Transport};
 
 /// A webhook as its delivery task and manual sends (`tailhook send`) share
@@ -53,6 +62,9 @@ pub struct Webhook {
     /// This webhook's lane in `queue`.
     lane: usize,
     counters: Arc<WebhookCounters>,
+    /// The receiver has accepted a body with the configured Content-Type
+    /// (in this run or, as recorded in `queue`, an earlier one).
+    content_type_accepted: AtomicBool,
 }
 
 /// How a body's sending ended.
@@ -98,7 +110,10 @@ impl Webhook {
             Some(memory) => queue.recent_attempts(lane, memory)?,
             None => Vec::new(),
         };
+        let accepted = queue.accepted_content_type(lane)?.as_deref()
+            == Some(config.content_type.header_value());
         Ok(Arc::new(Webhook {
+            content_type_accepted: AtomicBool::new(accepted),
             limiter: Mutex::new(RateLimiter::with_history(&config.rate_limits, &earlier)),
             transport,
             format: BodyFormat::new(config.content_type, config.template.as_deref(), host),
@@ -111,7 +126,7 @@ impl Webhook {
 
     /// How much of each rate window is spent now.
     pub fn budget(&self) -> Vec<WindowUsage> {
-        self.limiter().usage(Instant::now())
+        self.limiter().usage(Instant::now(), self.config.pacing)
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, RateLimiter> {
@@ -187,7 +202,7 @@ impl Webhook {
 
     /// Sends `body` until it is delivered or rejected: every attempt waits
     /// for the rate windows and is charged to them; a retryable failure waits
-    /// `Retry-After`, else capped exponential backoff with jitter. With a
+    /// `Retry-After`, else exponential backoff with jitter below the cap. With a
     /// `deadline`, gives up rather than wait past it.
     async fn send_with_retries(
         &self,
@@ -195,13 +210,11 @@ impl Webhook {
         deadline: Option<Instant>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Settled {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(self.config.max_retry_delay)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let mut backoff = RetryDelays::new(self.config.max_retry_delay);
         let mut attempts = 0;
+        // Doubled after each attempt that timed out, so a receiver slower
+        // than request_timeout gets the batch a bounded number of times.
+        let mut timeout = self.config.request_timeout;
         loop {
             let charged = match self.acquire(deadline, progress).await {
                 Ok(charged) => charged,
@@ -214,21 +227,31 @@ impl Webhook {
                 }
             };
             attempts += 1;
+            let sending = self.transport.send(body, timeout);
             let outcome = match deadline {
-                None => self.transport.send(body).await,
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline, self.transport.send(body)).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => {
-                            self.counters.count_response(None);
-                            return Settled::GaveUp(format!(
-                                "attempt {attempts} had no answer within that time"
-                            ));
-                        }
+                None => sending.await,
+                Some(deadline) => match tokio::time::timeout_at(deadline, sending).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        self.counters.count_response(None);
+                        return Settled::GaveUp(format!(
+                            "attempt {attempts} had no answer within that time"
+                        ));
                     }
-                }
+                },
             };
             self.answered(charged).await;
+            let outcome = match outcome {
+                Outcome::Rejected {
+                    status: 415,
+                    reason,
+                } => self.unsupported_media_type(reason),
+                Outcome::Delivered { status } => {
+                    self.note_content_type_accepted().await;
+                    Outcome::Delivered { status }
+                }
+                other => other,
+            };
             let status = match &outcome {
                 Outcome::Delivered { status } | Outcome::Rejected { status, .. } => Some(*status),
                 Outcome::Retry { status, .. } => *status,
@@ -247,7 +270,11 @@ impl Webhook {
                     reason,
                     status,
                     after,
+                    timed_out,
                 } => {
+                    if timed_out {
+                        timeout = self.unknown_outcome(timeout);
+                    }
                     self.remember_error(&reason).await;
                     let delay = match after {
                         Some(after) => {
@@ -285,6 +312,66 @@ impl Webhook {
         }
     }
 
+    /// An attempt that waited `timeout` had no answer: the receiver may
+    /// have the batch already, and the next attempt would time out too if
+    /// the receiver is that slow. Counts and says so; the next timeout.
+    fn unknown_outcome(&self, timeout: Duration) -> Duration {
+        metrics::add(&self.counters.unknown_outcomes, 1);
+        let next = timeout
+            .saturating_mul(2)
+            .min(self.config.max_request_timeout);
+        tracing::warn!(
+            webhook = %self.config.name,
+            timeout_ms = timeout.as_millis() as u64,
+            next_timeout_ms = next.as_millis() as u64,
+            "no answer within the request timeout: the webhook may already have this batch and get it twice; the next attempt waits longer"
+        );
+        next
+    }
+
+    /// A 415 means "over the limit" from a receiver that has accepted this
+    /// Content-Type before (SecureX answers 415 or 429 then): retried like
+    /// a 429. Before any success it means the Content-Type is not the
+    /// receiver's: rejected, saying which key to fix.
+    fn unsupported_media_type(&self, reason: String) -> Outcome {
+        if self.content_type_accepted.load(Ordering::Relaxed) {
+            Outcome::Retry {
+                reason: format!(
+                    "{reason} (taken as over the limit: the webhook has accepted Content-Type `{}` before)",
+                    self.config.content_type.header_value()
+                ),
+                status: Some(415),
+                after: None,
+                timed_out: false,
+            }
+        } else {
+            Outcome::Rejected {
+                status: 415,
+                reason: format!(
+                    "{reason} (the webhook refuses Content-Type `{}` and never accepted it: set webhook.{}.content_type to the webhook's configured type)",
+                    self.config.content_type.header_value(),
+                    self.config.name
+                ),
+            }
+        }
+    }
+
+    /// Remembers, on disk the first time, that the receiver accepted this
+    /// webhook's Content-Type: a later 415 is then over-limit, also after a
+    /// restart, when SecureX's daily budget is most likely spent.
+    async fn note_content_type_accepted(&self) {
+        if self.content_type_accepted.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let (queue, lane) = (self.queue.clone(), self.lane);
+        let content_type = self.config.content_type.header_value();
+        if let Err(e) =
+            off_workers(move || queue.record_accepted_content_type(lane, content_type)).await
+        {
+            tracing::warn!(webhook = %self.config.name, error = %e, "cannot record that the webhook accepts its Content-Type; after a restart a 415 before the next success is taken as a configuration error");
+        }
+    }
+
     async fn remember_error(&self, reason: &str) {
         let (queue, lane, reason) = (self.queue.clone(), self.lane, reason.to_string());
         if let Err(e) = off_workers(move || queue.record_error(lane, &reason)).await {
@@ -303,14 +390,19 @@ impl Webhook {
     }
 }
 
-/// How much of each window of `limits` the attempts made `ages` ago spend.
-pub fn budget_from_history(limits: &[RateLimit], ages: &[Duration]) -> Vec<WindowUsage> {
+/// How much of each window of `limits` the attempts made `ages` ago spend,
+/// and each window's pace with the pacing reserve `pacing`.
+pub fn budget_from_history(
+    limits: &[RateLimit],
+    ages: &[Duration],
+    pacing: Option<f64>,
+) -> Vec<WindowUsage> {
     let now = SystemTime::now();
     let times: Vec<SystemTime> = ages
         .iter()
         .filter_map(|age| now.checked_sub(*age))
         .collect();
-    RateLimiter::with_history(limits, &times).usage(Instant::now())
+    RateLimiter::with_history(limits, &times).usage(Instant::now(), pacing)
 }
 
 /// An attempt charged to the rate windows.
@@ -401,8 +493,12 @@ impl Deliverer {
             }
             if !pending.has_full_body() && !stopping {
                 let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
-                let send_at = (oldest + webhook.config.batch_timeout)
-                    .max(webhook.limiter().next_free(Instant::now()));
+                let now = Instant::now();
+                let ready = match webhook.config.pacing {
+                    Some(reserve) => webhook.limiter().next_paced(now, reserve),
+                    None => webhook.limiter().next_free(now),
+                };
+                let send_at = (oldest + webhook.config.batch_timeout).max(ready);
                 // While the batch may still grow, more arrivals are taken in.
                 tokio::select! {
                     () = arrivals.notified() => continue,
@@ -613,7 +709,6 @@ impl Deliverer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     #[tokio::test(start_paused = true)]
     async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {

@@ -1,9 +1,10 @@
 //! Sending one body and classifying the answer.
 //!
 //! What to do next is decided here, from the status alone: 2xx delivered;
-//! 408/429/5xx, timeouts and connection errors retried (honouring
-//! `Retry-After`); any other 4xx rejected, because sending the same body again
-//! cannot succeed. Error texts never carry the URL (it holds the `api_key`).
+//! 408/429/5xx and connection errors retried (honouring `Retry-After`); any
+//! other 4xx rejected, because sending the same body again cannot succeed.
+//! A request that timed out once sent is told apart: the receiver may have
+//! taken it. Error texts never carry the URL (it holds the `api_key`).
 
 use std::io::Write;
 use std::time::{Duration, SystemTime};
@@ -23,6 +24,9 @@ pub enum Outcome {
         /// None when no answer came (timeout, connection error).
         status: Option<u16>,
         after: Option<RetryAfter>,
+        /// No answer came within the timeout once the request was sent:
+        /// the receiver may or may not have it.
+        timed_out: bool,
     },
     Rejected {
         status: u16,
@@ -50,7 +54,6 @@ impl Transport {
             WebhookTarget::Stdout => Transport::Stdout,
             WebhookTarget::Http(url) => Transport::Http {
                 client: reqwest::Client::builder()
-                    .timeout(config.request_timeout)
                     .user_agent(concat!("tailhook/", env!("CARGO_PKG_VERSION")))
                     .build()?,
                 url: url.clone(),
@@ -60,7 +63,8 @@ impl Transport {
         })
     }
 
-    pub async fn send(&self, body: &[u8]) -> Outcome {
+    /// Sends `body`, waiting at most `timeout` for the whole answer.
+    pub async fn send(&self, body: &[u8], timeout: Duration) -> Outcome {
         match self {
             Transport::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -74,6 +78,7 @@ impl Transport {
                         reason: format!("stdout: {e}"),
                         status: None,
                         after: None,
+                        timed_out: false,
                     },
                 }
             }
@@ -87,6 +92,7 @@ impl Transport {
                     .post(url.expose().clone())
                     .header(CONTENT_TYPE, content_type.header_value())
                     .header(ACCEPT, "application/json")
+                    .timeout(timeout)
                     .body(body.to_vec())
                     .send()
                     .await;
@@ -100,6 +106,7 @@ impl Transport {
                         classify(status, retry_after, &text)
                     }
                     Err(e) => Outcome::Retry {
+                        timed_out: e.is_timeout() && !e.is_connect(),
                         reason: url.scrub(&with_causes(&e.without_url())),
                         status: None,
                         after: None,
@@ -144,6 +151,7 @@ fn classify(status: StatusCode, retry_after: Option<RetryAfter>, text: &str) -> 
             reason: reason(),
             status: Some(status.as_u16()),
             after: retry_after,
+            timed_out: false,
         }
     } else {
         Outcome::Rejected {
@@ -211,12 +219,48 @@ mod tests {
             content_type: ContentType::Json,
             max_retry_after: Duration::from_secs(3600),
         };
-        let Outcome::Retry { reason, status, .. } = transport.send(b"{}").await else {
-            panic!("a refused connection is retried");
+        let Outcome::Retry {
+            reason,
+            status,
+            timed_out: false,
+            ..
+        } = transport.send(b"{}", Duration::from_secs(5)).await
+        else {
+            panic!("a refused connection is retried, known not to have arrived");
         };
         assert_eq!(status, None);
         assert!(reason.contains("Connection refused"), "{reason}");
         assert!(!reason.contains("hunter22"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_request_sent_but_not_answered_in_time_is_a_timed_out_retry() {
+        // Accepts and reads, never answers: the request went out.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let silent = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
+        });
+        let transport = Transport::Http {
+            client: reqwest::Client::new(),
+            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
+            content_type: ContentType::Json,
+            max_retry_after: Duration::from_secs(3600),
+        };
+        let outcome = transport.send(b"{}", Duration::from_millis(200)).await;
+        let Outcome::Retry {
+            reason,
+            status: None,
+            timed_out: true,
+            ..
+        } = outcome
+        else {
+            panic!("a timeout after sending is a retry of unknown outcome: {outcome:?}");
+        };
+        assert!(!reason.contains("hunter22"), "{reason}");
+        silent.abort();
     }
 
     #[test]

@@ -36,6 +36,8 @@ pub struct WebhookCounters {
     pub events_dead_lettered: AtomicU64,
     pub dead_letter_batches: AtomicU64,
     pub retries: AtomicU64,
+    /// Attempts that timed out: the receiver may or may not have the batch.
+    pub unknown_outcomes: AtomicU64,
     pub rate_limit_waits: AtomicU64,
     pub rate_limit_wait_micros: AtomicU64,
     /// Answers by HTTP status code, or `error` when none came.
@@ -329,6 +331,12 @@ impl Metrics {
                 "counter",
                 "Failed attempts that were retried.",
                 count(|c| &c.retries),
+            ),
+            (
+                "tailhook_unknown_outcomes_total",
+                "counter",
+                "Attempts that timed out: the webhook may already have their batch.",
+                count(|c| &c.unknown_outcomes),
             ),
             (
                 "tailhook_rate_limit_waits_total",

@@ -31,6 +31,10 @@ const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids"
 const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
 /// Per webhook name: its last delivery error, as JSON ([`LastError`]).
 const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
+/// Per webhook name: the Content-Type it has accepted a body with, so that
+/// a later 415 reads as "over the limit", after a restart too.
+const ACCEPTED_CONTENT_TYPES: TableDefinition<&str, &str> =
+    TableDefinition::new("accepted_content_types");
 /// How many ids are remembered: far more than the lines between two
 /// checkpoint writes, which is what can be read twice.
 const REMEMBERED_IDS: u64 = 200_000;
@@ -210,6 +214,7 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
     }
     txn.open_table(RECENT_IDS)?;
     txn.open_table(LAST_ERRORS)?;
+    txn.open_table(ACCEPTED_CONTENT_TYPES)?;
     usage.recent_counter = txn
         .open_table(RECENT_ORDER)?
         .last()?
@@ -769,6 +774,30 @@ impl Queue {
             txn.open_table(LAST_ERRORS)?
                 .insert(self.lanes[lane].name.as_str(), json.as_slice())?;
             Ok(txn.commit()?)
+        })
+    }
+
+    /// Keeps `content_type` as one `lane`'s webhook has accepted.
+    pub fn record_accepted_content_type(
+        &self,
+        lane: usize,
+        content_type: &str,
+    ) -> Result<(), QueueError> {
+        self.with_db(|db| {
+            let txn = db.begin_write()?;
+            txn.open_table(ACCEPTED_CONTENT_TYPES)?
+                .insert(self.lanes[lane].name.as_str(), content_type)?;
+            Ok(txn.commit()?)
+        })
+    }
+
+    /// The Content-Type `lane`'s webhook last accepted a body with, if any.
+    pub fn accepted_content_type(&self, lane: usize) -> Result<Option<String>, QueueError> {
+        self.with_db(|db| {
+            let txn = db.begin_read()?;
+            let table = txn.open_table(ACCEPTED_CONTENT_TYPES)?;
+            let accepted = table.get(self.lanes[lane].name.as_str())?;
+            Ok(accepted.map(|value| value.value().to_string()))
         })
     }
 

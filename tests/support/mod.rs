@@ -4,7 +4,7 @@
 
 #![allow(dead_code)] // each test file uses its own subset
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,8 @@ pub struct Request {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -42,8 +44,11 @@ struct Seen {
 
 pub struct ReceiverOptions {
     pub content_type: &'static str,
-    /// Answer 429 beyond this many requests per period.
-    pub rate_limit: Option<(usize, Duration)>,
+    /// Windows of (requests, period): beyond any of them, answer
+    /// `over_rate_status`.
+    pub rate_limits: Vec<(usize, Duration)>,
+    /// 429, or 415 as some SecureX documentation says it answers.
+    pub over_rate_status: u16,
     pub max_body_bytes: usize,
 }
 
@@ -51,7 +56,8 @@ impl Default for ReceiverOptions {
     fn default() -> Self {
         ReceiverOptions {
             content_type: "application/json",
-            rate_limit: None,
+            rate_limits: Vec::new(),
+            over_rate_status: 429,
             max_body_bytes: 1_000_000,
         }
     }
@@ -106,9 +112,14 @@ impl Receiver {
                 let key_ok = url::Url::parse(&format!("http://receiver{}", request.url()))
                     .is_ok_and(|u| u.query_pairs().any(|(k, v)| k == "api_key" && v == API_KEY));
                 let now = Instant::now();
-                let over_rate = options.rate_limit.is_some_and(|(count, period)| {
-                    accepted_at.retain(|t| now.duration_since(*t) < period);
-                    accepted_at.len() >= count
+                let longest = options.rate_limits.iter().map(|w| w.1).max();
+                accepted_at.retain(|t| longest.is_some_and(|p| now.duration_since(*t) < p));
+                let over_rate = options.rate_limits.iter().any(|&(count, period)| {
+                    accepted_at
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < period)
+                        .count()
+                        >= count
                 });
                 // A sender killed mid-request leaves a cut body: a real server
                 // answers 400, and so do we, instead of recording it.
@@ -127,7 +138,7 @@ impl Receiver {
                 } else if body.len() > options.max_body_bytes {
                     413
                 } else if over_rate {
-                    429
+                    options.over_rate_status
                 } else if events.is_none() {
                     400
                 } else {
@@ -143,6 +154,7 @@ impl Receiver {
                         status,
                         content_type,
                         body,
+                        at: now,
                     });
                 }
                 let mut response = tiny_http::Response::empty(status);
@@ -154,10 +166,15 @@ impl Receiver {
                     }
                 }
                 let delay = *thread_delay.lock().unwrap();
-                if !delay.is_zero() {
-                    thread::sleep(delay);
+                if delay.is_zero() {
+                    let _ = request.respond(response);
+                } else {
+                    // Like a real server, a slow answer holds up only its own request.
+                    thread::spawn(move || {
+                        thread::sleep(delay);
+                        let _ = request.respond(response);
+                    });
                 }
-                let _ = request.respond(response);
             }
         });
         Receiver {
@@ -173,7 +190,8 @@ impl Receiver {
         }
     }
 
-    /// Takes `delay` to answer each request (events are recorded on arrival).
+    /// Takes `delay` to answer each request, each on its own (events are
+    /// recorded on arrival, whether the sender waits for the answer or not).
     pub fn set_answer_delay(&self, delay: Duration) {
         *self.answer_delay.lock().unwrap() = delay;
     }
@@ -450,7 +468,6 @@ impl Setup {
     }
 
     pub fn append(&self, file: &str, lines: &[String]) {
-        use std::io::Write;
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -497,4 +514,49 @@ pub fn sequences(events: &[serde_json::Value]) -> Vec<i64> {
 
 pub fn noise_line(seq: usize) -> String {
     format!("seq={seq} Accepted password for user{seq} from 192.0.2.1 port 22")
+}
+
+/// (status code, body) of `GET path`; `None` while nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_string();
+    Some((code, body))
+}
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+pub fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} missing in\n{metrics}"))
+        .parse()
+        .unwrap()
+}
+
+impl Agent {
+    /// The port of `/metrics` and `/health`, from the log line that
+    /// announces it (configure `metrics_listen = "127.0.0.1:0"`).
+    pub fn metrics_port(&self, timeout: Duration) -> u16 {
+        let marker = "serving /metrics and /health listen=127.0.0.1:";
+        self.wait_for_log(marker, timeout);
+        let logs = self.logs();
+        let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+        after_marker
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
 }
