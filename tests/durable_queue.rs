@@ -239,6 +239,7 @@ fn the_queue_file_shrinks_once_a_large_backlog_has_drained() {
     assert_eq!(sequences(&events), (1..=BACKLOG as i64).collect::<Vec<_>>());
     agent.wait_for_log("queue compacted after its backlog drained", DEADLINE);
     let drained_size = std::fs::metadata(&queue_file).unwrap().len();
+    eprintln!("queue.redb: {backlog_size} bytes holding the backlog, {drained_size} once drained");
     assert!(
         drained_size * 2 < backlog_size,
         "queue.redb kept {drained_size} of {backlog_size} bytes once empty"
