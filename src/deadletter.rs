@@ -213,7 +213,11 @@ mod tests {
     #[test]
     fn a_replay_queues_every_event_once_and_a_second_finds_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let queue = Queue::open(
+            dir.path(),
+            &[crate::queue::LaneLimits::pausing("soc", 1_000_000)],
+        )
+        .unwrap();
         let events: Vec<Arc<Event>> = (0..3)
             .map(|i| Arc::new(Event::sample(&format!("e{i}"), "m")))
             .collect();

@@ -160,7 +160,11 @@ mod tests {
 
     fn health(last_pass: Instant) -> (tempfile::TempDir, Health) {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let queue = Queue::open(
+            dir.path(),
+            &[crate::queue::LaneLimits::pausing("soc", 1_000_000)],
+        )
+        .unwrap();
         let (_, heartbeat) = tokio::sync::watch::channel(Some(last_pass));
         let tail = TailWatch { heartbeat, queue };
         let health = Health::new(tail, Duration::from_millis(100), Duration::from_secs(60));

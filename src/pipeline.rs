@@ -22,7 +22,7 @@ use crate::deliver::{Deliverer, Webhook};
 use crate::event::Event;
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{Queue, Router};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -227,10 +227,10 @@ impl Pipeline {
         for rule in router.unselected() {
             tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
         }
-        let lanes: Vec<(String, u64)> = self
+        let lanes: Vec<LaneLimits> = self
             .webhooks
             .iter()
-            .map(|w| (w.name.clone(), w.max_queue_bytes))
+            .map(WebhookConfig::lane_limits)
             .collect();
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
@@ -458,7 +458,7 @@ const QUEUE_IN_USE_PATIENCE: std::time::Duration = std::time::Duration::from_sec
 /// for them (bounded) instead of failing.
 async fn open_queue(
     state_dir: &std::path::Path,
-    lanes: &[(String, u64)],
+    lanes: &[LaneLimits],
 ) -> anyhow::Result<Arc<Queue>> {
     let deadline = tokio::time::Instant::now() + QUEUE_IN_USE_PATIENCE;
     let mut warned = false;

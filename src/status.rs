@@ -60,6 +60,9 @@ pub struct WebhookStatus {
     pub budget: Vec<WindowStatus>,
     pub last_error: Option<LastError>,
     pub dead_lettered: DeadLettered,
+    /// Events dropped to make room (`when_full = "drop_oldest"`), ever.
+    #[serde(default)]
+    pub dropped_events: u64,
     /// Why the queue figures, budget and last error are missing, when they
     /// are (the queue file cannot be read).
     pub problem: Option<String>,
@@ -162,6 +165,7 @@ pub fn gather(
                 budget,
                 last_error: state.last_error,
                 dead_lettered: count_dead_letters(&dead_letter_file(state_dir, &webhook.name)),
+                dropped_events: state.dropped,
                 problem,
             }
         })
@@ -317,6 +321,13 @@ impl WebhookStatus {
                 .as_ref()
                 .map_or("none".to_string(), |e| format!("{} {}", e.time, e.message));
             let _ = writeln!(out, "  last error:    {last_error}");
+            if self.dropped_events > 0 {
+                let _ = writeln!(
+                    out,
+                    "  dropped:       {} oldest events, to make room (when_full = drop_oldest)",
+                    self.dropped_events
+                );
+            }
         }
         let _ = writeln!(
             out,

@@ -199,6 +199,220 @@ fn a_webhook_url_that_cannot_be_found_names_the_file_key_and_source() {
     );
 }
 
+/// Whether a line of `stderr` reports `problem` at `config`: the file, the
+/// value's `:LINE:COLUMN` where the file holds the key, then the problem.
+fn reports(stderr: &str, config: &std::path::Path, problem: &str) -> bool {
+    let file = config.display().to_string();
+    stderr.lines().any(|line| {
+        let Some((_, after)) = line.split_once(file.as_str()) else {
+            return false;
+        };
+        let after = after
+            .strip_prefix(':')
+            .and_then(|rest| {
+                let (line, rest) = rest.split_once(':')?;
+                let (column, rest) = rest.split_once(':')?;
+                let numbers = [line, column]
+                    .iter()
+                    .all(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                numbers.then(|| format!(":{rest}"))
+            })
+            .unwrap_or_else(|| after.to_string());
+        after.starts_with(&format!(": {problem}"))
+    })
+}
+
+/// The exit status of a refused config: `check` says 1, as `nginx -t`;
+/// `run` says 78 (`EX_CONFIG`), which keeps systemd from restarting it.
+fn refused_status(command: &str) -> i32 {
+    if command == "run" {
+        78
+    } else {
+        1
+    }
+}
+
+/// `check` and `run` with `env` added: (exit code, stderr).
+fn refused_by(command: &str, config: &std::path::Path, env: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new(binary())
+        .args([command, "-c"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Settings that parse but cannot work: `check` and `run` both refuse
+/// them, naming the file and the key, and never print the URL's secret.
+#[test]
+fn accepted_but_wrong_settings_are_refused_naming_the_file_and_key() {
+    let setup = Setup::new();
+    let url_line = "url = \"https://example.test/webhooks/1?api_key=hunter2\"";
+    let cases: &[(&str, String, &str)] = &[
+        (
+            "a request timeout of zero",
+            CONFIG.replace(url_line, &format!("{url_line}\nrequest_timeout = \"0s\"")),
+            "webhook.soc.request_timeout: must be above zero",
+        ),
+        (
+            "a retry delay of zero",
+            CONFIG.replace(url_line, &format!("{url_line}\nmax_retry_delay = \"0ms\"")),
+            "webhook.soc.max_retry_delay: must be above zero",
+        ),
+        (
+            "a queue of zero bytes",
+            CONFIG.replace(url_line, &format!("{url_line}\nmax_queue_bytes = 0")),
+            "webhook.soc.max_queue_bytes: must be above zero",
+        ),
+        (
+            "a poll interval of zero",
+            format!("[agent]\npoll_interval = \"0s\"\n{CONFIG}"),
+            "agent.poll_interval: must be above zero",
+        ),
+        (
+            "a partial-line timeout of zero",
+            CONFIG.replace(
+                "paths = [\"auth.log\"]",
+                "paths = [\"auth.log\"]\npartial_line_timeout = \"0s\"",
+            ),
+            "input[0].partial_line_timeout: must be above zero",
+        ),
+        (
+            "user:password in the URL",
+            CONFIG.replace(
+                "https://example.test",
+                "https://admin:s3cretpw@example.test",
+            ),
+            "webhook.soc.url: holds a user name or password",
+        ),
+        (
+            "plain http to another host",
+            CONFIG.replace("https://example.test", "http://example.test"),
+            "webhook.soc.url: plain http:// to example.test would send the key in clear text",
+        ),
+        (
+            "a webhook name that is a path",
+            CONFIG.replace("[webhook.soc]", "[webhook.\"../../x\"]"),
+            "webhook.../../x: a webhook name is letters, digits, `_` and `-` only",
+        ),
+        (
+            "a CA file that is not one",
+            CONFIG.replace(
+                url_line,
+                &format!("{url_line}\nca_file = \"rules/test.toml\""),
+            ),
+            "webhook.soc.ca_file: ",
+        ),
+    ];
+    for (what, text, expected) in cases {
+        let config = setup.write_config(text);
+        for command in ["check", "run"] {
+            let (code, stderr) = refused_by(command, &config, &[]);
+            assert_eq!(code, refused_status(command), "{command}, {what}: {stderr}");
+            assert!(
+                reports(&stderr, &config, expected),
+                "{command}, {what}: {stderr}"
+            );
+            for secret in ["hunter2", "s3cretpw"] {
+                assert!(!stderr.contains(secret), "{command}, {what}: {stderr}");
+            }
+        }
+    }
+    let shown = setup
+        .path("rules/test.toml")
+        .canonicalize()
+        .unwrap()
+        .display()
+        .to_string();
+    let (_, stderr) = refused_by("check", &setup.write_config(&cases[8].1), &[]);
+    assert!(
+        stderr.contains(&format!("{shown}: holds no PEM certificate")),
+        "the CA file is named: {stderr}"
+    );
+
+    // An empty override would otherwise become the config's own folder.
+    let config = setup.write_config(CONFIG);
+    for command in ["check", "run"] {
+        let (code, stderr) = refused_by(command, &config, &[("TAILHOOK_AGENT__STATE_DIR", "")]);
+        assert_eq!(code, refused_status(command), "{command}: {stderr}");
+        assert!(
+            reports(&stderr, &config, "agent.state_dir: is empty"),
+            "{command}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn plain_http_is_allowed_on_loopback_or_when_asked_for() {
+    let setup = Setup::new();
+    for (url, extra) in [
+        ("http://127.0.0.1:9/x?api_key=hunter2", ""),
+        ("http://[::1]:9/x?api_key=hunter2", ""),
+        ("http://localhost:9/x?api_key=hunter2", ""),
+        (
+            "http://siem.internal/x?api_key=hunter2",
+            "allow_insecure_http = true",
+        ),
+    ] {
+        let config = setup.write_config(&CONFIG.replace(
+            "https://example.test/webhooks/1?api_key=hunter2\"",
+            &format!("{url}\"\n{extra}"),
+        ));
+        let (code, _, stderr) = check(&config);
+        assert_eq!(code, 0, "{url}: {stderr}");
+    }
+}
+
+/// One URL per `url_file`: a trailing newline and spaces are trimmed, a
+/// second line or a space inside is refused without showing the URL.
+#[test]
+fn a_url_file_holds_exactly_one_url() {
+    let setup = Setup::new();
+    let config = setup.write_config(&CONFIG.replace(
+        "url = \"https://example.test/webhooks/1?api_key=hunter2\"",
+        "url_file = \"soc.url\"",
+    ));
+    let url_file = setup.dir.path().canonicalize().unwrap().join("soc.url");
+    let url = "https://example.test/webhooks/1?api_key=hunter2";
+    std::fs::write(&url_file, format!("  {url}  \n\n")).unwrap();
+    let (code, _, stderr) = check(&config);
+    assert_eq!(code, 0, "{stderr}");
+
+    for (contents, problem) in [
+        (
+            format!("{url}\nhttps://other.test/x?api_key=hunter3\n"),
+            "holds 2 lines; give exactly one URL",
+        ),
+        (
+            format!("{url} https://other.test/x?api_key=hunter3"),
+            "holds whitespace inside the URL",
+        ),
+        (
+            "https://example.test/web hooks/1?api_key=hunter2".to_string(),
+            "holds whitespace inside the URL",
+        ),
+    ] {
+        std::fs::write(&url_file, &contents).unwrap();
+        let (code, _, stderr) = check(&config);
+        assert_eq!(code, 1, "{contents:?}: {stderr}");
+        assert!(
+            reports(
+                &stderr,
+                &config,
+                &format!("webhook.soc.url_file: {}: {problem}", url_file.display())
+            ),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("hunter"), "{stderr}");
+        assert!(!stderr.contains("example.test"), "{stderr}");
+    }
+}
+
 #[test]
 fn a_rule_a_client_could_steer_is_warned_about_and_still_passes() {
     let setup = Setup::new();

@@ -80,16 +80,24 @@ fn queued_events_survive_sigkill_and_are_sent_once_after_restart() {
     down.set_failing(0);
     setup.append("auth.log", &(51..=60).map(failed_line).collect::<Vec<_>>());
     let agent = Agent::start(&config);
-    let events = down.wait_for_events(60, DEADLINE);
-    std::thread::sleep(Duration::from_millis(300));
+    // A sentinel after the backlog: once it is in, anything sent twice
+    // would be in too (each webhook's events go in order).
+    setup.append("auth.log", &[failed_line(61)]);
+    wait_until(DEADLINE, "the sentinel", || {
+        sequences(&down.events()).contains(&61)
+    });
+    let events = down.events();
     assert_eq!(
-        sequences(&down.events()),
-        (1..=60).collect::<Vec<_>>(),
+        sequences(&events),
+        (1..=61).collect::<Vec<_>>(),
         "{events:?}"
     );
     // The webhook that was up may get its last batch before the kill again
     // (taken, but not yet marked as sent): the same events, with their ids.
-    let up_events = up.wait_for_events(60, DEADLINE);
+    wait_until(DEADLINE, "the sentinel at the other webhook", || {
+        sequences(&up.events()).contains(&61)
+    });
+    let up_events = up.events();
     let mut ids: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
     for event in &up_events {
         let seq = event["fields"]["event.sequence"].as_i64().unwrap();
@@ -99,7 +107,7 @@ fn queued_events_survive_sigkill_and_are_sent_once_after_restart() {
     }
     assert_eq!(
         ids.keys().copied().collect::<Vec<_>>(),
-        (1..=60).collect::<Vec<_>>()
+        (1..=61).collect::<Vec<_>>()
     );
     for (seq, sent) in &ids {
         assert!(
@@ -149,8 +157,14 @@ fn a_restart_gets_no_fresh_rate_budget() {
     let agent = Agent::start(&config);
     agent.wait_for_log("tailing file", DEADLINE);
     setup.append("auth.log", &[failed_line(3)]);
-    // The hour's budget (2) was spent before the restart: nothing may go.
-    std::thread::sleep(Duration::from_millis(800));
+    // The hour's budget (2) was spent before the restart: once the running
+    // agent has the event queued and its limiter counts both attempts, the
+    // batch waits for the window (its send time is the window's next free
+    // moment), so nothing may have gone.
+    wait_until(DEADLINE, "the event queued behind a full window", || {
+        let soc = &status_json(&config)["webhooks"][0];
+        soc["queued_events"] == 1 && soc["budget"][0]["used"] == 2
+    });
     assert_eq!(
         receiver.requests().len(),
         2,
@@ -186,14 +200,20 @@ fn a_full_queue_pauses_tailing_with_a_warning_and_loses_nothing() {
     std::fs::write(setup.path("auth.log"), "").unwrap();
     let agent = Agent::start(&config);
     agent.wait_for_log("tailing file", DEADLINE);
-    // Written in spaced chunks, so they are read (and queued) one by one and
-    // the 5,000-byte queue fills after a few; the pause only paces the writer.
+    // Written in chunks, each queued before the next is written (or the
+    // queue is full), so the 5,000-byte queue fills after a few: a lane that
+    // holds nothing takes a whole chunk however large.
+    let mut written = 0;
     for chunk in (1..=300).collect::<Vec<_>>().chunks(10) {
         setup.append(
             "auth.log",
             &chunk.iter().map(|&s| failed_line(s)).collect::<Vec<_>>(),
         );
-        std::thread::sleep(Duration::from_millis(20));
+        written += chunk.len();
+        wait_until(DEADLINE, "the chunk queued, or a full queue", || {
+            agent.logs().contains("queue is full")
+                || status_json(&config)["webhooks"][0]["queued_events"] == written
+        });
     }
     agent.wait_for_log("queue is full", DEADLINE);
 

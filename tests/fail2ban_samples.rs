@@ -28,7 +28,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
-use support::binary;
+use support::{binary, missing_prerequisite};
 
 const FAMILIES: &[&str] = &[
     "sshd",
@@ -186,14 +186,7 @@ fn shipped_rules_against_fail2ban_samples() {
         "/../shared/fail2ban-logs"
     ));
     if !folder.is_dir() {
-        // Under CI a missing prerequisite is a failure, never a silent pass.
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI=true but the fail2ban samples are absent: {}",
-            folder.display()
-        );
-        eprintln!("skipped: {} is absent", folder.display());
-        return;
+        return missing_prerequisite(&format!("{} is absent", folder.display()));
     }
     let mut forged = Vec::new();
     let mut low_recall = Vec::new();
@@ -211,6 +204,7 @@ fn shipped_rules_against_fail2ban_samples() {
     for family in FAMILIES {
         let sample = folder.join(family);
         if !sample.is_file() {
+            missing_prerequisite(&format!("{} is absent", sample.display()));
             continue;
         }
         let mut s = score(&sample);

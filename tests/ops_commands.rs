@@ -609,3 +609,103 @@ fn metrics_are_valid_and_true_and_health_degrades_past_stall_timeout_then_recove
     );
     drop(agent);
 }
+
+/// A webhook that is down with `when_full = "drop_oldest"` loses its own
+/// oldest events once its lane is full; tailing goes on and the other
+/// webhook receives every event, in order, once. `status`, the metric and
+/// the log all say how many were dropped.
+#[test]
+fn a_dead_webhook_that_drops_its_oldest_events_holds_up_no_other() {
+    // Nothing listens on a port bound and released just before.
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let webhook = format!(
+        "batch_timeout = \"20ms\"\n\
+         [webhook.dead]\nurl = \"http://127.0.0.1:{dead_port}/x?api_key=deadkey\"\n\
+         when_full = \"drop_oldest\"\nmax_queue_bytes = 3000\n\
+         batch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\""
+    );
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+        input: "",
+        webhook: &webhook,
+    };
+    let (receiver, setup, config) = receiver_and_config(0, keys);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let agent = Agent::start(&config);
+    let marker = "serving /metrics and /health listen=127.0.0.1:";
+    agent.wait_for_log(marker, DEADLINE);
+    // The file is read from its end as first seen: write once it was seen.
+    agent.wait_for_log("tailing file", DEADLINE);
+    let total = 300;
+    // Chunk by chunk, each through before the next: every chunk overfills
+    // the dead webhook's lane, and none waits for it.
+    for chunk in (1..=total).collect::<Vec<_>>().chunks(30) {
+        setup.append(
+            "auth.log",
+            &chunk.iter().map(|&n| failed_line(n)).collect::<Vec<_>>(),
+        );
+        receiver.wait_for_events(*chunk.last().unwrap(), DEADLINE);
+    }
+    let events = receiver.events();
+    assert_eq!(
+        sequences(&events),
+        (1..=total as i64).collect::<Vec<_>>(),
+        "the live webhook got every event, in order, once"
+    );
+
+    let report = status_json(&config);
+    let dead = &report["webhooks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["name"] == "dead")
+        .expect("the dead webhook in status")
+        .clone();
+    let dropped = dead["dropped_events"].as_u64().unwrap();
+    let queued = dead["queued_events"].as_u64().unwrap();
+    assert!(dropped > 0, "{dead}");
+    assert_eq!(
+        dropped + queued,
+        total as u64,
+        "dropped or still queued: {dead}"
+    );
+    let table = text(&tailhook(&config, &["status"]));
+    assert!(
+        table.contains(&format!("dropped:       {dropped} oldest events")),
+        "{table}"
+    );
+
+    let logs = agent.logs();
+    let after_marker = &logs[logs.find(marker).unwrap() + marker.len()..];
+    let port: u16 = after_marker
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let metrics = http_get(port, "/metrics").unwrap().1;
+    assert_eq!(
+        sample(&metrics, "tailhook_events_dropped_total{webhook=\"dead\"}"),
+        dropped as f64
+    );
+    assert_eq!(
+        sample(&metrics, "tailhook_events_dropped_total{webhook=\"soc\"}"),
+        0.0
+    );
+    // Logged, but at most once a minute however many chunks dropped some.
+    let logged: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("dropped the webhook's oldest events to make room"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{logs}");
+    let logged_total: u64 = logged[0]
+        .split_once("dropped_total=")
+        .and_then(|(_, rest)| rest.split(' ').next()?.parse().ok())
+        .expect("the log line carries the total");
+    assert!(logged_total < dropped, "later drops were not logged again");
+    assert!(!logs.contains("deadkey") && !logs.contains("k3y"), "{logs}");
+}

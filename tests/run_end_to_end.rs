@@ -72,9 +72,11 @@ fn matching_lines_arrive_with_their_fields_and_nothing_else_does() {
     assert_eq!(body["agent"], "tailhook");
     assert!(body["host"].as_str().is_some_and(|h| !h.is_empty()));
 
-    // Nothing more arrives for the noise lines.
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(receiver.events().len(), 4);
+    // Nothing arrives for the noise lines: once a later line's event is in,
+    // every earlier line has been through the rules.
+    setup.append("auth.log", &[noise_line(7), failed_line(8)]);
+    let events = receiver.wait_for_events(5, DEADLINE);
+    assert_eq!(support::sequences(&events), vec![1, 3, 5, 6, 8]);
     let logs = agent.logs();
     assert!(
         !logs.contains(API_KEY) && !logs.contains("k3y"),
@@ -121,10 +123,13 @@ fn sigterm_flushes_the_pending_batch_and_exits_cleanly() {
     // The tailer reads a file in the same cycle that logs it, before it looks
     // at a stop request, so these 50 lines are queued before SIGTERM is seen.
     agent.wait_for_log("tailing file", DEADLINE);
-    // Events are batched and held by the 1 h batch_timeout until shutdown.
-    std::thread::sleep(Duration::from_millis(300));
+    // Events are batched and held by the 1 h batch_timeout until shutdown:
+    // once all 50 are queued (the deliverer is woken as they are), none went.
+    wait_until(DEADLINE, "50 queued events", || {
+        status_json(&config)["webhooks"][0]["queued_events"] == 50
+    });
     assert!(
-        receiver.events().is_empty(),
+        receiver.requests().is_empty(),
         "batch_timeout holds the batch"
     );
 
@@ -241,9 +246,14 @@ fn threshold_and_suppress_turn_bursts_into_single_events() {
     setup.append("auth.log", &lines);
     let _agent = Agent::start(&config);
     receiver.wait_for_events(1, DEADLINE);
-    // Whatever else would come comes with the same read: give it a moment.
-    std::thread::sleep(Duration::from_millis(300));
-    let events = receiver.events();
+    // A sentinel burst from another address (3, 253, 503: 192.0.2.4) makes
+    // one event; once it is in, every earlier line has been through the rules.
+    setup.append("auth.log", &[3, 253, 503].map(failed_line));
+    wait_until(DEADLINE, "the sentinel event", || {
+        sequences(&receiver.events()).contains(&503)
+    });
+    let mut events = receiver.events();
+    assert_eq!(events.pop().unwrap()["count"], 3, "the sentinel");
     // 192.0.2.2: three matches (1, 251, 501) → one event; the next three
     // (751, 1001, 1251) reach the threshold again but are suppressed.
     // 192.0.2.3: two matches (2, 252) → below the threshold.

@@ -88,10 +88,10 @@ pub fn replay(config: &Path, webhook: &str) -> anyhow::Result<()> {
 
 /// Queues into the state files, as the agent would.
 fn replay_directly(config: &Config, webhook: &str) -> anyhow::Result<Replayed> {
-    let max_queue_bytes = config.webhook(webhook)?.max_queue_bytes;
+    let lane = config.webhook(webhook)?.lane_limits();
     let state_dir = &config.agent.state_dir;
     crate::private::create_dir_all(state_dir)
         .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
-    let queue = Queue::open(state_dir, &[(webhook.to_string(), max_queue_bytes)])?;
+    let queue = Queue::open(state_dir, &[lane])?;
     deadletter::replay(state_dir, webhook, &queue, 0).map_err(|e| anyhow!("{webhook}: {e}"))
 }

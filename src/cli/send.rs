@@ -74,7 +74,7 @@ fn send_directly(
     let state_dir = &config.agent.state_dir;
     crate::private::create_dir_all(state_dir)
         .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
-    let queue = Queue::open(state_dir, &[(name.to_string(), webhook.max_queue_bytes)])?;
+    let queue = Queue::open(state_dir, &[webhook.lane_limits()])?;
     let webhook = Webhook::open(
         webhook,
         &config.host(),

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use figment::error::Kind;
+use figment::error::{Actual, Kind};
 use figment::Source;
 
 use super::{Config, ConfigError};
@@ -120,6 +120,15 @@ fn problem(kind: &Kind) -> String {
             .filter(|l| !l.starts_with("TOML parse error"))
             .collect::<Vec<_>>()
             .join("; "),
+        // A string of the wrong type can be a webhook URL with its key
+        // (`url` under `[webhook]` instead of `[webhook.NAME]`): say what it
+        // is, never what it holds.
+        Kind::InvalidType(Actual::Str(_), expected) => {
+            format!("invalid type: found a string, expected {expected}")
+        }
+        Kind::InvalidValue(Actual::Str(_), expected) => {
+            format!("invalid value: found a string, expected {expected}")
+        }
         other => other.to_string(),
     }
 }

@@ -25,7 +25,9 @@ use serde::Deserialize;
 use crate::rules::Severity;
 
 pub use units::RateLimit;
-pub use webhook::{ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget};
+pub use webhook::{
+    ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget, WhenFull,
+};
 
 /// Where `run` and `check` look when neither `-c` nor `$TAILHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
@@ -282,6 +284,13 @@ impl Config {
             .extract()
             .map_err(|e| located::locate(path, e))?;
         config.source = path.to_path_buf();
+        // Checked before resolving: an empty path would become the config's folder.
+        if config.agent.state_dir.to_string_lossy().trim().is_empty() {
+            return Err(config.invalid(
+                "agent.state_dir",
+                "is empty (an empty TAILHOOK_AGENT__STATE_DIR?); name the folder for checkpoints and queues",
+            ));
+        }
         config.resolve_relative_paths();
         config.validate()?;
         for warning in config.readable_secrets() {
@@ -352,8 +361,11 @@ impl Config {
             }
         }
         for spec in self.webhooks.values_mut() {
-            if let Some(f) = &spec.url_file {
-                spec.url_file = Some(resolve(f));
+            for file in [&mut spec.url_file, &mut spec.ca_file]
+                .into_iter()
+                .flatten()
+            {
+                *file = resolve(file);
             }
         }
     }
@@ -373,6 +385,16 @@ impl Config {
 
     /// Checks what serde cannot: references between sections, globs, names.
     fn validate(&self) -> Result<(), ConfigError> {
+        for (key, duration) in [
+            // Zero: the tailer would stat every file in a busy loop.
+            ("poll_interval", self.agent.poll_interval),
+            // Zero: nothing queued could be flushed at stop.
+            ("shutdown_timeout", self.agent.shutdown_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(self.invalid(format!("agent.{key}"), "must be above zero"));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, input) in self.inputs.iter().enumerate() {
             let key = |k: &str| format!("input[{i}].{k}");
@@ -455,8 +477,23 @@ impl Config {
             if input.max_line_bytes == 0 {
                 return Err(self.invalid(key("max_line_bytes"), "must be at least 1 byte"));
             }
+            // Zero: a line still being written would be cut in two.
+            if input.partial_line_timeout.is_zero() {
+                return Err(self.invalid(key("partial_line_timeout"), "must be above zero"));
+            }
         }
         for (name, spec) in &self.webhooks {
+            // Names become file names (dead letters) and queue tables.
+            let usable = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            if !usable {
+                return Err(self.invalid(
+                    format!("webhook.{name}"),
+                    "a webhook name is letters, digits, `_` and `-` only",
+                ));
+            }
             spec.validate()
                 .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))?;
         }
@@ -802,11 +839,159 @@ mod tests {
     }
 
     #[test]
+    fn syntax_and_type_errors_never_quote_a_url() {
+        let url = "url = \"https://example.test/x?api_key=SECRETKEY\"";
+        let err = load(&format!("[webhook.soc]\n{url}\n{url}\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("tailhook.toml:3:1: duplicate key `url`"),
+            "{text}"
+        );
+        assert!(!text.contains("SECRETKEY"), "{text}");
+
+        // `[webhook]` without a name: a string where a section belongs.
+        let err = load(&format!("[webhook]\n{url}\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("found a string"), "{text}");
+        assert!(text.contains("webhook.url"), "{text}");
+        assert!(!text.contains("SECRETKEY"), "{text}");
+    }
+
+    #[test]
     fn missing_file_is_reported() {
         let err = Config::load(Path::new("/nonexistent/tailhook.toml")).unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent/tailhook.toml"),
             "{err}"
         );
+    }
+
+    /// Every key a config may set, in any section.
+    const KEYS: &[&str] = &[
+        "state_dir",
+        "host",
+        "poll_interval",
+        "shutdown_timeout",
+        "inotify",
+        "metrics_listen",
+        "paths",
+        "name",
+        "type",
+        "units",
+        "identifiers",
+        "matches",
+        "exclude",
+        "start_at",
+        "rules",
+        "max_line_bytes",
+        "partial_line_timeout",
+        "url_env",
+        "url_file",
+        "preset",
+        "content_type",
+        "rate_limits",
+        "max_body_bytes",
+        "max_queue_bytes",
+        "batch_timeout",
+        "request_timeout",
+        "max_retry_delay",
+        "template",
+        "allow_insecure_http",
+        "ca_file",
+        "when_full",
+        "webhooks",
+    ];
+
+    /// Lines of a config: section headers, `key = value` with values of
+    /// every type and typical mistakes, webhook URLs holding a secret
+    /// (`SECRETKEY`), and arbitrary text.
+    fn config_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        use proptest::sample::select;
+        let text = || any::<String>().prop_map(|t| toml::Value::String(t).to_string());
+        let value = prop_oneof![
+            text(),
+            select(vec![
+                "\"0s\"",
+                "\"5s\"",
+                "\"1d\"",
+                "\"soon\"",
+                "\"99999999999999d\"",
+                "0",
+                "1",
+                "-1",
+                "18446744073709551616",
+                "true",
+                "\"end\"",
+                "\"beginning\"",
+                "\"journald\"",
+                "\"slack\"",
+                "\"securex\"",
+                "\"drop_oldest\"",
+                "\"pause\"",
+                "\"application/xml\"",
+                "[\"5/1m\"]",
+                "[\"0/1m\"]",
+                "[\"*\"]",
+                "[\"soc\"]",
+                "[\"[\"]",
+                "[]",
+                "\"127.0.0.1:0\"",
+                "{}",
+                "\"{rule}\"",
+                "\"{nope\"",
+                "\"\"",
+            ])
+            .prop_map(str::to_string),
+            any::<i64>().prop_map(|n| n.to_string()),
+            proptest::collection::vec(text(), 0..3).prop_map(|v| format!("[{}]", v.join(", "))),
+        ];
+        let url = select(vec![
+            "https://example.test/x?api_key=SECRETKEY",
+            "http://example.test/x?api_key=SECRETKEY",
+            "http://127.0.0.1:1/x?api_key=SECRETKEY",
+            "https://user:SECRETKEY@example.test/x",
+            "https://example.test/x?api_key=SECRETKEY\\nhttps://other.test/",
+            "https://exa mple.test/x?api_key=SECRETKEY",
+            "ftp://example.test/SECRETKEY",
+            "https//example.test?api_key=SECRETKEY",
+            "-",
+        ]);
+        prop_oneof![
+            select(vec![
+                "[agent]",
+                "[rules]",
+                "[[input]]",
+                "[webhook.soc]",
+                "[webhook.\"../x\"]",
+                "[webhook.\"\"]",
+                "[[route]]",
+                "[webhook]",
+                "[input]",
+            ])
+            .prop_map(str::to_string),
+            (select(KEYS.to_vec()), value).prop_map(|(k, v)| format!("{k} = {v}")),
+            url.prop_map(|u| format!("url = \"{u}\"")),
+            "\\PC{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any config text: loaded, or an error naming the file; resolving
+        /// the webhooks likewise; no error ever shows a URL's secret.
+        #[test]
+        fn arbitrary_configs_load_or_fail_cleanly(lines in proptest::collection::vec(config_line(), 0..14)) {
+            let (_dir, path) = write_config(&lines.join("\n"));
+            let shown = path.display().to_string();
+            let problem = match Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_")) {
+                Ok(config) => config.webhooks().err(),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = problem {
+                let text = e.to_string();
+                proptest::prop_assert!(text.starts_with(&shown), "{}", text);
+                proptest::prop_assert!(!text.contains("SECRETKEY"), "{}", text);
+            }
+        }
     }
 }

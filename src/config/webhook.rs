@@ -67,6 +67,28 @@ pub struct WebhookSpec {
     /// One line of text per event (`{rule}`, `{message}`, `{fields.NAME}`…),
     /// sent as `{"text": …}` instead of the envelope.
     template: Option<String>,
+    /// Plain `http://` to a host other than loopback sends the key in clear
+    /// text; refused unless the operator says so here.
+    #[serde(default)]
+    allow_insecure_http: bool,
+    /// PEM certificates trusted for this webhook on top of the system store
+    /// (a private CA, or a self-signed receiver).
+    pub(super) ca_file: Option<PathBuf>,
+    #[serde(default)]
+    when_full: WhenFull,
+}
+
+/// What a webhook's full queue lane does to tailing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Tailing waits for room (for every webhook): nothing is lost, the log
+    /// files hold the rest.
+    #[default]
+    Pause,
+    /// This webhook's oldest queued events are dropped (logged and counted)
+    /// to make room, so the other webhooks keep receiving.
+    DropOldest,
 }
 
 impl fmt::Debug for WebhookSpec {
@@ -76,6 +98,8 @@ impl fmt::Debug for WebhookSpec {
             .field("url_env", &self.url_env)
             .field("url_file", &self.url_file)
             .field("preset", &self.preset)
+            .field("ca_file", &self.ca_file)
+            .field("when_full", &self.when_full)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +181,20 @@ pub struct WebhookConfig {
     /// bodies and manual sends. `None`: greedy.
     pub pacing: Option<f64>,
     pub template: Option<String>,
+    /// Trusted on top of the system store (from `ca_file`).
+    pub extra_roots: Vec<reqwest::Certificate>,
+    pub when_full: WhenFull,
+}
+
+impl WebhookConfig {
+    /// What the queue needs to know of this webhook.
+    pub fn lane_limits(&self) -> crate::queue::LaneLimits {
+        crate::queue::LaneLimits {
+            name: self.name.clone(),
+            max_bytes: self.max_queue_bytes,
+            when_full: self.when_full,
+        }
+    }
 }
 
 const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -177,9 +215,30 @@ pub struct SecretUrl {
 }
 
 impl SecretUrl {
+    /// Parses one URL; surrounding whitespace (a file's trailing newline) is
+    /// trimmed, anything else that is not a URL is refused. No message ever
+    /// echoes the text: it holds the secret.
     pub fn parse(text: &str) -> Result<SecretUrl, String> {
+        let text = text.trim();
+        if text.lines().nth(1).is_some() {
+            return Err(format!(
+                "holds {} lines; give exactly one URL",
+                text.lines().count()
+            ));
+        }
+        if text.contains(char::is_whitespace) {
+            return Err("holds whitespace inside the URL; give exactly one URL".into());
+        }
         // The parser's message never echoes the input, so it is safe to show.
-        let url = reqwest::Url::parse(text.trim()).map_err(|e| format!("not a valid URL: {e}"))?;
+        let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(
+                "holds a user name or password (`user:password@`), which tailhook \
+                        does not send; put the key where the receiver expects it (SecureX, XDR: \
+                        the `api_key` query parameter)"
+                    .into(),
+            );
+        }
         match url.scheme() {
             "http" | "https" => Ok(SecretUrl {
                 url,
@@ -198,10 +257,19 @@ impl SecretUrl {
 
     /// Whether the URL holds anything [`Display`](fmt::Display) redacts.
     pub fn has_secret(&self) -> bool {
-        self.path_is_secret
-            || self.url.query().is_some()
-            || !self.url.username().is_empty()
-            || self.url.password().is_some()
+        self.path_is_secret || self.url.query().is_some()
+    }
+
+    /// Plain `http://` to anything but this machine: the key would cross the
+    /// network in clear text.
+    fn is_insecure(&self) -> bool {
+        let loopback = match self.url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        };
+        self.url.scheme() == "http" && !loopback
     }
 
     /// `text` with every secret of this URL (the URL itself, its query and
@@ -217,7 +285,6 @@ impl SecretUrl {
         secrets.extend(url.query_pairs().map(|(_, value)| {
             url::form_urlencoded::byte_serialize(value.as_bytes()).collect::<String>()
         }));
-        secrets.extend(url.password().map(str::to_string));
         if self.path_is_secret {
             secrets.push(url.path().to_string());
         }
@@ -311,13 +378,19 @@ impl WebhookSpec {
         }
         if let Some(url) = &self.url {
             if url != STDOUT_URL {
-                SecretUrl::parse(url).map_err(|e| ("url", e))?;
+                self.secret_url(url).map_err(|e| ("url", e))?;
             }
         }
         if self.max_body_bytes.is_some_and(|b| b < 256) {
             return Err((
                 "max_body_bytes",
                 "must be at least 256 bytes to hold one event".into(),
+            ));
+        }
+        if self.max_queue_bytes == Some(0) {
+            return Err((
+                "max_queue_bytes",
+                "must be above zero (the queue holds at least one chunk of events)".into(),
             ));
         }
         if let Some(reserve) = self.pacing_reserve {
@@ -328,8 +401,16 @@ impl WebhookSpec {
                 ));
             }
         }
-        if self.request_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(("request_timeout", "must be above zero".into()));
+        for (key, duration) in [
+            ("batch_timeout", self.batch_timeout),
+            // Zero: every request "times out" at once and is sent again, forever.
+            ("request_timeout", self.request_timeout),
+            // Zero: a failing webhook is retried in a busy loop.
+            ("max_retry_delay", self.max_retry_delay),
+        ] {
+            if duration.is_some_and(|d| d.is_zero()) {
+                return Err((key, "must be above zero".into()));
+            }
         }
         if let Some(max) = self.max_request_timeout {
             if max < self.request_timeout() {
@@ -342,8 +423,8 @@ impl WebhookSpec {
                 ));
             }
         }
-        if self.batch_timeout.is_some_and(|d| d.is_zero()) {
-            return Err(("batch_timeout", "must be above zero".into()));
+        if let Some(path) = &self.ca_file {
+            load_ca_file(path).map_err(|e| ("ca_file", e))?;
         }
         if let Some(template) = &self.template {
             crate::deliver::Template::parse(template).map_err(|e| ("template", e))?;
@@ -380,6 +461,11 @@ impl WebhookSpec {
                 .template
                 .clone()
                 .or_else(|| (self.preset == Preset::Slack).then(|| SLACK_TEMPLATE.to_string())),
+            extra_roots: match &self.ca_file {
+                Some(path) => load_ca_file(path).map_err(|e| ("ca_file", e))?,
+                None => Vec::new(),
+            },
+            when_full: self.when_full,
         })
     }
 
@@ -439,13 +525,22 @@ impl WebhookSpec {
         } else {
             "url_file"
         };
-        Ok(WebhookTarget::Http(
-            self.secret_url(text).map_err(|e| (key, e))?,
-        ))
+        let url = self.secret_url(text).map_err(|e| match &self.url_file {
+            Some(path) if key == "url_file" => (key, format!("{}: {e}", path.display())),
+            _ => (key, e),
+        })?;
+        Ok(WebhookTarget::Http(url))
     }
 
     fn secret_url(&self, text: &str) -> Result<SecretUrl, String> {
         let url = SecretUrl::parse(text)?;
+        if url.is_insecure() && !self.allow_insecure_http {
+            return Err(format!(
+                "plain http:// to {} would send the key in clear text; use https://, \
+                 or set allow_insecure_http = true for a trusted network",
+                url.url.host_str().unwrap_or("")
+            ));
+        }
         Ok(if self.preset == Preset::Slack {
             url.with_secret_path()
         } else {
@@ -464,6 +559,31 @@ impl WebhookSpec {
     }
 }
 
+/// The certificates of a `ca_file`: at least one, each one a trust anchor
+/// rustls accepts. Errors name the file.
+fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let shown = path.display();
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem)
+        .map_err(|e| format!("{shown}: not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{shown}: holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+        ));
+    }
+    // reqwest parses each certificate only when a client is built: build one
+    // now, so a bad file is a config error rather than a failed delivery.
+    certs
+        .iter()
+        .fold(
+            reqwest::Client::builder().tls_built_in_root_certs(false),
+            |builder, cert| builder.add_root_certificate(cert.clone()),
+        )
+        .build()
+        .map_err(|e| format!("{shown}: not a usable CA certificate: {e}"))?;
+    Ok(certs)
+}
+
 mod optional_duration {
     use serde::Deserializer;
     use std::time::Duration;
@@ -478,11 +598,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redaction_hides_query_and_userinfo() {
-        let url = SecretUrl::parse("https://user:pw@securex-ao.us.security.cisco.com:8443/webhooks/01ABC?api_key=+61Nt/C8==").unwrap();
+    fn redaction_hides_the_query() {
+        let url = SecretUrl::parse(
+            "https://securex-ao.us.security.cisco.com:8443/webhooks/01ABC?api_key=+61Nt/C8==",
+        )
+        .unwrap();
         let shown = format!("{url} {url:?}");
         assert!(!shown.contains("61Nt"), "{shown}");
-        assert!(!shown.contains("pw"), "{shown}");
         assert!(
             shown.contains(
                 "https://securex-ao.us.security.cisco.com:8443/webhooks/01ABC?<redacted>"
@@ -611,5 +733,77 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("application/json"), "{err}");
+    }
+
+    /// An http(s) URL with arbitrary path segments and query pairs.
+    fn arbitrary_url() -> impl proptest::strategy::Strategy<Value = reqwest::Url> {
+        use proptest::prelude::*;
+        (
+            prop_oneof![Just("https"), Just("http")],
+            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}",
+            proptest::option::of(1u16..),
+            proptest::collection::vec(any::<String>(), 0..4),
+            proptest::collection::vec((any::<String>(), any::<String>()), 0..4),
+        )
+            .prop_map(|(scheme, host, port, segments, pairs)| {
+                let mut url = reqwest::Url::parse(&format!("{scheme}://{host}/")).unwrap();
+                url.set_port(port).unwrap();
+                url.path_segments_mut().unwrap().extend(&segments);
+                if !pairs.is_empty() {
+                    url.query_pairs_mut().extend_pairs(&pairs);
+                }
+                url
+            })
+    }
+
+    proptest::proptest! {
+        /// Shown, a URL is its scheme, host, port and (unless secret) path;
+        /// the query and a secret path are `<redacted>`, whatever they hold.
+        #[test]
+        fn redaction_shows_nothing_of_the_query_or_a_secret_path(url in arbitrary_url(), slack in proptest::prelude::any::<bool>()) {
+            let mut secret = SecretUrl::parse(url.as_str()).unwrap();
+            if slack {
+                secret = secret.with_secret_path();
+            }
+            let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
+            let path = if slack { "/<redacted>" } else { url.path() };
+            let query = if url.query().is_some() { "?<redacted>" } else { "" };
+            let expected = format!("{}://{}{port}{path}{query}", url.scheme(), url.host_str().unwrap());
+            proptest::prop_assert_eq!(secret.to_string(), expected.clone());
+            proptest::prop_assert_eq!(format!("{secret:?}"), format!("SecretUrl({expected})"));
+            proptest::prop_assert_eq!(secret.has_secret(), slack || url.query().is_some());
+        }
+
+        /// A receiver's text that echoes a key (as sent or decoded) keeps
+        /// none of it after `scrub`.
+        #[test]
+        fn scrub_removes_every_echoed_key(
+            key in "[A-Za-z0-9+/=_.-]{4,40}",
+            before in proptest::prelude::any::<String>(),
+            after in proptest::prelude::any::<String>(),
+            encoded in proptest::prelude::any::<bool>(),
+        ) {
+            proptest::prop_assume!(!"<redacted>".contains(key.as_str()));
+            let mut url = reqwest::Url::parse("https://receiver.test/webhooks/1").unwrap();
+            url.query_pairs_mut().append_pair("api_key", &key);
+            let secret = SecretUrl::parse(url.as_str()).unwrap();
+            let echoed = if encoded {
+                url::form_urlencoded::byte_serialize(key.as_bytes()).collect()
+            } else {
+                key.clone()
+            };
+            let scrubbed = secret.scrub(&format!("{before}{echoed}{after}"));
+            proptest::prop_assert!(!scrubbed.contains(&key), "{}", scrubbed);
+            proptest::prop_assert!(!scrubbed.contains(&echoed), "{}", scrubbed);
+        }
+
+        /// Any text as a URL: parsed or refused, and a refusal never
+        /// repeats what it was given.
+        #[test]
+        fn a_refused_url_is_never_echoed(text in "\\PC{0,60}SECRETKEY\\PC{0,20}") {
+            if let Err(problem) = SecretUrl::parse(&text) {
+                proptest::prop_assert!(!problem.contains("SECRETKEY"), "{}", problem);
+            }
+        }
     }
 }

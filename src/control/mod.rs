@@ -169,6 +169,7 @@ impl Running {
                     queued_events,
                     queued_bytes,
                     oldest_age_seconds: oldest.map(|t| status::age(t).as_secs_f64()),
+                    dropped_events: self.queue.dropped(lane),
                     budget_left: webhook
                         .budget()
                         .into_iter()

@@ -467,4 +467,264 @@ mod tests {
             }
         }
     }
+
+    /// Whether `text` is a well-formed XML document of elements, attributes
+    /// and text (all a body holds): only XML 1.0 characters, every `<` a
+    /// tag, every `&` one of the five entities, tags balanced, one root.
+    fn well_formed_xml(text: &str) -> Result<(), String> {
+        let xml_char = |c: char| {
+            matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c != '\u{fffe}' && c != '\u{ffff}')
+        };
+        if let Some(c) = text.chars().find(|c| !xml_char(*c)) {
+            return Err(format!("character {c:?} is not XML"));
+        }
+        let entities_ok = |part: &str| {
+            part.split('&').skip(1).all(|after| {
+                ["amp;", "lt;", "gt;", "quot;", "apos;"]
+                    .iter()
+                    .any(|e| after.starts_with(e))
+            })
+        };
+        let rest = text
+            .strip_prefix(r#"<?xml version="1.0" encoding="UTF-8"?>"#)
+            .ok_or("no XML declaration")?;
+        let mut open: Vec<&str> = Vec::new();
+        let mut roots = 0;
+        for (i, piece) in rest.split('<').enumerate() {
+            if i == 0 {
+                if !piece.is_empty() {
+                    return Err("text before the root".into());
+                }
+                continue;
+            }
+            let (tag, after) = piece.split_once('>').ok_or("a tag is not closed")?;
+            if !entities_ok(after) || (open.is_empty() && !after.is_empty()) {
+                return Err(format!("bad text {after:?}"));
+            }
+            if let Some(name) = tag.strip_prefix('/') {
+                if open.pop() != Some(name) {
+                    return Err(format!("</{name}> closes nothing open"));
+                }
+                continue;
+            }
+            let (tag, empty) = match tag.strip_suffix('/') {
+                Some(tag) => (tag, true),
+                None => (tag, false),
+            };
+            let (name, mut attributes) = tag.split_once(' ').unwrap_or((tag, ""));
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(format!("bad element name {name:?}"));
+            }
+            while !attributes.is_empty() {
+                let (key, value) = attributes.split_once("=\"").ok_or("bad attribute")?;
+                let (value, more) = value.split_once('"').ok_or("attribute not closed")?;
+                if key.is_empty() || key.contains(char::is_whitespace) || !entities_ok(value) {
+                    return Err(format!("bad attribute {key:?}={value:?}"));
+                }
+                attributes = more.strip_prefix(' ').unwrap_or(more);
+                if !more.is_empty() && !more.starts_with(' ') {
+                    return Err("attributes not separated".into());
+                }
+            }
+            if open.is_empty() {
+                roots += 1;
+            }
+            if !empty {
+                open.push(name);
+            }
+        }
+        if !open.is_empty() || roots != 1 {
+            return Err(format!("unbalanced: open {open:?}, {roots} roots"));
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_xml_check_refuses_what_is_not_xml() {
+        let doc = |inner: &str| format!(r#"<?xml version="1.0" encoding="UTF-8"?>{inner}"#);
+        assert!(well_formed_xml(&doc(r#"<a b="1 &amp; 2"><c/>x &lt; y</a>"#)).is_ok());
+        for bad in [
+            "<a>&</a>",
+            "<a>x</b>",
+            "<a>",
+            "<a></a><a></a>",
+            "<a b=\"<\"></a>",
+            "<a>\u{1}</a>",
+            "<a>x > <</a>",
+            "text<a></a>",
+        ] {
+            assert!(well_formed_xml(&doc(bad)).is_err(), "{bad}");
+        }
+    }
+
+    fn arbitrary_event() -> impl proptest::strategy::Strategy<Value = Event> {
+        use proptest::prelude::*;
+        let severity = proptest::sample::select(vec![
+            Severity::Info,
+            Severity::Low,
+            Severity::Medium,
+            Severity::High,
+            Severity::Critical,
+        ]);
+        let value = prop_oneof![
+            any::<String>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<bool>().prop_map(serde_json::Value::from),
+            Just(serde_json::Value::Null),
+        ];
+        (
+            (any::<String>(), any::<String>(), severity, any::<String>()),
+            (
+                any::<String>(),
+                any::<u64>(),
+                proptest::option::of(any::<String>()),
+            ),
+            prop_oneof![any::<String>(), "\\PC{0,3000}"],
+            proptest::collection::btree_map(any::<String>(), value, 0..4),
+            (proptest::option::of(any::<u64>()), any::<bool>()),
+        )
+            .prop_map(
+                |(
+                    (id, rule, severity, time),
+                    (file, offset, cursor),
+                    message,
+                    fields,
+                    (count, truncated),
+                )| {
+                    Event {
+                        id,
+                        rule,
+                        severity,
+                        time,
+                        log: LogOrigin {
+                            file,
+                            offset,
+                            cursor,
+                        },
+                        message,
+                        fields,
+                        count,
+                        truncated,
+                    }
+                },
+            )
+    }
+
+    fn arbitrary_format(
+    ) -> impl proptest::strategy::Strategy<Value = (ContentType, Option<&'static str>)> {
+        use proptest::sample::select;
+        select(vec![
+            (ContentType::Json, None),
+            (ContentType::JsonUtf8, None),
+            (ContentType::FormUrlencoded, None),
+            (ContentType::Xml, None),
+            (
+                ContentType::Json,
+                Some("[{severity}] {rule} {fields.source.ip}: {message}"),
+            ),
+            (
+                ContentType::FormUrlencoded,
+                Some("{host} {message} {count} {log.file}"),
+            ),
+        ])
+    }
+
+    /// The JSON a JSON or form body carries.
+    fn body_json(content_type: ContentType, body: &[u8]) -> Result<serde_json::Value, String> {
+        let json = match content_type {
+            ContentType::FormUrlencoded => {
+                let pairs: Vec<_> = url::form_urlencoded::parse(body).collect();
+                match pairs.as_slice() {
+                    [(key, value)] if key == "payload" => value.to_string(),
+                    _ => return Err(format!("not one payload field: {pairs:?}")),
+                }
+            }
+            _ => String::from_utf8(body.to_vec()).map_err(|e| e.to_string())?,
+        };
+        serde_json::from_str(&json).map_err(|e| format!("{e}: {json}"))
+    }
+
+    proptest::proptest! {
+        /// Arbitrary events in every body format: each body is valid JSON,
+        /// form or XML holding its batch, and never over `max_body_bytes`;
+        /// an event too large is cut (its message a prefix, `truncated`
+        /// set), or refused only when even an empty message cannot fit.
+        #[test]
+        fn bodies_are_valid_and_within_the_limit(
+            events in proptest::collection::vec(arbitrary_event(), 1..8),
+            (content_type, template) in arbitrary_format(),
+            host in proptest::prelude::any::<String>(),
+            max_body_bytes in 256usize..6000,
+        ) {
+            use crate::deliver::batch::{Admitted, Pending};
+            use crate::queue::Queued;
+            use std::sync::Arc;
+            let format = BodyFormat::new(content_type, template, &host);
+            let mut pending = Pending::new(&format, max_body_bytes);
+            let mut refused = 0;
+            for (seq, event) in events.iter().enumerate() {
+                let queued = Queued {
+                    seq: seq as u64,
+                    json: serde_json::to_vec(event).unwrap(),
+                    event: Arc::new(event.clone()),
+                };
+                if let Admitted::TooLarge(whole) = pending.push(queued, &format) {
+                    let mut empty = (*whole.event).clone();
+                    empty.message.clear();
+                    empty.truncated = true;
+                    let smallest = format.overhead() + format.encode_event(&empty).len();
+                    proptest::prop_assert!(smallest > max_body_bytes, "refused though {smallest} fits");
+                    refused += 1;
+                }
+            }
+            let mut sent = 0;
+            while !pending.is_empty() {
+                let batch = pending.take_batch();
+                let body = format.encode(batch.iter().map(|e| e.bytes.as_slice()));
+                proptest::prop_assert!(body.len() <= max_body_bytes, "{} > {max_body_bytes}", body.len());
+                for encoded in &batch {
+                    let original = &events[encoded.seq as usize];
+                    proptest::prop_assert!(original.message.starts_with(&encoded.event.message));
+                    if encoded.event.message != original.message {
+                        proptest::prop_assert!(encoded.event.truncated);
+                    }
+                }
+                match (content_type, template) {
+                    (ContentType::Xml, _) => {
+                        let text = std::str::from_utf8(&body).map_err(|e| e.to_string());
+                        proptest::prop_assert!(text.is_ok(), "{:?}", text);
+                        let checked = well_formed_xml(text.unwrap());
+                        proptest::prop_assert!(checked.is_ok(), "{:?}", checked);
+                    }
+                    (_, None) => {
+                        let json = body_json(content_type, &body);
+                        proptest::prop_assert!(json.is_ok(), "{:?}", json);
+                        let json = json.unwrap();
+                        let messages: Vec<&str> = json["events"]
+                            .as_array()
+                            .map(|events| events.iter().filter_map(|e| e["message"].as_str()).collect())
+                            .unwrap_or_default();
+                        let expected: Vec<&str> = batch.iter().map(|e| e.event.message.as_str()).collect();
+                        proptest::prop_assert_eq!(messages, expected);
+                        proptest::prop_assert_eq!(json["host"].as_str(), Some(host.as_str()));
+                    }
+                    (_, Some(_)) => {
+                        let json = body_json(content_type, &body);
+                        proptest::prop_assert!(json.is_ok(), "{:?}", json);
+                        proptest::prop_assert!(json.unwrap()["text"].is_string());
+                    }
+                }
+                sent += batch.len();
+            }
+            proptest::prop_assert_eq!(sent + refused, events.len());
+        }
+
+        /// Any template text parses or is refused; a parsed one renders.
+        #[test]
+        fn arbitrary_templates_parse_or_fail_cleanly(text in "\\PC{0,40}", message in proptest::prelude::any::<String>()) {
+            if let Ok(template) = Template::parse(&text) {
+                let _ = template.render(&event(&message), "web1");
+            }
+        }
+    }
 }

@@ -721,7 +721,11 @@ mod tests {
         )
         .unwrap();
         let config = crate::config::Config::load(&path).unwrap();
-        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let queue = Queue::open(
+            dir.path(),
+            &[crate::queue::LaneLimits::pausing("soc", 1_000_000)],
+        )
+        .unwrap();
         let counters = Arc::new(WebhookCounters::default());
         let webhook = Webhook::open(
             config.webhook("soc").unwrap(),
@@ -759,9 +763,10 @@ mod tests {
         )
         .unwrap();
         let config = crate::config::Config::load(&path).unwrap();
-        let queue = Queue::open(dir.path(), &[("soc".into(), 1_000_000)]).unwrap();
+        let soc = config.webhook("soc").unwrap();
+        let queue = Queue::open(dir.path(), &[soc.lane_limits()]).unwrap();
         let webhook = Webhook::open(
-            config.webhook("soc").unwrap(),
+            soc,
             "host",
             queue.clone(),
             0,

@@ -53,7 +53,14 @@ impl Transport {
         Ok(match &config.target {
             WebhookTarget::Stdout => Transport::Stdout,
             WebhookTarget::Http(url) => Transport::Http {
-                client: reqwest::Client::builder()
+                // Trust is the system store (reqwest is built without bundled
+                // roots, so removing a CA there takes effect) plus `ca_file`.
+                client: config
+                    .extra_roots
+                    .iter()
+                    .fold(reqwest::Client::builder(), |builder, cert| {
+                        builder.add_root_certificate(cert.clone())
+                    })
                     .user_agent(concat!("tailhook/", env!("CARGO_PKG_VERSION")))
                     .build()?,
                 url: url.clone(),

@@ -89,6 +89,9 @@ pub struct WebhookGauges {
     pub queued_events: u64,
     pub queued_bytes: u64,
     pub oldest_age_seconds: Option<f64>,
+    /// Events dropped to make room (`when_full = "drop_oldest"`), ever: kept
+    /// in the queue file, so the counter survives restarts.
+    pub dropped_events: u64,
     /// (window as configured, e.g. `5/1m`; requests left in it).
     pub budget_left: Vec<(String, u64)>,
 }
@@ -315,6 +318,12 @@ impl Metrics {
                 count(|c| &c.events_dead_lettered),
             ),
             (
+                "tailhook_events_dropped_total",
+                "counter",
+                "Oldest events dropped from the webhook's full queue (when_full = \"drop_oldest\").",
+                gauge(|g| g.dropped_events as f64),
+            ),
+            (
                 "tailhook_dead_letter_batches_total",
                 "counter",
                 "Batches the webhook rejected, written to its dead-letter file.",
@@ -406,6 +415,7 @@ mod tests {
                 queued_events: 4,
                 queued_bytes: 400,
                 oldest_age_seconds: Some(1.5),
+                dropped_events: 7,
                 budget_left: vec![("5/1m".into(), 3)],
             }],
             input_lag_bytes: vec![120],
@@ -421,6 +431,8 @@ mod tests {
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"202\"} 1",
             "tailhook_requests_total{webhook=\"so\\\"c\",code=\"error\"} 1",
             "tailhook_queue_events{webhook=\"so\\\"c\"} 4",
+            "# TYPE tailhook_events_dropped_total counter",
+            "tailhook_events_dropped_total{webhook=\"so\\\"c\"} 7",
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
             "tailhook_input_lag_bytes{input=\"auth\"} 120",

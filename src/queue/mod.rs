@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::config::{RouteConfig, DEFAULT_MIN_SEVERITY};
 use crate::rules::{RuleSelector, Severity};
 
-pub use store::{LaneState, LastError, Queue, QueueError, QueueView, Queued};
+pub use store::{LaneLimits, LaneState, LastError, Queue, QueueError, QueueView, Queued};
 
 pub struct Router {
     /// Rule id → indexes of webhooks, in config order.

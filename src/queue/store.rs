@@ -3,7 +3,8 @@
 //!
 //! Each webhook has its own table of `sequence → event JSON`, so one that is
 //! down only fills its own, up to `max_queue_bytes`; then `append` waits and
-//! back-pressure reaches the tailer (the log files are the buffer). Events are
+//! back-pressure reaches the tailer (the log files are the buffer), or, for a
+//! lane with `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
 //! appended in one transaction per chunk of lines, before the lines' offsets
 //! may be committed, so a crash at any moment loses nothing. Lines read again
 //! after a crash (between the queue write and the checkpoint write) yield
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::BackoffBuilder;
 use redb::{
@@ -24,6 +25,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::config::WhenFull;
 use crate::event::Event;
 
 /// Ids of recently queued events, and their order for forgetting the oldest.
@@ -31,6 +33,10 @@ const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids"
 const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
 /// Per webhook name: its last delivery error, as JSON ([`LastError`]).
 const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
+/// Per webhook name: events dropped to make room (`when_full = "drop_oldest"`), ever.
+const DROPPED: TableDefinition<&str, u64> = TableDefinition::new("dropped");
+/// Drops are logged at most this often per webhook, with the count since.
+const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Per webhook name: the Content-Type it has accepted a body with, so that
 /// a later 415 reads as "over the limit", after a restart too.
 const ACCEPTED_CONTENT_TYPES: TableDefinition<&str, &str> =
@@ -100,6 +106,28 @@ pub struct LaneState {
     /// Ages of the attempts recorded within the asked window.
     pub attempt_ages: Vec<Duration>,
     pub last_error: Option<LastError>,
+    /// Events dropped to make room, ever.
+    pub dropped: u64,
+}
+
+/// What the queue needs to know of one webhook.
+#[derive(Debug, Clone)]
+pub struct LaneLimits {
+    pub name: String,
+    pub max_bytes: u64,
+    pub when_full: WhenFull,
+}
+
+#[cfg(test)]
+impl LaneLimits {
+    /// A lane whose fullness pauses the tailer (the default).
+    pub fn pausing(name: &str, max_bytes: u64) -> LaneLimits {
+        LaneLimits {
+            name: name.into(),
+            max_bytes,
+            when_full: WhenFull::Pause,
+        }
+    }
 }
 
 struct Lane {
@@ -109,6 +137,7 @@ struct Lane {
     /// Rows that could not be read back as events, kept for a human.
     set_aside: String,
     max_bytes: u64,
+    when_full: WhenFull,
     /// Wakes the webhook's delivery task when events arrive.
     arrived: Arc<Notify>,
 }
@@ -133,6 +162,15 @@ struct Usage {
     recounts: u64,
 }
 
+/// Events one lane dropped to make room: ever (as stored), and since the
+/// last log line, which comes at most every [`DROP_LOG_INTERVAL`].
+#[derive(Default)]
+struct Drops {
+    total: u64,
+    unlogged: u64,
+    logged_at: Option<Instant>,
+}
+
 /// The open database and how many times it was opened, so that several
 /// callers failing on one broken handle reopen it once.
 struct Handle {
@@ -150,6 +188,7 @@ pub struct Queue {
     /// after a reopen): `depth` (for status and metrics) takes it on the
     /// async workers.
     usage: Mutex<Usage>,
+    drops: Mutex<Vec<Drops>>,
     /// Held by an `append` from its first look at the sizes to its commit,
     /// so appends take sequence numbers one after the other.
     appending: Mutex<()>,
@@ -214,6 +253,7 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
     }
     txn.open_table(RECENT_IDS)?;
     txn.open_table(LAST_ERRORS)?;
+    txn.open_table(DROPPED)?;
     txn.open_table(ACCEPTED_CONTENT_TYPES)?;
     usage.recent_counter = txn
         .open_table(RECENT_ORDER)?
@@ -233,8 +273,8 @@ fn reopen_backoff() -> impl Iterator<Item = Duration> {
 }
 
 impl Queue {
-    /// Opens (or creates) the queue for `webhooks` (name, max bytes) in `state_dir`.
-    pub fn open(state_dir: &Path, webhooks: &[(String, u64)]) -> Result<Arc<Queue>, QueueError> {
+    /// Opens (or creates) the queue for `webhooks` in `state_dir`.
+    pub fn open(state_dir: &Path, webhooks: &[LaneLimits]) -> Result<Arc<Queue>, QueueError> {
         let file = state_dir.join("queue.redb");
         let path = file.display().to_string();
         let fail = |message: String| QueueError {
@@ -253,20 +293,30 @@ impl Queue {
         })?;
         let lanes: Vec<Lane> = webhooks
             .iter()
-            .map(|(name, max_bytes)| Lane {
-                name: name.clone(),
-                table: format!("events:{name}"),
-                attempts: format!("attempts:{name}"),
-                set_aside: format!("unreadable:{name}"),
-                max_bytes: *max_bytes,
+            .map(|limits| Lane {
+                name: limits.name.clone(),
+                table: format!("events:{}", limits.name),
+                attempts: format!("attempts:{}", limits.name),
+                set_aside: format!("unreadable:{}", limits.name),
+                max_bytes: limits.max_bytes,
+                when_full: limits.when_full,
                 arrived: Arc::new(Notify::new()),
             })
             .collect();
-        let usage = (|| {
+        let (usage, drops) = (|| {
             let txn = db.begin_write()?;
             let usage = count_usage(&txn, &lanes)?;
+            let dropped = txn.open_table(DROPPED)?;
+            let mut drops = Vec::new();
+            for lane in &lanes {
+                drops.push(Drops {
+                    total: dropped.get(lane.name.as_str())?.map_or(0, |n| n.value()),
+                    ..Drops::default()
+                });
+            }
+            drop(dropped);
             txn.commit()?;
-            Ok::<_, redb::Error>(usage)
+            Ok::<_, redb::Error>((usage, drops))
         })()
         .map_err(|e| fail(e.to_string()))?;
         for (lane, events) in lanes.iter().zip(&usage.events) {
@@ -283,6 +333,7 @@ impl Queue {
             path,
             lanes,
             usage: Mutex::new(usage),
+            drops: Mutex::new(drops),
             appending: Mutex::new(()),
             usage_stale: AtomicBool::new(false),
             room: Condvar::new(),
@@ -402,6 +453,11 @@ impl Queue {
         (usage.events[lane], usage.bytes[lane])
     }
 
+    /// Events dropped from `lane` to make room, ever.
+    pub fn dropped(&self, lane: usize) -> u64 {
+        self.drops.lock().expect("queue drops")[lane].total
+    }
+
     /// Whether an `append` is waiting for a full lane to make room (and so
     /// the tailer that called it is paused, not stuck).
     pub fn waiting_for_room(&self) -> bool {
@@ -445,7 +501,9 @@ impl Queue {
     /// Appends `events` (lane, event) in one durable transaction, skipping
     /// events whose id was queued before; returns how many each lane took.
     /// Waits while a lane they go to is full: that pauses the tailer, which
-    /// calls this; fails at once when the queue was closed for appends.
+    /// calls this; a `drop_oldest` lane drops its oldest events instead, in
+    /// the same transaction. Fails at once when the queue was closed for
+    /// appends.
     pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
         self.append_as(events, Appending::Read)
     }
@@ -494,7 +552,8 @@ impl Queue {
             }
             // A lane that holds nothing always takes the chunk, however large.
             let full = (0..self.lanes.len()).find(|&l| {
-                adding[l] > 0
+                self.lanes[l].when_full == WhenFull::Pause
+                    && adding[l] > 0
                     && usage.bytes[l] > 0
                     && usage.bytes[l] + adding[l] > self.lanes[l].max_bytes
             });
@@ -523,11 +582,16 @@ impl Queue {
         self.waiting_for_room.store(false, Ordering::Relaxed);
         let (next_seq, recent_counter, recounts) =
             (usage.next_seq.clone(), usage.recent_counter, usage.recounts);
+        // Sizes before this chunk; a removal meanwhile only makes a
+        // `drop_oldest` lane drop a little more than it had to.
+        let held = usage.bytes.clone();
         drop(usage);
         let added = self.with_db(|db| {
             let (mut next_seq, mut recent_counter) = (next_seq, recent_counter);
             let txn = db.begin_write()?;
             let mut added = Vec::new();
+            // Per lane: (events, bytes) dropped to make room.
+            let mut dropped: HashMap<usize, (u64, u64)> = HashMap::new();
             {
                 let mut ids = txn.open_table(RECENT_IDS)?;
                 let mut order = txn.open_table(RECENT_ORDER)?;
@@ -568,11 +632,45 @@ impl Queue {
                     order.remove(counter)?;
                     ids.remove(key.as_str())?;
                 }
+                for (&lane, table) in &mut tables {
+                    if self.lanes[lane].when_full != WhenFull::DropOldest {
+                        continue;
+                    }
+                    let new_bytes: u64 = added
+                        .iter()
+                        .filter(|(l, _)| *l == lane)
+                        .map(|(_, b)| b)
+                        .sum();
+                    let newest = next_seq[lane] - 1;
+                    let mut holding = held[lane] + new_bytes;
+                    let (mut events, mut bytes) = (0, 0);
+                    // Oldest first, this chunk's too, but never the newest
+                    // event: one event larger than the limit still queues.
+                    while holding > self.lanes[lane].max_bytes {
+                        let oldest = table
+                            .first()?
+                            .map(|(seq, json)| (seq.value(), json.value().len() as u64));
+                        let Some((seq, size)) = oldest.filter(|(seq, _)| *seq < newest) else {
+                            break;
+                        };
+                        table.remove(seq)?;
+                        holding = holding.saturating_sub(size);
+                        events += 1;
+                        bytes += size;
+                    }
+                    if events > 0 {
+                        let mut totals = txn.open_table(DROPPED)?;
+                        let name = self.lanes[lane].name.as_str();
+                        let total = totals.get(name)?.map_or(0, |n| n.value()) + events;
+                        totals.insert(name, total)?;
+                        dropped.insert(lane, (events, bytes));
+                    }
+                }
             }
             txn.commit()?;
-            Ok((added, next_seq, recent_counter))
+            Ok((added, next_seq, recent_counter, dropped))
         });
-        let (added, next_seq, recent_counter) = added?;
+        let (added, next_seq, recent_counter, dropped) = added?;
         self.waiting_for_disk.store(false, Ordering::Relaxed);
         let mut usage = self.usage();
         // A recount since the commit already counted what it added.
@@ -589,7 +687,40 @@ impl Queue {
             taken[lane] += 1;
             self.lanes[lane].arrived.notify_one();
         }
+        for (&lane, &(events, bytes)) in &dropped {
+            if !counted {
+                usage.bytes[lane] = usage.bytes[lane].saturating_sub(bytes);
+                usage.events[lane] = usage.events[lane].saturating_sub(events);
+            }
+        }
+        drop(usage);
+        self.log_drops(&dropped);
         Ok(taken)
+    }
+
+    /// Counts what `append` dropped (lane → events, bytes) and logs it, at
+    /// most every [`DROP_LOG_INTERVAL`] per lane with the count since.
+    fn log_drops(&self, dropped: &HashMap<usize, (u64, u64)>) {
+        let mut drops = self.drops.lock().expect("queue drops");
+        for (&lane, &(events, _)) in dropped {
+            let drops = &mut drops[lane];
+            drops.total += events;
+            drops.unlogged += events;
+            if drops
+                .logged_at
+                .is_none_or(|at| at.elapsed() >= DROP_LOG_INTERVAL)
+            {
+                tracing::warn!(
+                    queue = %self.lanes[lane].table,
+                    dropped = drops.unlogged,
+                    dropped_total = drops.total,
+                    max_queue_bytes = self.lanes[lane].max_bytes,
+                    "queue is full: dropped the webhook's oldest events to make room (when_full = \"drop_oldest\")"
+                );
+                drops.unlogged = 0;
+                drops.logged_at = Some(Instant::now());
+            }
+        }
     }
 
     /// Up to `limit` events of `lane` with a sequence above `after`, oldest
@@ -932,8 +1063,14 @@ fn remembered(
         Err(TableError::TableDoesNotExist(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    let dropped = match txn.open_table(DROPPED) {
+        Ok(table) => table.get(name)?.map_or(0, |n| n.value()),
+        Err(TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => return Err(e.into()),
+    };
     Ok(LaneState {
         oldest: oldest_event(txn, &format!("events:{name}"))?,
+        dropped,
         attempt_ages: attempt_times(txn, &format!("attempts:{name}"), window)?
             .into_iter()
             .map(|at| SystemTime::now().duration_since(at).unwrap_or_default())
@@ -986,8 +1123,19 @@ mod tests {
         Arc::new(Event::sample(id, message))
     }
 
-    fn hooks() -> Vec<(String, u64)> {
-        vec![("a".into(), 1_000_000), ("b".into(), 1_000_000)]
+    fn lane(name: &str, max_bytes: u64, when_full: WhenFull) -> LaneLimits {
+        LaneLimits {
+            name: name.into(),
+            max_bytes,
+            when_full,
+        }
+    }
+
+    fn hooks() -> Vec<LaneLimits> {
+        vec![
+            lane("a", 1_000_000, WhenFull::Pause),
+            lane("b", 1_000_000, WhenFull::Pause),
+        ]
     }
 
     #[test]
@@ -1038,9 +1186,84 @@ mod tests {
     }
 
     #[test]
+    fn a_drop_oldest_lane_drops_its_oldest_events_and_never_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let lanes = [
+            lane("dead", 1_200, WhenFull::DropOldest),
+            lane("live", 1_000_000, WhenFull::Pause),
+        ];
+        let queue = Queue::open(dir.path(), &lanes).unwrap();
+        for n in 0..20 {
+            let e = event(&n.to_string(), &format!("{n:03}{}", "x".repeat(300)));
+            queue.append(&[(0, e.clone()), (1, e)]).unwrap();
+            let (_, bytes) = queue.depth(0);
+            assert!(bytes <= 1_200, "lane over its limit: {bytes}");
+        }
+        assert!(!queue.waiting_for_room());
+        let kept: Vec<String> = queue
+            .read(0, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.message[..3].to_string())
+            .collect();
+        assert_eq!(kept.last().map(String::as_str), Some("019"), "newest kept");
+        let dropped = queue.dropped(0);
+        assert_eq!(dropped as usize + kept.len(), 20, "{kept:?}");
+        assert_eq!(kept[0], format!("{dropped:03}"), "the oldest went first");
+        assert_eq!(queue.depth(1).0, 20, "the other lane keeps everything");
+        assert_eq!(queue.dropped(1), 0);
+        let (events, bytes) = queue.depth(0);
+        drop(queue);
+
+        // The count survives a restart, for status and the metric.
+        let queue = Queue::open(dir.path(), &lanes).unwrap();
+        assert_eq!(queue.dropped(0), dropped);
+        assert_eq!(queue.depth(0), (events, bytes));
+        drop(queue);
+        let view = QueueView::open(dir.path()).unwrap().unwrap();
+        assert_eq!(
+            view.lane_state("dead", Duration::ZERO).unwrap().dropped,
+            dropped
+        );
+    }
+
+    #[test]
+    fn a_drop_oldest_lane_keeps_the_newest_of_a_chunk_larger_than_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 700, WhenFull::DropOldest)]).unwrap();
+        queue.append(&[(0, event("old", "x"))]).unwrap();
+        let chunk: Vec<_> = (0..4)
+            .map(|n| (0, event(&format!("new{n}"), &"y".repeat(300))))
+            .collect();
+        queue.append(&chunk).unwrap();
+        let ids: Vec<String> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.id.clone())
+            .collect();
+        assert_eq!(ids.last().map(String::as_str), Some("new3"));
+        assert!(queue.depth(0).1 <= 700, "{:?}", queue.depth(0));
+        assert_eq!(queue.dropped(0) as usize + ids.len(), 5);
+
+        // One event larger than the limit is still queued.
+        queue
+            .append(&[(0, event("huge", &"z".repeat(1_000)))])
+            .unwrap();
+        let ids: Vec<String> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.event.id.clone())
+            .collect();
+        assert_eq!(ids, ["huge"]);
+        assert_eq!(queue.dropped(0), 5);
+    }
+
+    #[test]
     fn a_full_lane_makes_append_wait_until_events_leave() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
         queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
         let writer = {
             let queue = queue.clone();
@@ -1148,11 +1371,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let garbage = vec![b'{'; 500];
         {
-            let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+            let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
             put_raw(&queue, 1, &garbage);
         }
         // Counted at open: the lane is as good as full.
-        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
         assert_eq!(queue.depth(0), (1, 500));
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let writer = {
@@ -1264,7 +1487,7 @@ mod tests {
     #[test]
     fn closing_ends_an_append_waiting_for_room_and_refuses_more() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &[("a".into(), 600)]).unwrap();
+        let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
         queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
         let writer = {
             let queue = queue.clone();

@@ -589,4 +589,58 @@ mod tests {
         let err = rule_files(&[PathBuf::from("/nonexistent/rules.d")]).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/rules.d"), "{err}");
     }
+
+    /// A TOML string holding `text`.
+    fn quoted(text: &str) -> String {
+        toml::Value::String(text.to_string()).to_string()
+    }
+
+    /// Regex-like text: mostly the characters regex syntax is made of.
+    fn regex_text() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z0-9 .*+?|^$(){}\\[\\]\\\\<>P:,=!-]{0,40}",
+            "\\(\\?P<[a-z.]{1,12}>[^()]{0,12}\\)[a-z0-9 .*+?{},\\\\-]{0,20}",
+            any::<String>(),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any text as a rule file: rules or an error naming the file.
+        #[test]
+        fn arbitrary_rule_files_load_or_fail_cleanly(text in "\\PC{0,200}") {
+            if let Err(e) = parse(&text) {
+                proptest::prop_assert!(e.to_string().starts_with("rules/test.toml"), "{}", e);
+            }
+        }
+
+        /// A well-formed rule with an arbitrary regex, ignore pattern and
+        /// example: it compiles and its examples run, or the error names
+        /// the file, the line and the rule.
+        #[test]
+        fn arbitrary_regexes_compile_or_fail_cleanly(
+            regex in regex_text(),
+            ignore in regex_text(),
+            line in proptest::prelude::any::<String>(),
+        ) {
+            let text = format!(
+                "[[rule]]\nid = \"p.rule\"\nregex = {}\nignore = [{}]\n[[rule.example]]\nline = {}\n",
+                quoted(&regex),
+                quoted(&ignore),
+                quoted(&line)
+            );
+            match parse(&text) {
+                Ok(rules) => {
+                    for (_, rule) in rules {
+                        let _ = rule.check_examples();
+                    }
+                }
+                Err(e) => {
+                    let shown = e.to_string();
+                    proptest::prop_assert!(shown.starts_with("rules/test.toml:"), "{}", shown);
+                    proptest::prop_assert!(shown.contains("rule `p.rule`"), "{}", shown);
+                }
+            }
+        }
+    }
 }

@@ -92,6 +92,9 @@ impl EntryError {
     }
 }
 
+/// The last microsecond of 9999-12-31 UTC, since the Unix epoch.
+const LAST_RFC3339_MICROS: u64 = 253_402_300_800_000_000 - 1;
+
 /// Parses one line of `journalctl --output=json`; the line handed to the
 /// rules is cut to `max_line_bytes`.
 pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, EntryError> {
@@ -107,6 +110,8 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
     };
     let time = text("__REALTIME_TIMESTAMP")
         .and_then(|t| t.text.parse::<u64>().ok())
+        // RFC 3339 ends with year 9999; a later time is as unusable as none.
+        .filter(|micros| *micros <= LAST_RFC3339_MICROS)
         .map(|micros| SystemTime::UNIX_EPOCH + Duration::from_micros(micros))
         .unwrap_or_else(SystemTime::now);
     let time = humantime::format_rfc3339_micros(time).to_string();
@@ -374,5 +379,68 @@ mod tests {
         assert!(entry.truncated);
         assert!(entry.line.len() <= 47);
         assert!(entry.line.ends_with("sshd[811]: é"), "{}", entry.line);
+    }
+
+    #[test]
+    fn a_timestamp_past_year_9999_does_not_panic() {
+        let mut value = sshd(json!("x"));
+        value["__REALTIME_TIMESTAMP"] = json!("18446744073709551615");
+        entry(value).unwrap();
+    }
+
+    /// A journal field value as journalctl may write it: text, a byte
+    /// array, repeated values, null, or something no journal writes.
+    fn field_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            any::<String>().prop_map(Value::from),
+            any::<u64>().prop_map(|n| Value::from(n.to_string())),
+            "[0-9]{0,25}".prop_map(Value::from),
+            proptest::collection::vec(0u64..300, 0..40).prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+        ];
+        leaf.prop_recursive(2, 8, 4, |inner| {
+            proptest::collection::vec(inner, 0..4).prop_map(Value::from)
+        })
+    }
+
+    proptest::proptest! {
+        /// Any bytes: an entry or an error, never a panic.
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = parse_entry(&bytes, 64);
+        }
+
+        /// Any object with the fields the parser reads, any value in each:
+        /// the line is one line, within `max_line_bytes`, and carries the
+        /// cursor it was given.
+        #[test]
+        fn arbitrary_entries_give_one_bounded_line(
+            values in proptest::collection::vec(proptest::option::of(field_value()), 10),
+            max_line_bytes in 1usize..200,
+        ) {
+            let names = [
+                "__CURSOR", "MESSAGE", "__REALTIME_TIMESTAMP", "__SEQNUM", "_HOSTNAME",
+                "_PID", "SYSLOG_PID", "_COMM", "SYSLOG_IDENTIFIER", "_SYSTEMD_UNIT",
+            ];
+            let object: serde_json::Map<String, Value> = names
+                .iter()
+                .zip(values)
+                .filter_map(|(name, value)| Some((name.to_string(), value?)))
+                .collect();
+            let json = Value::Object(object.clone()).to_string();
+            match parse_entry(json.as_bytes(), max_line_bytes) {
+                Ok(entry) => {
+                    proptest::prop_assert!(entry.line.len() <= max_line_bytes);
+                    proptest::prop_assert!(!entry.line.contains('\n') && !entry.line.contains('\r'));
+                    proptest::prop_assert!(object.contains_key("__CURSOR") && object.contains_key("MESSAGE"));
+                }
+                Err(EntryError::NotJson(e)) => proptest::prop_assert!(false, "valid JSON refused: {e}"),
+                Err(_) => {}
+            }
+        }
     }
 }
