@@ -57,6 +57,10 @@ fn main() {
         rules: vec!["*".into()],
         max_line_bytes: 65536,
         partial_line_timeout: Duration::from_secs(5),
+        rescan_interval: Duration::from_secs(10),
+        close_inactive: Duration::from_secs(300),
+        ignore_older: None,
+        report_long_lines: true,
     };
     let appended = Arc::new(Mutex::new(HashMap::new()));
     let latencies = Arc::new(Mutex::new(Vec::new()));
@@ -64,7 +68,8 @@ fn main() {
         appended: appended.clone(),
         latencies: latencies.clone(),
     };
-    let tailer = Tailer::spawn(&[input], dir.path(), TailOptions::default(), recorder);
+    let tailer = Tailer::spawn(&[input], dir.path(), TailOptions::default(), recorder)
+        .expect("a fresh state folder");
     std::thread::sleep(Duration::from_millis(300));
 
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();

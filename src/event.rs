@@ -49,15 +49,33 @@ pub struct LogOrigin {
     pub cursor: Option<String>,
 }
 
+/// Which file a line was read from, and which content of it: a file
+/// truncated in place (copytruncate) starts a new generation, so an
+/// identical line at the same offset is a new line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFile {
+    pub dev: u64,
+    pub ino: u64,
+    pub generation: u64,
+}
+
 impl Event {
-    /// Hashes where the line came from, the rule and the line. A journal
-    /// entry is identified by its cursor; a file line by path and offset
-    /// alone, as before cursors existed, so ids stay stable across upgrades.
-    pub fn id_for(log: &LogOrigin, rule: &str, line: &str) -> String {
+    /// Hashes where the line came from, the rule and the line. A file line
+    /// is identified by its file (`source`: inode and generation, which a
+    /// rename does not change) and offset; a journal entry by its cursor;
+    /// anything else by `log.file` and offset.
+    pub fn id_for(log: &LogOrigin, source: Option<SourceFile>, rule: &str, line: &str) -> String {
         let mut hasher = Xxh3::new();
         let cursor = log.cursor.as_deref().map(str::as_bytes);
+        let file: Vec<u8> = match source {
+            Some(file) => [file.dev, file.ino, file.generation]
+                .iter()
+                .flat_map(|n| n.to_le_bytes())
+                .collect(),
+            None => log.file.as_bytes().to_vec(),
+        };
         for part in [
-            log.file.as_bytes(),
+            file.as_slice(),
             &log.offset.to_le_bytes(),
             rule.as_bytes(),
             line.as_bytes(),
@@ -113,7 +131,7 @@ mod tests {
     fn event() -> Event {
         let log = origin("/var/log/auth.log", 1234);
         Event {
-            id: Event::id_for(&log, "sshd.auth_failed", "line"),
+            id: Event::id_for(&log, None, "sshd.auth_failed", "line"),
             rule: "sshd.auth_failed".into(),
             severity: Severity::Medium,
             time: "2026-11-22T10:00:01Z".into(),
@@ -127,21 +145,33 @@ mod tests {
 
     #[test]
     fn id_is_stable_and_distinguishes_origin() {
-        let a = Event::id_for(&origin("/f", 1), "r", "x");
-        assert_eq!(a, Event::id_for(&origin("/f", 1), "r", "x"));
-        assert_ne!(a, Event::id_for(&origin("/f", 2), "r", "x"));
-        assert_ne!(a, Event::id_for(&origin("/g", 1), "r", "x"));
-        assert_ne!(a, Event::id_for(&origin("/f", 1), "r2", "x"));
+        let a = Event::id_for(&origin("/f", 1), None, "r", "x");
+        assert_eq!(a, Event::id_for(&origin("/f", 1), None, "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/f", 2), None, "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/g", 1), None, "r", "x"));
+        assert_ne!(a, Event::id_for(&origin("/f", 1), None, "r2", "x"));
         assert_eq!(a.len(), 32);
         // A journal entry is told apart by its cursor.
         let entry = |cursor: &str| LogOrigin {
             cursor: Some(cursor.into()),
             ..origin("journald", 7)
         };
-        let b = Event::id_for(&entry("s=1;i=7"), "r", "x");
-        assert_eq!(b, Event::id_for(&entry("s=1;i=7"), "r", "x"));
-        assert_ne!(b, Event::id_for(&entry("s=2;i=7"), "r", "x"));
-        assert_ne!(b, Event::id_for(&origin("journald", 7), "r", "x"));
+        let b = Event::id_for(&entry("s=1;i=7"), None, "r", "x");
+        assert_eq!(b, Event::id_for(&entry("s=1;i=7"), None, "r", "x"));
+        assert_ne!(b, Event::id_for(&entry("s=2;i=7"), None, "r", "x"));
+        assert_ne!(b, Event::id_for(&origin("journald", 7), None, "r", "x"));
+        // A file line: by inode and generation, whatever its path now.
+        let file = |generation| {
+            Some(SourceFile {
+                dev: 1,
+                ino: 2,
+                generation,
+            })
+        };
+        let c = Event::id_for(&origin("/f", 1), file(0), "r", "x");
+        assert_eq!(c, Event::id_for(&origin("/f.1", 1), file(0), "r", "x"));
+        assert_ne!(c, Event::id_for(&origin("/f", 1), file(1), "r", "x"));
+        assert_ne!(c, Event::id_for(&origin("/f", 1), None, "r", "x"));
     }
 
     #[test]

@@ -23,11 +23,14 @@ use crate::event::Event;
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
-use crate::rules::{self, event_for, Admit, Gate, Matcher, OverrideReport, Rule, RuleSelector};
+use crate::rules::{
+    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, Matcher, OverrideReport,
+    Rule, RuleSelector, LINE_TOO_LONG,
+};
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, CommitToken, Line, LineSink, SinkClosed,
-    TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, CommitToken, Line, LineSink, PathSet,
+    SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -108,7 +111,12 @@ impl Pipeline {
             }
             matchers.push(Matcher::new(selected));
         }
-        let ids: Vec<&str> = rules.iter().map(|r| r.id.as_str()).collect();
+        // A route may name the built-in rule that reports cut lines.
+        let ids: Vec<&str> = rules
+            .iter()
+            .map(|r| r.id.as_str())
+            .chain([LINE_TOO_LONG])
+            .collect();
         for (i, route) in config.routes.iter().enumerate() {
             let unmatched = RuleSelector::validated(&route.rules).unmatched(&ids);
             if let Some(pattern) = unmatched.first() {
@@ -126,6 +134,22 @@ impl Pipeline {
             overrides: loaded.overrides,
             matchers,
         })
+    }
+
+    /// What expanding the file inputs' globs runs into now (a folder loop
+    /// through symlinks, a bound reached), for `check`.
+    pub fn path_problems(&self) -> Vec<String> {
+        self.config
+            .inputs
+            .iter()
+            .filter(|input| input.kind == InputKind::File)
+            .flat_map(|input| {
+                PathSet::new(&input.paths, &input.exclude)
+                    .problems()
+                    .into_iter()
+                    .map(|problem| format!("input `{}`: {problem}", input.name))
+            })
+            .collect()
     }
 
     /// Warnings about loaded rules a client could steer into reporting a
@@ -219,13 +243,34 @@ impl Pipeline {
         })?;
         let host = self.config.host();
         let names: Vec<String> = self.webhooks.iter().map(|w| w.name.clone()).collect();
+        let line_too_long = line_too_long_rule();
+        let rule_ids = || {
+            self.rules
+                .iter()
+                .map(|r| r.id.as_str())
+                .chain([LINE_TOO_LONG])
+        };
         let router = Router::new(
-            self.rules.iter().map(|r| (r.id.as_str(), r.severity)),
+            self.rules
+                .iter()
+                .map(|r| &**r)
+                .chain([&line_too_long])
+                .map(|r| (r.id.as_str(), r.severity)),
             &names,
             &self.config.routes,
         );
-        for rule in router.unselected() {
+        // The built-in rule is said apart below: not routing it is a choice.
+        for rule in router.unselected().iter().filter(|r| *r != LINE_TOO_LONG) {
             tracing::warn!(rule = %rule, "no route sends this rule's events to a webhook; its matches are not sent");
+        }
+        let long_lines: Vec<Option<usize>> = self
+            .config
+            .inputs
+            .iter()
+            .map(|i| i.report_long_lines.then_some(i.max_line_bytes))
+            .collect();
+        if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
+            tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
         }
         let lanes: Vec<LaneLimits> = self
             .webhooks
@@ -235,7 +280,7 @@ impl Pipeline {
         let queue = open_queue(state_dir, &lanes).await?;
         let metrics = Arc::new(Metrics::new(
             self.config.inputs.iter().map(|i| i.name.as_str()),
-            self.rules.iter().map(|r| r.id.as_str()),
+            rule_ids(),
             names.iter().map(String::as_str),
         ));
         let metrics_listener = match self.config.agent.metrics_listen {
@@ -269,16 +314,18 @@ impl Pipeline {
             .iter()
             .map(|r| (r.id.clone(), r.gate()))
             .collect();
-        let stage = RuleStage::new(
-            self.matchers,
+        let stage = RuleStage {
+            matchers: self.matchers,
+            line_too_long,
+            long_lines,
             gates,
             router,
-            queue.clone(),
-            metrics.clone(),
-            tap.clone(),
-        );
+            metrics: metrics.clone(),
+            writer: QueueWriter::spawn(queue.clone(), metrics.clone(), tap.clone()),
+        };
         let poll_interval = options.poll_interval;
-        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage);
+        let tailer = Tailer::spawn(&self.config.inputs, state_dir, options, stage)
+            .map_err(anyhow::Error::msg)?;
         let tail = TailWatch {
             heartbeat: tailer.heartbeat(),
             queue: queue.clone(),
@@ -483,13 +530,15 @@ async fn open_queue(
 /// are on disk.
 struct RuleStage {
     matchers: Vec<Matcher>,
+    /// The built-in rule of the events that report cut lines.
+    line_too_long: Rule,
+    /// Per input: its `max_line_bytes` when it reports cut lines.
+    long_lines: Vec<Option<usize>>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
     router: Router,
     metrics: Arc<Metrics>,
-    /// `None` once dropped, so the writer sees the end and can be joined.
-    to_writer: Option<std::sync::mpsc::SyncSender<Matched>>,
-    writer: Option<std::thread::JoinHandle<()>>,
+    writer: QueueWriter,
 }
 
 /// A chunk's events (webhook lane, event) and the commit tokens of its lines.
@@ -504,37 +553,42 @@ struct Matched {
 /// the writer, then this, then the tailer).
 const CHUNKS_AHEAD: usize = 2;
 
-impl RuleStage {
-    fn new(
-        matchers: Vec<Matcher>,
-        gates: HashMap<String, Gate>,
-        router: Router,
-        queue: Arc<Queue>,
-        metrics: Arc<Metrics>,
-        tap: Arc<Tap>,
-    ) -> RuleStage {
-        let (to_writer, chunks) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
-        let writer_metrics = metrics.clone();
-        let writer = std::thread::Builder::new()
+/// The queue writer's thread, and the way chunks reach it.
+struct QueueWriter {
+    /// `None` once dropped, so the thread sees the end and can be joined.
+    chunks: Option<std::sync::mpsc::SyncSender<Matched>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QueueWriter {
+    fn spawn(queue: Arc<Queue>, metrics: Arc<Metrics>, tap: Arc<Tap>) -> QueueWriter {
+        let (chunks, received) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
+        let thread = std::thread::Builder::new()
             .name("queue-writer".into())
-            .spawn(move || write_to_queue(&queue, &writer_metrics, &tap, chunks))
+            .spawn(move || write_to_queue(&queue, &metrics, &tap, received))
             .expect("spawn the queue writer");
-        RuleStage {
-            matchers,
-            gates,
-            router,
-            metrics,
-            to_writer: Some(to_writer),
-            writer: Some(writer),
+        QueueWriter {
+            chunks: Some(chunks),
+            thread: Some(thread),
         }
+    }
+
+    /// Hands a chunk over, waiting while the writer is behind; a chunk the
+    /// writer can no longer take is abandoned.
+    fn send(&self, chunk: Matched) -> Result<(), SinkClosed> {
+        let chunks = self.chunks.as_ref().ok_or(SinkClosed)?;
+        chunks.send(chunk).map_err(|unsent| {
+            abandon(&unsent.0);
+            SinkClosed
+        })
     }
 }
 
-impl Drop for RuleStage {
+impl Drop for QueueWriter {
     fn drop(&mut self) {
-        self.to_writer = None;
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -546,6 +600,28 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            if let Some(length) = line.cut_from {
+                metrics::add(&input.lines_truncated, 1);
+                if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let event = Arc::new(line_too_long_event(
+                        &self.line_too_long,
+                        line.origin(),
+                        line.source,
+                        &line.text,
+                        length,
+                        max_line_bytes,
+                    ));
+                    if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
+                        metrics::add(matches, 1);
+                    }
+                    events.extend(
+                        self.router
+                            .destinations(LINE_TOO_LONG)
+                            .iter()
+                            .map(|&lane| (lane, event.clone())),
+                    );
+                }
+            }
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
@@ -560,9 +636,10 @@ impl LineSink for RuleStage {
                 let mut event = event_for(
                     rule,
                     line.origin(),
+                    line.source,
                     &line.text,
                     fields,
-                    line.truncated,
+                    line.cut_from.is_some(),
                     count,
                 );
                 if let Some(journal) = &line.journal {
@@ -578,13 +655,7 @@ impl LineSink for RuleStage {
             }
         }
         let tokens = lines.into_iter().map(|line| line.commit).collect();
-        let to_writer = self.to_writer.as_ref().ok_or(SinkClosed)?;
-        to_writer
-            .send(Matched { events, tokens })
-            .map_err(|unsent| {
-                abandon(&unsent.0);
-                SinkClosed
-            })
+        self.writer.send(Matched { events, tokens })
     }
 }
 

@@ -171,3 +171,123 @@ fn a_file_renamed_while_running_is_read_to_its_end_under_its_new_name() {
     assert!(by_seq[&1].ends_with("auth.log.1"), "{by_seq:?}");
     assert!(by_seq[&2].ends_with("auth.log"), "{by_seq:?}");
 }
+
+#[test]
+fn unreadable_checkpoints_stop_start_up_instead_of_starting_over() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url);
+    setup.append("auth.log", &[failed_line(1)]);
+    // A fault root cannot bypass (unlike chmod 000): reading gives EISDIR.
+    let checkpoints = setup.path("state/checkpoints.json");
+    std::fs::create_dir_all(&checkpoints).unwrap();
+    std::fs::write(checkpoints.join("keep"), "x").unwrap();
+
+    let mut agent = Agent::start(&config);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(1), "{}", agent.logs());
+    // The error names the file (the log reader may still be catching up).
+    agent.wait_for_log("checkpoints.json: cannot read checkpoints", DEADLINE);
+    assert!(
+        !setup.path("state/checkpoints.json.corrupt").exists(),
+        "an unreadable file is not proven corrupt and is not set aside"
+    );
+    assert!(checkpoints.join("keep").exists(), "nothing was overwritten");
+    assert!(receiver.events().is_empty());
+}
+
+/// The queue remembers ids per webhook name: adding a webhook (which sorts
+/// before the others) neither re-sends to the old one what it got, nor
+/// hides from the new one what it never got, when lines are read again.
+#[test]
+fn adding_a_webhook_neither_resends_nor_drops_on_a_reread() {
+    let old = Receiver::start(ReceiverOptions::default());
+    let new = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = |webhooks: &str| {
+        setup.write_config(&format!(
+            "[agent]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n[rules]\npaths = [\"rules\"]\n\
+             [[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\nstart_at = \"beginning\"\n{webhooks}"
+        ))
+    };
+    let soc = format!(
+        "[webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        old.url
+    );
+    setup.append("auth.log", &(1..=5).map(failed_line).collect::<Vec<_>>());
+    let mut agent = Agent::start(&config(&soc));
+    old.wait_for_events(5, DEADLINE);
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+
+    // As after a crash before the checkpoint was written: read it all again.
+    std::fs::remove_file(setup.path("state/checkpoints.json")).unwrap();
+    let aaa = format!(
+        "[webhook.aaa]\nurl = \"{}\"\nbatch_timeout = \"20ms\"\n",
+        new.url
+    );
+    let _agent = Agent::start(&config(&format!("{aaa}{soc}")));
+    setup.append("auth.log", &[failed_line(6)]);
+    // Each lane is in order: once line 6 arrives, a re-sent 1..5 would have.
+    wait_until(DEADLINE, "line 6 at the old webhook", || {
+        sequences(&old.events()).contains(&6)
+    });
+    assert_eq!(sequences(&old.events()), vec![1, 2, 3, 4, 5, 6]);
+    let events = new.wait_for_events(6, DEADLINE);
+    assert_eq!(sequences(&events), vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// Ids hash the file's inode, not its path: lines read again after a
+/// SIGKILL from a file that was rotated meanwhile keep their ids, so the
+/// queue drops them instead of sending them twice.
+#[test]
+fn lines_read_again_after_sigkill_and_a_rotation_are_not_sent_twice() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let config = config(&setup, &receiver.url);
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    let mut agent = Agent::start(&config);
+    agent.wait_for_log("tailing file", DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    let checkpoints = setup.path("state/checkpoints.json");
+    wait_until(DEADLINE, "line 1 committed", || {
+        committed_offset(&checkpoints) > 0
+    });
+    let early = std::fs::read(&checkpoints).unwrap();
+    setup.append("auth.log", &(2..=5).map(failed_line).collect::<Vec<_>>());
+    receiver.wait_for_events(5, DEADLINE);
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+
+    // Stopped: rotated, and the checkpoint is from before lines 2..5.
+    std::fs::rename(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    std::fs::write(setup.path("auth.log"), "").unwrap();
+    std::fs::write(&checkpoints, early).unwrap();
+    let size = std::fs::metadata(setup.path("auth.log.1")).unwrap().len();
+    let _agent = Agent::start(&config);
+    wait_until(DEADLINE, "the rotated file read again to its end", || {
+        committed_offset(&checkpoints) == size
+    });
+    // Queued after whatever the re-read queued: once it arrives, a
+    // duplicate would have.
+    setup.append("auth.log", &[failed_line(6)]);
+    wait_until(DEADLINE, "line 6", || {
+        sequences(&receiver.events()).contains(&6)
+    });
+    assert_eq!(sequences(&receiver.events()), vec![1, 2, 3, 4, 5, 6]);
+}
+
+/// The largest committed offset in `checkpoints.json` (0 when unreadable).
+fn committed_offset(checkpoints: &std::path::Path) -> u64 {
+    std::fs::read_to_string(checkpoints)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|stored| {
+            stored["files"]
+                .as_array()?
+                .iter()
+                .filter_map(|f| f["offset"].as_u64())
+                .max()
+        })
+        .unwrap_or(0)
+}

@@ -25,6 +25,7 @@ fn start(setup: &Setup, receiver: &Receiver, agent_keys: &str) -> Agent {
     } else {
         format!("poll_interval = \"200ms\"\n{agent_keys}")
     };
+    let agent_keys = format!("{agent_keys}\nmetrics_listen = \"127.0.0.1:0\"");
     let keys = ConfigKeys {
         agent: &agent_keys,
         input: "",
@@ -67,15 +68,28 @@ fn write_load(
     })
 }
 
-/// Every number in `1..=total` exactly once.
-fn assert_exactly_once(receiver: &Receiver, total: usize) {
+/// Every number in `1..=total` exactly once. A duplicate may trail the last
+/// line, so the check waits for a sentinel line written after everything
+/// arrived and then for the queue to be empty (whatever was queued before
+/// the sentinel was sent before it), instead of for a fixed while.
+fn assert_exactly_once(setup: &Setup, agent: &Agent, receiver: &Receiver, total: usize) {
     // On a timeout the comparison below says which numbers are missing.
     let deadline = std::time::Instant::now() + DEADLINE;
     while receiver.events().len() < total && std::time::Instant::now() < deadline {
         thread::sleep(Duration::from_millis(20));
     }
-    // Late duplicates would arrive after the count is reached: give them a moment.
-    thread::sleep(Duration::from_millis(300));
+    let sentinel = total + 1;
+    setup.append("auth.log", &[failed_line(sentinel)]);
+    wait_until(DEADLINE, "the sentinel line", || {
+        sequences(&receiver.events()).contains(&(sentinel as i64))
+    });
+    let port = agent.metrics_port(DEADLINE);
+    wait_until(DEADLINE, "an empty queue", || {
+        http_get(port, "/metrics").is_some_and(|(_, metrics)| {
+            sample(&metrics, "tailhook_events_queued_total{webhook=\"soc\"}")
+                == sample(&metrics, "tailhook_events_sent_total{webhook=\"soc\"}")
+        })
+    });
     let mut seen = sequences(&receiver.events());
     seen.sort();
     let duplicates: Vec<i64> = seen
@@ -83,7 +97,7 @@ fn assert_exactly_once(receiver: &Receiver, total: usize) {
         .filter(|w| w[0] == w[1])
         .map(|w| w[0])
         .collect();
-    let missing: Vec<i64> = (1..=total as i64)
+    let missing: Vec<i64> = (1..=sentinel as i64)
         .filter(|s| seen.binary_search(s).is_err())
         .collect();
     assert!(
@@ -102,7 +116,7 @@ fn wait_written(written: &AtomicUsize, at_least: usize) {
 fn rename_and_create_three_times_in_quick_succession() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let _agent = start(&setup, &receiver, "");
+    let agent = start(&setup, &receiver, "");
     let total = 4_000;
     let written = Arc::new(AtomicUsize::new(0));
     let writer = write_load(&setup, 1, total, written.clone());
@@ -118,7 +132,7 @@ fn rename_and_create_three_times_in_quick_succession() {
             .unwrap();
     }
     writer.join().unwrap();
-    assert_exactly_once(&receiver, total);
+    assert_exactly_once(&setup, &agent, &receiver, total);
 }
 
 #[test]
@@ -140,7 +154,7 @@ fn delete_and_recreate_under_load() {
         });
     }
     writer.join().unwrap();
-    assert_exactly_once(&receiver, total);
+    assert_exactly_once(&setup, &agent, &receiver, total);
 }
 
 /// logrotate's copytruncate loses whatever is written between its copy and
@@ -152,7 +166,7 @@ fn delete_and_recreate_under_load() {
 fn copytruncate_with_the_file_refilled_before_the_agent_looks() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let _agent = start(&setup, &receiver, "inotify = false");
+    let agent = start(&setup, &receiver, "inotify = false");
     let rounds = 4;
     let per_round = 500;
     for round in 0..rounds {
@@ -179,7 +193,7 @@ fn copytruncate_with_the_file_refilled_before_the_agent_looks() {
             .map(failed_line)
             .collect::<Vec<_>>(),
     );
-    assert_exactly_once(&receiver, last + 2 * per_round);
+    assert_exactly_once(&setup, &agent, &receiver, last + 2 * per_round);
 }
 
 /// Two rotations between two looks: the middle file lived under `auth.log`
@@ -189,7 +203,7 @@ fn copytruncate_with_the_file_refilled_before_the_agent_looks() {
 fn a_file_rotated_away_before_the_agent_saw_it_is_still_read() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let _agent = start(&setup, &receiver, "inotify = false\npoll_interval = \"3s\"");
+    let agent = start(&setup, &receiver, "inotify = false\npoll_interval = \"3s\"");
     setup.append("auth.log", &(1..=10).map(failed_line).collect::<Vec<_>>());
     wait_until(DEADLINE, "the first lines", || {
         receiver.events().len() >= 10
@@ -204,5 +218,29 @@ fn a_file_rotated_away_before_the_agent_saw_it_is_still_read() {
     setup.append("auth.log", &(21..=30).map(failed_line).collect::<Vec<_>>());
     rotate();
     setup.append("auth.log", &(31..=40).map(failed_line).collect::<Vec<_>>());
-    assert_exactly_once(&receiver, 40);
+    assert_exactly_once(&setup, &agent, &receiver, 40);
+}
+
+/// After copytruncate the same line may come again at the same offset (a
+/// repeated failure right after rotation): it is a new line, with a new id,
+/// and the queue's dedupe must not drop it.
+#[test]
+fn the_same_line_at_the_same_offset_after_copytruncate_is_a_new_event() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let agent = start(&setup, &receiver, "");
+    setup.append("auth.log", &[failed_line(1)]);
+    receiver.wait_for_events(1, DEADLINE);
+    std::fs::copy(setup.path("auth.log"), setup.path("auth.log.1")).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(setup.path("auth.log"))
+        .unwrap();
+    agent.wait_for_log("file was truncated", DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(events[0]["log"]["offset"], events[1]["log"]["offset"]);
+    assert_eq!(events[0]["message"], events[1]["message"]);
+    assert_ne!(events[0]["id"], events[1]["id"]);
 }

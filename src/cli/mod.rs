@@ -290,6 +290,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     for path in &args.journal_json {
         print_out(&pipeline.try_journal_entries(path)?)?;
     }
+    for problem in pipeline.path_problems() {
+        eprintln!("{}: warning: {problem}", config.display());
+    }
     print_out(&format!(
         "{}: OK: {}\n",
         config.display(),

@@ -121,7 +121,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     name,
                     number,
                     text: &line.text,
-                    truncated: line.truncated,
+                    truncated: line.cut_from.is_some(),
                     log: LogOrigin {
                         file: name.to_string(),
                         offset: line.offset,
@@ -145,7 +145,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 name: &name,
                 number: *number,
                 text: &entry.line,
-                truncated: entry.truncated,
+                truncated: entry.cut_from.is_some(),
                 log: entry.meta.origin(),
                 journal: Some(&entry.meta),
             };
@@ -191,6 +191,7 @@ fn examine(
         let mut event = event_for(
             rule,
             line.log.clone(),
+            None,
             line.text,
             fields,
             line.truncated,

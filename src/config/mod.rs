@@ -185,6 +185,25 @@ pub struct InputConfig {
     /// taken as a line of its own.
     #[serde(default = "default_partial_line_timeout", with = "humantime_duration")]
     pub partial_line_timeout: Duration,
+    /// With inotify on, how often the globs are matched again and every
+    /// file looked at when no notification came (one can be lost: queue
+    /// overflow, network file systems). The shortest of all inputs applies.
+    #[serde(default = "default_rescan_interval", with = "humantime_duration")]
+    pub rescan_interval: Duration,
+    /// A file read to its end that did not grow for this long is closed, so
+    /// thousands of quiet logs do not hold thousands of descriptors; it is
+    /// opened again, by its identity, when it grows.
+    #[serde(default = "default_close_inactive", with = "humantime_duration")]
+    pub close_inactive: Duration,
+    /// Files not modified for this long are not opened (old rotated logs
+    /// matched by a glob). Off when unset.
+    #[serde(default, with = "webhook::optional_duration")]
+    pub ignore_older: Option<Duration>,
+    /// A line cut at `max_line_bytes` also raises a low-severity
+    /// `tailhook.line_too_long` event, so a rule defeated by the cut (a
+    /// `$`-anchored one behind a 70 kB user name) is visible.
+    #[serde(default = "report_long_lines_by_default")]
+    pub report_long_lines: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +255,18 @@ fn match_everything() -> Vec<String> {
 
 fn default_partial_line_timeout() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_rescan_interval() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_close_inactive() -> Duration {
+    Duration::from_secs(5 * 60)
+}
+
+fn report_long_lines_by_default() -> bool {
+    true
 }
 
 fn default_max_line_bytes() -> usize {
@@ -481,6 +512,15 @@ impl Config {
             if input.partial_line_timeout.is_zero() {
                 return Err(self.invalid(key("partial_line_timeout"), "must be above zero"));
             }
+            for (field, duration) in [
+                ("rescan_interval", input.rescan_interval),
+                ("close_inactive", input.close_inactive),
+                ("ignore_older", input.ignore_older.unwrap_or(Duration::MAX)),
+            ] {
+                if duration.is_zero() {
+                    return Err(self.invalid(key(field), "must be above zero"));
+                }
+            }
         }
         for (name, spec) in &self.webhooks {
             // Names become file names (dead letters) and queue tables.
@@ -598,6 +638,33 @@ mod tests {
         url = "https://example.test/webhooks/1?api_key=secret"
         preset = "securex"
     "#;
+
+    #[test]
+    fn tailing_durations_have_defaults_and_refuse_zero() {
+        let config = load(MINIMAL).unwrap();
+        let input = &config.inputs[0];
+        assert_eq!(input.rescan_interval, Duration::from_secs(10));
+        assert_eq!(input.close_inactive, Duration::from_secs(300));
+        assert_eq!(input.ignore_older, None);
+        assert!(input.report_long_lines);
+        let with =
+            |key: &str| MINIMAL.replace("name = \"auth\"", &format!("name = \"auth\"\n{key}"));
+        let config = load(&with("ignore_older = \"7d\"\nreport_long_lines = false")).unwrap();
+        assert_eq!(
+            config.inputs[0].ignore_older,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert!(!config.inputs[0].report_long_lines);
+        for key in ["rescan_interval", "close_inactive", "ignore_older"] {
+            let err = load(&with(&format!("{key} = \"0s\"")))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("input[0].{key}")) && err.contains("must be above zero"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn minimal_config_gets_defaults_and_resolves_relative_paths() {

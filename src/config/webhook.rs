@@ -584,7 +584,7 @@ fn load_ca_file(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, Str
     Ok(certs)
 }
 
-mod optional_duration {
+pub(super) mod optional_duration {
     use serde::Deserializer;
     use std::time::Duration;
 

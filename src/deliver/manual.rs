@@ -70,7 +70,7 @@ impl Webhook {
             cursor: None,
         };
         let event = Event {
-            id: Event::id_for(&identity, MANUAL_RULE, &message),
+            id: Event::id_for(&identity, None, MANUAL_RULE, &message),
             rule: MANUAL_RULE.into(),
             severity: Severity::Info,
             time: crate::event::rfc3339_now(),

@@ -26,6 +26,8 @@ use std::sync::Mutex;
 pub struct InputCounters {
     pub lines: AtomicU64,
     pub bytes: AtomicU64,
+    /// Lines longer than `max_line_bytes`, cut to it.
+    pub lines_truncated: AtomicU64,
 }
 
 /// Counters of one webhook.
@@ -286,6 +288,12 @@ impl Metrics {
                 "counter",
                 "Bytes of the lines read from the input's files.",
                 by_input(|c| &c.bytes),
+            ),
+            (
+                "tailhook_lines_truncated_total",
+                "counter",
+                "Lines longer than the input's max_line_bytes, cut to it (rules see the cut line).",
+                by_input(|c| &c.lines_truncated),
             ),
             (
                 "tailhook_input_lag_bytes",

@@ -597,7 +597,9 @@ impl Queue {
                 let mut order = txn.open_table(RECENT_ORDER)?;
                 let mut tables = HashMap::new();
                 for (lane, event, json) in &encoded {
-                    let key = format!("{lane}/{}", event.id);
+                    // By the webhook's name, not its place among the others:
+                    // adding a webhook must not shift which ids count as seen.
+                    let key = format!("{}/{}", self.lanes[*lane].name, event.id);
                     if appending == Appending::Read && ids.get(key.as_str())?.is_some() {
                         continue;
                     }

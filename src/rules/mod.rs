@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Fields, LogOrigin};
+use crate::event::{Event, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use lint::{client_controlled, forgery_warning};
@@ -385,13 +385,14 @@ impl Matcher {
 pub fn event_for(
     rule: &Rule,
     log: LogOrigin,
+    source: Option<SourceFile>,
     line: &str,
     fields: Fields,
     truncated: bool,
     count: Option<u64>,
 ) -> Event {
     Event {
-        id: Event::id_for(&log, &rule.id, line),
+        id: Event::id_for(&log, source, &rule.id, line),
         rule: rule.id.clone(),
         severity: rule.severity,
         time: crate::event::rfc3339_now(),
@@ -401,6 +402,60 @@ pub fn event_for(
         count,
         truncated,
     }
+}
+
+/// The id of the built-in rule whose events report a line cut at its
+/// input's `max_line_bytes` (input key `report_long_lines`). A cut line can
+/// defeat a `$`-anchored rule; this event makes the evasion visible.
+pub const LINE_TOO_LONG: &str = "tailhook.line_too_long";
+
+/// Bytes of a cut line kept as its `tailhook.line_too_long` event's message.
+const LINE_TOO_LONG_MESSAGE_BYTES: usize = 256;
+
+/// The built-in rule behind `tailhook.line_too_long` events. Its regex
+/// matches nothing: the tailer, not a match, raises these events.
+pub fn line_too_long_rule() -> Rule {
+    Rule {
+        id: LINE_TOO_LONG.to_string(),
+        origin: "built-in".to_string(),
+        description: "A line longer than max_line_bytes was cut".to_string(),
+        severity: Severity::Low,
+        regex: RuleRegex::new(r"[^\s\S]", &BTreeMap::new()).expect("a constant pattern"),
+        ignore: Vec::new(),
+        types: BTreeMap::new(),
+        ignore_ips: Vec::new(),
+        threshold: None,
+        suppress: None,
+        examples: Vec::new(),
+    }
+}
+
+/// The `tailhook.line_too_long` event of a line cut from `length` bytes to
+/// `max_line_bytes`: its file, both lengths, and its first bytes as message.
+pub fn line_too_long_event(
+    rule: &Rule,
+    log: LogOrigin,
+    source: Option<SourceFile>,
+    line: &str,
+    length: u64,
+    max_line_bytes: usize,
+) -> Event {
+    let mut end = line.len().min(LINE_TOO_LONG_MESSAGE_BYTES);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    let fields = Fields::from([
+        (
+            "log.file".to_string(),
+            serde_json::Value::from(log.file.clone()),
+        ),
+        ("line.bytes".to_string(), serde_json::Value::from(length)),
+        (
+            "line.max_bytes".to_string(),
+            serde_json::Value::from(max_line_bytes as u64),
+        ),
+    ]);
+    event_for(rule, log, source, &line[..end], fields, true, None)
 }
 
 #[cfg(test)]
@@ -507,7 +562,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             offset: 42,
             cursor: None,
         };
-        let event = event_for(rule, log, line, fields, false, None);
+        let event = event_for(rule, log, None, line, fields, false, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
         assert_eq!(json["log"]["offset"], 42);

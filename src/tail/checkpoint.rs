@@ -29,6 +29,10 @@ pub struct Checkpoint {
     pub input: String,
     pub dev: u64,
     pub ino: u64,
+    /// How many times the file was seen truncated in place; part of its
+    /// events' ids. Absent in files written before it existed.
+    #[serde(default)]
+    pub generation: u64,
     pub fingerprint: Fingerprint,
     /// Last path the file was seen at; entries whose path is gone are dropped.
     pub path: String,
@@ -100,7 +104,12 @@ pub struct CheckpointStore {
 }
 
 impl CheckpointStore {
-    pub fn open(state_dir: &Path) -> CheckpointStore {
+    /// Loads `checkpoints.json` from `state_dir`. Only a missing file is a
+    /// first start, and only a file that reads but does not parse is set
+    /// aside: any other error (permissions, I/O, a folder in its place) is
+    /// returned, because starting over would skip or repeat logs and then
+    /// overwrite a file that may be perfectly valid.
+    pub fn open(state_dir: &Path) -> Result<CheckpointStore, String> {
         let path = state_dir.join("checkpoints.json");
         let mut store = CheckpointStore {
             path: path.clone(),
@@ -111,10 +120,12 @@ impl CheckpointStore {
         };
         let text = match std::fs::read(&path) {
             Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return store,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(store),
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot read checkpoints; starting as on a first start");
-                return store;
+                return Err(format!(
+                    "{}: cannot read checkpoints: {e}; not starting, since starting without them would skip or repeat log lines and overwrite the file",
+                    path.display()
+                ))
             }
         };
         store.existed = true;
@@ -150,12 +161,17 @@ impl CheckpointStore {
                 store.existed = false;
             }
         }
-        store
+        Ok(store)
     }
 
     /// The checkpoint recorded for this input's file, taken out of the store.
     pub fn claim(&mut self, input: &str, id: FileId) -> Option<Checkpoint> {
         self.loaded.remove(&(input.to_string(), id))
+    }
+
+    /// Whether a checkpoint is recorded (and not claimed yet) for this file.
+    pub fn holds(&self, input: &str, id: FileId) -> bool {
+        self.loaded.contains_key(&(input.to_string(), id))
     }
 
     /// Checkpoints not claimed by a discovered file: candidates for a rotated
@@ -293,6 +309,7 @@ mod tests {
             input: "auth".into(),
             dev: id.dev,
             ino: id.ino,
+            generation: 0,
             fingerprint: Fingerprint { len: 3, hash: 4 },
             path: path.to_string_lossy().into_owned(),
             offset,
@@ -304,16 +321,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("a.log");
         std::fs::write(&log, "x\n").unwrap();
-        let mut store = CheckpointStore::open(dir.path());
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
         assert!(!store.existed);
         store.save(vec![checkpoint(42, &log)], vec![]).unwrap();
 
-        let mut store = CheckpointStore::open(dir.path());
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
         assert!(store.existed);
         // Not claimed this time (say, unreadable): kept on the next save.
         store.save(vec![], vec![]).unwrap();
         let id = FileId::of(&std::fs::metadata(&log).unwrap());
-        let mut store = CheckpointStore::open(dir.path());
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(store.unclaimed().len(), 1);
         assert_eq!(store.claim("auth", id).map(|c| c.offset), Some(42));
         assert_eq!(store.claim("auth", id), None);
@@ -322,9 +339,12 @@ mod tests {
         // (Renamed away, the old file keeps its inode: the new one differs.)
         std::fs::rename(&log, dir.path().join("a.log.1")).unwrap();
         std::fs::write(&log, "new\n").unwrap();
-        let mut store = CheckpointStore::open(dir.path());
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
         store.save(vec![], vec![]).unwrap();
-        assert!(CheckpointStore::open(dir.path()).unclaimed().is_empty());
+        assert!(CheckpointStore::open(dir.path())
+            .unwrap()
+            .unclaimed()
+            .is_empty());
     }
 
     #[test]
@@ -335,7 +355,7 @@ mod tests {
             br#"{"version":"1","files":[]}"#,
         )
         .unwrap();
-        let mut store = CheckpointStore::open(dir.path());
+        let mut store = CheckpointStore::open(dir.path()).unwrap();
         assert!(store.existed);
         assert_eq!(store.journal("journal"), None);
         let journals = vec![
@@ -349,7 +369,7 @@ mod tests {
             },
         ];
         store.save(vec![], journals.clone()).unwrap();
-        let store = CheckpointStore::open(dir.path());
+        let store = CheckpointStore::open(dir.path()).unwrap();
         assert_eq!(store.journal("journal"), Some(&journals[0]));
         assert_eq!(store.journal("empty"), Some(&journals[1]));
     }
@@ -362,7 +382,7 @@ mod tests {
             b"{\"version\":\"1\",\"fil",
         )
         .unwrap();
-        let store = CheckpointStore::open(dir.path());
+        let store = CheckpointStore::open(dir.path()).unwrap();
         assert!(!store.existed);
         assert!(dir.path().join("checkpoints.json.corrupt").exists());
         assert!(!dir.path().join("checkpoints.json").exists());

@@ -3,6 +3,11 @@
 //! A file is followed through its open handle, not its path, so a file that is
 //! renamed or deleted (log rotation) is still read to its end. Identity is the
 //! (device, inode) pair of that handle.
+//!
+//! A file idle at its end may be closed to spare descriptors (`close`); it
+//! keeps its position, held partial line and commits in memory, and is
+//! opened again by its path only if the path still leads to the same inode
+//! (`reopen`), where reading resumes. Truncation is then detected as usual.
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -14,6 +19,7 @@ use std::time::Instant;
 use super::checkpoint::Fingerprint;
 use super::reader::{LineReader, RawLine};
 use super::{CommitToken, Commits};
+use crate::event::SourceFile;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FileId {
@@ -49,10 +55,14 @@ pub fn find_beside(path: &Path, id: FileId) -> Option<PathBuf> {
 #[derive(Debug, Default)]
 pub struct ReadOutcome {
     pub bytes: u64,
-    /// Lines cut to `max_line_bytes`.
-    pub truncated_lines: usize,
     /// The read stopped at its budget; more may be waiting.
     pub more: bool,
+    /// The read reached the end of the file.
+    pub at_end: bool,
+    /// The read failed after `bytes` (an I/O error on a network file
+    /// system, a bad sector). The lines read before it are in the output
+    /// and are committed as usual; the next read resumes where it failed.
+    pub error: Option<io::Error>,
 }
 
 /// Where reading a newly opened file starts.
@@ -68,17 +78,26 @@ pub enum StartFrom {
 pub struct TailedFile {
     pub id: FileId,
     pub fingerprint: Fingerprint,
+    /// How many times this inode was truncated in place (copytruncate) or
+    /// refilled with other content; see [`SourceFile`].
+    pub generation: u64,
     /// The path it was last seen at; the event's `log.file`.
     pub path: Arc<str>,
-    file: File,
+    /// `None` while closed to spare a descriptor.
+    file: Option<File>,
     reader: LineReader,
     /// Whether a discovered path still leads to this file. A file that lost its
     /// path (rotated away, deleted) is read to its end before it is let go.
     pub live: bool,
     /// When this file was last seen at its end without growing.
     pub idle_since: Option<Instant>,
+    /// The last read reached the end: closing it now skips nothing.
+    pub at_end: bool,
     /// When the agent started following it.
     pub followed_since: std::time::SystemTime,
+    /// Closed, and found grown or renamed: to be opened again when a
+    /// descriptor is free.
+    pub wants_open: bool,
     /// Size and mtime at the last read; a change makes the first bytes worth checking.
     last_seen: (u64, Option<std::time::SystemTime>),
     /// Chunks handed downstream, with the offset each one commits.
@@ -86,6 +105,10 @@ pub struct TailedFile {
 }
 
 const CHUNK: usize = 64 * 1024;
+
+fn closed() -> io::Error {
+    io::Error::other("the file is closed to spare a descriptor")
+}
 
 impl TailedFile {
     /// Opens `path`, positioned at its beginning; see [`TailedFile::start_from`].
@@ -95,25 +118,76 @@ impl TailedFile {
         Ok(TailedFile {
             id: FileId::of(&meta),
             fingerprint: Fingerprint::of(&file)?,
+            generation: 0,
             path: Arc::from(path.to_string_lossy().as_ref()),
-            file,
+            file: Some(file),
             reader: LineReader::new(0, max_line_bytes),
             live: true,
             idle_since: None,
+            at_end: false,
             followed_since: std::time::SystemTime::now(),
+            wants_open: false,
             commits: Commits::new(0),
             last_seen: (meta.len(), meta.modified().ok()),
         })
     }
 
+    fn handle(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(closed)
+    }
+
+    /// What event ids hash for this file's lines.
+    pub fn source(&self) -> SourceFile {
+        SourceFile {
+            dev: self.id.dev,
+            ino: self.id.ino,
+            generation: self.generation,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Gives the descriptor back; everything else stays.
+    pub fn close(&mut self) {
+        self.file = None;
+        self.wants_open = false;
+    }
+
+    /// Opens the file again at its path and resumes where reading stopped.
+    /// `false` when the path now leads to another file (or none).
+    pub fn reopen(&mut self) -> io::Result<bool> {
+        let mut file = File::open(Path::new(&*self.path))?;
+        if FileId::of(&file.metadata()?) != self.id {
+            return Ok(false);
+        }
+        file.seek(SeekFrom::Start(self.reader.position()))?;
+        self.file = Some(file);
+        self.wants_open = false;
+        // Opened because it changed: not to be closed again before a read.
+        self.at_end = false;
+        Ok(true)
+    }
+
+    /// Whether size or modification time differ from the last read.
+    pub fn changed_since_read(&self, meta: &std::fs::Metadata) -> bool {
+        (meta.len(), meta.modified().ok()) != self.last_seen
+    }
+
+    /// Whether the file starts with the bytes `fingerprint` was taken of.
+    pub fn starts_like(&self, fingerprint: &Fingerprint) -> io::Result<bool> {
+        fingerprint.matches(self.handle()?)
+    }
+
     /// Moves a just-opened file to where reading starts.
     pub fn start_from(&mut self, start: StartFrom) -> io::Result<()> {
-        let size = self.file.metadata()?.len();
+        let size = self.handle()?.metadata()?.len();
         let max_line_bytes = self.reader.max_line_bytes();
         self.reader = match start {
             StartFrom::End if size > 0 => {
                 let mut last = [0u8; 1];
-                self.file.read_exact_at(&mut last, size - 1)?;
+                self.handle()?.read_exact_at(&mut last, size - 1)?;
                 if last[0] == b'\n' {
                     LineReader::new(size, max_line_bytes)
                 } else {
@@ -122,6 +196,7 @@ impl TailedFile {
             }
             StartFrom::Offset(offset) if offset <= size => LineReader::new(offset, max_line_bytes),
             StartFrom::Offset(offset) => {
+                self.generation += 1;
                 tracing::warn!(
                     file = %self.path,
                     size,
@@ -133,7 +208,8 @@ impl TailedFile {
             StartFrom::End | StartFrom::Beginning => LineReader::new(0, max_line_bytes),
         };
         self.commits.reset(self.reader.line_start());
-        self.file.seek(SeekFrom::Start(self.reader.position()))?;
+        let position = self.reader.position();
+        self.handle()?.seek(SeekFrom::Start(position))?;
         Ok(())
     }
 
@@ -145,11 +221,15 @@ impl TailedFile {
 
     /// After the file lost its path, looks for its new name in the same
     /// folder (logrotate renames `x.log` to `x.log.1`), so that the
-    /// checkpoint can find it again after a restart.
-    pub fn follow_rename(&mut self) {
-        if let Some(new) = find_beside(Path::new(&*self.path), self.id) {
-            tracing::info!(file = %self.path, renamed_to = %new.display(), "file was rotated; reading it to its end");
-            self.set_path(&new);
+    /// checkpoint can find it again after a restart. Whether it was found.
+    pub fn follow_rename(&mut self) -> bool {
+        match find_beside(Path::new(&*self.path), self.id) {
+            Some(new) => {
+                tracing::info!(file = %self.path, renamed_to = %new.display(), "file was rotated; reading it to its end");
+                self.set_path(&new);
+                true
+            }
+            None => false,
         }
     }
 
@@ -188,27 +268,23 @@ impl TailedFile {
     fn refresh_fingerprint(&mut self) -> io::Result<()> {
         let grew_past_it = self.reader.position() > self.fingerprint.len as u64;
         if self.fingerprint.len < super::checkpoint::FINGERPRINT_BYTES && grew_past_it {
-            self.fingerprint = Fingerprint::of(&self.file)?;
+            self.fingerprint = Fingerprint::of(self.handle()?)?;
         }
         Ok(())
-    }
-
-    pub fn file(&self) -> &File {
-        &self.file
     }
 
     /// Reads what was appended since the last call, up to `budget` bytes.
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
     pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
-        let meta = self.file.metadata()?;
+        let meta = self.handle()?.metadata()?;
         let size = meta.len();
         let shrunk = size < self.reader.position();
         // Truncated and written past our position (or to the very same size)
         // again between two looks, as copytruncate under load does: the size
         // cannot tell, the first bytes can. Checked only when the file changed.
         let changed = (size, meta.modified().ok()) != self.last_seen;
-        let refilled = !shrunk && changed && !self.fingerprint.matches(&self.file)?;
+        let refilled = !shrunk && changed && !self.fingerprint.matches(self.handle()?)?;
         self.last_seen = (size, meta.modified().ok());
         if shrunk || refilled {
             tracing::warn!(
@@ -218,31 +294,58 @@ impl TailedFile {
                 "file was truncated; reading it again from the start"
             );
             self.reader.reset(0);
-            self.file.seek(SeekFrom::Start(0))?;
-            self.fingerprint = Fingerprint::of(&self.file)?;
+            self.generation += 1;
+            self.handle()?.seek(SeekFrom::Start(0))?;
+            self.fingerprint = Fingerprint::of(self.handle()?)?;
             // What was in flight came from content that no longer exists.
             self.commits.reset(0);
         }
-        let mut outcome = ReadOutcome::default();
         if size == self.reader.position() {
             // Nothing new: most files at most looks. No read, no buffer.
-            return Ok(outcome);
+            self.at_end = true;
+            return Ok(ReadOutcome {
+                at_end: true,
+                ..ReadOutcome::default()
+            });
         }
-        let mut buf = [0u8; CHUNK];
-        while outcome.bytes < budget {
-            let n = match self.file.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            outcome.bytes += n as u64;
-            outcome.truncated_lines += self.reader.feed(&buf[..n], out);
+        let mut handle = self.file.as_ref().ok_or_else(closed)?;
+        let outcome = feed_lines(&mut handle, &mut self.reader, budget, out);
+        self.at_end = outcome.at_end;
+        if outcome.error.is_none() {
+            self.refresh_fingerprint()?;
         }
-        outcome.more = outcome.bytes >= budget;
-        self.refresh_fingerprint()?;
         Ok(outcome)
     }
+}
+
+/// Feeds what `source` holds to `reader`, up to `budget` bytes. A read error
+/// ends the pass but keeps what was read before it: those lines are in `out`
+/// and the reader's position is just past them, so they are neither lost
+/// nor skipped by the next commit.
+fn feed_lines(
+    source: &mut impl Read,
+    reader: &mut LineReader,
+    budget: u64,
+    out: &mut Vec<RawLine>,
+) -> ReadOutcome {
+    let mut outcome = ReadOutcome::default();
+    let mut buf = [0u8; CHUNK];
+    while outcome.bytes < budget {
+        let n = match source.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                outcome.error = Some(e);
+                break;
+            }
+        };
+        outcome.bytes += n as u64;
+        reader.feed(&buf[..n], out);
+    }
+    outcome.more = outcome.error.is_none() && outcome.bytes >= budget;
+    outcome.at_end = outcome.error.is_none() && !outcome.more;
+    outcome
 }
 
 #[cfg(test)]
@@ -301,7 +404,7 @@ mod tests {
             vec![RawLine {
                 offset: 0,
                 text: "x".into(),
-                truncated: false
+                cut_from: None
             }]
         );
     }
@@ -350,6 +453,50 @@ mod tests {
         tailed.read(u64::MAX, &mut out).unwrap();
         let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, vec!["new 1", "new 2", "new 3"]);
+    }
+
+    /// Serves `data` in small pieces, then fails the way a lost NFS server
+    /// or a bad sector does.
+    struct FailingAfter<'a> {
+        data: &'a [u8],
+    }
+
+    impl Read for FailingAfter<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.data.is_empty() {
+                return Err(io::Error::from_raw_os_error(5)); // EIO
+            }
+            let n = buf.len().min(self.data.len()).min(7);
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn lines_read_before_an_io_error_are_kept_and_not_skipped() {
+        let mut reader = LineReader::new(0, 1024);
+        let mut out = Vec::new();
+        let mut source = FailingAfter {
+            data: b"seq=1 a\nseq=2 b\nseq=3 par",
+        };
+        let outcome = feed_lines(&mut source, &mut reader, u64::MAX, &mut out);
+        assert_eq!(outcome.error.map(|e| e.raw_os_error()), Some(Some(5)));
+        assert!(!outcome.more);
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["seq=1 a", "seq=2 b"]);
+        // What a commit after this pass records: just past the last whole
+        // line handed on, so the partial third line is read again, not skipped.
+        assert_eq!(reader.line_start(), 16);
+        assert_eq!(outcome.bytes, 25);
+        // The next pass resumes where the error struck.
+        let mut rest = FailingAfter {
+            data: b"t\nseq=4 c\n",
+        };
+        out.clear();
+        feed_lines(&mut rest, &mut reader, u64::MAX, &mut out);
+        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, vec!["seq=3 part", "seq=4 c"]);
     }
 
     #[test]

@@ -25,7 +25,7 @@ mod journal;
 mod reader;
 mod watch;
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
@@ -33,10 +33,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::config::{InputConfig, InputKind, StartAt};
-use crate::event::LogOrigin;
+use crate::event::{LogOrigin, SourceFile};
 pub use checkpoint::{committed_progress, FileProgress, JournalCheckpoint, Progress};
 use checkpoint::{Checkpoint, CheckpointStore};
-use discover::PathSet;
+pub use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
 pub use reader::RawLine;
 use watch::{Waker, Wakeups};
@@ -48,9 +48,10 @@ pub use journal::{
 };
 pub use reader::LineReader;
 
-/// With notifications on, how often the globs are matched again when no
-/// notification came (one may be missed: overflow, network file systems).
-const RESCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// The share of the process's descriptor limit that tailed files may hold;
+/// the rest stays for the HTTP clients, the queue, checkpoints, journalctl
+/// pipes and the control and metrics sockets.
+const TAILED_FILES_SHARE: u64 = 2;
 
 /// Where the tailer hands its lines.
 pub trait LineSink: Send + 'static {
@@ -150,8 +151,12 @@ pub struct Line {
     /// Byte offset of the line's first byte; a journal entry's sequence number.
     pub offset: u64,
     pub text: String,
-    /// The line was longer than `max_line_bytes` and was cut.
-    pub truncated: bool,
+    /// The line was longer than `max_line_bytes` and was cut: how many
+    /// bytes it had.
+    pub cut_from: Option<u64>,
+    /// For a file line: the file and its generation, which the event id
+    /// hashes instead of the path (a rename keeps ids stable).
+    pub source: Option<SourceFile>,
     /// For a journal entry: its cursor, time and fields.
     pub journal: Option<Arc<JournalMeta>>,
     pub commit: CommitToken,
@@ -201,6 +206,8 @@ struct Input {
     start_at: StartAt,
     max_line_bytes: usize,
     partial_line_timeout: Duration,
+    close_inactive: Duration,
+    ignore_older: Option<Duration>,
 }
 
 /// Handle to the tailer thread.
@@ -213,13 +220,14 @@ pub struct Tailer {
 
 impl Tailer {
     /// Starts following `inputs`, resuming from the checkpoints in
-    /// `state_dir`; lines go to `sink` in chunks.
+    /// `state_dir`; lines go to `sink` in chunks. Fails when the checkpoints
+    /// exist but cannot be read.
     pub fn spawn(
         inputs: &[InputConfig],
         state_dir: &std::path::Path,
         options: TailOptions,
         sink: impl LineSink,
-    ) -> Tailer {
+    ) -> Result<Tailer, String> {
         let configs = inputs;
         // A journald input has no paths: it discovers no file.
         let inputs: Vec<Input> = configs
@@ -230,13 +238,22 @@ impl Tailer {
                 start_at: c.start_at,
                 max_line_bytes: c.max_line_bytes,
                 partial_line_timeout: c.partial_line_timeout,
+                close_inactive: c.close_inactive,
+                ignore_older: c.ignore_older,
             })
             .collect();
+        let rescan_interval = configs
+            .iter()
+            .filter(|c| c.kind == InputKind::File)
+            .map(|c| c.rescan_interval)
+            .min()
+            .unwrap_or(Duration::from_secs(10));
+        let max_open = descriptor_budget();
         let wakeups = Wakeups::new(options.use_inotify);
         let waker = wakeups.waker();
         let stop = Arc::new(Mutex::new(None));
         let (heartbeat, heartbeat_seen) = tokio::sync::watch::channel(None);
-        let checkpoints = CheckpointStore::open(state_dir);
+        let checkpoints = CheckpointStore::open(state_dir)?;
         let journals = configs
             .iter()
             .enumerate()
@@ -251,6 +268,14 @@ impl Tailer {
             files: BTreeMap::new(),
             journals,
             unreadable: HashSet::new(),
+            rescan_interval,
+            max_open,
+            open_now: 0,
+            waiting_for_descriptor: false,
+            opened_in_look: false,
+            closable: None,
+            ignored: HashMap::new(),
+            cuts: CutReport::default(),
             sink: Some(Box::new(sink)),
             checkpoints,
             last_checkpoint: Instant::now(),
@@ -263,12 +288,12 @@ impl Tailer {
             .name("tailhook-tail".into())
             .spawn(move || state.run())
             .expect("spawning a thread at start-up");
-        Tailer {
+        Ok(Tailer {
             stop,
             waker,
             thread,
             heartbeat: heartbeat_seen,
-        }
+        })
     }
 
     /// When the thread last finished a pass over every file: `None` until the
@@ -298,6 +323,25 @@ struct TailState {
     journals: Vec<JournalSource>,
     /// Paths that failed to open, warned about once until they open again.
     unreadable: HashSet<PathBuf>,
+    /// With notifications on, how often every glob and file is looked at
+    /// when none came (one may be missed: overflow, network file systems).
+    rescan_interval: Duration,
+    /// How many tailed files may be open at once.
+    max_open: usize,
+    /// How many are open, counted at the start of each look.
+    open_now: usize,
+    /// Some file waited for a descriptor during the last look.
+    waiting_for_descriptor: bool,
+    /// The last look opened a file (new or closed before).
+    opened_in_look: bool,
+    /// Files that may be closed to make room in this look, the longest idle
+    /// last; listed when first needed.
+    closable: Option<Vec<(Instant, (usize, FileId))>>,
+    /// Logs lines cut at `max_line_bytes`, a few at most.
+    cuts: CutReport,
+    /// Files left unopened by `ignore_older`, with their size then: if one
+    /// is written again, reading starts there, not at its old content.
+    ignored: HashMap<(usize, FileId), u64>,
     /// Dropped at shutdown, which closes the queues behind it.
     sink: Option<Box<dyn LineSink>>,
     checkpoints: CheckpointStore,
@@ -309,6 +353,38 @@ struct TailState {
     wakeups: Wakeups,
     stop: StopRequest,
     heartbeat: tokio::sync::watch::Sender<Option<Instant>>,
+}
+
+/// Warns about lines cut at `max_line_bytes`: one line each time, at most
+/// every `CUT_WARNING_EVERY`, with how many more were cut since. A writer of
+/// huge lines cannot flood the log; none is cut unseen (metrics count each).
+#[derive(Default)]
+struct CutReport {
+    last_warning: Option<Instant>,
+    unreported: u64,
+}
+
+const CUT_WARNING_EVERY: Duration = Duration::from_secs(10);
+
+impl CutReport {
+    fn report(&mut self, file: &str, offset: u64, length: u64, max_line_bytes: usize) {
+        if self
+            .last_warning
+            .is_some_and(|last| last.elapsed() < CUT_WARNING_EVERY)
+        {
+            self.unreported += 1;
+            return;
+        }
+        tracing::warn!(
+            file,
+            offset,
+            line_bytes = length,
+            max_line_bytes,
+            more_cut_since_last_warning = std::mem::take(&mut self.unreported),
+            "a line longer than max_line_bytes was cut; rules see only its first max_line_bytes"
+        );
+        self.last_warning = Some(Instant::now());
+    }
 }
 
 /// Set to the deadline for committing in-flight events when stopping.
@@ -328,11 +404,11 @@ impl TailState {
             }
             // Matching the globs and looking at every file costs a stat
             // each: with notifications on, only when one came (any change
-            // in a watched folder wakes us) or every RESCAN_INTERVAL in
+            // in a watched folder wakes us) or every `rescan_interval` in
             // case one was missed. Passes in between only look at files
             // holding a line whose writer stopped mid-line.
             let look_at_all =
-                woken || !self.wakeups.notifies() || looked.elapsed() >= RESCAN_INTERVAL;
+                woken || !self.wakeups.notifies() || looked.elapsed() >= self.rescan_interval;
             if look_at_all {
                 self.discover(first_scan);
                 looked = Instant::now();
@@ -353,9 +429,14 @@ impl TailState {
                 break Instant::now();
             };
             self.let_go_of_finished_files();
+            self.close_idle_files();
             self.save_checkpoints(false);
             self.heartbeat.send_replace(Some(Instant::now()));
-            woken = more || self.wakeups.wait(self.options.poll_interval);
+            // Files waiting for a descriptor get one as soon as others are
+            // read to their end: look again at once while that goes on.
+            woken = more
+                || (self.waiting_for_descriptor && self.opened_in_look)
+                || self.wakeups.wait(self.options.poll_interval);
         };
         self.sink = None;
         for journal in &mut self.journals {
@@ -388,6 +469,7 @@ impl TailState {
                 input: self.inputs[input].name.clone(),
                 dev: id.dev,
                 ino: id.ino,
+                generation: file.generation,
                 fingerprint: file.fingerprint,
                 path: file.path.to_string(),
                 offset: file.committed(),
@@ -410,6 +492,10 @@ impl TailState {
     /// Matches every input's globs, opens new files and marks files whose path
     /// now leads elsewhere (or nowhere) as no longer live.
     fn discover(&mut self, first_scan: bool) {
+        self.open_now = self.files.values().filter(|f| f.is_open()).count();
+        self.waiting_for_descriptor = false;
+        self.opened_in_look = false;
+        self.closable = None;
         let mut was_live = HashSet::new();
         for (key, file) in self.files.iter_mut() {
             if file.live {
@@ -417,12 +503,22 @@ impl TailState {
             }
             file.live = false;
         }
+        // Files skipped by ignore_older are forgotten once gone: their
+        // inodes may be reused.
+        let mut matched = HashSet::new();
+        let skipping = !self.ignored.is_empty();
         for index in 0..self.inputs.len() {
             let roots = self.inputs[index].paths.watch_roots();
             self.wakeups.watch(&roots);
             for (path, meta) in self.inputs[index].paths.files() {
+                if skipping {
+                    matched.insert((index, FileId::of(&meta)));
+                }
                 self.discover_path(index, path, &meta, first_scan);
             }
+        }
+        if skipping {
+            self.ignored.retain(|key, _| matched.contains(key));
         }
         for key in was_live {
             let Some(file) = self.files.get_mut(&key).filter(|f| !f.live) else {
@@ -430,11 +526,108 @@ impl TailState {
             };
             let old_path = PathBuf::from(&*file.path);
             let since = file.followed_since;
-            file.follow_rename();
+            let found = file.follow_rename();
+            if !file.is_open() {
+                if found {
+                    file.wants_open = true;
+                } else {
+                    // Closed at its end, then rotated out of its folder or
+                    // deleted before this look: nothing can reach it now.
+                    tracing::warn!(file = %file.path, position = file.position(), "a file closed by close_inactive left its folder or was deleted before it was opened again; whatever was written to it after it was closed is lost");
+                    self.files.remove(&key);
+                }
+            }
             self.adopt_missed_rotations(key.0, &old_path, since);
         }
+        self.open_wanted();
         if first_scan {
             self.resume_rotated_files();
+        }
+    }
+
+    /// Whether a descriptor is free for one more tailed file, closing the
+    /// longest-idle open file (read to its end, holding no partial line)
+    /// when the budget is used up.
+    fn make_room(&mut self) -> bool {
+        if self.open_now < self.max_open {
+            self.opened_in_look = true;
+            return true;
+        }
+        // Files opened in this look are not read yet, so not closable: the
+        // list made at the first need holds for the whole look.
+        let files = &self.files;
+        let closable = self.closable.get_or_insert_with(|| {
+            let now = Instant::now();
+            let mut closable: Vec<_> = files
+                .iter()
+                .filter(|(_, f)| f.is_open() && f.live && f.at_end && !f.holds_partial_line())
+                .map(|(key, f)| (f.idle_since.unwrap_or(now), *key))
+                .collect();
+            closable.sort_unstable_by(|a, b| b.cmp(a));
+            closable
+        });
+        // A file may have lost its path since the list was made (rotated
+        // away: it is read to its end before it is let go, never closed).
+        while let Some((_, key)) = closable.pop() {
+            if let Some(file) = self.files.get_mut(&key).filter(|f| f.is_open() && f.live) {
+                file.close();
+                self.open_now -= 1;
+                self.opened_in_look = true;
+                return true;
+            }
+        }
+        if !std::mem::replace(&mut self.waiting_for_descriptor, true) {
+            tracing::debug!(
+                max_open = self.max_open,
+                "every descriptor for tailed files is in use; files wait for one"
+            );
+        }
+        false
+    }
+
+    /// Opens again the closed files found grown or renamed, as descriptors
+    /// allow.
+    fn open_wanted(&mut self) {
+        let wanted: Vec<(usize, FileId)> = self
+            .files
+            .iter()
+            .filter(|(_, f)| f.wants_open)
+            .map(|(key, _)| *key)
+            .collect();
+        for key in wanted {
+            if !self.make_room() {
+                return;
+            }
+            let Some(file) = self.files.get_mut(&key) else {
+                continue;
+            };
+            match file.reopen() {
+                Ok(true) => self.open_now += 1,
+                // The path was replaced since it was looked at: the next
+                // look finds where the file went.
+                Ok(false) => file.wants_open = false,
+                Err(e) => {
+                    tracing::warn!(file = %file.path, error = %e, "cannot open a closed file again; will retry")
+                }
+            }
+        }
+    }
+
+    /// Closes files that sat at their end without growing for the input's
+    /// `close_inactive`; they are opened again when they grow.
+    fn close_idle_files(&mut self) {
+        for (&(input, _), file) in self.files.iter_mut() {
+            let inactive = self.inputs[input].close_inactive;
+            if file.is_open()
+                && file.live
+                && !file.holds_partial_line()
+                && file
+                    .idle_since
+                    .is_some_and(|since| since.elapsed() >= inactive)
+            {
+                tracing::debug!(file = %file.path, position = file.position(), "closing a file idle at its end");
+                file.close();
+            }
         }
     }
 
@@ -510,8 +703,8 @@ impl TailState {
             let Ok(mut file) = TailedFile::open(&path, self.inputs[index].max_line_bytes) else {
                 continue;
             };
-            let same =
-                file.id == id && checkpoint.fingerprint.matches(file.file()).unwrap_or(false);
+            file.generation = checkpoint.generation;
+            let same = file.id == id && file.starts_like(&checkpoint.fingerprint).unwrap_or(false);
             if !same
                 || file
                     .start_from(StartFrom::Offset(checkpoint.offset))
@@ -533,14 +726,34 @@ impl TailState {
         meta: &std::fs::Metadata,
         first_scan: bool,
     ) {
-        if let Some(known) = self.files.get_mut(&(index, FileId::of(meta))) {
+        let id = FileId::of(meta);
+        if let Some(known) = self.files.get_mut(&(index, id)) {
             known.live = true;
             known.set_path(&path);
+            if !known.is_open() && known.changed_since_read(meta) {
+                known.wants_open = true;
+            }
             return;
         }
         let input = &self.inputs[index];
+        let too_old = input.ignore_older.is_some_and(|age| {
+            meta.modified()
+                .is_ok_and(|m| m.elapsed().is_ok_and(|elapsed| elapsed > age))
+        });
+        if too_old && !self.checkpoints.holds(&input.name, id) {
+            self.ignored.entry((index, id)).or_insert(meta.len());
+            return;
+        }
+        if !self.make_room() {
+            return;
+        }
+        let ignored_at = self.ignored.remove(&(index, id));
+        let input = &self.inputs[index];
         let opened = TailedFile::open(&path, input.max_line_bytes).and_then(|mut file| {
-            let start = self.start_position(index, &file, first_scan)?;
+            let start = match ignored_at {
+                Some(size) if file.id == id => StartFrom::Offset(size),
+                _ => self.start_position(index, &mut file, first_scan)?,
+            };
             file.start_from(start)?;
             Ok(file)
         });
@@ -559,6 +772,7 @@ impl TailState {
                     }
                 }
                 tracing::info!(input = %input.name, file = %path.display(), position = file.position(), "tailing file");
+                self.open_now += 1;
                 // The handle's identity wins over the earlier stat: the path may
                 // have been replaced in between.
                 self.files.entry((index, file.id)).or_insert(file).live = true;
@@ -574,19 +788,25 @@ impl TailState {
     /// Where a newly seen file starts: its checkpoint if it is the same file
     /// (inode and first bytes); else its end only on the very first start for
     /// `start_at = "end"`; else its beginning, because it is a new log.
+    /// The file's generation continues its checkpoint's: a file whose
+    /// content changed under its inode (truncated, or the inode reused while
+    /// stopped) is one generation on, as it would have been had the agent
+    /// watched it happen, so ids stay the same across a restart.
     fn start_position(
         &mut self,
         index: usize,
-        file: &TailedFile,
+        file: &mut TailedFile,
         first_scan: bool,
     ) -> std::io::Result<StartFrom> {
         let input = &self.inputs[index];
         Ok(match self.checkpoints.claim(&input.name, file.id) {
-            Some(checkpoint) if checkpoint.fingerprint.matches(file.file())? => {
+            Some(checkpoint) if file.starts_like(&checkpoint.fingerprint)? => {
+                file.generation = checkpoint.generation;
                 StartFrom::Offset(checkpoint.offset)
             }
-            Some(_) => {
+            Some(checkpoint) => {
                 tracing::info!(file = %file.path, "file reuses a checkpointed inode with other content; reading it as a new file");
+                file.generation = checkpoint.generation + 1;
                 StartFrom::Beginning
             }
             None if first_scan && !self.checkpoints.existed && input.start_at == StartAt::End => {
@@ -603,7 +823,7 @@ impl TailState {
         let mut more = false;
         let mut raw = Vec::new();
         for (&(input, _), file) in self.files.iter_mut() {
-            if !all && !file.holds_partial_line() {
+            if !file.is_open() || (!all && !file.holds_partial_line()) {
                 continue;
             }
             self.checkpoints_settled = false;
@@ -615,15 +835,12 @@ impl TailState {
                     continue;
                 }
             };
-            if outcome.truncated_lines > 0 {
-                tracing::warn!(
-                    file = %file.path,
-                    lines = outcome.truncated_lines,
-                    max_line_bytes = self.inputs[input].max_line_bytes,
-                    "lines longer than max_line_bytes were cut"
-                );
+            if let Some(e) = &outcome.error {
+                tracing::warn!(file = %file.path, position = file.position(), lines_kept = raw.len(), error = %e, "read failed part-way; the lines before it go on, the rest is read on retry");
             }
+            // A failed read says nothing about whether the writer stopped.
             file.idle_since = match (outcome.bytes, file.idle_since) {
+                _ if outcome.error.is_some() => None,
                 (0, Some(since)) => Some(since),
                 (0, None) => Some(Instant::now()),
                 _ => None,
@@ -637,6 +854,16 @@ impl TailState {
                 // anyone will ever know; hold it no longer.
                 raw.extend(file.flush_partial_line());
             }
+            for line in &raw {
+                if let Some(length) = line.cut_from {
+                    self.cuts.report(
+                        &file.path,
+                        line.offset,
+                        length,
+                        self.inputs[input].max_line_bytes,
+                    );
+                }
+            }
             more |= outcome.more;
             if !raw.is_empty() {
                 let commit = file.chunk_token();
@@ -646,13 +873,14 @@ impl TailState {
                         |RawLine {
                              offset,
                              text,
-                             truncated,
+                             cut_from,
                          }| Line {
                             input,
                             path: file.path.clone(),
                             offset,
                             text,
-                            truncated,
+                            cut_from,
+                            source: Some(file.source()),
                             journal: None,
                             commit: commit.clone(),
                         },
@@ -678,7 +906,10 @@ impl TailState {
         let idle = self.options.rotated_idle;
         let before = self.files.len();
         self.files.retain(|_, file| {
+            // A closed file found renamed may hold lines written since it
+            // was closed: it is finished only once opened and read.
             let finished = !file.live
+                && !file.wants_open
                 && file.idle_since.is_some_and(|since| since.elapsed() >= idle)
                 && !file.has_in_flight();
             if finished {
@@ -690,6 +921,39 @@ impl TailState {
             self.checkpoints_settled = false;
         }
     }
+}
+
+/// How many tailed files may be open at once: a share of the descriptor
+/// limit, after raising the soft limit to the hard one (under systemd the
+/// unit's `LimitNOFILE=` sets both; its system-call filter may refuse the
+/// raise, which is fine).
+fn descriptor_budget() -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    if !known {
+        return 512;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let budget = (limit.rlim_cur / TAILED_FILES_SHARE).clamp(8, 1 << 20) as usize;
+    tracing::debug!(
+        descriptor_limit = limit.rlim_cur,
+        tailed_files_open_at_most = budget,
+        "descriptor budget"
+    );
+    budget
 }
 
 #[cfg(test)]

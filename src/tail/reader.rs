@@ -10,7 +10,9 @@
 pub struct RawLine {
     pub offset: u64,
     pub text: String,
-    pub truncated: bool,
+    /// The line was longer than `max_line_bytes` and was cut: how many
+    /// bytes it had (without its newline).
+    pub cut_from: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -94,7 +96,8 @@ impl LineReader {
                 }
                 if newline.is_some() {
                     truncated += usize::from(self.partial_truncated);
-                    out.push(self.take_line());
+                    let length = self.position + piece.len() as u64 - self.line_start;
+                    out.push(self.take_line(length));
                     self.line_start = self.position + consumed;
                 }
             }
@@ -116,12 +119,13 @@ impl LineReader {
         if !self.holds_partial() {
             return None;
         }
-        let line = self.take_line();
+        let line = self.take_line(self.position - self.line_start);
         self.line_start = self.position;
         Some(line)
     }
 
-    fn take_line(&mut self) -> RawLine {
+    /// The line assembled so far, which had `length` bytes in the file.
+    fn take_line(&mut self, length: u64) -> RawLine {
         let mut bytes = std::mem::take(&mut self.partial);
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
@@ -133,7 +137,7 @@ impl LineReader {
         RawLine {
             offset: self.line_start,
             text,
-            truncated: std::mem::take(&mut self.partial_truncated),
+            cut_from: std::mem::take(&mut self.partial_truncated).then_some(length),
         }
     }
 }
@@ -141,6 +145,7 @@ impl LineReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::{any, Just};
 
     fn lines(reader: &mut LineReader, chunks: &[&[u8]]) -> Vec<RawLine> {
         let mut out = Vec::new();
@@ -160,12 +165,12 @@ mod tests {
                 RawLine {
                     offset: 100,
                     text: "one".into(),
-                    truncated: false
+                    cut_from: None
                 },
                 RawLine {
                     offset: 104,
                     text: "two".into(),
-                    truncated: false
+                    cut_from: None
                 },
             ]
         );
@@ -176,7 +181,7 @@ mod tests {
             RawLine {
                 offset: 109,
                 text: "three".into(),
-                truncated: false
+                cut_from: None
             }
         );
     }
@@ -192,7 +197,7 @@ mod tests {
             RawLine {
                 offset: 0,
                 text: "abcd".into(),
-                truncated: true
+                cut_from: Some(8)
             }
         );
         assert_eq!(
@@ -200,7 +205,7 @@ mod tests {
             RawLine {
                 offset: 9,
                 text: "xy".into(),
-                truncated: false
+                cut_from: None
             }
         );
         // A cut line spread over chunks is counted once.
@@ -209,6 +214,14 @@ mod tests {
             + reader.feed(b"7\n", &mut out);
         assert_eq!(cut, 1);
         assert_eq!(out[2].text, "1234");
+        assert_eq!(out[2].cut_from, Some(7));
+        // A cut line that never gets its newline is marked when flushed.
+        reader.feed(b"0123456789", &mut out);
+        let flushed = reader.flush_partial().unwrap();
+        assert_eq!(
+            (flushed.text.as_str(), flushed.cut_from),
+            ("0123", Some(10))
+        );
     }
 
     #[test]
@@ -228,7 +241,7 @@ mod tests {
             RawLine {
                 offset: 5,
                 text: "half".into(),
-                truncated: false
+                cut_from: None
             }
         );
         assert_eq!(reader.line_start(), 9);
@@ -239,9 +252,55 @@ mod tests {
             vec![RawLine {
                 offset: 9,
                 text: " more".into(),
-                truncated: false
+                cut_from: None
             }]
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes and however they are chunked, every line
+        /// comes out once, at its offset, cut exactly when it is longer
+        /// than the limit and then saying how long it was.
+        #[test]
+        fn any_bytes_in_any_chunks_become_exactly_their_lines(
+            bytes in proptest::collection::vec(
+                proptest::prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xffu8), any::<u8>()],
+                0..400,
+            ),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+            max_line_bytes in 1usize..40,
+        ) {
+            let mut reader = LineReader::new(1000, max_line_bytes);
+            let mut out = Vec::new();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(bytes.len())).collect();
+            cuts.sort_unstable();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                reader.feed(&bytes[from..cut], &mut out);
+                from = cut;
+            }
+            out.extend(reader.flush_partial());
+            proptest::prop_assert_eq!(reader.position(), 1000 + bytes.len() as u64);
+
+            let mut expected = Vec::new();
+            let mut start = 0;
+            for piece in bytes.split(|&b| b == b'\n') {
+                let last = start + piece.len() == bytes.len();
+                if !(last && piece.is_empty()) {
+                    let mut kept = piece[..piece.len().min(max_line_bytes)].to_vec();
+                    if kept.last() == Some(&b'\r') {
+                        kept.pop();
+                    }
+                    expected.push(RawLine {
+                        offset: 1000 + start as u64,
+                        text: String::from_utf8_lossy(&kept).into_owned(),
+                        cut_from: (piece.len() > max_line_bytes).then_some(piece.len() as u64),
+                    });
+                }
+                start += piece.len() + 1;
+            }
+            proptest::prop_assert_eq!(out, expected);
+        }
     }
 
     #[test]
@@ -253,7 +312,7 @@ mod tests {
             vec![RawLine {
                 offset: 16,
                 text: "next".into(),
-                truncated: false
+                cut_from: None
             }]
         );
     }

@@ -328,6 +328,17 @@ impl Agent {
         self.logs.lock().unwrap().clone()
     }
 
+    /// How many of the agent's open descriptors lead to `path`.
+    pub fn descriptors_on(&self, path: &Path) -> usize {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/{}/fd", self.child.id())) else {
+            return 0;
+        };
+        entries
+            .flatten()
+            .filter(|e| std::fs::read_link(e.path()).is_ok_and(|target| target == path))
+            .count()
+    }
+
     pub fn stdout(&self) -> String {
         self.stdout.lock().unwrap().clone()
     }

@@ -64,8 +64,8 @@ impl JournalMeta {
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalEntry {
     pub line: String,
-    /// The line was cut to `max_line_bytes`.
-    pub truncated: bool,
+    /// The line was cut to `max_line_bytes`: how many bytes it had.
+    pub cut_from: Option<u64>,
     pub meta: JournalMeta,
 }
 
@@ -139,7 +139,7 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
             .chars()
             .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
     );
-    let truncated = cut_to(&mut line, max_line_bytes);
+    let cut_from = cut_to(&mut line, max_line_bytes);
 
     let mut fields = Fields::new();
     if let Some(host) = host {
@@ -168,7 +168,7 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
         .unwrap_or(0);
     Ok(JournalEntry {
         line,
-        truncated,
+        cut_from,
         meta: JournalMeta {
             cursor,
             seqnum,
@@ -263,17 +263,19 @@ fn field_text(value: &Value) -> Option<FieldText<'_>> {
     }
 }
 
-/// Cuts `text` to at most `max` bytes at a character boundary; whether it cut.
-fn cut_to(text: &mut String, max: usize) -> bool {
-    if text.len() <= max {
-        return false;
+/// Cuts `text` to at most `max` bytes at a character boundary; the length
+/// it had when it was cut.
+fn cut_to(text: &mut String, max: usize) -> Option<u64> {
+    let length = text.len();
+    if length <= max {
+        return None;
     }
     let mut end = max;
     while !text.is_char_boundary(end) {
         end -= 1;
     }
     text.truncate(end);
-    true
+    Some(length as u64)
 }
 
 #[cfg(test)]
@@ -310,7 +312,7 @@ mod tests {
             entry.line,
             "2026-11-22T10:00:01.123456Z web1 sshd[811]: Failed password for root from 203.0.113.7 port 52144 ssh2"
         );
-        assert!(!entry.truncated);
+        assert_eq!(entry.cut_from, None);
         assert_eq!(entry.meta.cursor, "s=1;i=2a;b=3;m=4;t=5;x=6");
         assert_eq!(entry.meta.seqnum, 42);
         assert_eq!(entry.meta.time, "2026-11-22T10:00:01.123456Z");
@@ -376,7 +378,7 @@ mod tests {
     #[test]
     fn long_lines_are_cut_at_a_character_boundary() {
         let entry = parse_entry(sshd(json!("ééééé")).to_string().as_bytes(), 47).unwrap();
-        assert!(entry.truncated);
+        assert!(entry.cut_from.is_some());
         assert!(entry.line.len() <= 47);
         assert!(entry.line.ends_with("sshd[811]: é"), "{}", entry.line);
     }

@@ -189,7 +189,7 @@ impl JournalSource {
             // Skipped entries move the cursor too: a chunk may carry no line.
             self.read = read;
             let commit = self.commits.chunk(self.read.clone());
-            let truncated = entries.iter().filter(|e| e.truncated).count();
+            let truncated = entries.iter().filter(|e| e.cut_from.is_some()).count();
             if truncated > 0 {
                 tracing::warn!(input = %self.name, entries = truncated, max_line_bytes = self.max_line_bytes, "journal entries longer than max_line_bytes were cut");
             }
@@ -201,7 +201,8 @@ impl JournalSource {
                     path: origin.clone(),
                     offset: entry.meta.seqnum,
                     text: entry.line,
-                    truncated: entry.truncated,
+                    cut_from: entry.cut_from,
+                    source: None,
                     journal: Some(Arc::new(entry.meta)),
                     commit: commit.clone(),
                 })
