@@ -1,12 +1,13 @@
 //! criterion micro-benchmarks of the per-line hot paths: cutting bytes into
 //! lines, matching a line against the shipped rules (a miss, the common case,
-//! and a hit with captures), and encoding an event into a body.
+//! and a hit with captures), reading the time a matched line states in each
+//! header form, and encoding an event into a body.
 
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
-use tailhook::rules::{load_rules, rule_files, Matcher};
+use tailhook::rules::{load_rules, rule_files, zone_named, LineClock, Matcher};
 use tailhook::tail::LineReader;
 
 fn shipped_matcher() -> Matcher {
@@ -47,6 +48,35 @@ fn hot_paths(c: &mut Criterion) {
     group.bench_function("line a rule matches (captures, types)", |b| {
         b.iter(|| matcher.matches(black_box(HIT)).count())
     });
+    group.finish();
+
+    // Paid once per matched line, never by a line no rule wants.
+    let clock = LineClock::new(zone_named(Some("Europe/Berlin")).unwrap());
+    let now = jiff::Timestamp::now();
+    let mut group = c.benchmark_group("line_time");
+    group.throughput(Throughput::Elements(1));
+    for (form, line) in [
+        ("classic syslog, year inferred", HIT),
+        (
+            "RFC 3339 with offset",
+            "2026-11-22T10:00:01.003456+01:00 web1 sshd[811]: Failed password for root",
+        ),
+        (
+            "RFC 5424",
+            "<38>1 2026-11-22T10:00:01.003Z web1 sshd 811 - - Failed password for root",
+        ),
+        (
+            "ISO, no offset (zone lookup)",
+            "2026-11-22 10:00:01  web1 sshd[811]: Failed password for root",
+        ),
+        (
+            "access log, after the client",
+            r#"203.0.113.7 - - [22/Nov/2026:10:03:00 +0000] "GET /.env HTTP/1.1" 404 153 "-" "curl/8""#,
+        ),
+        ("no time in the line", "seq=1 Failed password for root"),
+    ] {
+        group.bench_function(form, |b| b.iter(|| clock.stated_time(black_box(line), now)));
+    }
     group.finish();
 }
 

@@ -57,6 +57,7 @@ fn main() {
         rules: vec!["*".into()],
         max_line_bytes: 65536,
         partial_line_timeout: Duration::from_secs(5),
+        timezone: None,
         rescan_interval: Duration::from_secs(10),
         close_inactive: Duration::from_secs(300),
         ignore_older: None,

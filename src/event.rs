@@ -22,8 +22,17 @@ pub struct Event {
     pub id: String,
     pub rule: String,
     pub severity: Severity,
-    /// When the agent read the line, or a journal entry's own time (RFC 3339, UTC).
+    /// When the line says it happened (RFC 3339, UTC; a journal entry's own
+    /// time), or when it was read if it states no time `rules::linetime` reads.
     pub time: String,
+    /// When the agent read the line (RFC 3339, UTC, milliseconds). Empty only
+    /// in events queued by a version without it, and then left out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub ingested: String,
+    /// The agent that read the line (`agent.host`): a fleet's body carries
+    /// events of many hosts. Empty only as `ingested`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub host: String,
     pub log: LogOrigin,
     /// The raw line (lossily decoded, possibly cut at `max_line_bytes`).
     pub message: String,
@@ -99,6 +108,8 @@ impl Event {
             rule: "r".into(),
             severity: Severity::Low,
             time: "2026-11-22T10:00:01Z".into(),
+            ingested: "2026-11-22T10:00:01.020Z".into(),
+            host: "web1".into(),
             log: LogOrigin {
                 file: "/f".into(),
                 offset: 0,
@@ -114,6 +125,17 @@ impl Event {
 
 pub fn rfc3339_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+/// An event's `time`: RFC 3339 in UTC, with the fraction of a second the
+/// line stated, if any.
+pub fn rfc3339(at: jiff::Timestamp) -> String {
+    at.to_string()
+}
+
+/// An event's `ingested`: RFC 3339 in UTC with milliseconds.
+pub fn rfc3339_millis(at: jiff::Timestamp) -> String {
+    format!("{at:.3}")
 }
 
 #[cfg(test)]
@@ -135,12 +157,44 @@ mod tests {
             rule: "sshd.auth_failed".into(),
             severity: Severity::Medium,
             time: "2026-11-22T10:00:01Z".into(),
+            ingested: "2026-11-22T10:00:01.020Z".into(),
+            host: "web1".into(),
             log,
             message: "a \"quoted\" line\twith tab".into(),
             fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
             count: None,
             truncated: false,
         }
+    }
+
+    #[test]
+    fn times_are_utc_with_the_stated_fraction_and_ingested_in_millis() {
+        let at = |text: &str| text.parse::<jiff::Timestamp>().unwrap();
+        assert_eq!(
+            rfc3339(at("2026-11-22T11:00:01+01:00")),
+            "2026-11-22T10:00:01Z"
+        );
+        assert_eq!(
+            rfc3339(at("2026-11-22T10:00:01.003Z")),
+            "2026-11-22T10:00:01.003Z"
+        );
+        assert_eq!(
+            rfc3339_millis(at("2026-11-22T10:00:01Z")),
+            "2026-11-22T10:00:01.000Z"
+        );
+        assert_eq!(
+            rfc3339_millis(at("2026-11-22T10:00:01.0209Z")),
+            "2026-11-22T10:00:01.020Z"
+        );
+    }
+
+    #[test]
+    fn events_queued_before_ingested_and_host_still_read() {
+        let old = r#"{"id":"1","rule":"r","severity":"low","time":"2026-11-22T10:00:01Z","log":{"file":"/f","offset":0},"message":"m","fields":{}}"#;
+        let event: Event = serde_json::from_str(old).unwrap();
+        assert_eq!((event.ingested.as_str(), event.host.as_str()), ("", ""));
+        let json = serde_json::to_value(&event).unwrap();
+        assert!(json.get("ingested").is_none() && json.get("host").is_none());
     }
 
     #[test]
@@ -181,6 +235,8 @@ mod tests {
         assert!(plain.get("count").is_none() && plain.get("truncated").is_none());
         assert_eq!(plain["log"]["offset"], 1234);
         assert_eq!(plain["message"], "a \"quoted\" line\twith tab");
+        assert_eq!(plain["ingested"], "2026-11-22T10:00:01.020Z");
+        assert_eq!(plain["host"], "web1");
         event.count = Some(5);
         event.truncated = true;
         let flagged = serde_json::to_value(&event).unwrap();

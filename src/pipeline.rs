@@ -24,8 +24,8 @@ use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{
-    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, Matcher, OverrideReport,
-    Rule, RuleSelector, LINE_TOO_LONG,
+    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
+    OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
 };
 use crate::systemd::Notifier;
 use crate::tail::{
@@ -42,6 +42,8 @@ pub struct Pipeline {
     overrides: OverrideReport,
     /// One per input, in config order.
     matchers: Vec<Matcher>,
+    /// How each input's line times are read, in config order.
+    clocks: Vec<LineClock>,
 }
 
 impl Pipeline {
@@ -94,21 +96,13 @@ impl Pipeline {
                     journalctl_missing(&input.name)
                 );
             }
-            let selector = RuleSelector::validated(&input.rules);
-            let selected: Vec<Arc<Rule>> = rules
-                .iter()
-                .filter(|r| selector.selects(&r.id))
-                .cloned()
-                .collect();
-            if selected.is_empty() {
-                bail!(
-                    "{}: input `{}`: rules = {:?} selects none of the {} loaded rules",
+            let selected = rules::select(&rules, &input.rules).map_err(|problem| {
+                anyhow::anyhow!(
+                    "{}: input `{}`: {problem}",
                     config.source.display(),
-                    input.name,
-                    input.rules,
-                    rules.len()
-                );
-            }
+                    input.name
+                )
+            })?;
             matchers.push(Matcher::new(selected));
         }
         // A route may name the built-in rule that reports cut lines.
@@ -126,6 +120,19 @@ impl Pipeline {
                 );
             }
         }
+        let clocks = config
+            .inputs
+            .iter()
+            .map(|input| {
+                input.clock().map_err(|problem| {
+                    anyhow::anyhow!(
+                        "{}: input `{}`: timezone: {problem}",
+                        config.source.display(),
+                        input.name
+                    )
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
         Ok(Pipeline {
             config,
             webhooks,
@@ -133,6 +140,7 @@ impl Pipeline {
             rule_files: files.len(),
             overrides: loaded.overrides,
             matchers,
+            clocks,
         })
     }
 
@@ -315,6 +323,8 @@ impl Pipeline {
             .map(|r| (r.id.clone(), r.gate()))
             .collect();
         let stage = RuleStage {
+            clocks: self.clocks,
+            host,
             matchers: self.matchers,
             line_too_long,
             long_lines,
@@ -536,6 +546,10 @@ struct RuleStage {
     long_lines: Vec<Option<usize>>,
     /// Per rule id: threshold and suppress state.
     gates: HashMap<String, Gate>,
+    /// Per input: how its line times are read.
+    clocks: Vec<LineClock>,
+    /// Every event's `host`.
+    host: String,
     router: Router,
     metrics: Arc<Metrics>,
     writer: QueueWriter,
@@ -593,6 +607,19 @@ impl Drop for QueueWriter {
     }
 }
 
+/// `line` as its events carry it, dated by its input's clock now.
+fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> {
+    let times = clocks[line.input].times(&line.text, jiff::Timestamp::now());
+    SeenLine::new(
+        &line.text,
+        line.origin(),
+        line.source,
+        line.cut_from.is_some(),
+        times,
+        host,
+    )
+}
+
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
@@ -600,14 +627,15 @@ impl LineSink for RuleStage {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
+            // Most lines match nothing: only a matched (or cut) one is dated.
+            let mut seen: Option<SeenLine> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
+                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
                     let event = Arc::new(line_too_long_event(
                         &self.line_too_long,
-                        line.origin(),
-                        line.source,
-                        &line.text,
+                        seen,
                         length,
                         max_line_bytes,
                     ));
@@ -626,22 +654,15 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
+                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
                 let gate = self
                     .gates
                     .get_mut(&rule.id)
                     .expect("a gate per loaded rule");
-                let Admit::Emit { count } = gate.admit(&fields, tokio::time::Instant::now()) else {
+                let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
                 };
-                let mut event = event_for(
-                    rule,
-                    line.origin(),
-                    line.source,
-                    &line.text,
-                    fields,
-                    line.cut_from.is_some(),
-                    count,
-                );
+                let mut event = event_for(rule, seen, fields, count);
                 if let Some(journal) = &line.journal {
                     journal.annotate(&mut event);
                 }

@@ -17,11 +17,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::Duration;
 
+use jiff::{SignedDuration, Timestamp};
 use support::binary;
 use tailhook::rules::{load_rules, rule_files, Admit, Matcher, Rule};
-use tokio::time::Instant;
 
 const MIN_RECALL: f64 = 85.0;
 const MAX_BENIGN_EVENTS: f64 = 2.0;
@@ -277,12 +276,13 @@ fn flood_events(lines: &[String], per_second: u32, total: usize) -> usize {
     assert_eq!(rules.len(), 1, "web.client_error_flood is shipped");
     let mut gate = rules[0].gate();
     let matcher = Matcher::new(rules);
-    let start = Instant::now();
-    let step = Duration::from_secs(1) / per_second;
+    // Gates count by the events' time: the lines' own, here `per_second`.
+    let start: Timestamp = "2026-11-22T10:00:00Z".parse().unwrap();
+    let step = SignedDuration::from_secs(1) / per_second as i32;
     let mut events = 0;
     for (i, line) in lines.iter().cycle().take(total).enumerate() {
         for (_, fields) in matcher.matches(line) {
-            if let Admit::Emit { .. } = gate.admit(&fields, start + step * i as u32) {
+            if let Admit::Emit { .. } = gate.admit(&fields, start + step * i as i32) {
                 events += 1;
             }
         }

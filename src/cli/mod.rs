@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::config::{AgentConfig, Config, DEFAULT_CONFIG_PATH};
 use crate::pipeline::Pipeline;
 use crate::systemd::Notifier;
 use logging::LogFormat;
@@ -156,6 +156,14 @@ struct TestRulesArgs {
     /// read as a journald input reads the journal.
     #[arg(long = "journal-json", value_name = "FILE")]
     journal_json: Vec<PathBuf>,
+    /// Apply `threshold` and `suppress` by each line's own time, to see
+    /// which events a replayed log would have sent.
+    #[arg(long)]
+    thresholds: bool,
+    /// Apply this input of the config: its rule selection and its
+    /// `timezone` (without it: every rule, the host's zone).
+    #[arg(long = "input", value_name = "NAME")]
+    input: Option<String>,
     /// Log files to read; `-`, or none and no --journal-json, reads stdin.
     #[arg(value_name = "FILE")]
     inputs: Vec<String>,
@@ -301,13 +309,33 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
 }
 
 fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
-    let rule_paths = if args.rules.is_empty() {
-        Config::load(&args.config)?.rules.paths
+    let config = if args.rules.is_empty() || args.input.is_some() {
+        Some(Config::load(&args.config)?)
     } else {
-        args.rules
+        None
     };
+    let input = match (&config, &args.input) {
+        (Some(config), Some(name)) => Some((config, config.input(name)?)),
+        _ => None,
+    };
+    let rule_paths = match &config {
+        Some(config) if args.rules.is_empty() => config.rules.paths.clone(),
+        _ => args.rules,
+    };
+    let clock = match input {
+        Some((_, input)) => input.clock(),
+        None => crate::rules::zone_named(None).map(crate::rules::LineClock::new),
+    }
+    .map_err(|problem| anyhow::anyhow!("timezone: {problem}"))?;
     test_rules::run(&test_rules::Options {
         rule_paths,
+        selection: input.map(|(config, input)| {
+            let label = format!("{}: input `{}`", config.source.display(), input.name);
+            (label, input.rules.clone())
+        }),
+        clock,
+        host: config.map_or_else(|| AgentConfig::default().host(), |c| c.host()),
+        thresholds: args.thresholds,
         json: args.json,
         inputs: args.inputs,
         journal_json: args.journal_json,

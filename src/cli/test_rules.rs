@@ -5,10 +5,14 @@
 //! and the summary on stderr. `--journal-json` reads entries recorded with
 //! `journalctl --output=json` and runs the rules over the line a journald
 //! input makes of each, with the journal's time and fields in the events.
-//! `threshold` and `suppress` are not applied: this shows what each line
-//! matches, not how many events a burst would send.
+//!
+//! Each match shows its event's time: the one the line states, read in the
+//! `--input`'s `timezone` (else the host's zone), or the read time when the
+//! line states none. `threshold` and `suppress` apply only with
+//! `--thresholds`, by those times, so a day's log replayed shows the events
+//! it would have sent; without it every match is shown.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::event::LogOrigin;
-use crate::rules::{self, event_for, Matcher, Rule, Verdict};
+use crate::rules::{self, event_for, Admit, Gate, LineClock, Matcher, Rule, SeenLine, Verdict};
 use crate::tail::{read_recorded, JournalMeta, LineReader};
 
 /// Lines longer than this are cut, as the agent's default `max_line_bytes`.
@@ -27,6 +31,15 @@ const MISSED_SAMPLE: usize = 10;
 
 pub struct Options {
     pub rule_paths: Vec<PathBuf>,
+    /// An input (as `CONFIG: input `NAME``, for errors) and its rule-id
+    /// globs: only the rules it selects run.
+    pub selection: Option<(String, Vec<String>)>,
+    /// How line times are read (the input's zone).
+    pub clock: LineClock,
+    /// The events' `host`.
+    pub host: String,
+    /// Apply `threshold` and `suppress`.
+    pub thresholds: bool,
     pub json: bool,
     /// Files to read; `-` is stdin. Empty means stdin, unless there are
     /// journal files.
@@ -54,6 +67,9 @@ struct Summary {
     per_rule: BTreeMap<String, u64>,
     missed: Vec<String>,
     missed_count: u64,
+    /// With `--thresholds`: matches that made an event, and those held.
+    events: u64,
+    held: u64,
     /// Journal entries without MESSAGE, skipped as the agent skips them.
     entries_without_message: u64,
 }
@@ -81,7 +97,20 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             eprintln!("warning: {warning}");
         }
     }
-    let matcher = Matcher::new(loaded.clone());
+    let loaded = match &options.selection {
+        None => loaded,
+        Some((input, patterns)) => rules::select(&loaded, patterns)
+            .map_err(|problem| anyhow::anyhow!("{input}: {problem}"))?,
+    };
+    let mut stage = Stage {
+        matcher: Matcher::new(loaded.clone()),
+        clock: &options.clock,
+        host: &options.host,
+        gates: options
+            .thresholds
+            .then(|| loaded.iter().map(|r| (r.id.clone(), r.gate())).collect()),
+        json: options.json,
+    };
     let mut summary = Summary {
         per_rule: loaded.iter().map(|r| (r.id.clone(), 0)).collect(),
         ..Summary::default()
@@ -129,7 +158,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                     },
                     journal: None,
                 };
-                examine(&matcher, examined, options.json, &mut out, &mut summary)?;
+                stage.examine(examined, &mut out, &mut summary)?;
             }
             if n == 0 {
                 break;
@@ -149,88 +178,146 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
                 log: entry.meta.origin(),
                 journal: Some(&entry.meta),
             };
-            examine(&matcher, examined, options.json, &mut out, &mut summary)?;
+            stage.examine(examined, &mut out, &mut summary)?;
         }
     }
     out.flush()?;
-    print_summary(&summary, started.elapsed().as_secs_f64(), options.json)
+    print_summary(
+        &summary,
+        options.thresholds,
+        started.elapsed().as_secs_f64(),
+        options.json,
+    )
 }
 
-fn examine(
-    matcher: &Matcher,
-    line: Examined,
+/// What examining a line needs besides the line.
+struct Stage<'a> {
+    matcher: Matcher,
+    clock: &'a LineClock,
+    host: &'a str,
+    /// Per rule id, with `--thresholds`.
+    gates: Option<HashMap<String, Gate>>,
     json: bool,
-    out: &mut impl Write,
-    summary: &mut Summary,
-) -> anyhow::Result<()> {
-    let Examined { name, number, .. } = line;
-    summary.lines += 1;
-    let (mut matched, mut ignored, mut wrong_type) = (false, false, false);
-    for (rule, verdict) in matcher.verdicts(line.text) {
-        let fields = match verdict {
-            Verdict::Match(fields) => fields,
-            Verdict::Ignored => {
-                ignored = true;
-                continue;
-            }
-            Verdict::WrongType(field) => {
-                wrong_type = true;
-                if !json {
-                    writeln!(
-                        out,
-                        "{name}:{number}  {}  not matched: field `{field}` is not of its type",
-                        rule.id
-                    )?;
-                }
-                continue;
-            }
-            Verdict::NoMatch => continue,
-        };
-        matched = true;
-        *summary.per_rule.entry(rule.id.clone()).or_default() += 1;
-        let mut event = event_for(
-            rule,
-            line.log.clone(),
-            None,
-            line.text,
-            fields,
-            line.truncated,
-            None,
-        );
-        if let Some(journal) = line.journal {
-            journal.annotate(&mut event);
-        }
-        if json {
-            let record = serde_json::json!({"line": number, "rule": rule.id, "fields": event.fields, "event": event});
-            writeln!(out, "{record}")?;
-        } else {
-            writeln!(
-                out,
-                "{name}:{number}  {}  {}",
-                rule.id,
-                serde_json::to_string(&event.fields)?
-            )?;
-            writeln!(out, "  {}", serde_json::to_string(&event)?)?;
-        }
-    }
-    if matched {
-        summary.matched_lines += 1;
-    } else if ignored {
-        summary.ignored_lines += 1;
-    } else if wrong_type {
-        summary.wrong_type_lines += 1;
-    } else {
-        summary.missed_count += 1;
-        if summary.missed.len() < MISSED_SAMPLE {
-            summary
-                .missed
-                .push(format!("{name}:{number}  {}", line.text));
-        }
-    }
-    Ok(())
 }
 
-fn print_summary(summary: &Summary, seconds: f64, json: bool) -> anyhow::Result<()> {
+impl Stage<'_> {
+    fn examine(
+        &mut self,
+        line: Examined,
+        out: &mut impl Write,
+        summary: &mut Summary,
+    ) -> anyhow::Result<()> {
+        let Examined { name, number, .. } = line;
+        let json = self.json;
+        summary.lines += 1;
+        let (mut matched, mut ignored, mut wrong_type) = (false, false, false);
+        let mut seen: Option<SeenLine> = None;
+        for (rule, verdict) in self.matcher.verdicts(line.text) {
+            let fields = match verdict {
+                Verdict::Match(fields) => fields,
+                Verdict::Ignored => {
+                    ignored = true;
+                    continue;
+                }
+                Verdict::WrongType(field) => {
+                    wrong_type = true;
+                    if !json {
+                        writeln!(
+                            out,
+                            "{name}:{number}  {}  not matched: field `{field}` is not of its type",
+                            rule.id
+                        )?;
+                    }
+                    continue;
+                }
+                Verdict::NoMatch => continue,
+            };
+            matched = true;
+            *summary.per_rule.entry(rule.id.clone()).or_default() += 1;
+            let seen = seen.get_or_insert_with(|| {
+                let times = self.clock.times(line.text, jiff::Timestamp::now());
+                SeenLine::new(
+                    line.text,
+                    line.log.clone(),
+                    None,
+                    line.truncated,
+                    times,
+                    self.host,
+                )
+            });
+            let count = match &mut self.gates {
+                None => None,
+                Some(gates) => {
+                    let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
+                    match gate.admit(&fields, seen.times.gate_time()) {
+                        Admit::Emit { count } => {
+                            summary.events += 1;
+                            count
+                        }
+                        Admit::Hold => {
+                            summary.held += 1;
+                            if !json {
+                                writeln!(
+                                    out,
+                                    "{name}:{number}  {}  held by threshold/suppress  {}",
+                                    rule.id,
+                                    serde_json::to_string(&fields)?
+                                )?;
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut event = event_for(rule, seen, fields, count);
+            if let Some(journal) = line.journal {
+                journal.annotate(&mut event);
+            }
+            if json {
+                let record = serde_json::json!({"line": number, "rule": rule.id, "fields": event.fields, "event": event});
+                writeln!(out, "{record}")?;
+            } else {
+                let source = if line.journal.is_some() {
+                    "the journal entry's"
+                } else if seen.times.stated.is_some() {
+                    "the line's"
+                } else {
+                    "read time: the line states none"
+                };
+                writeln!(
+                    out,
+                    "{name}:{number}  {}  {}",
+                    rule.id,
+                    serde_json::to_string(&event.fields)?
+                )?;
+                writeln!(out, "  time {} ({source})", event.time)?;
+                writeln!(out, "  {}", serde_json::to_string(&event)?)?;
+            }
+        }
+        if matched {
+            summary.matched_lines += 1;
+        } else if ignored {
+            summary.ignored_lines += 1;
+        } else if wrong_type {
+            summary.wrong_type_lines += 1;
+        } else {
+            summary.missed_count += 1;
+            if summary.missed.len() < MISSED_SAMPLE {
+                summary
+                    .missed
+                    .push(format!("{name}:{number}  {}", line.text));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn print_summary(
+    summary: &Summary,
+    thresholds: bool,
+    seconds: f64,
+    json: bool,
+) -> anyhow::Result<()> {
     let mut text = String::new();
     if !json {
         text.push('\n');
@@ -248,6 +335,12 @@ fn print_summary(summary: &Summary, seconds: f64, json: bool) -> anyhow::Result<
         summary.wrong_type_lines,
         summary.missed_count
     ));
+    if thresholds {
+        text.push_str(&format!(
+            "Events by line time: {} sent, {} matches held by threshold or suppress\n",
+            summary.events, summary.held
+        ));
+    }
     if summary.entries_without_message > 0 {
         text.push_str(&format!(
             "Journal entries without MESSAGE (skipped): {}\n",

@@ -99,6 +99,15 @@ pub struct AgentConfig {
     pub stall_timeout: Duration,
 }
 
+impl AgentConfig {
+    /// `host`, else the machine's host name.
+    pub fn host(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+    }
+}
+
 impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
@@ -204,6 +213,18 @@ pub struct InputConfig {
     /// `$`-anchored one behind a 70 kB user name) is visible.
     #[serde(default = "report_long_lines_by_default")]
     pub report_long_lines: bool,
+    /// The zone of times the lines write without an offset (classic syslog's
+    /// `Nov 22 10:00:01`): an IANA name (`Europe/Berlin`) or `UTC`; by
+    /// default the host's (`TZ`, else `/etc/localtime`).
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+impl InputConfig {
+    /// How this input's line times are read: in its `timezone`.
+    pub fn clock(&self) -> Result<crate::rules::LineClock, String> {
+        crate::rules::zone_named(self.timezone.as_deref()).map(crate::rules::LineClock::new)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +459,9 @@ impl Config {
                     format!("`{}` is used by two inputs", input.name),
                 ));
             }
+            input
+                .clock()
+                .map_err(|problem| self.invalid(key("timezone"), problem))?;
             match input.kind {
                 InputKind::File => {
                     if input.paths.is_empty() {
@@ -600,12 +624,20 @@ impl Config {
         })
     }
 
-    /// The envelope's `host`.
+    /// The input `name`; an unknown name is an error listing the names.
+    pub fn input(&self, name: &str) -> Result<&InputConfig, ConfigError> {
+        self.inputs.iter().find(|i| i.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.inputs.iter().map(|i| i.name.as_str()).collect();
+            self.invalid(
+                "--input",
+                format!("no input named `{name}` (configured: {})", names.join(", ")),
+            )
+        })
+    }
+
+    /// The envelope's `host`, and every event's.
     pub fn host(&self) -> String {
-        self.agent
-            .host
-            .clone()
-            .unwrap_or_else(|| gethostname::gethostname().to_string_lossy().into_owned())
+        self.agent.host()
     }
 }
 
@@ -726,6 +758,26 @@ mod tests {
             assert_eq!(hooks[0].batch_timeout, Duration::from_millis(250));
             Ok(())
         });
+    }
+
+    #[test]
+    fn timezone_is_an_iana_name_checked_at_load() {
+        let with = |zone: &str| {
+            load(&MINIMAL.replace(
+                "paths = [\"logs",
+                &format!("timezone = \"{zone}\"\n        paths = [\"logs"),
+            ))
+        };
+        assert_eq!(
+            with("Europe/Berlin").unwrap().inputs[0].timezone.as_deref(),
+            Some("Europe/Berlin")
+        );
+        assert!(with("UTC").is_ok());
+        let err = with("Europe/Atlantis").unwrap_err().to_string();
+        assert!(err.contains("input[0].timezone"), "{err}");
+        assert!(err.contains("Europe/Atlantis"), "{err}");
+        assert!(err.contains("tailhook.toml"), "{err}");
+        assert_eq!(load(MINIMAL).unwrap().inputs[0].timezone, None);
     }
 
     #[test]

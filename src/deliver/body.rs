@@ -55,6 +55,11 @@ impl BodyFormat {
         }
     }
 
+    /// The envelope's `host`: the agent's.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
     /// The JSON text pieces of the body, before the wire encoding.
     fn json_prefix(&self) -> String {
         match &self.shape {
@@ -185,13 +190,25 @@ fn xml_escape(text: &str) -> String {
     out
 }
 
+/// ` name="value"`, or nothing for an empty value (an event queued by a
+/// version that did not set it).
+fn optional_attribute(name: &str, value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!(r#" {name}="{}""#, xml_escape(value))
+    }
+}
+
 fn xml_event(event: &Event) -> String {
     let mut xml = format!(
-        r#"<event id="{}" rule="{}" severity="{}" time="{}"{}{}><log file="{}" offset="{}"{}/><message>{}</message><fields>"#,
+        r#"<event id="{}" rule="{}" severity="{}" time="{}"{}{}{}{}><log file="{}" offset="{}"{}/><message>{}</message><fields>"#,
         xml_escape(&event.id),
         xml_escape(&event.rule),
         event.severity.as_str(),
         xml_escape(&event.time),
+        optional_attribute("ingested", &event.ingested),
+        optional_attribute("host", &event.host),
         event
             .count
             .map(|c| format!(r#" count="{c}""#))
@@ -228,8 +245,8 @@ fn xml_event(event: &Event) -> String {
 }
 
 /// A line of text with `{placeholder}`s for event values: `{rule}`,
-/// `{severity}`, `{message}`, `{host}`, `{time}`, `{id}`, `{log.file}`,
-/// `{count}` and `{fields.NAME}` (empty when the event has no such field).
+/// `{severity}`, `{message}`, `{host}`, `{time}`, `{ingested}`, `{id}`,
+/// `{log.file}`, `{count}` and `{fields.NAME}` (empty when the event has no such field).
 #[derive(Debug)]
 pub struct Template(Vec<Piece>);
 
@@ -246,6 +263,7 @@ enum Placeholder {
     Message,
     Host,
     Time,
+    Ingested,
     Id,
     LogFile,
     Count,
@@ -271,13 +289,14 @@ impl Template {
                 "message" => Placeholder::Message,
                 "host" => Placeholder::Host,
                 "time" => Placeholder::Time,
+                "ingested" => Placeholder::Ingested,
                 "id" => Placeholder::Id,
                 "log.file" => Placeholder::LogFile,
                 "count" => Placeholder::Count,
                 field if field.starts_with("fields.") && field.len() > 7 => Placeholder::Field(field[7..].to_string()),
                 other => {
                     return Err(format!(
-                        "unknown placeholder `{{{other}}}`; use rule, severity, message, host, time, id, log.file, count or fields.NAME"
+                        "unknown placeholder `{{{other}}}`; use rule, severity, message, host, time, ingested, id, log.file, count or fields.NAME"
                     ))
                 }
             };
@@ -297,8 +316,13 @@ impl Template {
                     Placeholder::Rule => out.push_str(&event.rule),
                     Placeholder::Severity => out.push_str(event.severity.as_str()),
                     Placeholder::Message => out.push_str(&event.message),
-                    Placeholder::Host => out.push_str(host),
+                    // The event's own host: a fleet's body carries events of
+                    // many; an event queued before events carried one has
+                    // the sender's.
+                    Placeholder::Host if event.host.is_empty() => out.push_str(host),
+                    Placeholder::Host => out.push_str(&event.host),
                     Placeholder::Time => out.push_str(&event.time),
+                    Placeholder::Ingested => out.push_str(&event.ingested),
                     Placeholder::Id => out.push_str(&event.id),
                     Placeholder::LogFile => out.push_str(&event.log.file),
                     Placeholder::Count => out.push_str(&event.count.unwrap_or(1).to_string()),
@@ -326,6 +350,8 @@ mod tests {
             rule: "sshd.auth_failed".into(),
             severity: Severity::High,
             time: "2026-11-22T10:00:01Z".into(),
+            ingested: "2026-11-22T10:00:01.020Z".into(),
+            host: "web1".into(),
             log: LogOrigin {
                 file: "/var/log/auth.log".into(),
                 offset: 7,
@@ -364,6 +390,10 @@ mod tests {
         assert_eq!(value["host"], "web\"1");
         assert_eq!(value["events"][0]["message"], "a \"b\"");
         assert_eq!(value["events"][1]["fields"]["source.port"], 22);
+        let first = &value["events"][0];
+        assert_eq!(first["time"], "2026-11-22T10:00:01Z");
+        assert_eq!(first["ingested"], "2026-11-22T10:00:01.020Z");
+        assert_eq!(first["host"], "web1");
     }
 
     #[test]
@@ -399,6 +429,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(text.matches("<event ").count(), 2);
+        assert!(
+            text.contains(
+                r#"time="2026-11-22T10:00:01Z" ingested="2026-11-22T10:00:01.020Z" host="web1">"#
+            ),
+            "{text}"
+        );
         assert!(text.ends_with("</tailhook>"));
         assert!(
             text.contains(r#"<log file="/var/log/auth.log" offset="7"/>"#),
@@ -421,6 +457,24 @@ mod tests {
         assert_eq!(
             value["text"],
             "[high] sshd.auth_failed from 203.0.113.7 on web1: one\n[high] sshd.auth_failed from 203.0.113.7 on web1: two \"2\""
+        );
+    }
+
+    #[test]
+    fn template_host_is_the_events_and_times_are_its_own() {
+        let format = BodyFormat::new(
+            ContentType::Json,
+            Some("{host} {time} {ingested}"),
+            "sender",
+        );
+        let mut old = event("queued before events carried a host");
+        old.host.clear();
+        old.ingested.clear();
+        let value: serde_json::Value =
+            serde_json::from_slice(&body(&format, &[event("x"), old])).unwrap();
+        assert_eq!(
+            value["text"],
+            "web1 2026-11-22T10:00:01Z 2026-11-22T10:00:01.020Z\nsender 2026-11-22T10:00:01Z "
         );
     }
 
@@ -593,6 +647,9 @@ mod tests {
                 )| {
                     Event {
                         id,
+                        // Arbitrary text, escaped like any other member.
+                        host: rule.clone(),
+                        ingested: time.clone(),
                         rule,
                         severity,
                         time,

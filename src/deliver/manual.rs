@@ -69,11 +69,14 @@ impl Webhook {
             offset: nanos,
             cursor: None,
         };
+        let now = jiff::Timestamp::now();
         let event = Event {
             id: Event::id_for(&identity, None, MANUAL_RULE, &message),
             rule: MANUAL_RULE.into(),
             severity: Severity::Info,
-            time: crate::event::rfc3339_now(),
+            time: crate::event::rfc3339(now),
+            ingested: crate::event::rfc3339_millis(now),
+            host: self.format.host().to_string(),
             log: LogOrigin {
                 file: file.into(),
                 offset: 0,

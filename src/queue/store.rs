@@ -1091,9 +1091,20 @@ fn oldest_event(txn: &ReadTransaction, table: &str) -> Result<Option<SystemTime>
     let Some((_, json)) = table.first()? else {
         return Ok(None);
     };
+    // `ingested`, not `time`: a backfilled line can state a time days old.
+    // An event queued before events carried `ingested` has its read time
+    // in `time`.
     Ok(serde_json::from_slice::<Event>(json.value())
         .ok()
-        .and_then(|event| humantime::parse_rfc3339(&event.time).ok()))
+        .and_then(|event| {
+            let read = if event.ingested.is_empty() {
+                event.time
+            } else {
+                event.ingested
+            };
+            let read: jiff::Timestamp = read.parse().ok()?;
+            SystemTime::try_from(read).ok()
+        }))
 }
 
 /// When the attempts recorded in `table` within `window` were made.
@@ -1318,9 +1329,10 @@ mod tests {
                 state.last_error.as_ref().unwrap().message,
                 "503 Service Unavailable"
             );
+            // When the line was read (`ingested`), not when it says it happened.
             assert_eq!(
                 state.oldest,
-                Some(humantime::parse_rfc3339("2026-11-22T10:00:01Z").unwrap())
+                Some(humantime::parse_rfc3339("2026-11-22T10:00:01.020Z").unwrap())
             );
         }
         let unknown = view.lane_state("never", Duration::from_secs(60)).unwrap();

@@ -10,9 +10,11 @@
 //! address, for `check` and `test-rules`.
 //!
 //! This module knows nothing of files being tailed or webhooks: it turns text
-//! into `(rule, fields)` and fields into [`Event`]s.
+//! into `(rule, fields)` and fields into [`Event`]s, stamped with the time
+//! the line states ([`linetime`]).
 
 mod gate;
+mod linetime;
 mod lint;
 mod load;
 mod overrides;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
+pub use linetime::{zone_named, LineClock, LineTimes};
 pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError, RuleSet};
 pub use overrides::OverrideReport;
@@ -341,6 +344,24 @@ impl RuleSelector {
     }
 }
 
+/// The rules an input's `rules` (checked when the config loaded) select,
+/// or an error saying that they select none.
+pub fn select(rules: &[Arc<Rule>], patterns: &[String]) -> Result<Vec<Arc<Rule>>, String> {
+    let selector = RuleSelector::validated(patterns);
+    let selected: Vec<Arc<Rule>> = rules
+        .iter()
+        .filter(|r| selector.selects(&r.id))
+        .cloned()
+        .collect();
+    if selected.is_empty() {
+        return Err(format!(
+            "rules = {patterns:?} selects none of the {} loaded rules",
+            rules.len()
+        ));
+    }
+    Ok(selected)
+}
+
 /// The rules one input applies, behind a literal prefilter.
 pub struct Matcher {
     rules: Vec<Arc<Rule>>,
@@ -380,27 +401,64 @@ impl Matcher {
     }
 }
 
+/// A matched line as its events carry it: where it came from, when it
+/// happened and was read (formatted once for all the rules it matched), and
+/// the agent that read it.
+pub struct SeenLine<'a> {
+    pub text: &'a str,
+    pub log: LogOrigin,
+    /// The file's identity, for event ids (none for a journal entry).
+    pub source: Option<SourceFile>,
+    /// The line was cut to `max_line_bytes`.
+    pub truncated: bool,
+    pub times: LineTimes,
+    pub host: &'a str,
+    time: String,
+    ingested: String,
+}
+
+impl<'a> SeenLine<'a> {
+    pub fn new(
+        text: &'a str,
+        log: LogOrigin,
+        source: Option<SourceFile>,
+        truncated: bool,
+        times: LineTimes,
+        host: &'a str,
+    ) -> SeenLine<'a> {
+        let ingested = crate::event::rfc3339_millis(times.read);
+        SeenLine {
+            text,
+            log,
+            source,
+            truncated,
+            times,
+            host,
+            // A line without a time happened when it was read: the same
+            // text as `ingested`, not a false nanosecond precision.
+            time: times
+                .stated
+                .map_or_else(|| ingested.clone(), crate::event::rfc3339),
+            ingested,
+        }
+    }
+}
+
 /// Builds the event for a line a rule matched; `count` is how many matching
 /// lines it stands for, when the rule has a threshold or suppress.
-pub fn event_for(
-    rule: &Rule,
-    log: LogOrigin,
-    source: Option<SourceFile>,
-    line: &str,
-    fields: Fields,
-    truncated: bool,
-    count: Option<u64>,
-) -> Event {
+pub fn event_for(rule: &Rule, line: &SeenLine, fields: Fields, count: Option<u64>) -> Event {
     Event {
-        id: Event::id_for(&log, source, &rule.id, line),
+        id: Event::id_for(&line.log, line.source, &rule.id, line.text),
         rule: rule.id.clone(),
         severity: rule.severity,
-        time: crate::event::rfc3339_now(),
-        log,
-        message: line.to_string(),
+        time: line.time.clone(),
+        ingested: line.ingested.clone(),
+        host: line.host.to_string(),
+        log: line.log.clone(),
+        message: line.text.to_string(),
         fields,
         count,
-        truncated,
+        truncated: line.truncated,
     }
 }
 
@@ -434,20 +492,18 @@ pub fn line_too_long_rule() -> Rule {
 /// `max_line_bytes`: its file, both lengths, and its first bytes as message.
 pub fn line_too_long_event(
     rule: &Rule,
-    log: LogOrigin,
-    source: Option<SourceFile>,
-    line: &str,
+    line: &SeenLine,
     length: u64,
     max_line_bytes: usize,
 ) -> Event {
-    let mut end = line.len().min(LINE_TOO_LONG_MESSAGE_BYTES);
-    while !line.is_char_boundary(end) {
+    let mut end = line.text.len().min(LINE_TOO_LONG_MESSAGE_BYTES);
+    while !line.text.is_char_boundary(end) {
         end -= 1;
     }
     let fields = Fields::from([
         (
             "log.file".to_string(),
-            serde_json::Value::from(log.file.clone()),
+            serde_json::Value::from(line.log.file.clone()),
         ),
         ("line.bytes".to_string(), serde_json::Value::from(length)),
         (
@@ -455,7 +511,17 @@ pub fn line_too_long_event(
             serde_json::Value::from(max_line_bytes as u64),
         ),
     ]);
-    event_for(rule, log, source, &line[..end], fields, true, None)
+    let head = SeenLine {
+        text: &line.text[..end],
+        log: line.log.clone(),
+        source: line.source,
+        truncated: true,
+        times: line.times,
+        host: line.host,
+        time: line.time.clone(),
+        ingested: line.ingested.clone(),
+    };
+    event_for(rule, &head, fields, None)
 }
 
 #[cfg(test)]
@@ -562,15 +628,40 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             offset: 42,
             cursor: None,
         };
-        let event = event_for(rule, log, None, line, fields, false, None);
+        let read = "2026-11-22T10:00:05.1234Z".parse().unwrap();
+        let times = LineClock::new(jiff::tz::TimeZone::UTC).times(line, read);
+        let seen = SeenLine::new(line, log, None, false, times, "web1");
+        let event = event_for(rule, &seen, fields, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
+        // The line states no time: it happened when it was read.
+        assert_eq!(json["time"], "2026-11-22T10:00:05.123Z");
+        assert_eq!(json["ingested"], "2026-11-22T10:00:05.123Z");
+        assert_eq!(json["host"], "web1");
         assert_eq!(json["log"]["offset"], 42);
         assert_eq!(json["fields"]["source.ip"], "203.0.113.9");
     }
 
     fn selector(patterns: &[&str]) -> RuleSelector {
         RuleSelector::parse(&patterns.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn an_inputs_selection_keeps_its_rules_or_says_it_selects_none() {
+        let rules = rules();
+        let ids = |selected: Vec<Arc<Rule>>| -> Vec<String> {
+            selected.iter().map(|r| r.id.clone()).collect()
+        };
+        assert_eq!(
+            ids(select(&rules, &["*.invalid_user".into()]).unwrap()),
+            ["sshd.invalid_user"]
+        );
+        assert_eq!(select(&rules, &["*".into()]).unwrap().len(), 2);
+        let error = select(&rules, &["sudo.*".into()]).unwrap_err();
+        assert_eq!(
+            error,
+            "rules = [\"sudo.*\"] selects none of the 2 loaded rules"
+        );
     }
 
     #[test]
