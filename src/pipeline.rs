@@ -19,6 +19,7 @@ use backon::BackoffBuilder;
 use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
+use crate::event::Event;
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
@@ -28,8 +29,8 @@ use crate::rules::{
 };
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, Line, LineSink, PathSet,
-    Severity, SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineSink,
+    PathSet, Severity, SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -703,9 +704,8 @@ impl Generation {
             line_too_long,
             long_lines,
             router,
-            queue: queue.clone(),
             metrics: metrics.clone(),
-            tap: tap.clone(),
+            writer: QueueWriter::spawn(queue.clone(), metrics.clone(), tap.clone()),
         };
         let tailer =
             Tailer::spawn(&config.inputs, state_dir, options, stage).map_err(anyhow::Error::msg)?;
@@ -843,8 +843,10 @@ async fn open_queue(
 
 /// The rules stage, run on the tailer's thread: most lines match nothing, and
 /// matching where they are read spares a hand-off per line. A chunk's events
-/// are queued on disk in one transaction before `accept` returns, which is
-/// when the tailer may commit the chunk's offset.
+/// then go to the queue writer's thread with the chunk's commit tokens, so
+/// the tailer reads and matches the next chunk while the last one is written;
+/// the tokens are let go (and the offsets may commit) only once the events
+/// are on disk.
 struct RuleStage {
     matchers: Arc<Vec<Matcher>>,
     /// The built-in rule of the events that report cut lines.
@@ -859,9 +861,60 @@ struct RuleStage {
     /// Every event's `host`.
     host: String,
     router: Router,
-    queue: Arc<Queue>,
     metrics: Arc<Metrics>,
-    tap: Arc<Tap>,
+    writer: QueueWriter,
+}
+
+/// A chunk's events (webhook lane, event) and the commit tokens of its lines.
+struct Matched {
+    events: Vec<(usize, Arc<Event>)>,
+    tokens: Vec<CommitToken>,
+}
+
+/// Chunks matched and waiting for the writer, beside the one it writes: two
+/// measured faster than one (more chunks share a transaction when the disk
+/// is slow), and each holds its events in memory (a full queue lane holds
+/// the writer, then this, then the tailer).
+const CHUNKS_AHEAD: usize = 2;
+
+/// The queue writer's thread, and the way chunks reach it.
+struct QueueWriter {
+    /// `None` once dropped, so the thread sees the end and can be joined.
+    chunks: Option<std::sync::mpsc::SyncSender<Matched>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl QueueWriter {
+    fn spawn(queue: Arc<Queue>, metrics: Arc<Metrics>, tap: Arc<Tap>) -> QueueWriter {
+        let (chunks, received) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
+        let thread = std::thread::Builder::new()
+            .name("queue-writer".into())
+            .spawn(move || write_to_queue(&queue, &metrics, &tap, received))
+            .expect("spawn the queue writer");
+        QueueWriter {
+            chunks: Some(chunks),
+            thread: Some(thread),
+        }
+    }
+
+    /// Hands a chunk over, waiting while the writer is behind; a chunk the
+    /// writer can no longer take is abandoned.
+    fn send(&self, chunk: Matched) -> Result<(), SinkClosed> {
+        let chunks = self.chunks.as_ref().ok_or(SinkClosed)?;
+        chunks.send(chunk).map_err(|unsent| {
+            abandon(&unsent.0);
+            SinkClosed
+        })
+    }
+}
+
+impl Drop for QueueWriter {
+    fn drop(&mut self) {
+        self.chunks = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// `line` as its events carry it, dated by its input's clock now.
@@ -931,28 +984,62 @@ impl LineSink for RuleStage {
                 );
             }
         }
-        // Nothing may be lost: a queue that cannot be written (disk full) holds
-        // the tailer here, with an error each time, until it can, or until
-        // the agent stops: then the lines are left uncommitted, to be read
-        // again at the next start.
+        let tokens = lines.into_iter().map(|line| line.commit).collect();
+        self.writer.send(Matched { events, tokens })
+    }
+}
+
+fn abandon(chunk: &Matched) {
+    for token in &chunk.tokens {
+        token.abandon();
+    }
+}
+
+/// At most this many events in one transaction when chunks wait together:
+/// redb's cost per event falls little beyond a few thousand, and a
+/// transaction's pages are held in memory until it commits.
+const GROUP_EVENTS: usize = 4_000;
+
+/// The queue writer's loop: what waits is written in one transaction (one
+/// fsync for several chunks when the disk is the slower part), then the
+/// chunks' tokens are let go. Once the queue is closed every chunk still
+/// coming is abandoned, never let go, so no offset commits past events that
+/// were not queued.
+fn write_to_queue(
+    queue: &Queue,
+    metrics: &Metrics,
+    tap: &Tap,
+    chunks: std::sync::mpsc::Receiver<Matched>,
+) {
+    while let Ok(mut group) = chunks.recv() {
+        while group.events.len() < GROUP_EVENTS {
+            let Ok(more) = chunks.try_recv() else { break };
+            group.events.extend(more.events);
+            group.tokens.extend(more.tokens);
+        }
+        // Nothing may be lost: a queue that cannot be written (disk full)
+        // holds the writer here, and the tailer behind it, with an error
+        // each time, until it can, or until the agent stops: then the lines
+        // are left uncommitted, to be read again at the next start.
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(5))
             .without_max_times()
             .build();
         let queued = loop {
-            match self.queue.append(&events) {
+            match queue.append(&group.events) {
                 Ok(queued) => break queued,
                 Err(e) if e.is_closed() => {
-                    for line in &lines {
-                        line.commit.abandon();
+                    abandon(&group);
+                    for chunk in chunks.iter() {
+                        abandon(&chunk);
                     }
-                    return Err(SinkClosed);
+                    return;
                 }
                 Err(e) => {
                     let delay = backoff.next().unwrap_or(Duration::from_secs(5));
                     tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot queue events; tailing waits and retries");
-                    self.queue.wait_for_disk(delay);
+                    queue.wait_for_disk(delay);
                 }
             }
         };
@@ -961,18 +1048,18 @@ impl LineSink for RuleStage {
         // shown waiting must be one its delivery will settle. Their
         // outcomes still reach the tap when their batches settle.
         let mut offered = vec![0; queued.len()];
-        for (lane, _) in &events {
+        for (lane, _) in &group.events {
             offered[*lane] += 1;
         }
-        self.tap.queued(
-            events
+        tap.queued(
+            group
+                .events
                 .iter()
                 .filter(|(lane, _)| queued[*lane] == offered[*lane])
                 .map(|(lane, event)| (*lane, event)),
         );
         for (lane, count) in queued.into_iter().enumerate() {
-            metrics::add(&self.metrics.webhooks[lane].1.events_queued, count);
+            metrics::add(&metrics.webhooks[lane].1.events_queued, count);
         }
-        Ok(())
     }
 }

@@ -225,3 +225,43 @@ fn a_full_queue_pauses_tailing_with_a_warning_and_loses_nothing() {
         "the log files kept what the queue could not"
     );
 }
+
+#[test]
+fn the_queue_file_shrinks_once_a_large_backlog_has_drained() {
+    const BACKLOG: usize = 20_000;
+    let down = Receiver::start(ReceiverOptions::default());
+    down.set_failing(503);
+    let setup = Setup::new();
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input: "start_at = \"beginning\"",
+        webhook: "batch_timeout = \"20ms\"\nmax_retry_delay = \"200ms\"",
+    };
+    let config = setup.agent_config(&down.url, keys);
+    setup.append(
+        "auth.log",
+        &(1..=BACKLOG).map(failed_line).collect::<Vec<_>>(),
+    );
+    let agent = Agent::start(&config);
+    let queued = || status_json(&config)["webhooks"][0]["queued_events"].as_u64();
+    wait_until(Duration::from_secs(120), "the backlog queued", || {
+        queued() == Some(BACKLOG as u64)
+    });
+    let queue_file = setup.path("state/queue.redb");
+    let backlog_size = std::fs::metadata(&queue_file).unwrap().len();
+    assert!(
+        backlog_size > 8 * 1024 * 1024,
+        "a backlog that large should take more than 8 MiB, took {backlog_size}"
+    );
+
+    down.set_failing(0);
+    let events = down.wait_for_events(BACKLOG, Duration::from_secs(120));
+    assert_eq!(sequences(&events), (1..=BACKLOG as i64).collect::<Vec<_>>());
+    agent.wait_for_log("queue compacted after its backlog drained", DEADLINE);
+    let drained_size = std::fs::metadata(&queue_file).unwrap().len();
+    eprintln!("queue.redb: {backlog_size} bytes holding the backlog, {drained_size} once drained");
+    assert!(
+        drained_size * 2 < backlog_size,
+        "queue.redb kept {drained_size} of {backlog_size} bytes once empty"
+    );
+}

@@ -27,7 +27,7 @@ impl Encoded {
     fn new(queued: Queued, format: &BodyFormat) -> Encoded {
         Encoded {
             seq: queued.seq,
-            bytes: format.encode_event(&queued.event),
+            bytes: format.encode_queued(&queued.event, &queued.json),
             event: queued.event,
         }
     }
@@ -171,9 +171,11 @@ mod tests {
     use crate::config::ContentType;
 
     fn event(message: &str) -> Queued {
+        let event = Event::sample(&"0".repeat(32), message);
         Queued {
             seq: 0,
-            event: Arc::new(Event::sample(&"0".repeat(32), message)),
+            json: serde_json::to_vec(&event).unwrap(),
+            event: Arc::new(event),
         }
     }
 

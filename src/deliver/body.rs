@@ -124,6 +124,15 @@ impl BodyFormat {
         }
     }
 
+    /// A queued event's bytes in the body: in a JSON envelope its `json`
+    /// as stored (that is what encoding the event gives), else encoded.
+    pub fn encode_queued(&self, event: &Event, json: &[u8]) -> Vec<u8> {
+        match (&self.wire, &self.shape) {
+            (Wire::Json, Shape::Envelope) => json.to_vec(),
+            _ => self.encode_event(event),
+        }
+    }
+
     /// One event's bytes, as they appear in the body.
     pub fn encode_event(&self, event: &Event) -> Vec<u8> {
         match self.wire {
@@ -478,6 +487,41 @@ mod tests {
         assert!(Template::parse("plain text").is_ok());
     }
 
+    proptest::proptest! {
+        /// What the queue stores, sent as it is, is byte for byte what
+        /// encoding the event read back from it gives, in every format.
+        #[test]
+        fn stored_json_is_sent_exactly_as_encoding_the_event_would(
+            message in "\\PC{0,40}",
+            text in "\\PC{0,20}",
+            number in proptest::num::i64::ANY,
+            count in proptest::option::of(proptest::num::u64::ANY),
+            truncated in proptest::bool::ANY,
+        ) {
+            let mut stored = event(&message);
+            stored.fields.insert("user.name".into(), serde_json::json!(text));
+            stored.fields.insert("process.pid".into(), serde_json::json!(number));
+            stored.count = count;
+            stored.truncated = truncated;
+            let json = serde_json::to_vec(&stored).unwrap();
+            let read_back: Event = serde_json::from_slice(&json).unwrap();
+            for (content_type, template) in [
+                (ContentType::Json, None),
+                (ContentType::JsonUtf8, None),
+                (ContentType::FormUrlencoded, None),
+                (ContentType::Xml, None),
+                (ContentType::Json, Some("{rule} {message}")),
+                (ContentType::FormUrlencoded, Some("{fields.user.name}")),
+            ] {
+                let format = BodyFormat::new(content_type, template, "web1");
+                proptest::prop_assert_eq!(
+                    format.encode_queued(&read_back, &json),
+                    format.encode_event(&read_back)
+                );
+            }
+        }
+    }
+
     /// Whether `text` is a well-formed XML document of elements, attributes
     /// and text (all a body holds): only XML 1.0 characters, every `<` a
     /// tag, every `&` one of the five entities, tags balanced, one root.
@@ -676,7 +720,11 @@ mod tests {
             let mut pending = Pending::new(&format, max_body_bytes);
             let mut refused = 0;
             for (seq, event) in events.iter().enumerate() {
-                let queued = Queued { seq: seq as u64, event: Arc::new(event.clone()) };
+                let queued = Queued {
+                    seq: seq as u64,
+                    json: serde_json::to_vec(event).unwrap(),
+                    event: Arc::new(event.clone()),
+                };
                 if let Admitted::TooLarge(whole) = pending.push(queued, &format) {
                     let mut empty = (*whole.event).clone();
                     empty.message.clear();

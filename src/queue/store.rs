@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,11 @@ const REMEMBERED_IDS: u64 = 200_000;
 /// would only cost memory on a small server.
 const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
+/// redb keeps the pages a backlog needed (99 MB after 161,000 events): once
+/// every lane is empty and the file is larger than this, and than twice what
+/// the last compaction left, it is compacted.
+const COMPACT_ABOVE_BYTES: u64 = 8 * 1024 * 1024;
+
 #[derive(Debug, thiserror::Error)]
 #[error("queue {path}: {message}")]
 pub struct QueueError {
@@ -77,6 +82,9 @@ impl QueueError {
 pub struct Queued {
     pub seq: u64,
     pub event: Arc<Event>,
+    /// The event's JSON as it was stored, which a JSON envelope sends as it
+    /// is rather than encoding the event again.
+    pub json: Vec<u8>,
 }
 
 /// The latest failed attempt of a webhook, kept so `status` can show it
@@ -194,6 +202,8 @@ pub struct Queue {
     waiting_for_disk: AtomicBool,
     /// Closed for appends: the agent is stopping.
     closed: AtomicBool,
+    /// The file's size after the last compaction (0 before any).
+    compacted_size: AtomicU64,
 }
 
 /// Creates `file` private before redb opens it (redb would create it with
@@ -330,6 +340,7 @@ impl Queue {
             waiting_for_room: AtomicBool::new(false),
             waiting_for_disk: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            compacted_size: AtomicU64::new(0),
         }))
     }
 
@@ -730,6 +741,7 @@ impl Queue {
                     Ok(event) => out.push(Queued {
                         seq: seq.value(),
                         event: Arc::new(event),
+                        json: json.value().to_vec(),
                     }),
                     Err(e) => unreadable.push((seq.value(), e.to_string())),
                 }
@@ -806,7 +818,54 @@ impl Queue {
             Ok((freed, removed))
         })?;
         self.release(lane, freed, removed);
+        self.compact_if_drained();
         Ok(())
+    }
+
+    /// Gives the disk back after a backlog: compacts the file when no lane
+    /// holds an event and it grew well beyond what the last compaction left.
+    /// Appends wait meanwhile (the write lock keeps every transaction out,
+    /// as redb requires); the events' offsets are not committed until they
+    /// are queued, so waiting loses nothing.
+    fn compact_if_drained(&self) {
+        if self
+            .usage
+            .lock()
+            .expect("queue usage")
+            .events
+            .iter()
+            .any(|&n| n > 0)
+        {
+            return;
+        }
+        let size = std::fs::metadata(&self.file).map_or(0, |m| m.len());
+        let compacted = self.compacted_size.load(Ordering::Relaxed);
+        if size <= COMPACT_ABOVE_BYTES || size <= 2 * compacted {
+            return;
+        }
+        let mut handle = self.handle.write().expect("queue database");
+        let generation = handle.generation;
+        let Some(db) = handle.db.as_mut() else { return };
+        let started = std::time::Instant::now();
+        let result = db.compact();
+        drop(handle);
+        match result {
+            Ok(_) => {
+                let after = std::fs::metadata(&self.file).map_or(0, |m| m.len());
+                self.compacted_size.store(after, Ordering::Relaxed);
+                tracing::info!(queue = %self.path, bytes_before = size, bytes_after = after, took_ms = started.elapsed().as_millis() as u64, "queue compacted after its backlog drained");
+            }
+            Err(e) => {
+                let error = redb::Error::from(e);
+                tracing::warn!(queue = %self.path, error = %error, "cannot compact the queue; it keeps its size");
+                if needs_reopen(&error) {
+                    self.reopen(generation);
+                } else {
+                    // Not tried again until the file doubles.
+                    self.compacted_size.store(size, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// When the attempts made on `lane`'s webhook within `window` were made

@@ -1,0 +1,327 @@
+//! What each event costs the whole agent (issue 14, section 1), measured
+//! from the outside beside `grep -E` on the same file in the same run.
+//!
+//! Run: `cargo bench --bench per_event [-- MEGABYTES [RUNS]]` (default 200 MB,
+//! 3 runs). Needs `python3` (the workload is written by
+//! `/work/shared/bench/authlog.py`, or `$TAILHOOK_AUTHLOG_PY`) and GNU grep.
+//!
+//! The workload is auth.log-like: sshd failures at 1 % or 10 % of lines, the
+//! rest noise of which a sixth are accepted publickey logins (an `info` rule).
+//! Each run: `grep -cE` for the failures (the baseline), then the release
+//! agent from the first byte to the last event received by a loopback
+//! receiver that answers 202 at once and only counts events. Three set-ups:
+//! - default routing: rules of severity `low` and above (1 % and 10 %);
+//! - every event routed, `info` included (1 %).
+//!
+//! Reported per run: wall MB/s and its ratio to grep's, events/s, CPU (user +
+//! system) µs per event, bytes the agent wrote to storage per event
+//! (`/proc/PID/io` `write_bytes`), peak RSS. Then min–max over the runs.
+//! Targets: default ≥ 0.25× grep at 1 % and 10 %; every event ≥ 0.10× grep;
+//! ≤ 3 µs CPU per event; RSS ≤ 30 MB.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What `authlog.py` documents as the failure lines' pattern.
+const FAILURES: &str = r"sshd\[[0-9]+\]: Failed [a-z]+ for .* from [0-9.]+ port [0-9]+";
+
+/// Clock ticks per second of `/proc/PID/stat` times on Linux.
+const USER_HZ: f64 = 100.0;
+
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+
+#[derive(Clone, Copy, PartialEq)]
+enum Routing {
+    /// `low` and above (DESIGN §3's default).
+    Default,
+    /// Every event, `info` included.
+    Everything,
+}
+
+/// A receiver that answers 202 at once and counts the events it got, without
+/// building them (the bench shares the agent's cores).
+fn receiver() -> (String, Arc<AtomicUsize>) {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        events: Vec<serde::de::IgnoredAny>,
+    }
+    let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", server.server_addr().to_ip().unwrap());
+    let events = Arc::new(AtomicUsize::new(0));
+    let counted = events.clone();
+    std::thread::spawn(move || {
+        let mut body = Vec::new();
+        for mut request in server.incoming_requests() {
+            body.clear();
+            request.as_reader().read_to_end(&mut body).unwrap();
+            let parsed: Body = serde_json::from_slice(&body).expect("a JSON envelope");
+            counted.fetch_add(parsed.events.len(), Ordering::Relaxed);
+            let _ = request.respond(tiny_http::Response::empty(202));
+        }
+    });
+    (url, events)
+}
+
+/// The workload file, written once per size and failure rate.
+fn workload(megabytes: u64, fail_percent: u64) -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(format!("authlog-{megabytes}mb-{fail_percent}pct.log"));
+    if !file.exists() {
+        let script = std::env::var("TAILHOOK_AUTHLOG_PY")
+            .unwrap_or_else(|_| "/work/shared/bench/authlog.py".into());
+        let partial = file.with_extension("partial");
+        let status = Command::new("python3")
+            .arg(&script)
+            .arg(&partial)
+            .args(["--mb", &megabytes.to_string()])
+            .args(["--fail", &format!("{}", fail_percent as f64 / 100.0)])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("python3 {script}: {e}"));
+        assert!(status.success(), "{script} failed");
+        std::fs::rename(&partial, &file).unwrap();
+    }
+    file
+}
+
+/// Ids of the shipped rules of severity `info`.
+fn info_rules() -> Vec<String> {
+    let mut ids = vec![];
+    for entry in std::fs::read_dir(RULES).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let file: toml::Value = toml::from_str(&text).unwrap();
+        for rule in file["rule"].as_array().into_iter().flatten() {
+            if rule.get("severity").and_then(|s| s.as_str()) == Some("info") {
+                ids.push(rule["id"].as_str().unwrap().to_string());
+            }
+        }
+    }
+    ids.sort();
+    ids
+}
+
+/// Events the agent must deliver for `routing`, counted by its own
+/// `test-rules` (one line may make several events).
+fn expected_events(corpus: &Path, routing: Routing) -> usize {
+    let out = Command::new(env!("CARGO_BIN_EXE_tailhook"))
+        .args(["test-rules", "--json", "--rules", RULES])
+        .arg(corpus)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "test-rules failed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| {
+            let value: serde_json::Value = serde_json::from_str(line).unwrap();
+            routing == Routing::Everything || value["event"]["severity"] != "info"
+        })
+        .count()
+}
+
+/// The `[[route]]` section for `routing`. Routing by listing rules works
+/// whether or not the binary knows `min_severity`; where it does, "every
+/// event" must ask for `info`.
+fn route(dir: &Path, routing: Routing) -> String {
+    match routing {
+        Routing::Default => {
+            let rules: Vec<String> = std::iter::once("\"*\"".to_string())
+                .chain(info_rules().iter().map(|id| format!("\"!{id}\"")))
+                .collect();
+            format!(
+                "[[route]]\nrules = [{}]\nwebhooks = [\"sink\"]\n",
+                rules.join(", ")
+            )
+        }
+        Routing::Everything => {
+            let everything = "[[route]]\nrules = [\"*\"]\nwebhooks = [\"sink\"]\n";
+            let with_info = format!("{everything}min_severity = \"info\"\n");
+            let probe = dir.join("probe.toml");
+            std::fs::write(
+                &probe,
+                format!(
+                    "[agent]\nstate_dir = \"state\"\n[rules]\npaths = [\"{RULES}\"]\n[[input]]\nname = \"p\"\npaths = [\"x.log\"]\n[webhook.sink]\nurl = \"http://127.0.0.1:9/\"\n{with_info}"
+                ),
+            )
+            .unwrap();
+            let known = Command::new(env!("CARGO_BIN_EXE_tailhook"))
+                .args(["check", "-c"])
+                .arg(&probe)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success();
+            if known {
+                with_info
+            } else {
+                everything.to_string()
+            }
+        }
+    }
+}
+
+/// Wall seconds of `grep -cE` for the failures, and its count.
+fn grep(corpus: &Path) -> (f64, usize) {
+    let started = Instant::now();
+    let out = Command::new("grep")
+        .args(["-cE", FAILURES])
+        .arg(corpus)
+        .output()
+        .expect("grep");
+    let wall = started.elapsed().as_secs_f64();
+    let count = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    (wall, count)
+}
+
+/// What /proc says of a running process.
+struct Usage {
+    cpu_seconds: f64,
+    write_bytes: u64,
+    peak_rss_mib: f64,
+}
+
+fn usage(pid: u32) -> Usage {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..]
+        .split_whitespace()
+        .collect();
+    let cpu_seconds =
+        (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / USER_HZ;
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    let write_bytes = io
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hwm = status.lines().find(|l| l.starts_with("VmHWM")).unwrap();
+    let kib: f64 = hwm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Usage {
+        cpu_seconds,
+        write_bytes,
+        peak_rss_mib: kib / 1024.0,
+    }
+}
+
+struct Run {
+    ratio: f64,
+    mb_per_s: f64,
+    grep_mb_per_s: f64,
+    events_per_s: f64,
+    cpu_us_per_event: f64,
+    written_per_event: f64,
+    rss_mib: f64,
+}
+
+fn run_once(corpus: &Path, routing: Routing, expected: usize) -> Run {
+    let size = std::fs::metadata(corpus).unwrap().len() as f64 / 1e6;
+    let (grep_wall, _) = grep(corpus);
+    let dir = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
+    let (url, received) = receiver();
+    let config = format!(
+        "[agent]\nstate_dir = \"state\"\n[rules]\npaths = [\"{RULES}\"]\n[[input]]\nname = \"bench\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n[webhook.sink]\nurl = \"{url}\"\nbatch_timeout = \"50ms\"\n{}",
+        corpus.display(),
+        route(dir.path(), routing)
+    );
+    std::fs::write(dir.path().join("tailhook.toml"), config).unwrap();
+    let started = Instant::now();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tailhook"))
+        .args(["run", "-c"])
+        .arg(dir.path().join("tailhook.toml"))
+        .env("TAILHOOK_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = started + Duration::from_secs(900);
+    while received.load(Ordering::Relaxed) < expected {
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!("the agent exited early: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {expected} events arrived in 900 s",
+            received.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let used = usage(agent.id());
+    agent.kill().unwrap();
+    agent.wait().unwrap();
+    let got = received.load(Ordering::Relaxed);
+    assert_eq!(got, expected, "events received vs expected");
+    Run {
+        ratio: grep_wall / wall,
+        mb_per_s: size / wall,
+        grep_mb_per_s: size / grep_wall,
+        events_per_s: expected as f64 / wall,
+        cpu_us_per_event: used.cpu_seconds * 1e6 / expected as f64,
+        written_per_event: used.write_bytes as f64 / expected as f64,
+        rss_mib: used.peak_rss_mib,
+    }
+}
+
+fn span(runs: &[Run], value: impl Fn(&Run) -> f64, digits: usize) -> String {
+    let values: Vec<f64> = runs.iter().map(value).collect();
+    let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.digits$}–{max:.digits$}")
+}
+
+fn main() {
+    let mut numbers = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse::<u64>().ok());
+    let megabytes = numbers.next().unwrap_or(200);
+    let runs = numbers.next().unwrap_or(3) as usize;
+    let setups = [
+        (1, Routing::Default, "default routing, 1 % failures", 0.25),
+        (10, Routing::Default, "default routing, 10 % failures", 0.25),
+        (
+            1,
+            Routing::Everything,
+            "every event routed, 1 % failures",
+            0.10,
+        ),
+    ];
+    for (fail_percent, routing, name, target) in setups {
+        let corpus = workload(megabytes, fail_percent);
+        let expected = expected_events(&corpus, routing);
+        // Also brings the file into the page cache before the first run.
+        let (_, failures) = grep(&corpus);
+        let results: Vec<Run> = (0..runs)
+            .map(|i| {
+                let run = run_once(&corpus, routing, expected);
+                println!(
+                    "  {name}, run {}: {:.1} MB/s vs grep {:.1} MB/s = {:.3}x; {:.0} events/s; {:.2} µs CPU/event; {:.0} B written/event; peak RSS {:.1} MiB",
+                    i + 1,
+                    run.mb_per_s,
+                    run.grep_mb_per_s,
+                    run.ratio,
+                    run.events_per_s,
+                    run.cpu_us_per_event,
+                    run.written_per_event,
+                    run.rss_mib
+                );
+                run
+            })
+            .collect();
+        println!(
+            "{name}: {megabytes} MB, {expected} events ({failures} failure lines), {runs} runs: {} MB/s, grep {} MB/s, ratio {}x (target >= {target}x); {} events/s; {} µs CPU/event (target <= 3); {} B written/event; peak RSS {} MiB (target <= 30 MB)",
+            span(&results, |r| r.mb_per_s, 1),
+            span(&results, |r| r.grep_mb_per_s, 0),
+            span(&results, |r| r.ratio, 3),
+            span(&results, |r| r.events_per_s, 0),
+            span(&results, |r| r.cpu_us_per_event, 2),
+            span(&results, |r| r.written_per_event, 0),
+            span(&results, |r| r.rss_mib, 1),
+        );
+    }
+}
