@@ -323,10 +323,17 @@ fn metrics_and_health_are_served_on_loopback_without_secrets() {
     setup.append("auth.log", &lines);
     receiver.wait_for_events(5, DEADLINE);
     let mut after = String::new();
-    wait_until(DEADLINE, "the counters to move", || {
-        after = http_get(port, "/metrics").unwrap().1;
-        sample(&after, "tailhook_events_sent_total{webhook=\"soc\"}") == 5.0
-    });
+    // The sent counter moves when the receiver answers, a moment before the
+    // events leave the queue: wait for both.
+    wait_until(
+        DEADLINE,
+        "the counters to move and the queue to empty",
+        || {
+            after = http_get(port, "/metrics").unwrap().1;
+            sample(&after, "tailhook_events_sent_total{webhook=\"soc\"}") == 5.0
+                && sample(&after, "tailhook_queue_events{webhook=\"soc\"}") == 0.0
+        },
+    );
     for (series, value) in [
         ("tailhook_lines_read_total{input=\"auth\"}", 6.0),
         (
