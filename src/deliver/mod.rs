@@ -795,20 +795,7 @@ mod tests {
         // A slow disk: while this transaction is held, every queue write
         // (the attempt's record among them) waits. Released after a bound,
         // so a runtime blocked by the write gets going again and fails below.
-        let released = Arc::new(AtomicBool::new(false));
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let (queue, released) = (queue.clone(), released.clone());
-            std::thread::spawn(move || {
-                let txn = queue.hold_writes();
-                held_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(Duration::from_secs(10));
-                released.store(true, Ordering::SeqCst);
-                drop(txn);
-            })
-        };
-        held_rx.recv().unwrap();
+        let slow_disk = crate::queue::SlowDisk::hold(&queue);
         // One worker: anything that blocks it stalls every other task.
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -824,17 +811,16 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             assert!(
-                !released.load(Ordering::SeqCst),
+                !slow_disk.was_released(),
                 "the runtime or the limiter waited for the blocked queue write"
             );
             assert!(
                 !charging.is_finished(),
                 "the attempt's record is still waiting"
             );
-            release_tx.send(()).unwrap();
+            slow_disk.release();
             assert!(charging.await.unwrap());
         });
-        holder.join().unwrap();
         let recorded = queue.recent_attempts(0, Duration::from_secs(60)).unwrap();
         assert_eq!(
             recorded.len(),

@@ -12,6 +12,8 @@ use std::collections::HashMap;
 use crate::config::{RouteConfig, DEFAULT_MIN_SEVERITY};
 use crate::rules::{RuleSelector, Severity};
 
+#[cfg(test)]
+pub(crate) use store::SlowDisk;
 pub use store::{LaneLimits, LaneState, LastError, Queue, QueueError, QueueView, Queued};
 
 pub struct Router {

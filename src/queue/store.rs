@@ -966,13 +966,51 @@ impl Queue {
     }
 }
 
+/// A disk slow to fsync, for tests: while it is held, every other queue
+/// write waits. It lets go on [`SlowDisk::release`], or by itself after 10 s
+/// so that a test whose code wrongly waited on it fails instead of hanging.
 #[cfg(test)]
-impl Queue {
-    /// A write transaction, held as long as the caller keeps it: every other
-    /// write waits meanwhile, as on a disk that is slow to fsync.
-    pub(crate) fn hold_writes(&self) -> redb::WriteTransaction {
-        self.with_db(|db| Ok(db.begin_write()?))
-            .expect("a write transaction")
+pub(crate) struct SlowDisk {
+    released: Arc<AtomicBool>,
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+#[cfg(test)]
+impl SlowDisk {
+    /// Returns once the queue's writes are held.
+    pub(crate) fn hold(queue: &Arc<Queue>) -> SlowDisk {
+        let released = Arc::new(AtomicBool::new(false));
+        let (held_tx, held_rx) = std::sync::mpsc::channel();
+        let (release, release_rx) = std::sync::mpsc::channel::<()>();
+        let holder = {
+            let (queue, released) = (queue.clone(), released.clone());
+            std::thread::spawn(move || {
+                let txn = queue
+                    .with_db(|db| Ok(db.begin_write()?))
+                    .expect("a write transaction");
+                held_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                released.store(true, Ordering::SeqCst);
+                drop(txn);
+            })
+        };
+        held_rx.recv().unwrap();
+        SlowDisk {
+            released,
+            release,
+            holder,
+        }
+    }
+
+    /// Whether the writes were let go, by `release` or by the 10 s bound.
+    pub(crate) fn was_released(&self) -> bool {
+        self.released.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn release(self) {
+        let _ = self.release.send(());
+        self.holder.join().unwrap();
     }
 }
 
@@ -1130,7 +1168,6 @@ fn attempt_times(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::AtomicBool;
 
     fn event(id: &str, message: &str) -> Arc<Event> {
         Arc::new(Event::sample(id, message))
@@ -1465,20 +1502,7 @@ mod tests {
         queue.append(&[(0, event("1", "x"))]).unwrap();
         let before = queue.depth(0);
         // A slow disk: the next append's write waits until this is released.
-        let released = Arc::new(AtomicBool::new(false));
-        let (held_tx, held_rx) = std::sync::mpsc::channel();
-        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
-        let holder = {
-            let (queue, released) = (queue.clone(), released.clone());
-            std::thread::spawn(move || {
-                let txn = queue.hold_writes();
-                held_tx.send(()).unwrap();
-                let _ = release_rx.recv_timeout(Duration::from_secs(10));
-                released.store(true, Ordering::SeqCst);
-                drop(txn);
-            })
-        };
-        held_rx.recv().unwrap();
+        let slow_disk = SlowDisk::hold(&queue);
         let writer = {
             let queue = queue.clone();
             std::thread::spawn(move || queue.append(&[(0, event("2", "y"))]).unwrap())
@@ -1489,11 +1513,10 @@ mod tests {
             assert_eq!(queue.depth(0), before);
         }
         assert!(
-            !released.load(Ordering::SeqCst),
+            !slow_disk.was_released(),
             "the sizes waited for the blocked write"
         );
-        release_tx.send(()).unwrap();
-        holder.join().unwrap();
+        slow_disk.release();
         writer.join().unwrap();
         assert_eq!(queue.depth(0).0, 2);
     }
