@@ -133,12 +133,12 @@ pub fn parse_entry(json: &[u8], max_line_bytes: usize) -> Result<JournalEntry, E
         line.push(':');
     }
     line.push(' ');
-    line.extend(
-        message
-            .text
-            .chars()
-            .map(|c| if c == '\n' || c == '\r' { ' ' } else { c }),
-    );
+    line.push_str(&message.text);
+    // Every part, not only MESSAGE: a host or identifier written with a
+    // newline must not split the entry into two lines for the rules.
+    if line.contains(['\n', '\r']) {
+        line = line.replace(['\n', '\r'], " ");
+    }
     let cut_from = cut_to(&mut line, max_line_bytes);
 
     let mut fields = Fields::new();
