@@ -31,7 +31,7 @@ fn a_receiver_slower_than_the_timeout_gets_each_batch_a_bounded_number_of_times(
     let receiver = Receiver::start(ReceiverOptions::default());
     receiver.set_answer_delay(answer_takes);
     let setup = Setup::new();
-    let config = setup.agent_config(
+    let (_, agent) = setup.start_tailing(
         &receiver.url,
         ConfigKeys {
             agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
@@ -39,10 +39,8 @@ fn a_receiver_slower_than_the_timeout_gets_each_batch_a_bounded_number_of_times(
             webhook:
                 "batch_timeout = \"100ms\"\nrequest_timeout = \"1s\"\nmax_retry_delay = \"1s\"",
         },
+        DEADLINE,
     );
-    setup.append("auth.log", &[]);
-    let agent = Agent::start(&config);
-    agent.wait_for_log("tailing file", DEADLINE);
     let port = agent.metrics_port(DEADLINE);
 
     let batches = 2;
@@ -104,17 +102,15 @@ fn a_415_after_a_success_is_over_limit_and_retried_until_delivered() {
         ..ReceiverOptions::default()
     });
     let setup = Setup::new();
-    let config = setup.agent_config(
+    let (config, agent) = setup.start_tailing(
         &receiver.url,
         ConfigKeys {
             agent: "poll_interval = \"100ms\"",
             input: "",
             webhook: "batch_timeout = \"50ms\"\nmax_retry_delay = \"1s\"",
         },
+        DEADLINE,
     );
-    setup.append("auth.log", &[]);
-    let agent = Agent::start(&config);
-    agent.wait_for_log("tailing file", DEADLINE);
     setup.append("auth.log", &[failed_line(1)]);
     receiver.wait_for_events(1, DEADLINE);
     for seq in 2..=4 {

@@ -42,17 +42,15 @@ fn a_trickle_is_paced_within_every_window_and_arrives_within_seconds() {
         ..ReceiverOptions::default()
     });
     let setup = Setup::new();
-    let config = setup.agent_config(
+    let (config, _agent) = setup.start_tailing(
         &receiver.url,
         ConfigKeys {
             agent: "poll_interval = \"100ms\"",
             input: "",
             webhook: "rate_limits = [\"5/2s\", \"20/30s\"]\nbatch_timeout = \"1s\"",
         },
+        DEADLINE,
     );
-    setup.append("auth.log", &[]);
-    let agent = Agent::start(&config);
-    agent.wait_for_log("tailing file", DEADLINE);
 
     let start = Instant::now();
     let mut written = Vec::with_capacity(LINES);
@@ -121,17 +119,15 @@ fn a_trickle_is_paced_within_every_window_and_arrives_within_seconds() {
 fn pacing_false_restores_greedy_sending() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let config = setup.agent_config(
+    let (config, _agent) = setup.start_tailing(
         &receiver.url,
         ConfigKeys {
             agent: "poll_interval = \"100ms\"",
             input: "",
             webhook: "rate_limits = [\"10/60s\"]\nbatch_timeout = \"100ms\"\npacing = false",
         },
+        DEADLINE,
     );
-    setup.append("auth.log", &[]);
-    let agent = Agent::start(&config);
-    agent.wait_for_log("tailing file", DEADLINE);
     // Paced, the second body would wait 60 s / 9.5 = 6.3 s; greedy, it goes
     // after its batch_timeout.
     let start = Instant::now();

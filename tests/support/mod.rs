@@ -489,6 +489,22 @@ impl Setup {
         path
     }
 
+    /// Writes `agent_config`, creates an empty `auth.log` and starts an
+    /// agent on it, returning once the file is tailed: lines appended from
+    /// then on are read (the input starts at the end).
+    pub fn start_tailing(
+        &self,
+        url: &str,
+        keys: ConfigKeys,
+        deadline: Duration,
+    ) -> (PathBuf, Agent) {
+        let config = self.agent_config(url, keys);
+        self.append("auth.log", &[]);
+        let agent = Agent::start(&config);
+        agent.wait_for_log("tailing file", deadline);
+        (config, agent)
+    }
+
     pub fn append(&self, file: &str, lines: &[String]) {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
