@@ -734,17 +734,16 @@ impl Queue {
                         let up_to = reached.entry((lane, at.source.as_str())).or_default();
                         *up_to = (*up_to).max(at.offset + 1);
                     }
-                    if !tables.contains_key(&lane) {
-                        let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(
-                            &self.lanes[lane].table,
-                        ))?;
-                        tables.insert(lane, table);
-                    }
+                    let table = match tables.entry(lane) {
+                        std::collections::hash_map::Entry::Occupied(table) => table.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(
+                                &self.lanes[lane].table,
+                            ))?)
+                        }
+                    };
                     let seq = next_seq[lane];
-                    tables
-                        .get_mut(&lane)
-                        .expect("opened above")
-                        .insert(seq, jsons[json].as_slice())?;
+                    table.insert(seq, jsons[json].as_slice())?;
                     next_seq[lane] += 1;
                     added.push((lane, jsons[json].len() as u64));
                 }
