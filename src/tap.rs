@@ -7,7 +7,7 @@
 //! settles after it left the ring (or was queued by an earlier run) enters
 //! again with its outcome, so the ring always shows the latest news.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -57,20 +57,35 @@ struct Entry {
     event: Arc<Event>,
 }
 
+/// The entries, oldest first, and where each lane's waiting ones are: a
+/// batch settling finds its events without a pass over the ring each.
+struct Ring {
+    entries: VecDeque<Entry>,
+    /// The serial number of `entries[0]`; each entry pushed takes the next.
+    first: u64,
+    /// Per lane: event id → serial number of its latest waiting entry.
+    waiting: Vec<HashMap<String, u64>>,
+}
+
 /// The ring of one agent, shared by the rules stage (queued), the delivery
 /// tasks (settled) and the control socket (read, followed).
 pub struct Tap {
     /// Webhook names by lane.
     webhooks: Vec<String>,
-    ring: Mutex<VecDeque<Entry>>,
+    ring: Mutex<Ring>,
     live: broadcast::Sender<Tapped>,
 }
 
 impl Tap {
     pub fn new(webhooks: Vec<String>) -> Tap {
+        let lanes = webhooks.len();
         Tap {
             webhooks,
-            ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+            ring: Mutex::new(Ring {
+                entries: VecDeque::with_capacity(CAPACITY),
+                first: 0,
+                waiting: vec![HashMap::new(); lanes],
+            }),
             live: broadcast::channel(LIVE_BACKLOG).0,
         }
     }
@@ -92,12 +107,11 @@ impl Tap {
     ) {
         let mut ring = self.ring.lock().expect("tap ring");
         for event in events {
-            let known = ring.iter().rposition(|e| {
-                e.lane == lane && e.outcome == Outcome::Waiting && e.event.id == event.id
-            });
+            let known = ring.waiting[lane].remove(event.id.as_str());
             match known {
-                Some(index) => {
-                    let entry = &mut ring[index];
+                Some(serial) => {
+                    let index = (serial - ring.first) as usize;
+                    let entry = &mut ring.entries[index];
                     entry.outcome = outcome;
                     entry.at = rfc3339_now();
                     self.tell_followers(entry);
@@ -117,6 +131,7 @@ impl Tap {
     ) -> (Vec<Tapped>, broadcast::Receiver<Tapped>) {
         let ring = self.ring.lock().expect("tap ring");
         let mut last: Vec<Tapped> = ring
+            .entries
             .iter()
             .rev()
             .filter(|e| webhook.is_none_or(|name| self.webhooks[e.lane] == name))
@@ -127,9 +142,18 @@ impl Tap {
         (last, self.live.subscribe())
     }
 
-    fn push(&self, ring: &mut VecDeque<Entry>, lane: usize, outcome: Outcome, event: Arc<Event>) {
-        if ring.len() == CAPACITY {
-            ring.pop_front();
+    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: Arc<Event>) {
+        if ring.entries.len() == CAPACITY {
+            let oldest = ring.entries.pop_front().expect("the ring is full");
+            let waiting = &mut ring.waiting[oldest.lane];
+            if waiting.get(&oldest.event.id) == Some(&ring.first) {
+                waiting.remove(&oldest.event.id);
+            }
+            ring.first += 1;
+        }
+        if outcome == Outcome::Waiting {
+            let serial = ring.first + ring.entries.len() as u64;
+            ring.waiting[lane].insert(event.id.clone(), serial);
         }
         let entry = Entry {
             lane,
@@ -138,7 +162,7 @@ impl Tap {
             event,
         };
         self.tell_followers(&entry);
-        ring.push_back(entry);
+        ring.entries.push_back(entry);
     }
 
     /// Copies the event only when someone follows: on the tail thread's
