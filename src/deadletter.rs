@@ -256,7 +256,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids, ["e0", "e1", "e2"]);
         assert_eq!(

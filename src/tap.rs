@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::event::{rfc3339_now, Event};
+use crate::queue::Queued;
 
 /// Events the ring keeps; `tap -n` asks for at most this many.
 pub const CAPACITY: usize = 1000;
@@ -54,7 +55,30 @@ struct Entry {
     lane: usize,
     outcome: Outcome,
     at: String,
-    event: Arc<Event>,
+    event: Held,
+}
+
+/// An entry's event: as it was queued, or as a delivery read it back (its
+/// JSON, decoded only when shown).
+enum Held {
+    Built(Arc<Event>),
+    Stored(Queued),
+}
+
+impl Held {
+    fn id(&self) -> &str {
+        match self {
+            Held::Built(event) => &event.id,
+            Held::Stored(queued) => &queued.id,
+        }
+    }
+
+    fn event(&self) -> Event {
+        match self {
+            Held::Built(event) => (**event).clone(),
+            Held::Stored(queued) => queued.event(),
+        }
+    }
 }
 
 /// The entries, oldest first, and where each lane's waiting ones are: a
@@ -94,7 +118,12 @@ impl Tap {
     pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a Arc<Event>)>) {
         let mut ring = self.ring.lock().expect("tap ring");
         for (lane, event) in events {
-            self.push(&mut ring, lane, Outcome::Waiting, event.clone());
+            self.push(
+                &mut ring,
+                lane,
+                Outcome::Waiting,
+                Held::Built(event.clone()),
+            );
         }
     }
 
@@ -103,7 +132,7 @@ impl Tap {
         &self,
         lane: usize,
         outcome: Outcome,
-        events: impl IntoIterator<Item = &'a Arc<Event>>,
+        events: impl IntoIterator<Item = &'a Queued>,
     ) {
         let mut ring = self.ring.lock().expect("tap ring");
         for event in events {
@@ -116,7 +145,7 @@ impl Tap {
                     entry.at = rfc3339_now();
                     self.tell_followers(entry);
                 }
-                None => self.push(&mut ring, lane, outcome, event.clone()),
+                None => self.push(&mut ring, lane, outcome, Held::Stored(event.clone())),
             }
         }
     }
@@ -142,18 +171,18 @@ impl Tap {
         (last, self.live.subscribe())
     }
 
-    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: Arc<Event>) {
+    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: Held) {
         if ring.entries.len() == CAPACITY {
             let oldest = ring.entries.pop_front().expect("the ring is full");
             let waiting = &mut ring.waiting[oldest.lane];
-            if waiting.get(&oldest.event.id) == Some(&ring.first) {
-                waiting.remove(&oldest.event.id);
+            if waiting.get(oldest.event.id()) == Some(&ring.first) {
+                waiting.remove(oldest.event.id());
             }
             ring.first += 1;
         }
         if outcome == Outcome::Waiting {
             let serial = ring.first + ring.entries.len() as u64;
-            ring.waiting[lane].insert(event.id.clone(), serial);
+            ring.waiting[lane].insert(event.id().to_string(), serial);
         }
         let entry = Entry {
             lane,
@@ -179,7 +208,7 @@ impl Tap {
             webhook: self.webhooks[entry.lane].clone(),
             outcome: entry.outcome,
             at: entry.at.clone(),
-            event: (*entry.event).clone(),
+            event: entry.event.event(),
         }
     }
 }
@@ -218,7 +247,8 @@ mod tests {
             follow_all.get_or_insert(receiver);
         }
         // The last event settles in place; e0 of soc left the ring, so it comes back.
-        tap.settled(0, Outcome::Sent, [&events[CAPACITY + 4], &events[0]]);
+        let settled = [&events[CAPACITY + 4], &events[0]].map(|event| Queued::new(0, event));
+        tap.settled(0, Outcome::Sent, &settled);
         let (last, _) = tap.last_and_follow(Some("soc"), 2);
         assert_eq!(
             last.iter()

@@ -164,13 +164,116 @@ fn watermark_key(lane: &str, source: &str) -> String {
     format!("{lane}\n{source}")
 }
 
-/// An event taken from a webhook's queue.
+/// An event taken from a webhook's queue: its JSON as stored (which a JSON
+/// envelope sends as it is) and its id, read without building the event.
+#[derive(Debug, Clone)]
 pub struct Queued {
     pub seq: u64,
-    pub event: Arc<Event>,
-    /// The event's JSON as it was stored, which a JSON envelope sends as it
-    /// is rather than encoding the event again.
-    pub json: Vec<u8>,
+    pub id: String,
+    pub json: Arc<[u8]>,
+}
+
+impl Queued {
+    /// `event` as the queue would hand it out at `seq`.
+    pub fn new(seq: u64, event: &Event) -> Queued {
+        Queued {
+            seq,
+            id: event.id.clone(),
+            json: serde_json::to_vec(event).expect("events serialize").into(),
+        }
+    }
+
+    /// The event itself, decoded from its JSON (which `read` checked decodes).
+    pub fn event(&self) -> Event {
+        serde_json::from_slice(&self.json).expect("checked to decode as an event when read")
+    }
+}
+
+/// What `read` checks a stored row is, without building it: an [`Event`]'s
+/// JSON, field for field (the same names, types and defaults), and its id.
+#[derive(Deserialize)]
+struct StoredEvent<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "rule")]
+    _rule: Text,
+    #[serde(rename = "severity")]
+    _severity: crate::rules::Severity,
+    #[serde(rename = "time")]
+    _time: Text,
+    #[serde(rename = "ingested", default)]
+    _ingested: Text,
+    #[serde(rename = "host", default)]
+    _host: Text,
+    #[serde(rename = "log")]
+    _log: StoredLog,
+    #[serde(rename = "message")]
+    _message: Text,
+    #[serde(rename = "fields")]
+    _fields: AnyObject,
+    #[serde(rename = "count", default)]
+    _count: Option<u64>,
+    #[serde(rename = "truncated", default)]
+    _truncated: bool,
+}
+
+/// [`crate::event::LogOrigin`], checked as [`StoredEvent`] is.
+#[derive(Deserialize)]
+struct StoredLog {
+    #[serde(rename = "file")]
+    _file: Text,
+    #[serde(rename = "offset")]
+    _offset: u64,
+    #[serde(rename = "cursor", default)]
+    _cursor: Option<Text>,
+}
+
+/// A JSON string, checked and not kept.
+#[derive(Default)]
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A JSON object of any values (as [`crate::event::Fields`]), checked and not kept.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AnyObject, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<AnyObject, M::Error> {
+                while map.next_entry::<Text, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The id of the event stored as `json`, if it decodes as one.
+fn stored_id(json: &[u8]) -> Result<String, serde_json::Error> {
+    serde_json::from_slice::<StoredEvent>(json).map(|stored| stored.id.into_owned())
 }
 
 /// The latest failed attempt of a webhook, kept so `status` can show it
@@ -870,11 +973,11 @@ impl Queue {
             let mut unreadable = Vec::new();
             for entry in table.range(after + 1..)?.take(limit) {
                 let (seq, json) = entry?;
-                match serde_json::from_slice::<Event>(json.value()) {
-                    Ok(event) => out.push(Queued {
+                match stored_id(json.value()) {
+                    Ok(id) => out.push(Queued {
                         seq: seq.value(),
-                        event: Arc::new(event),
-                        json: json.value().to_vec(),
+                        id,
+                        json: json.value().into(),
                     }),
                     Err(e) => unreadable.push((seq.value(), e.to_string())),
                 }
@@ -1357,9 +1460,7 @@ mod tests {
         assert_eq!(queue.depth(0).0, 2);
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(
-            read.iter()
-                .map(|q| q.event.message.as_str())
-                .collect::<Vec<_>>(),
+            read.iter().map(|q| q.event().message).collect::<Vec<_>>(),
             vec!["x", "y"]
         );
         assert_eq!(queue.read(0, read[0].seq, 10).unwrap().len(), 1);
@@ -1368,7 +1469,7 @@ mod tests {
         assert_eq!(queue.depth(1).0, 1, "each webhook has its own copy");
         drop(queue);
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.message, "y");
+        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event().message, "y");
     }
 
     /// Events of the lines at `offsets` of `file` (read by input `auth`),
@@ -1393,7 +1494,7 @@ mod tests {
             .read(lane, 0, 100)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect()
     }
 
@@ -1456,6 +1557,61 @@ mod tests {
         assert_eq!(queue.append(&[other_input]).unwrap(), [1, 0]);
         // Dead letters replayed are queued whatever was queued before.
         assert_eq!(queue.requeue(&[(0, event("1@0", "x"))]).unwrap(), [1, 0]);
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!("low")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("\\PC{0,4}", inner, 0..3)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// `read` checks a row without building the event: whatever one
+        /// member of a stored event is replaced by, or if it is left out,
+        /// the check and decoding the event accept or refuse it alike.
+        #[test]
+        fn the_check_of_a_stored_row_agrees_with_decoding_it(
+            member in proptest::sample::select(vec![
+                "id", "rule", "severity", "time", "ingested", "host", "log", "message",
+                "fields", "count", "truncated", "log.file", "log.offset", "log.cursor",
+                "fields.user.name", "other",
+            ]),
+            replacement in proptest::option::of(any_json()),
+        ) {
+            let mut stored = serde_json::to_value(Event::sample("e1", "a \"quoted\" line")).unwrap();
+            let (object, key) = match member.split_once('.') {
+                Some((outer, inner)) => (stored[outer].as_object_mut().unwrap(), inner),
+                None => (stored.as_object_mut().unwrap(), member),
+            };
+            match replacement {
+                Some(value) => object.insert(key.to_string(), value),
+                None => object.remove(key),
+            };
+            let json = serde_json::to_vec(&stored).unwrap();
+            let decoded = serde_json::from_slice::<Event>(&json).map(|event| event.id);
+            proptest::prop_assert_eq!(stored_id(&json).ok(), decoded.ok(), "{}", stored);
+        }
+
+        /// Arbitrary bytes: the check never panics and agrees with decoding.
+        #[test]
+        fn the_check_of_arbitrary_bytes_agrees_with_decoding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let decoded = serde_json::from_slice::<Event>(&bytes).map(|event| event.id);
+            proptest::prop_assert_eq!(stored_id(&bytes).ok(), decoded.ok());
+        }
     }
 
     #[test]
@@ -1521,7 +1677,7 @@ mod tests {
             .read(0, 0, 100)
             .unwrap()
             .iter()
-            .map(|q| q.event.message[..3].to_string())
+            .map(|q| q.event().message[..3].to_string())
             .collect();
         assert_eq!(kept.last().map(String::as_str), Some("019"), "newest kept");
         let dropped = queue.dropped(0);
@@ -1557,7 +1713,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids.last().map(String::as_str), Some("new3"));
         assert!(queue.depth(0).1 <= 700, "{:?}", queue.depth(0));
@@ -1571,7 +1727,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids, ["huge"]);
         assert_eq!(queue.dropped(0), 5);
@@ -1603,7 +1759,7 @@ mod tests {
         queue.remove(0, &[first[0].seq]).unwrap();
         writer.join().unwrap();
         assert!(!queue.waiting_for_room());
-        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.id, "2");
+        assert_eq!(queue.read(0, 0, 10).unwrap()[0].id, "2");
     }
 
     #[test]
@@ -1724,7 +1880,7 @@ mod tests {
         assert_eq!(appended, Ok(true), "the unreadable row kept the lane full");
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].event.id, "1");
+        assert_eq!(read[0].id, "1");
         assert_eq!(queue.depth(0).0, 1, "the garbage no longer counts");
         // And the row is kept, not dropped.
         let kept = queue
