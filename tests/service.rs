@@ -146,6 +146,72 @@ fn a_tailer_paused_by_a_full_queue_still_feeds_the_watchdog() {
     assert_eq!(agent.wait_exit(DEADLINE), Some(0));
 }
 
+/// Now on CLOCK_MONOTONIC in microseconds, the clock sd_notify's
+/// `MONOTONIC_USEC=` is on.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+/// The `KEY=` field of a notification, if it has one.
+fn field<'m>(message: &'m str, key: &str) -> Option<&'m str> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn a_reload_says_reloading_with_its_monotonic_time_then_ready_applied_or_refused() {
+    let setup = Setup::new();
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let config = quiet_config(&setup);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    socket.until("READY=1", DEADLINE);
+
+    // Without WATCHDOG_USEC the only messages are the reload's own.
+    let reload = |expect_status: &str| {
+        let before = monotonic_usec();
+        agent.signal("HUP");
+        let reloading = socket.next(Instant::now() + DEADLINE);
+        let after = monotonic_usec();
+        assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+        let at: u64 = field(&reloading, "MONOTONIC_USEC")
+            .unwrap_or_else(|| panic!("no MONOTONIC_USEC: {reloading}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (before..=after).contains(&at),
+            "{before} <= {at} <= {after}"
+        );
+        let done = socket.next(Instant::now() + DEADLINE);
+        assert!(done.lines().any(|l| l == "READY=1"), "{done}");
+        let status = field(&done, "STATUS").unwrap_or_default();
+        assert!(status.starts_with(expect_status), "{done}");
+    };
+    reload("1 input(s), 1 webhook(s)");
+    std::fs::write(&config, format!("{good}\n[agent.oops]\n")).unwrap();
+    reload("reload refused (see the log or `tailhook status`); still running: 1 input(s)");
+    std::fs::write(&config, good).unwrap();
+    reload("1 input(s), 1 webhook(s)");
+
+    agent.signal("TERM");
+    assert_eq!(socket.until("STOPPING=1", DEADLINE).len(), 1);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
 #[test]
 fn abstract_notify_socket_gets_ready_and_no_pings_without_a_watchdog() {
     let setup = Setup::new();
@@ -564,6 +630,147 @@ fn bash_completes_webhook_names_from_the_config_on_the_line() {
     );
 }
 
+/// A config with three webhooks, two of them starting with `s`.
+fn three_webhooks(setup: &Setup) -> String {
+    setup
+        .write_config(
+            "[webhook.soc]\nurl = \"-\"\n[webhook.slack-ops]\nurl = \"-\"\n[webhook.other]\nurl = \"-\"\n",
+        )
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `shell` with `args`; `None` (after saying so) when it is not installed.
+fn shell_output(shell: &str, args: &[&str]) -> Option<Vec<String>> {
+    let out = match Command::new(shell).args(args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            missing_prerequisite(&format!(
+                "{shell} not runnable ({e}); its completion not run"
+            ));
+            return None;
+        }
+    };
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    Some(lines)
+}
+
+#[test]
+fn fish_completes_webhook_names_from_the_config_on_the_line() {
+    let setup = Setup::new();
+    let config = three_webhooks(&setup);
+    let script = setup.path("tailhook.fish");
+    std::fs::write(&script, run_tailhook(&["generate", "completions", "fish"])).unwrap();
+    // fish's own completion engine, as at a prompt: `complete -C LINE`
+    // prints each candidate, a tab, and its description.
+    let complete = |line: String| {
+        let names = shell_output(
+            "fish",
+            &[
+                "--no-config",
+                "-c",
+                &format!("source {}; complete -C '{line}'", script.display()),
+            ],
+        )?;
+        Some(
+            names
+                .iter()
+                .map(|n| n.split('\t').next().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let Some(send) = complete(format!("{} send -c {config} --webhook s", binary())) else {
+        return;
+    };
+    assert_eq!(send, ["slack-ops", "soc"]);
+    assert_eq!(
+        complete(format!(
+            "{} dead-letter replay --config {config} --webhook ",
+            binary()
+        ))
+        .unwrap(),
+        ["other", "slack-ops", "soc"]
+    );
+    assert_eq!(
+        complete(format!("{} tap -c {config} --webhook o", binary())).unwrap(),
+        ["other"]
+    );
+    // A config that does not load completes nothing, and says nothing.
+    assert_eq!(
+        complete(format!("{} send -c /nonexistent.toml --webhook ", binary())).unwrap(),
+        Vec::<String>::new()
+    );
+    // Only the commands that take --webhook offer it.
+    assert_eq!(
+        complete(format!("{} check --web", binary())).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn zsh_completes_webhook_names_from_the_config_on_the_line() {
+    let setup = Setup::new();
+    let config = three_webhooks(&setup);
+    let script_text = run_tailhook(&["generate", "completions", "zsh"]);
+    // Every --webhook value goes to the names, and `_tailhook` keeps the
+    // command as typed, which clap's script shifts out of `$words`.
+    assert_eq!(
+        script_text.matches(":WEBHOOK:_tailhook_webhooks'").count(),
+        4
+    );
+    assert!(!script_text.contains(":WEBHOOK:_default"), "{script_text}");
+    assert!(
+        script_text.contains("\n_tailhook() {\n    local _tailhook_command=\"${words[1]}\"\n"),
+        "{script_text}"
+    );
+    let script = setup.path("_tailhook");
+    std::fs::write(&script, &script_text).unwrap();
+    // zsh completes only inside its line editor; here `_tailhook_webhooks`
+    // runs as `_tailhook` would call it, inside a subcommand (`$words`
+    // shifted), with `compadd` printing what it is given.
+    let complete = |words: &[&str]| {
+        shell_output(
+            "zsh",
+            &[
+                "-f",
+                "-c",
+                "compdef() { :; }; source \"$1\"; shift; \
+                 compadd() { [[ $1 == -a ]] && print -l -- ${(P)2}; }; \
+                 _tailhook_command=$1; shift; words=(\"$@\"); CURRENT=$#; _tailhook_webhooks",
+                "zsh",
+                script.to_str().unwrap(),
+                binary(),
+            ]
+            .into_iter()
+            .chain(words.iter().copied())
+            .collect::<Vec<_>>(),
+        )
+    };
+    let Some(send) = complete(&["send", "send", "-c", &config, "--webhook", ""]) else {
+        return;
+    };
+    assert_eq!(send, ["other", "slack-ops", "soc"]);
+    assert_eq!(
+        complete(&["replay", "--config", &config, "--webhook", ""]).unwrap(),
+        ["other", "slack-ops", "soc"]
+    );
+    assert_eq!(
+        complete(&["send", "-c", "/nonexistent.toml", "--webhook", ""]).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn shell_completions_cover_every_subcommand() {
     let bash = run_tailhook(&["generate", "completions", "bash"]);
@@ -577,6 +784,30 @@ fn shell_completions_cover_every_subcommand() {
         for command in SUBCOMMANDS {
             assert!(script.contains(command), "{shell} completes {command}");
         }
+    }
+}
+
+#[test]
+fn status_send_and_check_exit_1_on_a_config_error_naming_file_line_and_key_once() {
+    let setup = Setup::new();
+    let config = setup.write_config(
+        "[agent]\nstate_dir = \"state\"\nstat_dir = \"/tmp\"\n[webhook.soc]\nurl = \"-\"\n",
+    );
+    let located = format!(
+        "{}:3:1: agent.stat_dir: unknown key `stat_dir`; did you mean `state_dir`?",
+        config.display()
+    );
+    for command in [
+        &["status"][..],
+        &["status", "--json"],
+        &["send", "--webhook", "soc"],
+        &["check"],
+    ] {
+        let out = tailhook(&config, command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out));
+        assert_eq!(stderr.matches(&located).count(), 1, "{command:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{command:?}: {}", text(&out));
     }
 }
 
