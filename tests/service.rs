@@ -30,6 +30,14 @@ impl NotifySocket {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// Reads whatever has arrived, without waiting.
+    fn drain(&self) {
+        self.0.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while self.0.recv(&mut buf).is_ok() {}
+        self.0.set_nonblocking(false).unwrap();
+    }
+
     /// Messages up to and including the first that has `field`, which is returned last.
     fn until(&self, field: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
@@ -144,6 +152,169 @@ fn a_tailer_paused_by_a_full_queue_still_feeds_the_watchdog() {
     agent.signal("TERM");
     socket.until("STOPPING=1", DEADLINE);
     assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+/// Sets the soft limit on processes (threads) of the agent's user for the
+/// agent alone, below its hard limit (`None`: back to the hard limit).
+fn limit_threads(agent: &Agent, soft: Option<u32>) {
+    let pid = agent.pid().to_string();
+    let soft = match soft {
+        Some(soft) => soft.to_string(),
+        None => prlimit(&[
+            "--pid",
+            &pid,
+            "--nproc",
+            "--raw",
+            "--noheadings",
+            "--output=HARD",
+        ]),
+    };
+    prlimit(&["--pid", &pid, &format!("--nproc={soft}:")]);
+}
+
+/// Runs `prlimit ARGS` as `nobody`, the agent's user: another user's
+/// process's limits take CAP_SYS_RESOURCE, which a container's root may lack.
+fn prlimit(args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args(NOBODY)
+        .arg("prlimit")
+        .args(args)
+        .output()
+        .expect("run prlimit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `setpriv` arguments that run a command as `nobody`.
+const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// The agent's tokio threads: its two workers, and the blocking pool's,
+/// which end after 10 s idle (all are named `tokio-rt-worker`).
+fn tokio_threads(agent: &Agent) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tokio-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A delivery task ends only by a panic. A real one: the agent's user is
+/// at its process limit (a unit's `TasksMax=`, a host out of pids) when the
+/// task needs a thread to read the queue and tokio's blocking pool has none
+/// left, so `spawn_blocking` panics ("OS can't spawn worker thread"). The
+/// limit only binds a user that is not root, so the agent runs as `nobody`.
+#[test]
+fn a_delivery_task_that_died_makes_health_503_and_stops_the_watchdog_until_a_restart() {
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let tools = ["/usr/bin/setpriv", "/usr/bin/prlimit"];
+    if !is_root || !tools.iter().all(|t| std::path::Path::new(t).exists()) {
+        return missing_prerequisite(
+            "root with setpriv and prlimit (util-linux): a thread limit binds only a user that is not root",
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let open = |path: &std::path::Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap()
+    };
+    open(setup.dir.path());
+    setup.append("auth.log", &[]);
+    open(&setup.path("auth.log"));
+    let config = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+            webhook: "batch_timeout = \"50ms\"",
+            ..ConfigKeys::default()
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    open(&socket_path);
+    let nobody = [&["setpriv"][..], &NOBODY].concat();
+    let mut agent = Agent::start_with(
+        &config,
+        &nobody,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    let port = agent.metrics_port(DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    assert_eq!(sequences(&receiver.wait_for_events(1, DEADLINE)), [1]);
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+
+    // No new thread from now on; wait until the blocking pool is empty.
+    // The test reads the pings as they come: on a full socket the agent's
+    // next one would wait, and arrive after the death.
+    limit_threads(&agent, Some(1));
+    wait_until(DEADLINE, "the blocking threads to end", || {
+        socket.drain();
+        tokio_threads(&agent) == 2
+    });
+    setup.append("auth.log", &[failed_line(2)]);
+    wait_until(DEADLINE, "the delivery task to end", || {
+        socket.drain();
+        agent
+            .logs()
+            .contains("a delivery task ended while the agent runs")
+    });
+    assert!(
+        agent.logs().contains("OS can't spawn worker thread"),
+        "{}",
+        agent.logs()
+    );
+
+    // The limit is lifted, but the task stays dead: its events wait.
+    limit_threads(&agent, None);
+    let (code, body) = http_get(port, "/health").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("webhook `soc`: its delivery task panicked; events wait until a restart"),
+        "{body}"
+    );
+    // Pings come every 200 ms while all is well; none after the death was
+    // recorded (which the 503 above shows happened), for five periods.
+    socket.drain();
+    socket
+        .0
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let late = socket.0.recv(&mut buf);
+    assert!(
+        late.is_err(),
+        "the watchdog was fed after the delivery task died: {:?}",
+        late.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    assert_eq!(receiver.events().len(), 1, "event 2 waits in the queue");
+
+    // What systemd does once WatchdogSec passes: stop and start again.
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0), "{}", agent.logs());
+    let restarted = Agent::start_wrapped(&config, &nobody);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(sequences(&events), [1, 2], "{}", restarted.logs());
+    assert_eq!(
+        http_get(restarted.metrics_port(DEADLINE), "/health")
+            .unwrap()
+            .0,
+        200
+    );
 }
 
 /// Now on CLOCK_MONOTONIC in microseconds, the clock sd_notify's
