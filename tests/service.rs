@@ -317,6 +317,129 @@ fn a_delivery_task_that_died_makes_health_503_and_stops_the_watchdog_until_a_res
     );
 }
 
+/// One thread of the agent held still, as a thread hung in a system call
+/// (a read on a dead NFS mount) is: ptrace stops that thread alone. Let go
+/// on drop, so a failing test leaves no stopped agent behind.
+struct HeldThread(libc::pid_t);
+
+impl HeldThread {
+    /// The agent's thread named `name`, stopped; `None` when this machine
+    /// does not let the test trace it.
+    fn hold(agent: &Agent, name: &str) -> Option<HeldThread> {
+        let tid: libc::pid_t = std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim() == name).then(|| task.file_name().to_str()?.parse().ok())?
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no thread {name} in the agent"));
+        // SAFETY: plain system calls on a thread id; no memory is shared.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
+                return None;
+            }
+            let held = HeldThread(tid);
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            Some(held)
+        }
+    }
+}
+
+impl Drop for HeldThread {
+    fn drop(&mut self) {
+        // SAFETY: as above; the thread is in its ptrace stop.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+    }
+}
+
+/// The tail thread hangs: the watchdog pings stop at once (systemd would
+/// restart the agent after `WatchdogSec=`) and `/health` says so once the
+/// thread has made no pass for 30 s past `poll_interval`; when it moves
+/// again both recover, and the line written meanwhile is delivered.
+#[test]
+fn a_hung_tail_thread_stops_the_watchdog_and_health_then_both_recover() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    setup.append("auth.log", &[]);
+    let config = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+            webhook: "batch_timeout = \"50ms\"",
+            ..ConfigKeys::default()
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    let port = agent.metrics_port(DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    assert_eq!(sequences(&receiver.wait_for_events(1, DEADLINE)), [1]);
+
+    let Some(held) = HeldThread::hold(&agent, "tailhook-tail") else {
+        return missing_prerequisite(
+            "ptrace(PTRACE_SEIZE) refused: the tail thread cannot be held",
+        );
+    };
+    setup.append("auth.log", &[failed_line(2)]);
+    // The test reads the pings as they come (a full socket would hold the
+    // agent's next one back until it is read).
+    wait_until(DEADLINE, "the watchdog to be let go", || {
+        socket.drain();
+        agent
+            .logs()
+            .contains("the systemd watchdog is no longer fed")
+    });
+    socket.drain();
+    socket
+        .0
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.0.recv(&mut buf).is_err(),
+        "a ping while the tail thread hangs"
+    );
+    let stall_deadline = Duration::from_secs(60);
+    wait_until(stall_deadline, "/health to say tailing stalled", || {
+        socket.drain();
+        http_get(port, "/health").is_some_and(|(code, body)| {
+            code == 503 && body.contains("tailing stalled: no pass over the inputs for")
+        })
+    });
+    assert_eq!(
+        receiver.events().len(),
+        1,
+        "line 2 is not read while the thread hangs"
+    );
+
+    drop(held);
+    assert_eq!(
+        sequences(&receiver.wait_for_events(2, DEADLINE)),
+        [1, 2],
+        "nothing lost"
+    );
+    wait_until(DEADLINE, "/health to recover", || {
+        http_get(port, "/health").is_some_and(|(code, _)| code == 200)
+    });
+    socket.drain();
+    assert_eq!(socket.next(Instant::now() + DEADLINE), "WATCHDOG=1");
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
 /// Now on CLOCK_MONOTONIC in microseconds, the clock sd_notify's
 /// `MONOTONIC_USEC=` is on.
 fn monotonic_usec() -> u64 {
