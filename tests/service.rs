@@ -1012,55 +1012,65 @@ fn fish_completes_webhook_names_from_the_config_on_the_line() {
     );
 }
 
+/// Types LINE and a tab into an interactive zsh (in a pseudo-terminal)
+/// whose completion system loads `_tailhook` from DIR, and prints what the
+/// completion offered through `compadd -a` (how `_tailhook_webhooks` offers
+/// the names), once the tab's completion has finished.
+const ZSH_TYPE_AND_TAB: &str = r#"
+zmodload zsh/zpty || exit 1
+dir=$1 line=$2 log=$1/offered
+: >$log
+zpty z zsh -f -i
+zpty -w z "fpath=($dir \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z "compadd() { [[ \$1 == -a ]] && print -rl -- \${(P)2} >>$log; builtin compadd \"\$@\" }"
+zpty -w z "tab_then_mark() { zle expand-or-complete; print -r -- --done-- >>$log }; zle -N tab_then_mark; bindkey '^I' tab_then_mark"
+zpty -w -n z "$line"$'\t'
+for i in {1..400}; do grep -qx -- --done-- $log && break; sleep 0.05; done
+zpty -d z
+grep -qx -- --done-- $log || { print -u2 "the completion did not finish"; exit 1 }
+grep -vx -- --done-- $log
+"#;
+
 #[test]
 fn zsh_completes_webhook_names_from_the_config_on_the_line() {
     let setup = Setup::new();
     let config = three_webhooks(&setup);
-    let script_text = run_tailhook(&["generate", "completions", "zsh"]);
-    // Every --webhook value goes to the names, and `_tailhook` keeps the
-    // command as typed, which clap's script shifts out of `$words`.
-    assert_eq!(
-        script_text.matches(":WEBHOOK:_tailhook_webhooks'").count(),
-        4
-    );
-    assert!(!script_text.contains(":WEBHOOK:_default"), "{script_text}");
-    assert!(
-        script_text.contains("\n_tailhook() {\n    local _tailhook_command=\"${words[1]}\"\n"),
-        "{script_text}"
-    );
-    let script = setup.path("_tailhook");
-    std::fs::write(&script, &script_text).unwrap();
-    // zsh completes only inside its line editor; here `_tailhook_webhooks`
-    // runs as `_tailhook` would call it, inside a subcommand (`$words`
-    // shifted), with `compadd` printing what it is given.
-    let complete = |words: &[&str]| {
+    let functions = setup.path("zsh-functions");
+    std::fs::create_dir(&functions).unwrap();
+    std::fs::write(
+        functions.join("_tailhook"),
+        run_tailhook(&["generate", "completions", "zsh"]),
+    )
+    .unwrap();
+    // zsh's own completion system, as at a prompt.
+    let offered = |line: String| {
         shell_output(
             "zsh",
             &[
                 "-f",
                 "-c",
-                "compdef() { :; }; source \"$1\"; shift; \
-                 compadd() { [[ $1 == -a ]] && print -l -- ${(P)2}; }; \
-                 _tailhook_command=$1; shift; words=(\"$@\"); CURRENT=$#; _tailhook_webhooks",
+                ZSH_TYPE_AND_TAB,
                 "zsh",
-                script.to_str().unwrap(),
-                binary(),
-            ]
-            .into_iter()
-            .chain(words.iter().copied())
-            .collect::<Vec<_>>(),
+                functions.to_str().unwrap(),
+                &line,
+            ],
         )
     };
-    let Some(send) = complete(&["send", "send", "-c", &config, "--webhook", ""]) else {
+    let Some(send) = offered(format!("{} send -c {config} --webhook ", binary())) else {
         return;
     };
     assert_eq!(send, ["other", "slack-ops", "soc"]);
+    // A nested subcommand, the config given to the command above it.
     assert_eq!(
-        complete(&["replay", "--config", &config, "--webhook", ""]).unwrap(),
+        offered(format!(
+            "{} --log-format json dead-letter --config {config} replay --webhook s",
+            binary()
+        ))
+        .unwrap(),
         ["other", "slack-ops", "soc"]
     );
     assert_eq!(
-        complete(&["send", "-c", "/nonexistent.toml", "--webhook", ""]).unwrap(),
+        offered(format!("{} send -c /nonexistent.toml --webhook ", binary())).unwrap(),
         Vec::<String>::new()
     );
 }

@@ -93,8 +93,9 @@ complete -F _tailhook_webhooks -o bashdefault -o default tailhook
 
 /// clap's zsh script leaves `--webhook`'s value to `_default` (file names);
 /// this hands it to `_tailhook_webhooks`. Inside a subcommand clap's script
-/// has shifted `$words`, so `_tailhook` keeps the command as typed for it
-/// (zsh's `local` is seen by the functions it calls).
+/// has shifted `$words` (and dropped the options of the commands above), so
+/// `_tailhook` keeps the line as typed for it (zsh's `local` is seen by the
+/// functions it calls).
 fn zsh_with_webhook_names(script: &str) -> anyhow::Result<String> {
     let script = replace_all(
         script,
@@ -105,7 +106,7 @@ fn zsh_with_webhook_names(script: &str) -> anyhow::Result<String> {
     let script = replace_all(
         &script,
         "\n_tailhook() {\n",
-        "\n_tailhook() {\n    local _tailhook_command=\"${words[1]}\"\n",
+        "\n_tailhook() {\n    local -a _tailhook_line=(\"${(@)words[1,CURRENT-1]}\")\n",
         "zsh",
     )?;
     replace_all(
@@ -124,12 +125,12 @@ autoload -U is-at-least
 _tailhook_webhooks() {
     local -a config names
     local i
-    for ((i = 1; i < CURRENT - 1; i++)); do
-        case ${words[i]} in
-            (-c|--config) config=(-c "${words[i + 1]}") ;;
+    for ((i = 2; i < ${#_tailhook_line}; i++)); do
+        case ${_tailhook_line[i]} in
+            (-c|--config) config=(-c "${_tailhook_line[i + 1]}") ;;
         esac
     done
-    names=(${(f)"$("${_tailhook_command:-tailhook}" completions-webhooks "${config[@]}" 2>/dev/null)"})
+    names=(${${(f)"$("${_tailhook_line[1]:-tailhook}" completions-webhooks "${config[@]}" 2>/dev/null)"}:#})
     compadd -a names
 }
 "#;
