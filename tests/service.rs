@@ -1121,6 +1121,16 @@ fn a_config_error_stops_run_with_exit_78_so_systemd_does_not_restart_it() {
     let config = setup.write_config("[agent]\nstat_dir = \"/tmp\"\n");
     let mut agent = Agent::start(&config);
     assert_eq!(agent.wait_exit(DEADLINE), Some(78), "{}", agent.logs());
+    let located = format!(
+        "{}:2:1: agent.stat_dir: unknown key `stat_dir`; did you mean `state_dir`?",
+        config.display()
+    );
+    assert_eq!(
+        agent.logs().matches(&located).count(),
+        1,
+        "{}",
+        agent.logs()
+    );
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/packaging/tailhook.service"
