@@ -63,9 +63,9 @@ impl Notifier {
     }
 
     /// A reload begins: systemd shows the unit `reloading` until the next
-    /// `READY=1`, so `systemctl reload` returns once the new config runs or
-    /// was refused. sd_notify(3) asks for the time on `CLOCK_MONOTONIC`, by
-    /// which systemd tells this reload from one it already saw end.
+    /// `READY=1`, sent once the new config runs or was refused. sd_notify(3)
+    /// asks for the time on `CLOCK_MONOTONIC`, by which systemd tells this
+    /// reload from one it already saw end.
     pub fn reloading(&self) {
         self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration and rules",
