@@ -9,11 +9,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::event::{rfc3339_now, Event};
+use crate::event::{rfc3339_seconds, Event};
 use crate::queue::Queued;
 
 /// Events the ring keeps; `tap -n` asks for at most this many.
@@ -54,7 +55,8 @@ pub struct Tapped {
 struct Entry {
     lane: usize,
     outcome: Outcome,
-    at: String,
+    /// When it got its outcome; formatted only when shown.
+    at: SystemTime,
     event: Held,
 }
 
@@ -142,7 +144,7 @@ impl Tap {
                     let index = (serial - ring.first) as usize;
                     let entry = &mut ring.entries[index];
                     entry.outcome = outcome;
-                    entry.at = rfc3339_now();
+                    entry.at = SystemTime::now();
                     self.tell_followers(entry);
                 }
                 None => self.push(&mut ring, lane, outcome, Held::Stored(event.clone())),
@@ -187,7 +189,7 @@ impl Tap {
         let entry = Entry {
             lane,
             outcome,
-            at: rfc3339_now(),
+            at: SystemTime::now(),
             event,
         };
         self.tell_followers(&entry);
@@ -207,7 +209,7 @@ impl Tap {
         Tapped {
             webhook: self.webhooks[entry.lane].clone(),
             outcome: entry.outcome,
-            at: entry.at.clone(),
+            at: rfc3339_seconds(entry.at),
             event: entry.event.event(),
         }
     }
