@@ -1606,6 +1606,25 @@ mod tests {
             proptest::prop_assert_eq!(stored_id(&json).ok(), decoded.ok(), "{}", stored);
         }
 
+        /// Any cursor: a journal entry is placed when, and only when, its
+        /// cursor names a sequence-number id and its sequence number is known;
+        /// entries of different ids are different sources.
+        #[test]
+        fn any_journal_cursor_places_an_entry_or_leaves_it_unplaced(
+            cursor in "(\\PC{0,6}(;|s=)?){0,4}",
+            seqnum in 0u64..3,
+        ) {
+            let seqnum_id = cursor.split(';').find_map(|part| part.strip_prefix("s=")).filter(|id| !id.is_empty());
+            match ReadAt::journal("j", &cursor, seqnum) {
+                Some(at) => {
+                    proptest::prop_assert!(seqnum > 0);
+                    proptest::prop_assert_eq!(at.source, format!("j\njournal {}", seqnum_id.unwrap()));
+                    proptest::prop_assert_eq!(at.offset, seqnum);
+                }
+                None => proptest::prop_assert!(seqnum == 0 || seqnum_id.is_none()),
+            }
+        }
+
         /// Arbitrary bytes: the check never panics and agrees with decoding.
         #[test]
         fn the_check_of_arbitrary_bytes_agrees_with_decoding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
