@@ -19,7 +19,7 @@ use backon::BackoffBuilder;
 use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::event::Event;
+use crate::event::{Event, SourceFile};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, ReadAt, Router, ToQueue};
@@ -709,6 +709,7 @@ impl Generation {
         };
         let stage = RuleStage {
             input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
+            last_file_source: None,
             gates: gates.clone(),
             matchers: pipeline.matchers.clone(),
             clocks: pipeline.clocks.clone(),
@@ -863,6 +864,8 @@ struct RuleStage {
     /// Per input: its name, which with the file (or journal) keys where the
     /// queue holds its lines queued up to.
     input_names: Vec<String>,
+    /// The input, file and queue source of the last file line placed.
+    last_file_source: Option<(usize, SourceFile, Arc<str>)>,
     matchers: Arc<Vec<Matcher>>,
     /// The built-in rule of the events that report cut lines.
     line_too_long: Rule,
@@ -974,7 +977,7 @@ impl LineSink for RuleStage {
             // Most lines match nothing: only a matched (or cut) one is dated,
             // and placed.
             let mut seen: Option<SeenLine> = None;
-            let mut read_at: Option<Option<Arc<ReadAt>>> = None;
+            let mut read_at: Option<Option<ReadAt>> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
@@ -988,7 +991,9 @@ impl LineSink for RuleStage {
                     if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
                         metrics::add(matches, 1);
                     }
-                    let read_at = read_at.get_or_insert_with(|| place(&self.input_names, line));
+                    let read_at = read_at.get_or_insert_with(|| {
+                        place(&self.input_names, &mut self.last_file_source, line)
+                    });
                     for &lane in self.router.destinations(LINE_TOO_LONG) {
                         bytes += weight(&event);
                         events.push(ToQueue {
@@ -1013,7 +1018,9 @@ impl LineSink for RuleStage {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
-                let read_at = read_at.get_or_insert_with(|| place(&self.input_names, line));
+                let read_at = read_at.get_or_insert_with(|| {
+                    place(&self.input_names, &mut self.last_file_source, line)
+                });
                 for &lane in self.router.destinations(&rule.id) {
                     bytes += weight(&event);
                     events.push(ToQueue {
@@ -1047,15 +1054,31 @@ impl LineSink for RuleStage {
 }
 
 /// Where the queue knows `line` by: the input's name with the file's
-/// identity, or with the journal's sequence-number id.
-fn place(input_names: &[String], line: &Line) -> Option<Arc<ReadAt>> {
+/// identity, or with the journal's sequence-number id. A file's source is
+/// kept in `last_file_source` for the next line, most likely of the same file.
+fn place(
+    input_names: &[String],
+    last_file_source: &mut Option<(usize, SourceFile, Arc<str>)>,
+    line: &Line,
+) -> Option<ReadAt> {
     let input = &input_names[line.input];
-    let read_at = match (&line.source, &line.journal) {
-        (Some(file), _) => Some(ReadAt::file(input, *file, line.offset)),
+    match (line.source, &line.journal) {
+        (Some(file), _) => {
+            let source = match last_file_source {
+                Some((index, known, source)) if *index == line.input && *known == file => {
+                    source.clone()
+                }
+                _ => {
+                    let source = ReadAt::file_source(input, file);
+                    *last_file_source = Some((line.input, file, source.clone()));
+                    source
+                }
+            };
+            Some(ReadAt::in_file(source, line.offset))
+        }
         (None, Some(journal)) => ReadAt::journal(input, &journal.cursor, line.offset),
         (None, None) => None,
-    };
-    read_at.map(Arc::new)
+    }
 }
 
 fn abandon(chunk: &Matched) {

@@ -94,20 +94,24 @@ impl QueueError {
 /// the journal's sequence number).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadAt {
-    source: String,
+    source: Arc<str>,
     offset: u64,
 }
 
 impl ReadAt {
-    /// A line of `file`, read by the input `input`, at byte `offset`.
-    pub fn file(input: &str, file: SourceFile, offset: u64) -> ReadAt {
-        ReadAt {
-            source: format!(
-                "{input}\nfile {}:{}:{}",
-                file.dev, file.ino, file.generation
-            ),
-            offset,
-        }
+    /// How the queue knows the file `file` read by the input `input`: a
+    /// line's place is this and its offset ([`ReadAt::in_file`]).
+    pub fn file_source(input: &str, file: SourceFile) -> Arc<str> {
+        format!(
+            "{input}\nfile {}:{}:{}",
+            file.dev, file.ino, file.generation
+        )
+        .into()
+    }
+
+    /// A line at byte `offset` of the file known as `source`.
+    pub fn in_file(source: Arc<str>, offset: u64) -> ReadAt {
+        ReadAt { source, offset }
     }
 
     /// A journal entry read by the input `input`: entries of one
@@ -120,7 +124,7 @@ impl ReadAt {
             .find_map(|part| part.strip_prefix("s="))
             .filter(|id| !id.is_empty())?;
         (seqnum > 0).then(|| ReadAt {
-            source: format!("{input}\njournal {seqnum_id}"),
+            source: format!("{input}\njournal {seqnum_id}").into(),
             offset: seqnum,
         })
     }
@@ -132,7 +136,7 @@ impl ReadAt {
 pub struct ToQueue {
     pub lane: usize,
     pub event: Arc<Event>,
-    pub read_at: Option<Arc<ReadAt>>,
+    pub read_at: Option<ReadAt>,
 }
 
 /// The last run's "queued up to" offsets, each consulted until its source
@@ -759,7 +763,7 @@ impl Queue {
         let mut jsons: Vec<Vec<u8>> = Vec::with_capacity(events.len());
         let mut last: Option<&Arc<Event>> = None;
         for item in events {
-            let read_at = item.read_at.as_deref();
+            let read_at = item.read_at.as_ref();
             if appending == Appending::Read
                 && read_at
                     .is_some_and(|at| watermarks.queued_before(&self.lanes[item.lane].name, at))
@@ -834,7 +838,7 @@ impl Queue {
                 let mut tables = HashMap::new();
                 for &(lane, read_at, json) in &encoded {
                     if let Some(at) = read_at {
-                        let up_to = reached.entry((lane, at.source.as_str())).or_default();
+                        let up_to = reached.entry((lane, &*at.source)).or_default();
                         *up_to = (*up_to).max(at.offset + 1);
                     }
                     let table = match tables.entry(lane) {
@@ -1478,7 +1482,7 @@ mod tests {
         offsets
             .iter()
             .flat_map(|&offset| {
-                let read_at = Arc::new(ReadAt::file("auth", file, offset));
+                let read_at = ReadAt::in_file(ReadAt::file_source("auth", file), offset);
                 let event = event(&format!("{}@{offset}", file.generation), "x");
                 (0..2).map(move |lane| ToQueue {
                     lane,
@@ -1552,7 +1556,7 @@ mod tests {
         let other_input = ToQueue {
             lane: 0,
             event: event("other", "x"),
-            read_at: Some(Arc::new(ReadAt::file("web", file, 0))),
+            read_at: Some(ReadAt::in_file(ReadAt::file_source("web", file), 0)),
         };
         assert_eq!(queue.append(&[other_input]).unwrap(), [1, 0]);
         // Dead letters replayed are queued whatever was queued before.
@@ -1618,7 +1622,7 @@ mod tests {
             match ReadAt::journal("j", &cursor, seqnum) {
                 Some(at) => {
                     proptest::prop_assert!(seqnum > 0);
-                    proptest::prop_assert_eq!(at.source, format!("j\njournal {}", seqnum_id.unwrap()));
+                    proptest::prop_assert_eq!(&*at.source, format!("j\njournal {}", seqnum_id.unwrap()));
                     proptest::prop_assert_eq!(at.offset, seqnum);
                 }
                 None => proptest::prop_assert!(seqnum == 0 || seqnum_id.is_none()),
@@ -1637,7 +1641,7 @@ mod tests {
     fn journal_entries_are_placed_by_their_cursor_sequence_number_id() {
         let cursor = "s=9c4c2a0b;i=1a2b0;b=5f1e;m=141dd94240;t=660da8a60ca40;x=b658";
         let at = ReadAt::journal("journal", cursor, 0x1a2b0).unwrap();
-        assert_eq!(at.source, "journal\njournal 9c4c2a0b");
+        assert_eq!(&*at.source, "journal\njournal 9c4c2a0b");
         assert_eq!(at.offset, 0x1a2b0);
         assert_eq!(
             ReadAt::journal("journal", cursor, 0),
