@@ -154,11 +154,17 @@ impl Watermarks {
     /// last run.
     fn queued_before(&self, lane: &str, at: &ReadAt) -> bool {
         !self.last_run.is_empty()
-            && Instant::now() < self.consult_until
             && self
                 .last_run
                 .get(&watermark_key(lane, &at.source))
                 .is_some_and(|&up_to| at.offset < up_to)
+    }
+
+    /// Forgets the last run's offsets once [`RE_READ_WINDOW`] is over.
+    fn expire(&mut self) {
+        if !self.last_run.is_empty() && Instant::now() >= self.consult_until {
+            self.last_run = HashMap::new();
+        }
     }
 }
 
@@ -757,6 +763,7 @@ impl Queue {
             return Ok(taken);
         }
         let mut watermarks = self.appending.lock().expect("queue appends");
+        watermarks.expire();
         // (lane, where its line was read, index of its JSON): an event that
         // goes to several lanes is encoded once.
         let mut encoded: Vec<(usize, Option<&ReadAt>, usize)> = Vec::with_capacity(events.len());
@@ -1635,6 +1642,26 @@ mod tests {
             let decoded = serde_json::from_slice::<Event>(&bytes).map(|event| event.id);
             proptest::prop_assert_eq!(stored_id(&bytes).ok(), decoded.ok());
         }
+    }
+
+    #[test]
+    fn the_last_runs_offsets_skip_nothing_after_the_re_read_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SourceFile {
+            dev: 1,
+            ino: 2,
+            generation: 0,
+        };
+        Queue::open(dir.path(), &hooks())
+            .unwrap()
+            .append(&lines_of(file, &[0, 100]))
+            .unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        assert_eq!(queue.append(&lines_of(file, &[0])).unwrap(), [0, 0]);
+        // A minute on: a line below the old offset is another file's.
+        queue.appending.lock().unwrap().consult_until = Instant::now();
+        assert_eq!(queue.append(&lines_of(file, &[0])).unwrap(), [1, 1]);
+        assert!(queue.appending.lock().unwrap().last_run.is_empty());
     }
 
     #[test]
