@@ -100,6 +100,9 @@ pub struct TailedFile {
     pub wants_open: bool,
     /// Size and mtime at the last read; a change makes the first bytes worth checking.
     last_seen: (u64, Option<std::time::SystemTime>),
+    /// A look at every file found its path's stat as the last read left it,
+    /// at its end: the next read needs no stat of its own.
+    looked_unchanged: bool,
     /// Chunks handed downstream, with the offset each one commits.
     commits: Commits<u64>,
 }
@@ -129,6 +132,7 @@ impl TailedFile {
             wants_open: false,
             commits: Commits::new(0),
             last_seen: (meta.len(), meta.modified().ok()),
+            looked_unchanged: false,
         })
     }
 
@@ -173,6 +177,16 @@ impl TailedFile {
     /// Whether size or modification time differ from the last read.
     pub fn changed_since_read(&self, meta: &std::fs::Metadata) -> bool {
         (meta.len(), meta.modified().ok()) != self.last_seen
+    }
+
+    /// Takes the stat of this file's path from a look at every file, so that
+    /// an idle file costs one stat per look, not two. A write after it wakes
+    /// the tailer again (or is seen by the next look), like one just after a
+    /// read's own stat.
+    pub fn note_look(&mut self, meta: &std::fs::Metadata) {
+        self.looked_unchanged = self.file.is_some()
+            && !self.changed_since_read(meta)
+            && meta.len() == self.reader.position();
     }
 
     /// Whether the file starts with the bytes `fingerprint` was taken of.
@@ -277,6 +291,13 @@ impl TailedFile {
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
     pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
+        if std::mem::take(&mut self.looked_unchanged) {
+            self.at_end = true;
+            return Ok(ReadOutcome {
+                at_end: true,
+                ..ReadOutcome::default()
+            });
+        }
         let meta = self.handle()?.metadata()?;
         let size = meta.len();
         let shrunk = size < self.reader.position();
@@ -375,6 +396,40 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].text, "new 1");
         assert_eq!(out[0].offset, 20);
+    }
+
+    #[test]
+    fn a_look_that_saw_the_file_unchanged_spares_one_read_and_no_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "seq=1\n").unwrap();
+        let mut tailed = opened(&path, StartFrom::Beginning);
+        let mut out = Vec::new();
+        tailed.read(u64::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+
+        // Seen unchanged, then written before the read: that read trusts the
+        // look, the next one (woken by the write's notification) reads it.
+        tailed.note_look(&std::fs::metadata(&path).unwrap());
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"seq=2\n").unwrap();
+        out.clear();
+        assert!(tailed.read(u64::MAX, &mut out).unwrap().at_end);
+        assert!(out.is_empty());
+        tailed.read(u64::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].text, "seq=2");
+
+        // A look that saw it grown leaves the read to look for itself.
+        f.write_all(b"seq=3\n").unwrap();
+        tailed.note_look(&std::fs::metadata(&path).unwrap());
+        out.clear();
+        tailed.read(u64::MAX, &mut out).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].text, "seq=3");
     }
 
     #[test]

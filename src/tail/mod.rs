@@ -622,6 +622,9 @@ impl TailState {
     /// Closes files that sat at their end without growing for the input's
     /// `close_inactive`; they are opened again when they grow.
     fn close_idle_files(&mut self) {
+        // One clock read for the pass: thousands of idle files are checked
+        // every poll.
+        let now = Instant::now();
         for (&(input, _), file) in self.files.iter_mut() {
             let inactive = self.inputs[input].close_inactive;
             if file.is_open()
@@ -629,7 +632,7 @@ impl TailState {
                 && !file.holds_partial_line()
                 && file
                     .idle_since
-                    .is_some_and(|since| since.elapsed() >= inactive)
+                    .is_some_and(|since| now.duration_since(since) >= inactive)
             {
                 tracing::debug!(file = %file.path, position = file.position(), "closing a file idle at its end");
                 file.close();
@@ -736,6 +739,7 @@ impl TailState {
         if let Some(known) = self.files.get_mut(&(index, id)) {
             known.live = true;
             known.set_path(&path);
+            known.note_look(meta);
             if !known.is_open() && known.changed_since_read(meta) {
                 known.wants_open = true;
             }
