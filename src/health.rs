@@ -14,8 +14,10 @@ use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::status::age;
 
-/// A tail thread with no pass for this long past its `poll_interval` is
-/// stalled for `/health` (the watchdog uses its own, `WatchdogSec=`, bound).
+/// A tail thread with no pass for this long past when one was due (an idle
+/// thread sleeps until its next look, a busy one passes every
+/// `poll_interval`) is stalled for `/health` (the watchdog uses its own,
+/// `WatchdogSec=`, bound).
 const TAIL_STALL_MARGIN: Duration = Duration::from_secs(30);
 
 /// What `/health` answers, as JSON.
@@ -36,17 +38,21 @@ impl Verdict {
 
 /// The tail thread's heartbeat, and whether a pause is on purpose.
 pub struct TailWatch {
+    /// When the tail thread's next pass is due at the latest.
     pub heartbeat: tokio::sync::watch::Receiver<Option<Instant>>,
     pub queue: Arc<Queue>,
 }
 
 impl TailWatch {
-    /// How long the tail thread has been stuck, if it is: a pass older than
-    /// `stale_after` while not paused on purpose (for room in the queue, or
-    /// for a disk that refused a write).
+    /// How long the tail thread has been stuck, if it is: its next pass due
+    /// more than `stale_after` ago while not paused on purpose (for room in
+    /// the queue, or for a disk that refused a write).
     pub fn stalled_for(&self, stale_after: Duration) -> Option<Duration> {
-        let since_pass = self.heartbeat.borrow().map(|at| at.elapsed())?;
-        (since_pass > stale_after && !self.queue.tailer_paused()).then_some(since_pass)
+        let overdue = self
+            .heartbeat
+            .borrow()
+            .map(|due| Instant::now().saturating_duration_since(due))?;
+        (overdue > stale_after && !self.queue.tailer_paused()).then_some(overdue)
     }
 }
 

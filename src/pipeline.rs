@@ -320,9 +320,9 @@ impl Pipeline {
             if let Some(notifier) = &notifier {
                 notifier.ready(&summary);
                 watchdog = notifier.watchdog_timeout().map(|timeout| {
-                    // A well tailer beats every poll_interval; missing the
-                    // whole timeout on top of that is a stall.
-                    let stale_after = timeout + pipeline.config.agent.poll_interval;
+                    // The heartbeat says when the tailer's next pass is due;
+                    // missing that by the whole timeout is a stall.
+                    let stale_after = timeout;
                     tokio::spawn(feed_watchdog(
                         notifier.clone(),
                         timeout / 2,

@@ -302,10 +302,11 @@ impl Tailer {
         })
     }
 
-    /// When the thread last finished a pass over every file: `None` until the
+    /// When the thread's next pass is due at the latest: `None` until the
     /// first scan has opened the files and recorded where reading starts.
-    /// A pass ends at least every `poll_interval` while the thread is well,
-    /// unless it waits for room in the queue.
+    /// An idle thread sleeps until its next look at every file, or until a
+    /// notification; a pass takes less than `poll_interval` while the thread
+    /// is well, unless it waits for room in the queue.
     pub fn heartbeat(&self) -> tokio::sync::watch::Receiver<Option<Instant>> {
         self.heartbeat.clone()
     }
@@ -427,7 +428,8 @@ impl TailState {
                 self.save_checkpoints(true);
                 // Ready before the first read: reading may wait for room in
                 // a queue left full by the last run.
-                self.heartbeat.send_replace(Some(Instant::now()));
+                self.heartbeat
+                    .send_replace(Some(Instant::now() + self.options.poll_interval));
             }
             first_scan = false;
             let Some(more) = self.read_all(look_at_all) else {
@@ -437,12 +439,25 @@ impl TailState {
             self.let_go_of_finished_files();
             self.close_idle_files();
             self.save_checkpoints(false);
-            self.heartbeat.send_replace(Some(Instant::now()));
             // Files waiting for a descriptor get one as soon as others are
             // read to their end: look again at once while that goes on.
-            woken = more
-                || (self.waiting_for_descriptor && self.opened_in_look)
-                || self.wakeups.wait(self.options.poll_interval);
+            let busy = more || (self.waiting_for_descriptor && self.opened_in_look);
+            let wait = if busy {
+                Duration::ZERO
+            } else {
+                self.idle_wait(looked)
+            };
+            // A pass takes less than a poll interval: one that hangs (a stat
+            // on a dead network file system) shows by then.
+            let poll = self.options.poll_interval;
+            self.heartbeat
+                .send_replace(Some(Instant::now() + wait + poll));
+            woken = busy || self.wakeups.wait(wait);
+            if wait > poll {
+                // Woken early from a long sleep: the pass starting now is
+                // due sooner than the sleep's end.
+                self.heartbeat.send_replace(Some(Instant::now() + poll));
+            }
         };
         self.sink = None;
         for journal in &mut self.journals {
@@ -456,6 +471,40 @@ impl TailState {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.save_checkpoints(true);
+    }
+
+    /// How long the thread may sleep when no notification comes. Idle, with
+    /// notifications on, until the next look at every file or the next file
+    /// to close for `close_inactive`; every `poll_interval` while anything
+    /// moves on a clock of its own: a held partial line, a rotated file
+    /// being finished, offsets to commit, journals, files waiting for a
+    /// descriptor, or no notifications at all.
+    fn idle_wait(&self, looked: Instant) -> Duration {
+        let poll = self.options.poll_interval;
+        let now = Instant::now();
+        let next_look = (looked + self.rescan_interval).saturating_duration_since(now);
+        if !self.wakeups.notifies()
+            || !self.journals.is_empty()
+            || self.waiting_for_descriptor
+            || !self.checkpoints_settled
+        {
+            return poll.min(next_look);
+        }
+        let mut wait = next_look;
+        for (&(input, _), file) in &self.files {
+            if !file.is_open() {
+                continue;
+            }
+            if !file.live || file.holds_partial_line() {
+                return poll.min(next_look);
+            }
+            let idle_for = file
+                .idle_since
+                .map_or(Duration::ZERO, |since| now.duration_since(since));
+            let close_in = self.inputs[input].close_inactive.saturating_sub(idle_for);
+            wait = wait.min(close_in.max(poll));
+        }
+        wait
     }
 
     /// Writes every file's committed offset, at most every
