@@ -277,6 +277,65 @@ fn watching_idle_files_does_not_spin() {
     );
 }
 
+/// How often the tail thread of `agent` has gone to sleep (each wake-up
+/// ends in one): its voluntary context switches.
+fn tail_thread_sleeps(agent: &Agent) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{}/task", agent.pid())).unwrap();
+    let task = tasks
+        .flatten()
+        .find(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.trim() == "tailhook-tail")
+        })
+        .expect("a thread named tailhook-tail");
+    let status = std::fs::read_to_string(task.path().join("status")).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("voluntary_ctxt_switches in the thread's status")
+}
+
+/// Idle files with inotify on: the tail thread sleeps until its next look
+/// at every file (`rescan_interval`), not every `poll_interval` (100 ms
+/// here, which would be 10 wake-ups a second), and a line appended to an
+/// idle file still comes at once, long before that look.
+#[test]
+fn an_idle_tailer_sleeps_until_a_notification_or_its_next_look() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    for i in 0..20 {
+        setup.append(&format!("idle{i}.log"), &[noise_line(i)]);
+    }
+    let agent = Agent::start(&config(
+        &setup,
+        &receiver.url,
+        "paths = [\"*.log\"]\nrescan_interval = \"60s\"",
+    ));
+    agent.wait_for_log("tailhook running", DEADLINE);
+    // Some whole second with at most one wake-up (start-up work settles
+    // first).
+    let mut window = (std::time::Instant::now(), tail_thread_sleeps(&agent));
+    wait_until(DEADLINE, "a second with at most one tail wake-up", || {
+        let now = (std::time::Instant::now(), tail_thread_sleeps(&agent));
+        if now.0 - window.0 < Duration::from_secs(1) {
+            return false;
+        }
+        let wakeups = now.1 - window.1;
+        window = now;
+        wakeups <= 1
+    });
+    let appended = std::time::Instant::now();
+    setup.append("idle7.log", &[failed_line(1)]);
+    let events = receiver.wait_for_events(1, DEADLINE);
+    assert_eq!(sequences(&events), [1]);
+    assert!(
+        appended.elapsed() < Duration::from_secs(10),
+        "the line took {:?}: it waited for the next look, not the notification",
+        appended.elapsed()
+    );
+}
+
 /// 3,000 files under a limit of 256 descriptors: the tailer keeps its
 /// files to a share of the limit (closing those read to their end), so
 /// every file is read and the queue, checkpoints and HTTP client always

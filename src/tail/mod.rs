@@ -6,7 +6,8 @@
 //! lines, `checkpoint` remembers on disk how far each file is committed, `watch`
 //! wakes the thread early when inotify sees a change. A periodic stat of every
 //! known file is the source of truth, so a lost notification delays a line by
-//! at most `poll_interval`. The same thread polls the journald inputs
+//! at most `rescan_interval` (`poll_interval` without inotify); between
+//! looks an idle thread sleeps until a notification comes. The same thread polls the journald inputs
 //! (`journal`), whose entries arrive from `journalctl` and commit a cursor
 //! the way files commit an offset.
 //!
