@@ -8,7 +8,7 @@ seconds=${2:-60}
 root=$(cd "$(dirname "$0")/.." && pwd)
 cargo build --release --quiet --manifest-path "$root/Cargo.toml"
 work=$(mktemp -d)
-trap 'kill "$pid" "$tail_pid" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill "$pid" "$tail_pid" 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 mkdir -p "$work/logs"
 for i in $(seq 1 "$files"); do echo "start $i" > "$work/logs/f$i.log"; done
 cat > "$work/tailhook.toml" <<CONF
