@@ -1,0 +1,94 @@
+//! Fleet mode: the agents of a fleet share a webhook (`fleet = true`)
+//! through one Redis (>= 7), so N agents behave like one well-behaved sender.
+//!
+//! ```text
+//! every agent:  tail → rules → redb lane → forwarder → ENQUEUE → stream (one per shared webhook)
+//! one agent:    lease → fenced READ / RECLAIM → body of many hosts' events → fenced CHARGE → POST → SETTLE → ACK
+//! ```
+//! - `engine`/`scripts`: the connection and the Lua scripts (atomic, on
+//!   Redis's clock, every step that moves entries or spends budget fenced by
+//!   the lease's token).
+//! - `forwarder`: this agent's lane → the shared stream; an event leaves the
+//!   lane only once Redis has it. Redis away: events wait in the lane.
+//! - `lease`: one sender per shared webhook, with a fencing token.
+//! - `sender`: the lease holder's loop.
+//! - `budget`: the shared budget behind [`crate::deliver::Webhook`]'s
+//!   charge, for the sender, retries and `tailhook send` alike.
+//!
+//! Without `[fleet]` nothing here runs: no connection, no cost.
+
+pub mod budget;
+mod engine;
+mod forwarder;
+mod lease;
+mod scripts;
+mod sender;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use budget::SharedBudget;
+pub use engine::{Engine, EngineError, Keys, Overview};
+pub use forwarder::Forwarder;
+pub use lease::Fence;
+pub use sender::Sender;
+
+use crate::config::{FleetConfig, WebhookConfig, WebhookTarget};
+use crate::queue::Queue;
+
+/// This agent's membership of a fleet: its Redis, namespace and name.
+pub struct Fleet {
+    pub engine: Arc<Engine>,
+    pub config: FleetConfig,
+    pub host: String,
+}
+
+impl Fleet {
+    /// Makes no connection yet: an agent starts without Redis.
+    pub fn new(config: FleetConfig, host: &str) -> Result<Arc<Fleet>, EngineError> {
+        Ok(Arc::new(Fleet {
+            engine: Arc::new(Engine::new(&config.redis)?),
+            config,
+            host: host.to_string(),
+        }))
+    }
+
+    pub fn keys(&self, webhook: &str) -> Keys {
+        Keys::new(&self.config.namespace, webhook)
+    }
+
+    /// The shared budget of `webhook` (whose lane in `queue` records this
+    /// agent's own attempts).
+    pub fn budget(
+        self: &Arc<Fleet>,
+        webhook: &WebhookConfig,
+        queue: Arc<Queue>,
+        lane: usize,
+    ) -> Arc<SharedBudget> {
+        Arc::new(SharedBudget::new(self.clone(), webhook, queue, lane))
+    }
+
+    /// How the agents of the fleet know they share the same webhook: a
+    /// hash of its URL, content type and limits (never the URL itself).
+    pub fn fingerprint(webhook: &WebhookConfig) -> String {
+        let mut text = String::new();
+        match &webhook.target {
+            WebhookTarget::Http(url) => text.push_str(url.expose().as_str()),
+            WebhookTarget::Stdout => text.push('-'),
+        }
+        text.push('\n');
+        text.push_str(webhook.content_type.header_value());
+        for limit in &webhook.rate_limits {
+            text.push('\n');
+            text.push_str(&limit.to_string());
+        }
+        let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+        digest.as_ref()[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// How long an agent that has not joined again is still shown as seen.
+pub const SEEN_WITHIN: Duration = Duration::from_secs(60);
