@@ -19,8 +19,8 @@ use backon::BackoffBuilder;
 use crate::config::{Config, FleetConfig, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::event::Event;
+use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, Router};
@@ -715,7 +715,8 @@ impl Generation {
                     let forwarder = Forwarder::new(budget.clone(), queue.clone(), webhook.lane());
                     let task = deliveries.spawn(forwarder.run(halted.clone()));
                     delivery_of.insert(task.id(), name.clone());
-                    let sender = Sender::new(webhook.clone(), budget.clone(), state_dir, tap.clone());
+                    let sender =
+                        Sender::new(webhook.clone(), budget.clone(), state_dir, tap.clone());
                     let task = deliveries.spawn(sender.run(halted.clone()));
                     delivery_of.insert(task.id(), name);
                 }

@@ -428,7 +428,11 @@ impl Config {
                     file = self.source.display()
                 ));
             }
-            if let Some(file) = fleet.redis_url_file.as_deref().filter(|f| world_readable(f)) {
+            if let Some(file) = fleet
+                .redis_url_file
+                .as_deref()
+                .filter(|f| world_readable(f))
+            {
                 warnings.push(format!(
                     "{file}: fleet.redis_url_file may hold the Redis password and is readable by every user: \
                      chmod 640 {file} (group tailhook)",
@@ -622,7 +626,9 @@ impl Config {
                 .validate()
                 .map_err(|(k, problem)| self.invalid(format!("fleet.{k}"), problem))?;
             if !self.webhooks.values().any(|w| w.fleet) {
-                tracing::warn!("[fleet] is set but no webhook has `fleet = true`: nothing is shared");
+                tracing::warn!(
+                    "[fleet] is set but no webhook has `fleet = true`: nothing is shared"
+                );
             }
         }
         for (i, route) in self.routes.iter().enumerate() {
@@ -1237,9 +1243,10 @@ mod fleet_tests {
 
     #[test]
     fn fleet_keys_are_validated_with_their_location() {
-        let config =
-            load(&format!("{SHARED}[fleet]\nredis_url = \"redis://:hunter22@10.0.0.5:6379\"\n"))
-                .unwrap();
+        let config = load(&format!(
+            "{SHARED}[fleet]\nredis_url = \"redis://:hunter22@10.0.0.5:6379\"\n"
+        ))
+        .unwrap();
         let fleet = config.fleet().unwrap().unwrap();
         assert_eq!(fleet.namespace, "tailhook");
         assert_eq!(fleet.redis.to_string(), "redis://10.0.0.5:6379");
@@ -1251,7 +1258,11 @@ mod fleet_tests {
                 "fleet.redis_url",
                 "only one of",
             ),
-            ("[fleet]\nnamespace = \"x\"\n", "fleet.redis_url", "set one of"),
+            (
+                "[fleet]\nnamespace = \"x\"\n",
+                "fleet.redis_url",
+                "set one of",
+            ),
             (
                 "[fleet]\nredis_url = \"http://:hunter22@h\"\n",
                 "fleet.redis_url",
@@ -1267,7 +1278,11 @@ mod fleet_tests {
                 "fleet.lease_ttl",
                 "at least 1s",
             ),
-            ("[fleet]\nredis_url = \"redis://h\"\nredis_port = 1\n", "fleet", "redis_port"),
+            (
+                "[fleet]\nredis_url = \"redis://h\"\nredis_port = 1\n",
+                "fleet",
+                "redis_port",
+            ),
         ] {
             let err = load(&format!("{SHARED}{tail}")).unwrap_err().to_string();
             assert!(err.contains(key) && err.contains(says), "{tail}: {err}");
@@ -1294,7 +1309,10 @@ mod fleet_tests {
             assert_eq!(fleet.redis.to_string(), "redis://10.0.0.9:6379");
             let config = Config::load(Path::new("b.toml")).map_err(|e| e.to_string())?;
             let err = config.fleet().unwrap_err().to_string();
-            assert!(err.contains("fleet.redis_url_env") && err.contains("TH_TEST_REDIS"), "{err}");
+            assert!(
+                err.contains("fleet.redis_url_env") && err.contains("TH_TEST_REDIS"),
+                "{err}"
+            );
             jail.set_env("TH_TEST_REDIS", "unix:///run/r.sock");
             let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
             assert_eq!(fleet.redis.to_string(), "unix:///run/r.sock");

@@ -42,13 +42,13 @@ use tokio::time::Instant;
 
 use crate::config::{RateLimit, WebhookConfig};
 use crate::deadletter::{self, dead_letter_file};
+use crate::fleet::budget::{self, Spend, SpendError};
+use crate::fleet::{Fence, SharedBudget};
 use crate::metrics::{self, WebhookCounters};
 use crate::queue::{Queue, Queued};
 use crate::tap::{self, Tap};
 pub(crate) use batch::{Admitted, Encoded, Pending};
 pub(crate) use body::BodyFormat;
-use crate::fleet::budget::{self, Spend, SpendError};
-use crate::fleet::{Fence, SharedBudget};
 
 pub use body::Template;
 pub(crate) use limit::RateLimiter;
@@ -630,7 +630,8 @@ impl Deliverer {
             }
             if !pending.has_full_body() && !stopping {
                 let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
-                let send_at = (oldest + webhook.config.batch_timeout).max(webhook.ready_at(Instant::now()));
+                let send_at =
+                    (oldest + webhook.config.batch_timeout).max(webhook.ready_at(Instant::now()));
                 // While the batch may still grow, more arrivals are taken in.
                 tokio::select! {
                     () = arrivals.notified() => continue,
@@ -837,13 +838,7 @@ impl Webhook {
     /// rejected batch is kept for a human instead of lost. Until the file can
     /// be written (a full disk, a folder that is a file) the events stay
     /// queued and the write is tried again, with backoff.
-    async fn dead_letter(
-        &self,
-        file: &Path,
-        batch: &[Encoded],
-        status: Option<u16>,
-        reason: &str,
-    ) {
+    async fn dead_letter(&self, file: &Path, batch: &[Encoded], status: Option<u16>, reason: &str) {
         let record = serde_json::json!({
             "time": crate::event::rfc3339_now(),
             "webhook": self.config.name,
@@ -923,12 +918,18 @@ mod tests {
         .unwrap();
         let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
         for _ in 0..2 {
-            let charged = webhook.acquire(None, Duration::from_secs(30), None, &mut |_| {}).await.unwrap();
+            let charged = webhook
+                .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+                .await
+                .unwrap();
             webhook.answered(charged, None).await;
         }
         assert_eq!(waits(), 0, "both attempts had budget at hand");
         let start = Instant::now();
-        let charged = webhook.acquire(None, Duration::from_secs(30), None, &mut |_| {}).await.unwrap();
+        let charged = webhook
+            .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+            .await
+            .unwrap();
         webhook.answered(charged, None).await;
         assert_eq!(waits(), 1, "the third waited for the 2/1m window");
         let waited = Duration::from_micros(counters.rate_limit_wait_micros.load(Ordering::Relaxed));
@@ -971,7 +972,12 @@ mod tests {
         runtime.block_on(async {
             let charging = tokio::spawn({
                 let webhook = webhook.clone();
-                async move { webhook.acquire(None, Duration::from_secs(30), None, &mut |_| {}).await.is_ok() }
+                async move {
+                    webhook
+                        .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+                        .await
+                        .is_ok()
+                }
             });
             // What the control socket and /metrics ask: the budget (the limiter's lock).
             while webhook.budget()[0].used == 0 {

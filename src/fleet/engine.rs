@@ -133,10 +133,11 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(url: &SecretUrl) -> Result<Engine, EngineError> {
-        let client = redis::Client::open(url.expose().as_str()).map_err(|e| EngineError::Redis {
-            at: url.to_string(),
-            reason: url.scrub(&e.to_string()),
-        })?;
+        let client =
+            redis::Client::open(url.expose().as_str()).map_err(|e| EngineError::Redis {
+                at: url.to_string(),
+                reason: url.scrub(&e.to_string()),
+            })?;
         Ok(Engine {
             client,
             url: url.clone(),
@@ -232,7 +233,9 @@ impl Engine {
         let mut connection = self.connection().await?;
         let info: String = tokio::time::timeout(
             CALL_TIMEOUT,
-            redis::cmd("INFO").arg("server").query_async(&mut connection),
+            redis::cmd("INFO")
+                .arg("server")
+                .query_async(&mut connection),
         )
         .await
         .map_err(|_| self.failed("no answer within 3s"))?
@@ -262,7 +265,10 @@ impl Engine {
             millis(quiet).to_string().into_bytes(),
             genesis_seen.unwrap_or("").as_bytes().to_vec(),
         ];
-        let reply = array(self.run(&self.scripts.join, &key_list(keys, &names), &args).await?);
+        let reply = array(
+            self.run(&self.scripts.join, &key_list(keys, &names), &args)
+                .await?,
+        );
         match reply.first().map(text).as_deref() {
             Some("refused") => Ok(Joined::Refused),
             Some("ok") => Ok(Joined::Genesis {
@@ -274,7 +280,12 @@ impl Engine {
     }
 
     /// Charges `host`'s own recorded attempts (ms since the epoch) again.
-    pub async fn adopt(&self, keys: &Keys, host: &str, attempts_ms: &[i64]) -> Result<(), EngineError> {
+    pub async fn adopt(
+        &self,
+        keys: &Keys,
+        host: &str,
+        attempts_ms: &[i64],
+    ) -> Result<(), EngineError> {
         let mut args = vec![host.as_bytes().to_vec()];
         args.extend(attempts_ms.iter().map(|ms| ms.to_string().into_bytes()));
         self.run(&self.scripts.adopt, &key_list(keys, &["stamps"]), &args)
@@ -312,10 +323,17 @@ impl Engine {
         holder: &str,
         ttl: Duration,
     ) -> Result<Acquired, EngineError> {
-        let args = [holder.as_bytes().to_vec(), millis(ttl).to_string().into_bytes()];
+        let args = [
+            holder.as_bytes().to_vec(),
+            millis(ttl).to_string().into_bytes(),
+        ];
         let reply = array(
-            self.run(&self.scripts.acquire, &key_list(keys, &["lease", "epoch"]), &args)
-                .await?,
+            self.run(
+                &self.scripts.acquire,
+                &key_list(keys, &["lease", "epoch"]),
+                &args,
+            )
+            .await?,
         );
         match reply.first().map(text).as_deref() {
             Some("ok") => Ok(Acquired::Token(reply.get(1).map_or(0, int) as u64)),
@@ -325,7 +343,10 @@ impl Engine {
     }
 
     pub async fn renew(&self, keys: &Keys, lease: &str, ttl: Duration) -> Result<(), EngineError> {
-        let args = [lease.as_bytes().to_vec(), millis(ttl).to_string().into_bytes()];
+        let args = [
+            lease.as_bytes().to_vec(),
+            millis(ttl).to_string().into_bytes(),
+        ];
         self.run_fenced(&self.scripts.renew, &key_list(keys, &["lease"]), &args)
             .await
             .map(drop)
@@ -355,7 +376,11 @@ impl Engine {
             count.to_string().into_bytes(),
         ];
         let reply = self
-            .run_fenced(&self.scripts.read, &key_list(keys, &["lease", "stream"]), &args)
+            .run_fenced(
+                &self.scripts.read,
+                &key_list(keys, &["lease", "stream"]),
+                &args,
+            )
             .await?;
         Ok(entries(reply.into_iter().nth(1)))
     }
@@ -414,9 +439,15 @@ impl Engine {
             args.push(w.count.to_string().into_bytes());
             args.push(millis(w.period).to_string().into_bytes());
             args.push(millis(w.held).to_string().into_bytes());
-            args.push(if w.calendar { b"1".to_vec() } else { b"0".to_vec() });
+            args.push(if w.calendar {
+                b"1".to_vec()
+            } else {
+                b"0".to_vec()
+            });
         }
-        let names = ["lease", "stamps", "open", "retry", "quiet", "attempts", "genesis"];
+        let names = [
+            "lease", "stamps", "open", "retry", "quiet", "attempts", "genesis",
+        ];
         let reply = self
             .run_fenced(&self.scripts.charge, &key_list(keys, &names), &args)
             .await?;
@@ -457,9 +488,13 @@ impl Engine {
         let mut args = vec![done.len().to_string().into_bytes()];
         args.extend(done.iter().map(|e| e.stream_id.as_bytes().to_vec()));
         args.extend(done.iter().map(|e| e.event_id.as_bytes().to_vec()));
-        self.run(&self.scripts.ack, &key_list(keys, &["stream", "ids"]), &args)
-            .await
-            .map(drop)
+        self.run(
+            &self.scripts.ack,
+            &key_list(keys, &["stream", "ids"]),
+            &args,
+        )
+        .await
+        .map(drop)
     }
 
     /// The stamps (ms, Redis's clock) of the attempts made within `memory`
@@ -478,7 +513,9 @@ impl Engine {
             .await?,
         );
         let mut stamps = reply.iter().map(int);
-        let now = stamps.next().ok_or_else(|| self.failed("empty LEDGER reply"))?;
+        let now = stamps
+            .next()
+            .ok_or_else(|| self.failed("empty LEDGER reply"))?;
         Ok((now, stamps.collect()))
     }
 

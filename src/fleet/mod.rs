@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget::SharedBudget;
-pub use engine::{Engine, EngineError, Keys, Overview};
+pub use engine::{
+    Acquired, Charge, Engine, EngineError, Entry, Joined, Keys, Overview, Reclaimed, WindowArgs,
+};
 pub use forwarder::Forwarder;
 pub use lease::Fence;
 pub use sender::Sender;

@@ -292,7 +292,9 @@ impl Holding<'_> {
         let budget = &self.sender.budget;
         match budget.fleet().engine.ack(&budget.keys, &self.unacked).await {
             Ok(()) => self.unacked.clear(),
-            Err(e) => tracing::warn!(webhook = %self.sender.webhook.config.name, events = self.unacked.len(), error = %e, "cannot acknowledge sent events in the fleet's stream; will try again (a sender taking over meanwhile sends them again)"),
+            Err(e) => {
+                tracing::warn!(webhook = %self.sender.webhook.config.name, events = self.unacked.len(), error = %e, "cannot acknowledge sent events in the fleet's stream; will try again (a sender taking over meanwhile sends them again)")
+            }
         }
     }
 }
