@@ -149,6 +149,11 @@ impl Pipeline {
         })
     }
 
+    /// `[fleet]`, when webhooks are shared through Redis.
+    pub fn fleet(&self) -> Option<&FleetConfig> {
+        self.fleet.as_ref()
+    }
+
     /// What expanding the file inputs' globs runs into now (a folder loop
     /// through symlinks, a bound reached), for `check`.
     pub fn path_problems(&self) -> Vec<String> {

@@ -436,3 +436,74 @@ fn a_manual_send_on_an_agent_that_is_not_the_sender_spends_the_fleets_budget() {
         .count();
     assert_eq!(manual, 1, "the manual event arrived once");
 }
+
+#[test]
+fn check_stays_offline_unless_asked_to_reach_redis() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let fleet = Fleet::new(redis, 1, "");
+    let config = &fleet.members[0].config;
+    let online = tailhook(config, &["check", "--online"]);
+    assert!(online.status.success(), "{}", text(&online));
+    assert!(
+        text(&online).contains("fleet: Redis 7."),
+        "{}",
+        text(&online)
+    );
+    // A Redis that does not answer, with a password in its URL.
+    let text_of = std::fs::read_to_string(config).unwrap();
+    std::fs::write(
+        config,
+        text_of.replace(&fleet.redis.url(), "redis://:hunter22@127.0.0.1:1/0"),
+    )
+    .unwrap();
+    let offline = tailhook(config, &["check"]);
+    assert!(offline.status.success(), "{}", text(&offline));
+    let online = tailhook(config, &["check", "--online"]);
+    assert!(!online.status.success());
+    let said = text(&online);
+    assert!(
+        said.contains("fleet.redis_url") && said.contains("redis://127.0.0.1:1/0"),
+        "{said}"
+    );
+    assert!(!said.contains("hunter22"), "the password leaked: {said}");
+}
+
+#[test]
+fn an_agent_with_other_limits_for_the_shared_webhook_is_refused() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut fleet = Fleet::new(redis, 2, "");
+    let odd = &fleet.members[1].config;
+    let text_of = std::fs::read_to_string(odd).unwrap();
+    std::fs::write(
+        odd,
+        text_of.replace("rate_limits = [\"5/2s\"]", "rate_limits = [\"6/2s\"]"),
+    )
+    .unwrap();
+    fleet.members[0].start();
+    fleet.sender(Duration::from_secs(20), None);
+    fleet.members[1].start();
+    fleet.members[1]
+        .agent()
+        .wait_for_log("this agent does not join", Duration::from_secs(20));
+    // Its events wait in its own queue; the fleet's go on.
+    let seqs = fleet.members[0].append(5);
+    fleet.written.extend(seqs);
+    fleet.members[1].append(5);
+    fleet.wait_for_everything(Duration::from_secs(30));
+    let mut redis = fleet.redis.connection();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut redis).unwrap();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut redis).unwrap();
+        if kind == "string" {
+            let value: String = redis::cmd("GET").arg(&key).query(&mut redis).unwrap();
+            assert!(
+                !value.contains("api_key") && !value.contains("127.0.0.1"),
+                "{key} = {value}"
+            );
+        }
+    }
+}

@@ -96,13 +96,17 @@ impl SharedBudget {
 
     /// Why this agent may not use the shared webhook, once refused.
     pub fn refusal(&self) -> Option<String> {
-        self.refused.load(Ordering::Relaxed).then(|| {
-            format!(
-                "webhook `{}`: another agent of the fleet (namespace `{}`) shares it with a different URL, \
-                 content type or rate limits; this agent does not join: make [webhook.{}] the same on every agent",
-                self.webhook, self.fleet.config.namespace, self.webhook
-            )
-        })
+        self.refused
+            .load(Ordering::Relaxed)
+            .then(|| self.refusal_text())
+    }
+
+    fn refusal_text(&self) -> String {
+        format!(
+            "webhook `{}`: another agent of the fleet (namespace `{}`) shares it with a different URL, \
+             content type or rate limits; this agent does not join: make [webhook.{}] the same on every agent",
+            self.webhook, self.fleet.config.namespace, self.webhook
+        )
     }
 
     /// Joins the fleet for this webhook (and says this agent is alive);
@@ -130,8 +134,11 @@ impl SharedBudget {
             .map_err(|e| e.to_string())?;
         let (genesis, adopt) = match joined {
             Joined::Refused => {
-                self.refused.store(true, Ordering::Relaxed);
-                return Err(self.refusal().expect("just refused"));
+                let refusal = self.refusal_text();
+                if !self.refused.swap(true, Ordering::Relaxed) {
+                    tracing::error!(webhook = %self.webhook, "{refusal}");
+                }
+                return Err(refusal);
             }
             Joined::Genesis { genesis, adopt } => (genesis, adopt),
         };

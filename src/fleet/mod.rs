@@ -55,6 +55,32 @@ impl Fleet {
         }))
     }
 
+    /// Whether the fleet's Redis answers and is recent enough (`check
+    /// --online`): its version, or why not.
+    pub fn reachable(config: &FleetConfig) -> Result<String, EngineError> {
+        let engine = Engine::new(&config.redis)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| EngineError::Redis {
+                at: config.redis.to_string(),
+                reason: e.to_string(),
+            })?;
+        let version = runtime.block_on(engine.ping())?;
+        let major: u32 = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if major < 7 {
+            return Err(EngineError::Redis {
+                at: config.redis.to_string(),
+                reason: format!("version {version}; the fleet needs Redis 7 or later (XAUTOCLAIM, script effects)"),
+            });
+        }
+        Ok(version)
+    }
+
     pub fn keys(&self, webhook: &str) -> Keys {
         Keys::new(&self.config.namespace, webhook)
     }
