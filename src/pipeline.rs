@@ -723,6 +723,9 @@ impl Generation {
                     let sender =
                         Sender::new(webhook.clone(), budget.clone(), state_dir, tap.clone());
                     let task = deliveries.spawn(sender.run(halted.clone()));
+                    delivery_of.insert(task.id(), name.clone());
+                    let watching = budget.clone().watch(webhook.clone(), halted.clone());
+                    let task = deliveries.spawn(watching);
                     delivery_of.insert(task.id(), name);
                 }
                 None => {

@@ -507,3 +507,74 @@ fn an_agent_with_other_limits_for_the_shared_webhook_is_refused() {
         }
     }
 }
+
+#[test]
+fn status_and_metrics_show_the_sender_the_shared_queue_the_fleets_budget_and_the_agents() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut fleet = Fleet::new(redis, 2, "");
+    let config = fleet.members[0].config.clone();
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_of.replace(
+            "host = \"agent1\"",
+            "host = \"agent1\"\nmetrics_listen = \"127.0.0.1:0\"",
+        ),
+    )
+    .unwrap();
+    fleet.start_all();
+    fleet.append_everywhere(10);
+    fleet.wait_for_everything(Duration::from_secs(30));
+    let sender = fleet.members[fleet.sender(Duration::from_secs(10), None)].host();
+    let mut shown;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        shown = status_json(&config)["webhooks"][0]["fleet"].clone();
+        if shown["agents_seen"]
+            .as_array()
+            .is_some_and(|a| a.len() == 2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status shows {shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(shown["sender"], sender.as_str(), "{shown}");
+    assert_eq!(shown["namespace"], "test");
+    assert_eq!(shown["budget"][0]["window"], "5/2s", "{shown}");
+    assert!(shown["shared_queued_events"].is_u64(), "{shown}");
+    let port = fleet.members[0]
+        .agent()
+        .metrics_port(Duration::from_secs(10));
+    let metrics = http_get(port, "/metrics").expect("metrics answer").1;
+    let series = |name: &str| format!("{name}{{webhook=\"soc\"}}");
+    assert_eq!(sample(&metrics, &series("tailhook_fleet_agents_seen")), 2.0);
+    assert_eq!(
+        sample(&metrics, &series("tailhook_fleet_sender")),
+        f64::from(u8::from(sender == "agent1"))
+    );
+    sample(&metrics, &series("tailhook_fleet_queue_events"));
+    sample(
+        &metrics,
+        "tailhook_fleet_rate_limit_remaining{webhook=\"soc\",window=\"5/2s\"}",
+    );
+    // A stopped agent's status asks the fleet's Redis itself.
+    fleet.members[0].agent = None;
+    let stopped = status_json(&config);
+    assert_eq!(stopped["agent"], "stopped");
+    let shown = &stopped["webhooks"][0]["fleet"];
+    assert!(shown["problem"].is_null(), "{shown}");
+    assert!(
+        shown["agents_seen"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|h| h == "agent2")),
+        "{shown}"
+    );
+    let human = text(&tailhook(&config, &["status"]));
+    assert!(
+        human.contains("fleet budget:  5/2s:") && human.contains("agents seen:"),
+        "{human}"
+    );
+}

@@ -525,6 +525,11 @@ impl WebhookSpec {
         self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
     }
 
+    /// Whether the webhook is shared by the fleet (`fleet = true`).
+    pub fn is_shared(&self) -> bool {
+        self.fleet
+    }
+
     /// The pacing reserve, or `None` when `pacing = false`. Needs no URL,
     /// like [`WebhookSpec::rate_limits`].
     pub fn pacing(&self) -> Option<f64> {

@@ -180,6 +180,11 @@ impl Webhook {
         self.limiter.lock().expect("rate limiter")
     }
 
+    /// The fleet's budget, for a webhook shared by a fleet.
+    pub fn shared(&self) -> Option<&Arc<SharedBudget>> {
+        self.shared.as_ref()
+    }
+
     /// This webhook's lane in the queue.
     pub(crate) fn lane(&self) -> usize {
         self.lane

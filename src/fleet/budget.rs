@@ -19,11 +19,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
-use super::engine::{Charge, EngineError, Joined, Keys, WindowArgs};
+use tokio::sync::watch;
+
+use super::engine::{Charge, Engine, EngineError, Joined, Keys, Overview, WindowArgs};
 use super::{Fence, Fleet};
 use crate::config::{RateLimit, WebhookConfig};
 use crate::deliver::limit::{held_for, is_calendar, jitter_margin};
-use crate::deliver::RateLimiter;
+use crate::deliver::{Halt, RateLimiter, Webhook, WindowUsage};
 use crate::queue::Queue;
 
 /// How long an attempt waits before asking an unreachable Redis again.
@@ -59,6 +61,8 @@ pub struct SharedBudget {
     genesis_seen: Mutex<Option<String>>,
     /// Another agent shares the webhook with a different fingerprint.
     refused: AtomicBool,
+    /// The shared webhook as last observed, or why it could not be.
+    observed: Mutex<Option<Result<Observed, String>>>,
     /// This agent's own attempts are recorded in this lane.
     queue: Arc<Queue>,
     lane: usize,
@@ -80,6 +84,7 @@ impl SharedBudget {
             fingerprint: Fleet::fingerprint(webhook),
             genesis_seen: Mutex::new(None),
             refused: AtomicBool::new(false),
+            observed: Mutex::new(None),
             queue,
             lane,
         }
@@ -218,22 +223,76 @@ impl SharedBudget {
 
     /// The fleet's attempts as a limiter: what pacing and `status` read.
     pub async fn ledger(&self) -> Result<RateLimiter, EngineError> {
-        let memory = RateLimiter::new(&self.limits).memory().unwrap_or_default();
-        let (redis_now, stamps) = self.fleet.engine.ledger(&self.keys, memory).await?;
-        let local_now = SystemTime::now();
-        let times: Vec<SystemTime> = stamps
-            .iter()
-            .map(|&stamp| {
-                let offset = Duration::from_millis(stamp.abs_diff(redis_now));
-                if stamp <= redis_now {
-                    local_now.checked_sub(offset).unwrap_or(UNIX_EPOCH)
-                } else {
-                    local_now + offset
-                }
-            })
-            .collect();
-        Ok(RateLimiter::with_history(&self.limits, &times))
+        ledger(&self.fleet.engine, &self.keys, &self.limits).await
     }
+
+    /// What `status` and `/metrics` show, as last observed by [`SharedBudget::watch`].
+    pub fn observed(&self) -> Option<Result<Observed, String>> {
+        self.observed.lock().expect("observed").clone()
+    }
+
+    /// Says every `OBSERVE_EVERY` that this agent is alive, and observes
+    /// the shared webhook for `status` and `/metrics` (the limiter of
+    /// `webhook` then mirrors the fleet's ledger), until `stop` changes
+    /// from [`Halt::Run`].
+    pub async fn watch(self: Arc<Self>, webhook: Arc<Webhook>, mut stop: watch::Receiver<Halt>) {
+        while *stop.borrow() == Halt::Run {
+            let engine = &self.fleet.engine;
+            let observed = match engine.seen(&self.keys, &self.fleet.host).await {
+                Ok(()) => {
+                    self.fleet
+                        .observe(&self.keys, &self.limits, webhook.config.pacing)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            let observed = observed
+                .map_err(|e| e.to_string())
+                .map(|(observed, ledger)| {
+                    webhook.mirror(ledger);
+                    observed
+                });
+            *self.observed.lock().expect("observed") = Some(observed);
+            tokio::select! {
+                () = tokio::time::sleep(OBSERVE_EVERY) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+/// How often an agent says it is alive and observes its shared webhooks.
+const OBSERVE_EVERY: Duration = Duration::from_secs(2);
+
+/// A shared webhook as `status` and `/metrics` show it.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    pub overview: Overview,
+    /// The fleet's attempts in each window.
+    pub budget: Vec<WindowUsage>,
+}
+
+/// The fleet's attempts in the ledger of `keys` as a limiter of `limits`.
+pub async fn ledger(
+    engine: &Engine,
+    keys: &Keys,
+    limits: &[RateLimit],
+) -> Result<RateLimiter, EngineError> {
+    let memory = RateLimiter::new(limits).memory().unwrap_or_default();
+    let (redis_now, stamps) = engine.ledger(keys, memory).await?;
+    let local_now = SystemTime::now();
+    let times: Vec<SystemTime> = stamps
+        .iter()
+        .map(|&stamp| {
+            let offset = Duration::from_millis(stamp.abs_diff(redis_now));
+            if stamp <= redis_now {
+                local_now.checked_sub(offset).unwrap_or(UNIX_EPOCH)
+            } else {
+                local_now + offset
+            }
+        })
+        .collect();
+    Ok(RateLimiter::with_history(limits, &times))
 }
 
 /// The windows as the CHARGE script takes them.

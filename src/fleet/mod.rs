@@ -27,7 +27,7 @@ mod sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use budget::SharedBudget;
+pub use budget::{Observed, SharedBudget};
 pub use engine::{
     Acquired, Charge, Engine, EngineError, Entry, Joined, Keys, Overview, Reclaimed, WindowArgs,
 };
@@ -35,7 +35,8 @@ pub use forwarder::Forwarder;
 pub use lease::Fence;
 pub use sender::Sender;
 
-use crate::config::{FleetConfig, WebhookConfig, WebhookTarget};
+use crate::config::{FleetConfig, RateLimit, WebhookConfig, WebhookTarget};
+use crate::deliver::RateLimiter;
 use crate::queue::Queue;
 
 /// This agent's membership of a fleet: its Redis, namespace and name.
@@ -79,6 +80,21 @@ impl Fleet {
             });
         }
         Ok(version)
+    }
+
+    /// The shared webhook of `keys` now: its sender, shared queue, agents
+    /// seen recently and the fleet's use of each window of `limits`; with
+    /// the ledger as a limiter.
+    pub async fn observe(
+        &self,
+        keys: &Keys,
+        limits: &[RateLimit],
+        pacing: Option<f64>,
+    ) -> Result<(Observed, RateLimiter), EngineError> {
+        let overview = self.engine.overview(keys, SEEN_WITHIN).await?;
+        let mut ledger = budget::ledger(&self.engine, keys, limits).await?;
+        let budget = ledger.usage(tokio::time::Instant::now(), pacing);
+        Ok((Observed { overview, budget }, ledger))
     }
 
     pub fn keys(&self, webhook: &str) -> Keys {
