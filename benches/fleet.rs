@@ -330,8 +330,10 @@ fn main() {
         let event_bytes: usize = seen.accepted.iter().map(|a| a.2).sum();
         let overhead = 60;
         let ideal = event_bytes.div_ceil(8000 - overhead);
+        let received: usize = seen.accepted.iter().map(|a| a.1).sum();
         println!(
-            "N={n}: backlog of {total} events at 5/2s: {} requests for an ideal of {ideal} ({:.3}x), {} x 429, {} duplicates; failover after kill -9 of the sender: {:.2} s",
+            "N={n}: backlog of {total} events ({} bytes of JSON each) at 5/2s: {} requests for an ideal of {ideal} ({:.3}x), {} x 429, {} duplicates; failover after kill -9 of the sender: {:.2} s",
+            event_bytes / received.max(1),
             seen.requests,
             seen.requests as f64 / ideal as f64,
             seen.rejected,

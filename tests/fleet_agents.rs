@@ -578,3 +578,40 @@ fn status_and_metrics_show_the_sender_the_shared_queue_the_fleets_budget_and_the
         "{human}"
     );
 }
+
+#[test]
+fn a_manual_send_with_no_agent_running_is_charged_to_the_fleets_budget() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut fleet = Fleet::new(redis, 2, "");
+    fleet.members[0].start();
+    fleet.sender(Duration::from_secs(20), None);
+    // Agent 2 is not running: its `send` goes directly, through Redis.
+    let config = fleet.members[1].config.clone();
+    for n in 0..3 {
+        let sent = tailhook(
+            &config,
+            &[
+                "send",
+                "--webhook",
+                "soc",
+                "--data",
+                &format!(r#"{{"n": {n}}}"#),
+            ],
+        );
+        assert!(sent.status.success(), "{}", text(&sent));
+        assert!(
+            text(&sent).contains("the fleet's budget in Redis"),
+            "{}",
+            text(&sent)
+        );
+    }
+    let mut redis = fleet.redis.connection();
+    let charged: u64 = redis::cmd("ZCARD")
+        .arg("{test:soc}:stamps")
+        .query(&mut redis)
+        .unwrap();
+    assert!(charged >= 3, "{charged} attempts in the fleet's ledger");
+    fleet.assert_no_429();
+}

@@ -200,6 +200,7 @@ local attempt = redis.call('INCR', KEYS[6])
 redis.call('ZADD', KEYS[2], stamp, attempt)
 redis.call('ZADD', KEYS[3], stamp, attempt)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (now - memory))
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 return {{'ok', attempt, now}}
 "
     )
