@@ -615,3 +615,54 @@ fn a_manual_send_with_no_agent_running_is_charged_to_the_fleets_budget() {
     assert!(charged >= 3, "{charged} attempts in the fleet's ledger");
     fleet.assert_no_429();
 }
+
+#[test]
+fn the_redis_password_never_reaches_logs_status_or_metrics() {
+    const PASSWORD: &str = "s3cretRedisPass";
+    let Some(redis) = RedisServer::start_with_password(PASSWORD) else {
+        return;
+    };
+    let mut fleet = Fleet::new(redis, 2, "");
+    let config = fleet.members[0].config.clone();
+    let text_of = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text_of.replace(
+            "host = \"agent1\"",
+            "host = \"agent1\"\nmetrics_listen = \"127.0.0.1:0\"",
+        ),
+    )
+    .unwrap();
+    fleet.start_all();
+    fleet.append_everywhere(5);
+    fleet.wait_for_everything(Duration::from_secs(30));
+    fleet.assert_no_429();
+    let port = fleet.members[0]
+        .agent()
+        .metrics_port(Duration::from_secs(10));
+    let metrics = http_get(port, "/metrics").expect("metrics answer").1;
+    let status = text(&tailhook(&config, &["status"]));
+    let json = status_json(&config).to_string();
+    assert!(status.contains("shared through unix://"), "{status}");
+    // Redis gone: the errors name it, redacted.
+    fleet.redis.kill();
+    fleet.members[0].append(1);
+    fleet.members[0].agent().wait_for_log(
+        "cannot forward events to the fleet's Redis",
+        Duration::from_secs(20),
+    );
+    let online = text(&tailhook(&config, &["check", "--online"]));
+    for (what, said) in [
+        ("logs", fleet.members[0].agent().logs()),
+        ("logs", fleet.members[1].agent().logs()),
+        ("metrics", metrics),
+        ("status", status),
+        ("status --json", json),
+        ("check --online", online),
+    ] {
+        assert!(
+            !said.contains(PASSWORD),
+            "the password is in the {what}:\n{said}"
+        );
+    }
+}

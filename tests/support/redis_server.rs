@@ -14,12 +14,23 @@ use super::missing_prerequisite;
 pub struct RedisServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `requirepass`, when the server asks for one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// A started server, or `None` (the test skips, or fails under
     /// `CI=true`) when `redis-server` is not installed.
     pub fn start() -> Option<RedisServer> {
+        Self::start_with(None)
+    }
+
+    /// A started server that asks for `password` (`requirepass`).
+    pub fn start_with_password(password: &str) -> Option<RedisServer> {
+        Self::start_with(Some(password.to_string()))
+    }
+
+    fn start_with(password: Option<String>) -> Option<RedisServer> {
         let installed = Command::new("redis-server")
             .arg("--version")
             .stdout(Stdio::null())
@@ -35,6 +46,7 @@ impl RedisServer {
         let mut server = RedisServer {
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
+            password,
         };
         server.restart();
         Some(server)
@@ -44,9 +56,14 @@ impl RedisServer {
         self.dir.path().join("r.sock")
     }
 
-    /// The URL agents are given.
+    /// The URL agents are given (with the password, when there is one).
     pub fn url(&self) -> String {
-        format!("unix://{}", self.socket().display())
+        let pass = self
+            .password
+            .as_ref()
+            .map(|p| format!("?pass={p}"))
+            .unwrap_or_default();
+        format!("unix://{}{pass}", self.socket().display())
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -58,7 +75,11 @@ impl RedisServer {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis-server is already running");
         let _ = std::fs::remove_file(self.socket());
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        if let Some(password) = &self.password {
+            command.args(["--requirepass", password]);
+        }
+        let child = command
             .args(["--port", "0", "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--dir"])
@@ -80,7 +101,7 @@ impl RedisServer {
             .expect("start redis-server");
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !answers(&self.socket()) {
+        while !answers(&self.socket(), self.password.as_deref()) {
             assert!(
                 Instant::now() < deadline,
                 "redis-server did not answer within 10s: {}",
@@ -133,11 +154,22 @@ impl Drop for RedisServer {
     }
 }
 
-fn answers(socket: &Path) -> bool {
+/// Whether the server answers PING (after AUTH with `password`).
+fn answers(socket: &Path, password: Option<&str>) -> bool {
     let Ok(mut stream) = UnixStream::connect(socket) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if let Some(password) = password {
+        let mut ok = [0u8; 5];
+        let auth = format!("AUTH {password}\r\n");
+        if stream.write_all(auth.as_bytes()).is_err()
+            || stream.read_exact(&mut ok).is_err()
+            || &ok != b"+OK\r\n"
+        {
+            return false;
+        }
+    }
     let mut reply = [0u8; 7];
     stream.write_all(b"PING\r\n").is_ok()
         && stream.read_exact(&mut reply).is_ok()
