@@ -666,3 +666,41 @@ fn the_redis_password_never_reaches_logs_status_or_metrics() {
         );
     }
 }
+
+#[test]
+fn a_redis_back_empty_is_detected_and_no_window_is_overrun() {
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
+    let mut fleet = Fleet::new(redis, 4, "");
+    fleet.start_all();
+    fleet.append_everywhere(10);
+    fleet.wait_for_everything(Duration::from_secs(30));
+    // Redis loses everything (no AOF): what was in its stream is gone, and
+    // so is the ledger of the attempts just made.
+    fleet.redis.kill();
+    fleet.redis.restart_empty();
+    let mut after: Vec<i64> = Vec::new();
+    for member in &mut fleet.members {
+        after.extend(member.append(10));
+    }
+    fleet.written.extend(after.iter().copied());
+    wait_until(
+        Duration::from_secs(30),
+        "every event written after the loss",
+        || {
+            let got: BTreeSet<i64> = line_sequences(&fleet.receiver.events())
+                .into_iter()
+                .collect();
+            after.iter().all(|s| got.contains(s))
+        },
+    );
+    fleet.assert_no_429();
+    assert!(
+        fleet
+            .members
+            .iter()
+            .any(|m| m.agent().logs().contains("the fleet's Redis lost its keys")),
+        "the loss was noticed"
+    );
+}
