@@ -628,3 +628,59 @@ fn entries(value: Option<Value>) -> Vec<Entry> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Nil),
+            any::<i64>().prop_map(Value::Int),
+            proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::BulkString),
+            prop_oneof![Just("id"), Just("event"), Just("ok"), Just("x")]
+                .prop_map(|s| Value::BulkString(s.as_bytes().to_vec())),
+            "[a-z]{0,4}".prop_map(Value::SimpleString),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            proptest::collection::vec(inner, 0..6).prop_map(Value::Array)
+        })
+    }
+
+    proptest! {
+        /// Whatever Redis answers, reading entries never panics, and only
+        /// entries with both an id and an event come out.
+        #[test]
+        fn any_reply_reads_as_entries_without_panic(reply in value()) {
+            let items = array(reply.clone()).len();
+            prop_assert!(entries(Some(reply.clone())).len() <= items);
+            // A wait is never zero: a caller never spins.
+            prop_assert!(wait_of(Some(&reply)) >= Duration::from_millis(1));
+            let _ = (int(&reply), text(&reply));
+        }
+    }
+
+    #[test]
+    fn stream_entries_read_as_events() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            Value::Array(vec![
+                bulk("1-0"),
+                Value::Array(vec![bulk("id"), bulk("e1"), bulk("event"), bulk("{}")]),
+            ]),
+            // Deleted meanwhile: no fields.
+            Value::Array(vec![bulk("2-0"), Value::Nil]),
+        ]);
+        let read = entries(Some(reply));
+        assert_eq!(read.len(), 1);
+        assert_eq!(
+            (
+                read[0].stream_id.as_str(),
+                read[0].event_id.as_str(),
+                read[0].event.as_slice()
+            ),
+            ("1-0", "e1", b"{}".as_slice())
+        );
+    }
+}

@@ -53,7 +53,7 @@ impl Forwarder {
                 return;
             }
             let outcome = if joined {
-                self.forward_some(&fleet.config.max_stream_events).await
+                self.forward_some(fleet.config.max_stream_events).await
             } else {
                 self.budget.join().await.map(|()| Forwarded::Rejoined)
             };
@@ -107,7 +107,7 @@ impl Forwarder {
     }
 
     /// Sends the lane's oldest events to Redis and removes what it took.
-    async fn forward_some(&self, max_stream_events: &u64) -> Result<Forwarded, String> {
+    async fn forward_some(&self, max_stream_events: u64) -> Result<Forwarded, String> {
         let (queue, lane) = (self.queue.clone(), self.lane);
         let oldest = off_workers(move || queue.read(lane, 0, CHUNK))
             .await
@@ -122,7 +122,7 @@ impl Forwarder {
         let fleet = self.budget.fleet();
         let taken = fleet
             .engine
-            .enqueue(&self.budget.keys, *max_stream_events, &events)
+            .enqueue(&self.budget.keys, max_stream_events, &events)
             .await
             .map_err(|e| e.to_string())?;
         let Some(taken) = taken else {

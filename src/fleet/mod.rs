@@ -136,3 +136,44 @@ impl Fleet {
 
 /// How long an agent that has not joined again is still shown as seen.
 pub const SEEN_WITHIN: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn webhook(extra: &str) -> WebhookConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[input]]\nname = \"a\"\npaths = [\"a.log\"]\n[webhook.soc]\n\
+                 url = \"https://x.test/w?api_key=k3y-k3y\"\npreset = \"securex\"\n{extra}"
+            ),
+        )
+        .unwrap();
+        crate::config::Config::load(&path)
+            .unwrap()
+            .webhook("soc")
+            .unwrap()
+    }
+
+    #[test]
+    fn the_fingerprint_tells_url_content_type_and_limits_apart_without_holding_them() {
+        let base = Fleet::fingerprint(&webhook(""));
+        assert_eq!(base, Fleet::fingerprint(&webhook("batch_timeout = \"1s\"")));
+        for other in [
+            "rate_limits = [\"5/1m\"]",
+            "content_type = \"application/xml\"",
+        ] {
+            assert_ne!(base, Fleet::fingerprint(&webhook(other)), "{other}");
+        }
+        let mut other_url = webhook("");
+        other_url.target = WebhookTarget::Http(
+            crate::config::SecretUrl::parse("https://x.test/w?api_key=other").unwrap(),
+        );
+        assert_ne!(base, Fleet::fingerprint(&other_url));
+        assert_eq!(base.len(), 32);
+        assert!(!base.contains("k3y"));
+    }
+}
