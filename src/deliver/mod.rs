@@ -338,15 +338,18 @@ impl Webhook {
             let stamped = self.shared.is_some().then(|| charged.at + timeout);
             let outcome = match deadline.into_iter().chain(stamped).min() {
                 None => sending.await,
-                Some(until) => match tokio::time::timeout_at(until, sending).await {
-                    Ok(outcome) => outcome,
-                    Err(_) if Some(until) == stamped => Outcome::Retry {
+                // The deadline is looked at first: a sender resumed after
+                // it (a paused process) must not put its request on the
+                // wire then, when the ledger no longer counts it.
+                Some(until) => match until_deadline(until, sending).await {
+                    Some(outcome) => outcome,
+                    None if Some(until) == stamped => Outcome::Retry {
                         reason: format!("no answer within {}", human(timeout)),
                         status: None,
                         after: None,
                         timed_out: true,
                     },
-                    Err(_) => {
+                    None => {
                         self.counters.count_response(None);
                         return Settled::GaveUp(format!(
                             "attempt {attempts} had no answer within that time"
@@ -523,6 +526,19 @@ pub fn budget_from_history(
         .filter_map(|age| now.checked_sub(*age))
         .collect();
     RateLimiter::with_history(limits, &times).usage(Instant::now(), pacing)
+}
+
+/// `work`'s output, or `None` once `until` has passed, which is checked
+/// before `work` is polled again.
+async fn until_deadline<T>(
+    until: Instant,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(until) => None,
+        done = work => Some(done),
+    }
 }
 
 /// An attempt charged to the rate windows.

@@ -86,7 +86,7 @@ impl Sender {
                 Ok(None) => failing = false,
                 Err(e) => {
                     if !failing {
-                        tracing::warn!(webhook = %name, error = %e, "cannot reach the fleet's Redis for the sender's lease; will try again");
+                        tracing::warn!(webhook = %name, error = %e, "cannot try for the fleet sender's lease; will try again");
                         self.webhook.remember_error(&e).await;
                         failing = true;
                     }
