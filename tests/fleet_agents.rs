@@ -704,3 +704,35 @@ fn a_redis_back_empty_is_detected_and_no_window_is_overrun() {
         "the loss was noticed"
     );
 }
+
+#[test]
+fn without_redis_events_wait_in_the_lane_until_it_is_full_then_in_the_log() {
+    let Some(mut redis) = RedisServer::start() else {
+        return;
+    };
+    redis.kill();
+    let mut fleet = Fleet::new(redis, 1, "max_queue_bytes = 20000");
+    fleet.start_all();
+    fleet.append_everywhere(200);
+    let config = fleet.members[0].config.clone();
+    // The lane holds what it may; the rest waits in the log file, unread.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = status_json(&config);
+        let queued = shown["webhooks"][0]["queued_bytes"].as_u64().unwrap_or(0);
+        let lag = shown["inputs"][0]["files"][0]["lag"].as_u64().unwrap_or(0);
+        if queued > 10_000 && lag > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "status shows {shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        fleet.receiver.requests().is_empty(),
+        "nothing is sent without Redis"
+    );
+    fleet.redis.restart();
+    let duplicates = fleet.wait_for_everything(Duration::from_secs(60));
+    fleet.assert_no_429();
+    assert_eq!(duplicates, 0);
+}
