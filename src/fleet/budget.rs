@@ -261,8 +261,9 @@ impl SharedBudget {
     }
 }
 
-/// How often an agent says it is alive and observes its shared webhooks.
-const OBSERVE_EVERY: Duration = Duration::from_secs(2);
+/// How often an agent says it is alive and observes its shared webhooks
+/// (a ledger read: up to a day's attempts).
+const OBSERVE_EVERY: Duration = Duration::from_secs(5);
 
 /// A shared webhook as `status` and `/metrics` show it.
 #[derive(Debug, Clone)]

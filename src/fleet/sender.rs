@@ -176,17 +176,21 @@ impl Holding<'_> {
                 continue;
             }
             if !self.pending.has_full_body() {
-                // Pacing is the limiter's, over the fleet's attempts.
-                match self.sender.budget.ledger().await {
-                    Ok(ledger) => webhook.mirror(ledger),
-                    Err(e) => tracing::debug!(error = %e, "cannot read the fleet's ledger"),
-                }
-                let oldest = self
-                    .pending
-                    .oldest
-                    .map_or_else(Instant::now, Instant::from_std);
+                // Pacing is the limiter's, over the fleet's attempts: the
+                // limiter mirrors the ledger (`SharedBudget::watch`), read
+                // again when the body is due, to confirm.
+                let send_at = self.due(&webhook);
                 let now = Instant::now();
-                let send_at = (oldest + webhook.config.batch_timeout).max(webhook.ready_at(now));
+                let send_at = if send_at <= now {
+                    match self.sender.budget.ledger().await {
+                        Ok(ledger) => webhook.mirror(ledger),
+                        Err(e) => tracing::debug!(error = %e, "cannot read the fleet's ledger"),
+                    }
+                    self.due(&webhook)
+                } else {
+                    send_at
+                };
+                let now = Instant::now();
                 if send_at > now {
                     // While the body may still grow, more entries are read.
                     tokio::select! {
@@ -202,6 +206,16 @@ impl Holding<'_> {
             }
         }
         Ok(())
+    }
+
+    /// When the body that is not full should go: after `batch_timeout`
+    /// and at the pace of the fleet's budget.
+    fn due(&self, webhook: &Webhook) -> Instant {
+        let oldest = self
+            .pending
+            .oldest
+            .map_or_else(Instant::now, Instant::from_std);
+        (oldest + webhook.config.batch_timeout).max(webhook.ready_at(Instant::now()))
     }
 
     /// Takes every pending entry of earlier holders, once none of their
