@@ -19,11 +19,11 @@ use backon::BackoffBuilder;
 use crate::config::{Config, FleetConfig, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::event::Event;
+use crate::event::{Event, SourceFile};
 use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{LaneLimits, Queue, Router};
+use crate::queue::{LaneLimits, Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
     self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
     OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
@@ -755,6 +755,8 @@ impl Generation {
             ..TailOptions::default()
         };
         let stage = RuleStage {
+            input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
+            last_file_source: None,
             gates: gates.clone(),
             matchers: pipeline.matchers.clone(),
             clocks: pipeline.clocks.clone(),
@@ -906,6 +908,11 @@ async fn open_queue(
 /// the tokens are let go (and the offsets may commit) only once the events
 /// are on disk.
 struct RuleStage {
+    /// Per input: its name, which with the file (or journal) keys where the
+    /// queue holds its lines queued up to.
+    input_names: Vec<String>,
+    /// The input, file and queue source of the last file line placed.
+    last_file_source: Option<(usize, SourceFile, Arc<str>)>,
     matchers: Arc<Vec<Matcher>>,
     /// The built-in rule of the events that report cut lines.
     line_too_long: Rule,
@@ -923,9 +930,12 @@ struct RuleStage {
     writer: QueueWriter,
 }
 
-/// A chunk's events (webhook lane, event) and the commit tokens of its lines.
+/// A chunk's events and the commit tokens of its lines (none in the first
+/// parts of a chunk cut at [`CHUNK_BYTES`]: the tokens go with its last).
 struct Matched {
-    events: Vec<(usize, Arc<Event>)>,
+    events: Vec<ToQueue>,
+    /// What `events` hold in memory, about.
+    bytes: usize,
     tokens: Vec<CommitToken>,
 }
 
@@ -934,6 +944,19 @@ struct Matched {
 /// is slow), and each holds its events in memory (a full queue lane holds
 /// the writer, then this, then the tailer).
 const CHUNKS_AHEAD: usize = 2;
+
+/// A chunk's events are handed to the writer in parts of about this many
+/// bytes, so that what waits for it (and what it groups) stays within a few
+/// times this however many events a megabyte of lines yields.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// About what `event` holds in memory: its strings, and the fields' and
+/// the event's own allocations at a guess.
+fn weight(event: &Event) -> usize {
+    const PER_FIELD: usize = 64;
+    const PER_EVENT: usize = 400;
+    event.message.len() + event.log.file.len() + event.fields.len() * PER_FIELD + PER_EVENT
+}
 
 /// The queue writer's thread, and the way chunks reach it.
 struct QueueWriter {
@@ -991,14 +1014,17 @@ fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> 
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
+        let mut bytes = 0;
         let gates = self.gates.clone();
         let mut gates = gates.lock().expect("rule gates");
         for line in &lines {
             let input = &self.metrics.inputs[line.input].1;
             metrics::add(&input.lines, 1);
             metrics::add(&input.bytes, line.text.len() as u64 + 1);
-            // Most lines match nothing: only a matched (or cut) one is dated.
+            // Most lines match nothing: only a matched (or cut) one is dated,
+            // and placed.
             let mut seen: Option<SeenLine> = None;
+            let mut read_at: Option<Option<ReadAt>> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
@@ -1012,12 +1038,17 @@ impl LineSink for RuleStage {
                     if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
                         metrics::add(matches, 1);
                     }
-                    events.extend(
-                        self.router
-                            .destinations(LINE_TOO_LONG)
-                            .iter()
-                            .map(|&lane| (lane, event.clone())),
-                    );
+                    let read_at = read_at.get_or_insert_with(|| {
+                        place(&self.input_names, &mut self.last_file_source, line)
+                    });
+                    for &lane in self.router.destinations(LINE_TOO_LONG) {
+                        bytes += weight(&event);
+                        events.push(ToQueue {
+                            lane,
+                            event: event.clone(),
+                            read_at: read_at.clone(),
+                        });
+                    }
                 }
             }
             for (rule, fields) in self.matchers[line.input].matches(&line.text) {
@@ -1034,16 +1065,66 @@ impl LineSink for RuleStage {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
-                events.extend(
-                    self.router
-                        .destinations(&rule.id)
-                        .iter()
-                        .map(|&lane| (lane, event.clone())),
-                );
+                let read_at = read_at.get_or_insert_with(|| {
+                    place(&self.input_names, &mut self.last_file_source, line)
+                });
+                for &lane in self.router.destinations(&rule.id) {
+                    bytes += weight(&event);
+                    events.push(ToQueue {
+                        lane,
+                        event: event.clone(),
+                        read_at: read_at.clone(),
+                    });
+                }
+            }
+            if bytes >= CHUNK_BYTES {
+                let part = Matched {
+                    events: std::mem::take(&mut events),
+                    bytes: std::mem::take(&mut bytes),
+                    tokens: Vec::new(),
+                };
+                if let Err(closed) = self.writer.send(part) {
+                    // The lines' tokens go with the chunk's last part, which
+                    // will not be sent: none of them may commit.
+                    lines.iter().for_each(|line| line.commit.abandon());
+                    return Err(closed);
+                }
             }
         }
         let tokens = lines.into_iter().map(|line| line.commit).collect();
-        self.writer.send(Matched { events, tokens })
+        self.writer.send(Matched {
+            events,
+            bytes,
+            tokens,
+        })
+    }
+}
+
+/// Where the queue knows `line` by: the input's name with the file's
+/// identity, or with the journal's sequence-number id. A file's source is
+/// kept in `last_file_source` for the next line, most likely of the same file.
+fn place(
+    input_names: &[String],
+    last_file_source: &mut Option<(usize, SourceFile, Arc<str>)>,
+    line: &Line,
+) -> Option<ReadAt> {
+    let input = &input_names[line.input];
+    match (line.source, &line.journal) {
+        (Some(file), _) => {
+            let source = match last_file_source {
+                Some((index, known, source)) if *index == line.input && *known == file => {
+                    source.clone()
+                }
+                _ => {
+                    let source = ReadAt::file_source(input, file);
+                    *last_file_source = Some((line.input, file, source.clone()));
+                    source
+                }
+            };
+            Some(ReadAt::in_file(source, line.offset))
+        }
+        (None, Some(journal)) => ReadAt::journal(input, &journal.cursor, line.offset),
+        (None, None) => None,
     }
 }
 
@@ -1053,10 +1134,10 @@ fn abandon(chunk: &Matched) {
     }
 }
 
-/// At most this many events in one transaction when chunks wait together:
-/// redb's cost per event falls little beyond a few thousand, and a
-/// transaction's pages are held in memory until it commits.
-const GROUP_EVENTS: usize = 4_000;
+/// At most about this many bytes of events in one transaction when chunks
+/// wait together: redb's cost per event falls little beyond a few thousand
+/// events, and a transaction's pages are held in memory until it commits.
+const GROUP_BYTES: usize = 2 * CHUNK_BYTES;
 
 /// The queue writer's loop: what waits is written in one transaction (one
 /// fsync for several chunks when the disk is the slower part), then the
@@ -1070,9 +1151,10 @@ fn write_to_queue(
     chunks: std::sync::mpsc::Receiver<Matched>,
 ) {
     while let Ok(mut group) = chunks.recv() {
-        while group.events.len() < GROUP_EVENTS {
+        while group.bytes < GROUP_BYTES {
             let Ok(more) = chunks.try_recv() else { break };
             group.events.extend(more.events);
+            group.bytes += more.bytes;
             group.tokens.extend(more.tokens);
         }
         // Nothing may be lost: a queue that cannot be written (disk full)
@@ -1106,15 +1188,15 @@ fn write_to_queue(
         // shown waiting must be one its delivery will settle. Their
         // outcomes still reach the tap when their batches settle.
         let mut offered = vec![0; queued.len()];
-        for (lane, _) in &group.events {
-            offered[*lane] += 1;
+        for event in &group.events {
+            offered[event.lane] += 1;
         }
         tap.queued(
             group
                 .events
                 .iter()
-                .filter(|(lane, _)| queued[*lane] == offered[*lane])
-                .map(|(lane, event)| (*lane, event)),
+                .filter(|event| queued[event.lane] == offered[event.lane])
+                .map(|event| (event.lane, &event.event)),
         );
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&metrics.webhooks[lane].1.events_queued, count);

@@ -708,7 +708,7 @@ impl Deliverer {
         webhook
             .account(&self.dead_letters, &self.tap, batch, rejected)
             .await;
-        self.unremoved.extend(batch.iter().map(|e| e.seq));
+        self.unremoved.extend(batch.iter().map(|e| e.queued.seq));
         self.remove_unremoved().await;
     }
 
@@ -852,7 +852,7 @@ impl Webhook {
             (&self.counters.events_sent, tap::Outcome::Sent)
         };
         metrics::add(counter, batch.len() as u64);
-        tap.settled(self.lane, outcome, batch.iter().map(|e| &e.event));
+        tap.settled(self.lane, outcome, batch.iter().map(|e| &e.queued));
     }
 
     /// Appends the batch to this webhook's dead-letter file (JSON lines), so a
@@ -865,7 +865,7 @@ impl Webhook {
             "webhook": self.config.name,
             "status": status,
             "reason": reason,
-            "events": batch.iter().map(|e| &*e.event).collect::<Vec<_>>(),
+            "events": batch.iter().map(|e| e.queued.event()).collect::<Vec<_>>(),
         });
         let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
         line.push(b'\n');

@@ -117,7 +117,7 @@ impl Forwarder {
         }
         let events: Vec<(&str, &[u8])> = oldest
             .iter()
-            .map(|q| (q.event.id.as_str(), q.json.as_slice()))
+            .map(|q| (q.id.as_str(), &q.json[..]))
             .collect();
         let fleet = self.budget.fleet();
         let taken = fleet

@@ -264,23 +264,26 @@ impl Holding<'_> {
     }
 
     async fn admit(&mut self, entry: Entry) {
-        let event: Event = match serde_json::from_slice(&entry.event) {
-            Ok(event) => event,
-            Err(e) => {
-                // Written by an agent of another version, or corrupted: it
-                // can never be sent, and must not block the stream.
-                let text = String::from_utf8_lossy(&entry.event);
-                let shown: String = text.chars().take(1000).collect();
-                tracing::error!(webhook = %self.sender.webhook.config.name, event = %entry.event_id, error = %e, entry = %shown, "an entry of the fleet's stream is not an event; it is logged here and removed");
-                self.unacked.push(entry);
-                return;
-            }
-        };
-        let seq = self.hold(entry.clone());
+        // Checked as the queue checks what it reads: `Queued::event` relies on it.
+        if let Err(e) = serde_json::from_slice::<Event>(&entry.event) {
+            // Written by an agent of another version, or corrupted: it
+            // can never be sent, and must not block the stream.
+            let text = String::from_utf8_lossy(&entry.event);
+            let shown: String = text.chars().take(1000).collect();
+            tracing::error!(webhook = %self.sender.webhook.config.name, event = %entry.event_id, error = %e, entry = %shown, "an entry of the fleet's stream is not an event; it is logged here and removed");
+            self.unacked.push(entry);
+            return;
+        }
+        // What acknowledging it needs: its ids, not its bytes.
+        let seq = self.hold(Entry {
+            stream_id: entry.stream_id.clone(),
+            event_id: entry.event_id.clone(),
+            event: Vec::new(),
+        });
         let queued = Queued {
             seq,
-            event: Arc::new(event),
-            json: entry.event,
+            id: entry.event_id,
+            json: entry.event.into(),
         };
         if let Admitted::TooLarge(encoded) = self.pending.push(queued, &self.sender.webhook.format)
         {
@@ -320,8 +323,11 @@ impl Settle for Holding<'_> {
             .webhook
             .account(&sender.dead_letters, &sender.tap, batch, rejected)
             .await;
-        self.unacked
-            .extend(batch.iter().filter_map(|e| self.entries.remove(&e.seq)));
+        self.unacked.extend(
+            batch
+                .iter()
+                .filter_map(|e| self.entries.remove(&e.queued.seq)),
+        );
         self.ack_unacked().await;
     }
 }
