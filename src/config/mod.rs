@@ -34,8 +34,10 @@ pub use webhook::{
 /// Where `run` and `check` look when neither `-c` nor `$TAILHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
 
-/// Environment variables under the `TAILHOOK_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
+/// Environment variables under the `TAILHOOK_` prefix that are not config
+/// keys: `TAILHOOK_REDIS_URL` is where DESIGN's `[fleet]` example
+/// (`redis_url_env`) keeps the fleet's Redis URL.
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format", "redis_url"];
 
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -1316,6 +1318,15 @@ mod fleet_tests {
             jail.set_env("TH_TEST_REDIS", "unix:///run/r.sock");
             let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
             assert_eq!(fleet.redis.to_string(), "unix:///run/r.sock");
+            // The variable DESIGN's example names is not taken for a config key.
+            jail.create_file(
+                "c.toml",
+                &format!("{SHARED}[fleet]\nredis_url_env = \"TAILHOOK_REDIS_URL\"\n"),
+            )?;
+            jail.set_env("TAILHOOK_REDIS_URL", "redis://:hunter22@10.0.0.7:6379");
+            let config = Config::load(Path::new("c.toml")).map_err(|e| e.to_string())?;
+            let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
+            assert_eq!(fleet.redis.to_string(), "redis://10.0.0.7:6379");
             Ok(())
         });
     }

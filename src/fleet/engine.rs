@@ -554,7 +554,7 @@ impl Engine {
 }
 
 /// What `status` shows of a shared webhook.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone)]
 pub struct Overview {
     /// The sender's `agent.host`, while one holds the lease.
     pub holder: Option<String>,
