@@ -294,6 +294,11 @@ fn the_first_start_begins_at_the_journal_end_and_remembers_it_at_once() {
     let mut agent = journal.start_agent(&config, &[]);
     agent.wait_for_log("following the journal", DEADLINE);
     let last_recorded = cursor_of(recorded().last().unwrap());
+    // The fake journalctl writes its arguments down as it starts, which may
+    // be after the agent logged that it follows it.
+    wait_until(DEADLINE, "journalctl's second run", || {
+        journal.runs().len() >= 2
+    });
     let runs = journal.runs();
     assert!(runs[0].starts_with("--lines=1 --output=json"), "{runs:?}");
     assert!(
