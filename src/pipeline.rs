@@ -29,8 +29,8 @@ use crate::rules::{
 };
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineSink,
-    PathSet, Severity, SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineChunk,
+    LineSink, PathSet, Severity, SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -918,10 +918,10 @@ impl Drop for QueueWriter {
 }
 
 /// `line` as its events carry it, dated by its input's clock now.
-fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> {
-    let times = clocks[line.input].times(&line.text, jiff::Timestamp::now());
+fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>) -> SeenLine<'a> {
+    let times = clocks[line.input].times(line.text, jiff::Timestamp::now());
     SeenLine::new(
-        &line.text,
+        line.text,
         line.origin(),
         line.source,
         line.cut_from.is_some(),
@@ -931,20 +931,24 @@ fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> 
 }
 
 impl LineSink for RuleStage {
-    fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
+    fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
         let gates = self.gates.clone();
         let mut gates = gates.lock().expect("rule gates");
-        for line in &lines {
-            let input = &self.metrics.inputs[line.input].1;
-            metrics::add(&input.lines, 1);
-            metrics::add(&input.bytes, line.text.len() as u64 + 1);
+        let input = &self.metrics.inputs[lines.input].1;
+        metrics::add(&input.lines, lines.lines.len() as u64);
+        // Each line's text and its newline.
+        metrics::add(
+            &input.bytes,
+            (lines.lines.text_len() + lines.lines.len()) as u64,
+        );
+        for line in lines.iter() {
             // Most lines match nothing: only a matched (or cut) one is dated.
             let mut seen: Option<SeenLine> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
+                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                     let event = Arc::new(line_too_long_event(
                         &self.line_too_long,
                         seen,
@@ -962,17 +966,17 @@ impl LineSink for RuleStage {
                     );
                 }
             }
-            for (rule, fields) in self.matchers[line.input].matches(&line.text) {
+            for (rule, fields) in self.matchers[line.input].matches(line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
+                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
                 };
                 let mut event = event_for(rule, seen, fields, count);
-                if let Some(journal) = &line.journal {
+                if let Some(journal) = line.journal {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
@@ -984,8 +988,10 @@ impl LineSink for RuleStage {
                 );
             }
         }
-        let tokens = lines.into_iter().map(|line| line.commit).collect();
-        self.writer.send(Matched { events, tokens })
+        self.writer.send(Matched {
+            events,
+            tokens: vec![commit],
+        })
     }
 }
 

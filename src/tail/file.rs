@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::checkpoint::Fingerprint;
-use super::reader::{LineReader, RawLine};
+use super::reader::{LineBatch, LineReader};
 use super::{CommitToken, Commits};
 use crate::event::SourceFile;
 
@@ -243,9 +243,10 @@ impl TailedFile {
         self.reader.holds_partial()
     }
 
-    /// The held line without a newline, as a line of its own.
-    pub fn flush_partial_line(&mut self) -> Option<RawLine> {
-        self.reader.flush_partial()
+    /// The held line without a newline, as a line of its own, added to
+    /// `out`. Whether there was one.
+    pub fn flush_partial_line(&mut self, out: &mut LineBatch) -> bool {
+        self.reader.flush_partial(out)
     }
 
     /// Registers a chunk of lines just read; the returned token goes with
@@ -276,7 +277,7 @@ impl TailedFile {
     /// Reads what was appended since the last call, up to `budget` bytes.
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
-    pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
+    pub fn read(&mut self, budget: u64, out: &mut LineBatch) -> io::Result<ReadOutcome> {
         let meta = self.handle()?.metadata()?;
         let size = meta.len();
         let shrunk = size < self.reader.position();
@@ -326,7 +327,7 @@ fn feed_lines(
     source: &mut impl Read,
     reader: &mut LineReader,
     budget: u64,
-    out: &mut Vec<RawLine>,
+    out: &mut LineBatch,
 ) -> ReadOutcome {
     let mut outcome = ReadOutcome::default();
     let mut buf = [0u8; CHUNK];
@@ -351,6 +352,7 @@ fn feed_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tail::RawLine;
     use std::io::Write;
 
     fn opened(path: &Path, start: StartFrom) -> TailedFile {
@@ -370,11 +372,11 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"ial\nnew 1\n").unwrap();
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text, "new 1");
-        assert_eq!(out[0].offset, 20);
+        assert_eq!(out.iter().next().unwrap().text, "new 1");
+        assert_eq!(out.iter().next().unwrap().offset, 20);
     }
 
     #[test]
@@ -383,7 +385,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "one\ntwo\n").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         std::fs::OpenOptions::new()
@@ -400,10 +402,10 @@ mod tests {
         out.clear();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(
-            out,
-            vec![RawLine {
+            out.iter().collect::<Vec<_>>(),
+            [RawLine {
                 offset: 0,
-                text: "x".into(),
+                text: "x",
                 cut_from: None
             }]
         );
@@ -415,7 +417,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "one\ntwo\nthr").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         let first = tailed.chunk_token();
         let held = first.clone();
@@ -445,13 +447,13 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "old 1\nold 2\n").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         // Truncated and refilled beyond the old size before the next look.
         std::fs::write(&path, "new 1\nnew 2\nnew 3\n").unwrap();
         out.clear();
         tailed.read(u64::MAX, &mut out).unwrap();
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["new 1", "new 2", "new 3"]);
     }
 
@@ -476,14 +478,14 @@ mod tests {
     #[test]
     fn lines_read_before_an_io_error_are_kept_and_not_skipped() {
         let mut reader = LineReader::new(0, 1024);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         let mut source = FailingAfter {
             data: b"seq=1 a\nseq=2 b\nseq=3 par",
         };
         let outcome = feed_lines(&mut source, &mut reader, u64::MAX, &mut out);
         assert_eq!(outcome.error.map(|e| e.raw_os_error()), Some(Some(5)));
         assert!(!outcome.more);
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["seq=1 a", "seq=2 b"]);
         // What a commit after this pass records: just past the last whole
         // line handed on, so the partial third line is read again, not skipped.
@@ -495,7 +497,7 @@ mod tests {
         };
         out.clear();
         feed_lines(&mut rest, &mut reader, u64::MAX, &mut out);
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["seq=3 part", "seq=4 c"]);
     }
 
@@ -505,7 +507,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n".repeat(100_000)).unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         let first = tailed.read(CHUNK as u64, &mut out).unwrap();
         assert!(first.more);
         let rest = tailed.read(u64::MAX, &mut out).unwrap();
