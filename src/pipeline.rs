@@ -970,6 +970,12 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
+                // A rule no route takes (an `info` rule under the default
+                // routing: every accepted login) is counted, not built.
+                let lanes = self.router.destinations(&rule.id);
+                if lanes.is_empty() {
+                    continue;
+                }
                 let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
@@ -980,12 +986,7 @@ impl LineSink for RuleStage {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
-                events.extend(
-                    self.router
-                        .destinations(&rule.id)
-                        .iter()
-                        .map(|&lane| (lane, event.clone())),
-                );
+                events.extend(lanes.iter().map(|&lane| (lane, event.clone())));
             }
         }
         self.writer.send(Matched {

@@ -82,11 +82,13 @@ impl FieldType {
             FieldType::Float => text.parse::<f64>().ok().map(Value::from),
             FieldType::Bool => text.parse::<bool>().ok().map(Value::from),
             // Canonical form: `::ffff:192.0.2.1` is the IPv4 address it
-            // carries, so blocklists and SOC tools see one address.
-            FieldType::Ip => text
-                .parse::<IpAddr>()
-                .ok()
-                .map(|ip| Value::from(ip.to_canonical().to_string())),
+            // carries, so blocklists and SOC tools see one address. Dotted
+            // IPv4 parses only in its canonical form (no leading zeros), so
+            // such text is kept as written, without formatting it again.
+            FieldType::Ip => match text.parse::<IpAddr>().ok()? {
+                IpAddr::V4(_) => Some(Value::from(text)),
+                ip => Some(Value::from(ip.to_canonical().to_string())),
+            },
         }
     }
 }
@@ -179,10 +181,34 @@ impl RuleRegex {
         self.fields.iter().map(|(_, name, _)| name.as_str())
     }
 
-    fn captures(&self, line: &str) -> Option<regex_automata::util::captures::Captures> {
-        let mut captures = self.regex.create_captures();
-        self.regex.captures(line, &mut captures);
-        captures.is_match().then_some(captures)
+    /// Matches `line`; on a match, each named group that took part, with
+    /// its text, goes to `field` (which may stop the walk with `Err`). The
+    /// groups' spans are kept on the stack: a match allocates nothing here.
+    fn each_field<E>(
+        &self,
+        line: &str,
+        mut field: impl FnMut(&str, Option<FieldType>, &str) -> Result<(), E>,
+    ) -> Option<Result<(), E>> {
+        type Slot = Option<regex_automata::util::primitives::NonMaxUsize>;
+        const ON_STACK: usize = 64;
+        let needed = self.regex.group_info().slot_len();
+        let (mut stack, mut heap): ([Slot; ON_STACK], Vec<Slot>) = ([None; ON_STACK], Vec::new());
+        let slots = if needed <= ON_STACK {
+            &mut stack[..needed]
+        } else {
+            heap.resize(needed, None);
+            &mut heap[..]
+        };
+        self.regex
+            .search_slots(&regex_automata::Input::new(line), slots)?;
+        for (group, name, kind) in &self.fields {
+            if let (Some(start), Some(end)) = (slots[group * 2], slots[group * 2 + 1]) {
+                if let Err(stop) = field(name, *kind, &line[start.get()..end.get()]) {
+                    return Some(Err(stop));
+                }
+            }
+        }
+        Some(Ok(()))
     }
 }
 
@@ -220,24 +246,24 @@ impl Rule {
     /// The rule as written (regex, `ignore` and `types`, without what
     /// overrides added) on a line in the classic syslog layout.
     fn extract(&self, line: &str) -> Verdict {
-        let Some(captures) = self.regex.captures(line) else {
-            return Verdict::NoMatch;
-        };
-        if self.ignore.iter().any(|re| re.is_match(line)) {
-            return Verdict::Ignored;
-        }
         let mut fields = Fields::new();
-        for (group, name, kind) in &self.regex.fields {
-            let Some(span) = captures.get_group(*group) else {
-                continue;
-            };
-            let kind = kind.unwrap_or(FieldType::String);
-            match kind.convert(&line[span.range()]) {
-                Some(value) => fields.insert(name.clone(), value),
-                None => return Verdict::WrongType(name.clone()),
-            };
+        let converted = self.regex.each_field(line, |name, kind, text| {
+            match kind.unwrap_or(FieldType::String).convert(text) {
+                Some(value) => {
+                    fields.insert(name.to_string(), value);
+                    Ok(())
+                }
+                None => Err(name.to_string()),
+            }
+        });
+        match converted {
+            None => Verdict::NoMatch,
+            // Ignored wins over a field of the wrong type, whichever the
+            // walk over the match's spans met first.
+            Some(_) if self.ignore.iter().any(|re| re.is_match(line)) => Verdict::Ignored,
+            Some(Err(field)) => Verdict::WrongType(field),
+            Some(Ok(())) => Verdict::Match(fields),
         }
-        Verdict::Match(fields)
     }
 
     /// The state this rule's `threshold` and `suppress` need.
@@ -605,6 +631,28 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             "2001:db8::1"
         );
         assert_eq!(FieldType::Ip.convert("192.0.2.300"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever text an `ip` field captures, it converts to the
+        /// address's canonical form or not at all.
+        #[test]
+        fn ip_fields_are_the_canonical_form_of_what_parses(
+            text in proptest::prop_oneof![
+                "[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}",
+                "[0-9a-fA-F:.]{2,40}",
+                proptest::prelude::Strategy::prop_map(
+                    proptest::prelude::any::<std::net::Ipv4Addr>(),
+                    |ip| ip.to_string(),
+                ),
+            ],
+        ) {
+            let expected = text
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| serde_json::Value::from(ip.to_canonical().to_string()));
+            proptest::prop_assert_eq!(FieldType::Ip.convert(&text), expected);
+        }
     }
 
     #[test]
