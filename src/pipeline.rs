@@ -696,9 +696,17 @@ impl Generation {
             added_inputs,
             ..TailOptions::default()
         };
+        // A rule whose events no route takes (an `info` rule under the
+        // default routing: every accepted login) is not run at all: its
+        // captures would cost more than the lines that are sent.
+        let matchers = pipeline
+            .matchers
+            .iter()
+            .map(|matcher| matcher.only(|rule| !router.destinations(&rule.id).is_empty()))
+            .collect();
         let stage = RuleStage {
             gates: gates.clone(),
-            matchers: pipeline.matchers.clone(),
+            matchers,
             clocks: pipeline.clocks.clone(),
             host,
             line_too_long,
@@ -848,7 +856,8 @@ async fn open_queue(
 /// the tokens are let go (and the offsets may commit) only once the events
 /// are on disk.
 struct RuleStage {
-    matchers: Arc<Vec<Matcher>>,
+    /// Per input: the rules it selects that some route takes.
+    matchers: Vec<Matcher>,
     /// The built-in rule of the events that report cut lines.
     line_too_long: Rule,
     /// Per input: its `max_line_bytes` when it reports cut lines.
@@ -970,12 +979,6 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                // A rule no route takes (an `info` rule under the default
-                // routing: every accepted login) is counted, not built.
-                let lanes = self.router.destinations(&rule.id);
-                if lanes.is_empty() {
-                    continue;
-                }
                 let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
@@ -986,7 +989,12 @@ impl LineSink for RuleStage {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
-                events.extend(lanes.iter().map(|&lane| (lane, event.clone())));
+                events.extend(
+                    self.router
+                        .destinations(&rule.id)
+                        .iter()
+                        .map(|&lane| (lane, event.clone())),
+                );
             }
         }
         self.writer.send(Matched {

@@ -411,6 +411,11 @@ impl Matcher {
         Matcher { rules, prefilter }
     }
 
+    /// The matcher of the rules of this one that `keep` keeps.
+    pub fn only(&self, keep: impl Fn(&Rule) -> bool) -> Matcher {
+        Matcher::new(self.rules.iter().filter(|r| keep(r)).cloned().collect())
+    }
+
     /// Every rule that matches `line`, with its fields. A line matching two rules
     /// yields two events: rules are independent detections, like fail2ban jails.
     pub fn matches<'a>(
@@ -606,6 +611,17 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert_eq!(hits[0].1["source.ip"], "2001:db8::1");
         assert_eq!(hits[0].1["source.port"], 22);
         assert_eq!(matcher.matches("kernel: eth0 link up").count(), 0);
+    }
+
+    #[test]
+    fn a_matcher_of_some_rules_runs_only_those() {
+        let all = Matcher::new(rules());
+        let line = "sshd[5]: Invalid user admin from 203.0.113.9";
+        assert_eq!(all.matches(line).count(), 1);
+        let without = all.only(|rule| rule.id != "sshd.invalid_user");
+        assert_eq!(without.matches(line).count(), 0);
+        let failed = "sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2";
+        assert_eq!(without.matches(failed).count(), 1);
     }
 
     #[test]
