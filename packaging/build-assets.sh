@@ -6,7 +6,8 @@
 #   packaging/build-assets.sh [BINARY] [OUT_DIR]
 #
 # Defaults: target/release/tailhook and target/release/assets, where the
-# Cargo.toml package metadata (cargo-deb, cargo-generate-rpm) expects them.
+# Cargo.toml package metadata (cargo-deb) and packaging/rpm/tailhook.spec
+# expect them.
 set -eu
 cd "$(dirname "$0")/.."
 binary=${1:-target/release/tailhook}

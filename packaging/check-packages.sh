@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Builds the .deb (and the .rpm when cargo-generate-rpm is installed) from
-# target/release/tailhook and checks what they would do to a server:
+# Builds the .deb and the .rpm from target/release/tailhook and checks what
+# they would do to a server:
 #
 # 1. contents and modes (dpkg-deb -c), conffiles and scripts (dpkg-deb -I);
 # 2. unpacked into a throwaway root with dpkg --root: dpkg records the
@@ -11,7 +11,8 @@
 #    /etc/tailhook) runs twice in a private mount namespace whose /etc and
 #    /var/log are throwaway copies (when unshare works, i.e. as root), so
 #    it is tested for real without touching this machine's users; and the
-#    scripts keep the admin's enable state (packaging/check-enable-state.sh).
+#    scripts keep the admin's enable state (packaging/check-enable-state.sh);
+# 5. the .rpm's files, modes and folders, installed into a throwaway root.
 #
 # Maintainer scripts are not run by dpkg itself: inside a fake root they
 # would need a whole system there (sh, useradd) or, chrootless, would change
@@ -147,26 +148,78 @@ else
     echo "check-packages: unshare --mount not permitted; maintainer setup not run"
 fi
 
-# The .rpm, when its tool is installed (building cargo-generate-rpm costs CI
-# several minutes, so CI installs cargo-deb only).
-if cargo generate-rpm --version >/dev/null 2>&1; then
-    cargo generate-rpm --output "$work/tailhook.rpm" >/dev/null
-    if command -v rpm >/dev/null; then
-        rpm -qlp "$work/tailhook.rpm" 2>/dev/null >"$work/rpm-files"
-        for path in /usr/bin/tailhook /etc/tailhook/tailhook.toml /etc/tailhook/rules.d/sshd.toml \
-            /etc/tailhook /etc/tailhook/rules.d /usr/lib/tailhook \
-            /usr/share/man/man5/tailhook.toml.5.gz /usr/share/man/man5/tailhook-rules.5.gz \
-            /usr/lib/systemd/system/tailhook.service /usr/share/man/man1/tailhook.1.gz \
-            /usr/share/bash-completion/completions/tailhook /usr/lib/tailhook/tailhook-setup; do
-            grep -qx "$path" "$work/rpm-files" || fail "$path missing from the .rpm"
+# 5. The .rpm (rpmbuild and rpm come with Debian's `rpm` package, which
+# .ci/run installs): its file list with modes, owners and flags, then
+# installed into a throwaway root whose user database has the group
+# tailhook (as %pre makes it) and removed again, which proves that the
+# package owns its folders.
+if command -v rpmbuild >/dev/null; then
+    rpm="$work/tailhook.rpm"
+    packaging/build-rpm.sh "$rpm"
+    # PATH MODE OWNER GROUP CONFIG DOC, as `rpm -qlp --dump` has them.
+    rpm -qlp --dump "$rpm" 2>/dev/null | awk '{print $1, $5, $6, $7, $8, $9}' >"$work/rpm-files"
+    expect_rpm() { # PATH MODE OWNER GROUP CONFIG DOC
+        grep -qx "$*" "$work/rpm-files" ||
+            fail "the .rpm lacks \"$*\" (path mode owner group config doc):$(printf '\n')$(cat "$work/rpm-files")"
+    }
+    expect_rpm /etc/tailhook 040750 root tailhook 0 0
+    expect_rpm /etc/tailhook/rules.d 040755 root root 0 0
+    expect_rpm /usr/lib/tailhook 040755 root root 0 0
+    expect_rpm /usr/share/doc/tailhook 040755 root root 0 0
+    expect_rpm /usr/bin/tailhook 0100755 root root 0 0
+    expect_rpm /usr/lib/tailhook/tailhook-setup 0100755 root root 0 0
+    expect_rpm /etc/tailhook/tailhook.toml 0100640 root tailhook 1 0
+    expect_rpm /etc/default/tailhook 0100600 root root 1 0
+    for pack in rules/*.toml; do
+        expect_rpm "/etc/tailhook/rules.d/$(basename "$pack")" 0100644 root root 1 0
+    done
+    expect_rpm /usr/lib/systemd/system/tailhook.service 0100644 root root 0 0
+    expect_rpm /usr/share/bash-completion/completions/tailhook 0100644 root root 0 0
+    expect_rpm /usr/share/zsh/site-functions/_tailhook 0100644 root root 0 0
+    expect_rpm /usr/share/fish/vendor_completions.d/tailhook.fish 0100644 root root 0 0
+    expect_rpm /usr/share/man/man1/tailhook.1.gz 0100644 root root 0 1
+    expect_rpm /usr/share/man/man5/tailhook.toml.5.gz 0100644 root root 0 1
+    expect_rpm /usr/share/man/man5/tailhook-rules.5.gz 0100644 root root 0 1
+    expect_rpm /usr/share/doc/tailhook/README.md 0100644 root root 0 1
+    # Nothing else: no build-id links, no folder of another package.
+    # (13: the four folders and the nine files above beside rules and man pages.)
+    [ "$(wc -l <"$work/rpm-files")" = "$(($(ls rules/*.toml target/release/assets/man/*.gz | wc -l) + 13))" ] ||
+        fail "the .rpm holds more than expected:$(printf '\n')$(cat "$work/rpm-files")"
+    rpm -qp --requires "$rpm" 2>/dev/null | grep -qx shadow-utils ||
+        fail "the .rpm must require shadow-utils (useradd, for %pre)"
+    rpm -qp --scripts "$rpm" 2>/dev/null |
+        awk '/^preinstall scriptlet/,/^postinstall scriptlet/' | grep -q "useradd --system" ||
+        fail "the .rpm's %pre does not create the user tailhook"
+    if [ "$(id -u)" = 0 ]; then
+        root="$work/rpm-root"
+        mkdir -p "$root/etc"
+        printf 'root:x:0:0::/root:/bin/sh\ntailhook:x:990:990::/var/lib/tailhook:/usr/sbin/nologin\n' >"$root/etc/passwd"
+        printf 'root:x:0:\ntailhook:x:990:\n' >"$root/etc/group"
+        rpm --root "$root" --initdb
+        # --nodeps: the throwaway root has no libc; --noscripts: nor a shell.
+        rpm --root "$root" -i --nodeps --noscripts "$rpm" 2>"$work/rpm-install" ||
+            fail "rpm -i failed: $(cat "$work/rpm-install")"
+        for folder in "/etc/tailhook 750 0:990" "/etc/tailhook/rules.d 755 0:0" \
+            "/usr/lib/tailhook 755 0:0" "/usr/share/doc/tailhook 755 0:0"; do
+            set -- $folder
+            [ "$(stat -c "%a %u:%g" "$root$1")" = "$2 $3" ] ||
+                fail "$1 installed as $(stat -c "%a %u:%g" "$root$1"), not $2 $3"
+            [ "$(rpm --root "$root" -qf "$1")" = "tailhook-$(rpm -qp --qf '%{VERSION}-%{RELEASE}.%{ARCH}' "$rpm" 2>/dev/null)" ] ||
+                fail "rpm -qf $1 does not name the package"
         done
-        rpm -qp --configfiles "$work/tailhook.rpm" 2>/dev/null | grep -qx /etc/tailhook/tailhook.toml ||
-            fail "/etc/tailhook/tailhook.toml is not a config file in the .rpm"
-        rpm -qp --scripts "$work/tailhook.rpm" 2>/dev/null | grep -q tailhook-setup ||
-            fail "the .rpm's %post does not run tailhook-setup"
-        echo "check-packages: .rpm OK"
+        rpm --root "$root" -V --nodeps tailhook || fail "rpm -V finds the installed files changed"
+        rpm --root "$root" -e --noscripts tailhook 2>/dev/null || fail "rpm -e failed"
+        for folder in /etc/tailhook /usr/lib/tailhook /usr/share/doc/tailhook; do
+            [ ! -e "$root$folder" ] || fail "$folder is left behind after rpm -e: the package does not own it"
+        done
+        echo "check-packages: .rpm installs its folders with their modes and group, and removes them"
     else
-        echo "check-packages: .rpm built; no rpm tool to list it"
+        echo "check-packages: not root; the .rpm was not installed into a throwaway root"
     fi
+    echo "check-packages: .rpm OK ($(du -k "$rpm" | cut -f1) KiB)"
+elif [ "${CI:-}" = true ]; then
+    fail "no rpmbuild (Debian's rpm package): the .rpm cannot be built and checked"
+else
+    echo "check-packages: no rpmbuild (Debian's rpm package); .rpm not built"
 fi
 echo "check-packages: .deb OK ($(du -k "$deb" | cut -f1) KiB)"

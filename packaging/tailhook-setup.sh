@@ -1,6 +1,7 @@
 #!/bin/sh
-# Gives the service what it needs on this machine; run by the .deb postinst,
-# the .rpm %post and install.sh, as root, after the files are in place.
+# Gives the service what it needs on this machine; run as root by the .deb
+# postinst and install.sh after the files are in place, and as the .rpm's
+# %pre before them (so rpm unpacks /etc/tailhook with group tailhook).
 # Idempotent: a second run changes nothing.
 #
 # - the system user and group `tailhook` (no login, no home of its own);

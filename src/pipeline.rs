@@ -345,12 +345,16 @@ impl Pipeline {
                         generation.running.health.delivery_ended(webhook, &how);
                     }
                     Some(()) = reloads.recv() => {
+                        if let Some(notifier) = &notifier {
+                            notifier.reloading();
+                        }
                         let built = tokio::task::spawn_blocking(reload.clone()).await;
                         let outcome = match built {
                             Ok(Ok(next)) => swap(pipeline, generation, next, &publish, &history).await,
                             Ok(Err(e)) => Swap::Kept(pipeline, generation, format!("{e:#}")),
                             Err(e) => Swap::Kept(pipeline, generation, format!("the reload panicked: {e}")),
                         };
+                        let refused;
                         (pipeline, generation) = match outcome {
                             Swap::Done(pipeline, generation, notes) => {
                                 tracing::info!(config = %pipeline.config.source.display(), "reloaded: {}", pipeline.summary());
@@ -362,17 +366,24 @@ impl Pipeline {
                                 }
                                 warn_about_reach(&pipeline.config.inputs);
                                 history.record(Ok(notes));
+                                refused = false;
                                 (pipeline, generation)
                             }
                             Swap::Failed(e) => return Err(e),
                             Swap::Kept(pipeline, generation, error) => {
                                 tracing::error!(error = %error, "reload failed; still running the configuration loaded before");
                                 history.record(Err(error));
+                                refused = true;
                                 (pipeline, generation)
                             }
                         };
                         if let Some(notifier) = &notifier {
-                            notifier.ready(&pipeline.summary());
+                            let summary = pipeline.summary();
+                            notifier.ready(&if refused {
+                                format!("reload refused (see the log or `tailhook status`); still running: {summary}")
+                            } else {
+                                summary
+                            });
                         }
                     }
                 }

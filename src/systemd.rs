@@ -5,8 +5,10 @@
 //! abstract name written with a leading `@`) and, when the unit sets
 //! `WatchdogSec=`, the timeout in `$WATCHDOG_USEC` (for `$WATCHDOG_PID` only).
 //! The agent sends `READY=1` once its pipeline runs, `WATCHDOG=1` while it
-//! proves alive, and `STOPPING=1` when it begins to shut down. Without
-//! `$NOTIFY_SOCKET` there is no [`Notifier`] and nothing is sent.
+//! proves alive, `RELOADING=1` when SIGHUP starts a reload (and `READY=1`
+//! again once it is done, applied or refused), and `STOPPING=1` when it
+//! begins to shut down. Without `$NOTIFY_SOCKET` there is no [`Notifier`]
+//! and nothing is sent.
 //!
 //! The protocol is a few lines over std's `UnixDatagram`; the `sd-notify`
 //! crate would not reach abstract sockets.
@@ -60,6 +62,17 @@ impl Notifier {
         self.send("WATCHDOG=1");
     }
 
+    /// A reload begins: systemd shows the unit `reloading` until the next
+    /// `READY=1`, sent once the new config runs or was refused. sd_notify(3)
+    /// asks for the time on `CLOCK_MONOTONIC`, by which systemd tells this
+    /// reload from one it already saw end.
+    pub fn reloading(&self) {
+        self.send(&format!(
+            "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading the configuration and rules",
+            monotonic_usec()
+        ));
+    }
+
     pub fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=stopping: sending what the limits allow");
     }
@@ -76,6 +89,19 @@ impl Notifier {
             Err(_) => {}
         }
     }
+}
+
+/// Now on `CLOCK_MONOTONIC`, in microseconds (std's `Instant` reads the
+/// same clock but does not say its value).
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // CLOCK_MONOTONIC exists on every Linux and the pointer is valid, so
+    // this cannot fail.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
 }
 
 fn socket_address(name: &OsStr) -> io::Result<SocketAddr> {

@@ -148,6 +148,8 @@ fn the_unit_runs_unprivileged_hardened_and_supervised() {
         "SystemCallFilter=@system-service",
         "MemoryDenyWriteExecute=yes",
         "ExecStart=/usr/bin/tailhook run -c /etc/tailhook/tailhook.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "RestartPreventExitStatus=78",
     ] {
         assert!(directives.contains(&required), "missing {required}");
     }

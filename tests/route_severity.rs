@@ -111,3 +111,43 @@ fn without_routes_every_webhook_gets_low_and_above_but_no_info() {
     let events = receiver.wait_for_events(failures.len(), DEADLINE);
     assert_eq!(sequences(&events), failures);
 }
+
+#[test]
+fn a_negated_glob_in_a_route_takes_those_rules_out_of_it() {
+    let soc = Receiver::start(ReceiverOptions::default());
+    let audit = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    rules_with_an_info_rule(&setup);
+    let config = setup.write_config(&format!(
+        "[agent]\nstate_dir = \"state\"\npoll_interval = \"100ms\"\n\
+         [rules]\npaths = [\"rules\"]\n\
+         [[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\nstart_at = \"beginning\"\n\
+         [webhook.soc]\nurl = \"{}\"\nbatch_timeout = \"100ms\"\n\
+         [webhook.audit]\nurl = \"{}\"\nbatch_timeout = \"100ms\"\n\
+         [[route]]\nrules = [\"test.*\", \"!test.auth_failed\"]\nwebhooks = [\"soc\"]\nmin_severity = \"info\"\n\
+         [[route]]\nrules = [\"!test.login_accepted\"]\nwebhooks = [\"audit\"]\nmin_severity = \"info\"\n",
+        soc.url, audit.url
+    ));
+    let (text, logins, failures) = lines();
+    setup.append("auth.log", &text);
+    let mut agent = Agent::start(&config);
+
+    // Each webhook gets what its route leaves in, in order; the last line
+    // is a failure, so once audit has it every login was routed already.
+    assert_eq!(
+        sequences(&audit.wait_for_events(failures.len(), DEADLINE)),
+        failures
+    );
+    assert_eq!(
+        sequences(&soc.wait_for_events(logins.len(), DEADLINE)),
+        logins
+    );
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+    assert_eq!(sequences(&soc.events()), logins, "no failure reached soc");
+    assert_eq!(
+        sequences(&audit.events()),
+        failures,
+        "no login reached audit"
+    );
+}

@@ -30,6 +30,14 @@ impl NotifySocket {
         String::from_utf8_lossy(&buf[..n]).into_owned()
     }
 
+    /// Reads whatever has arrived, without waiting.
+    fn drain(&self) {
+        self.0.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        while self.0.recv(&mut buf).is_ok() {}
+        self.0.set_nonblocking(false).unwrap();
+    }
+
     /// Messages up to and including the first that has `field`, which is returned last.
     fn until(&self, field: &str, timeout: Duration) -> Vec<String> {
         let deadline = Instant::now() + timeout;
@@ -143,6 +151,358 @@ fn a_tailer_paused_by_a_full_queue_still_feeds_the_watchdog() {
     down.set_failing(0);
     agent.signal("TERM");
     socket.until("STOPPING=1", DEADLINE);
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+/// Sets the soft limit on processes (threads) of the agent's user for the
+/// agent alone, below its hard limit (`None`: back to the hard limit).
+fn limit_threads(agent: &Agent, soft: Option<u32>) {
+    let pid = agent.pid().to_string();
+    let soft = match soft {
+        Some(soft) => soft.to_string(),
+        None => prlimit(&[
+            "--pid",
+            &pid,
+            "--nproc",
+            "--raw",
+            "--noheadings",
+            "--output=HARD",
+        ]),
+    };
+    prlimit(&["--pid", &pid, &format!("--nproc={soft}:")]);
+}
+
+/// Runs `prlimit ARGS` as `nobody`, the agent's user: another user's
+/// process's limits take CAP_SYS_RESOURCE, which a container's root may lack.
+fn prlimit(args: &[&str]) -> String {
+    let out = Command::new("setpriv")
+        .args(NOBODY)
+        .arg("prlimit")
+        .args(args)
+        .output()
+        .expect("run prlimit");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// `setpriv` arguments that run a command as `nobody`.
+const NOBODY: [&str; 3] = ["--reuid=65534", "--regid=65534", "--clear-groups"];
+
+/// The agent's tokio threads: its two workers, and the blocking pool's,
+/// which end after 10 s idle (all are named `tokio-rt-worker`).
+fn tokio_threads(agent: &Agent) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|name| name.starts_with("tokio-"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A delivery task ends only by a panic. A real one: the agent's user is
+/// at its process limit (a unit's `TasksMax=`, a host out of pids) when the
+/// task needs a thread to read the queue and tokio's blocking pool has none
+/// left, so `spawn_blocking` panics ("OS can't spawn worker thread"). The
+/// limit only binds a user that is not root, so the agent runs as `nobody`.
+#[test]
+fn a_delivery_task_that_died_makes_health_503_and_stops_the_watchdog_until_a_restart() {
+    let is_root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"))
+    });
+    let tools = ["/usr/bin/setpriv", "/usr/bin/prlimit"];
+    if !is_root || !tools.iter().all(|t| std::path::Path::new(t).exists()) {
+        return missing_prerequisite(
+            "root with setpriv and prlimit (util-linux): a thread limit binds only a user that is not root",
+        );
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let open = |path: &std::path::Path| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o777)).unwrap()
+    };
+    open(setup.dir.path());
+    setup.append("auth.log", &[]);
+    open(&setup.path("auth.log"));
+    let config = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+            webhook: "batch_timeout = \"50ms\"",
+            ..ConfigKeys::default()
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    open(&socket_path);
+    let nobody = [&["setpriv"][..], &NOBODY].concat();
+    let mut agent = Agent::start_with(
+        &config,
+        &nobody,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    let port = agent.metrics_port(DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    assert_eq!(sequences(&receiver.wait_for_events(1, DEADLINE)), [1]);
+    assert_eq!(http_get(port, "/health").unwrap().0, 200);
+
+    // No new thread from now on; wait until the blocking pool is empty.
+    // The test reads the pings as they come: on a full socket the agent's
+    // next one would wait, and arrive after the death.
+    limit_threads(&agent, Some(1));
+    wait_until(DEADLINE, "the blocking threads to end", || {
+        socket.drain();
+        tokio_threads(&agent) == 2
+    });
+    setup.append("auth.log", &[failed_line(2)]);
+    wait_until(DEADLINE, "the delivery task to end", || {
+        socket.drain();
+        agent
+            .logs()
+            .contains("a delivery task ended while the agent runs")
+    });
+    assert!(
+        agent.logs().contains("OS can't spawn worker thread"),
+        "{}",
+        agent.logs()
+    );
+
+    // The limit is lifted, but the task stays dead: its events wait.
+    limit_threads(&agent, None);
+    let (code, body) = http_get(port, "/health").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body.contains("webhook `soc`: its delivery task panicked; events wait until a restart"),
+        "{body}"
+    );
+    // Pings come every 200 ms while all is well; none after the death was
+    // recorded (which the 503 above shows happened), for five periods.
+    socket.drain();
+    socket
+        .0
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let late = socket.0.recv(&mut buf);
+    assert!(
+        late.is_err(),
+        "the watchdog was fed after the delivery task died: {:?}",
+        late.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+    );
+    assert_eq!(receiver.events().len(), 1, "event 2 waits in the queue");
+
+    // What systemd does once WatchdogSec passes: stop and start again.
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0), "{}", agent.logs());
+    let restarted = Agent::start_wrapped(&config, &nobody);
+    let events = receiver.wait_for_events(2, DEADLINE);
+    assert_eq!(sequences(&events), [1, 2], "{}", restarted.logs());
+    assert_eq!(
+        http_get(restarted.metrics_port(DEADLINE), "/health")
+            .unwrap()
+            .0,
+        200
+    );
+}
+
+/// One thread of the agent held still, as a thread hung in a system call
+/// (a read on a dead NFS mount) is: ptrace stops that thread alone. Let go
+/// on drop, so a failing test leaves no stopped agent behind.
+struct HeldThread(libc::pid_t);
+
+impl HeldThread {
+    /// The agent's thread named `name`, stopped; `None` when this machine
+    /// does not let the test trace it.
+    fn hold(agent: &Agent, name: &str) -> Option<HeldThread> {
+        let tid: libc::pid_t = std::fs::read_dir(format!("/proc/{}/task", agent.pid()))
+            .unwrap()
+            .filter_map(|task| {
+                let task = task.ok()?;
+                let comm = std::fs::read_to_string(task.path().join("comm")).ok()?;
+                (comm.trim() == name).then(|| task.file_name().to_str()?.parse().ok())?
+            })
+            .next()
+            .unwrap_or_else(|| panic!("no thread {name} in the agent"));
+        // SAFETY: plain system calls on a thread id; no memory is shared.
+        unsafe {
+            if libc::ptrace(libc::PTRACE_SEIZE, tid, 0, 0) != 0 {
+                return None;
+            }
+            let held = HeldThread(tid);
+            assert_eq!(libc::ptrace(libc::PTRACE_INTERRUPT, tid, 0, 0), 0);
+            let mut status = 0;
+            assert_eq!(libc::waitpid(tid, &mut status, libc::__WALL), tid);
+            Some(held)
+        }
+    }
+}
+
+impl Drop for HeldThread {
+    fn drop(&mut self) {
+        // SAFETY: as above; the thread is in its ptrace stop.
+        unsafe { libc::ptrace(libc::PTRACE_DETACH, self.0, 0, 0) };
+    }
+}
+
+/// The tail thread hangs: the watchdog pings stop at once (systemd would
+/// restart the agent after `WatchdogSec=`) and `/health` says so once the
+/// thread has made no pass for 30 s past `poll_interval`; when it moves
+/// again both recover, and the line written meanwhile is delivered.
+#[test]
+fn a_hung_tail_thread_stops_the_watchdog_and_health_then_both_recover() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    setup.append("auth.log", &[]);
+    let config = setup.agent_config(
+        &receiver.url,
+        ConfigKeys {
+            agent: "poll_interval = \"100ms\"\nmetrics_listen = \"127.0.0.1:0\"",
+            webhook: "batch_timeout = \"50ms\"",
+            ..ConfigKeys::default()
+        },
+    );
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "400000"),
+        ],
+    );
+    socket.until("READY=1", DEADLINE);
+    let port = agent.metrics_port(DEADLINE);
+    setup.append("auth.log", &[failed_line(1)]);
+    assert_eq!(sequences(&receiver.wait_for_events(1, DEADLINE)), [1]);
+
+    let Some(held) = HeldThread::hold(&agent, "tailhook-tail") else {
+        return missing_prerequisite(
+            "ptrace(PTRACE_SEIZE) refused: the tail thread cannot be held",
+        );
+    };
+    setup.append("auth.log", &[failed_line(2)]);
+    // The test reads the pings as they come (a full socket would hold the
+    // agent's next one back until it is read).
+    wait_until(DEADLINE, "the watchdog to be let go", || {
+        socket.drain();
+        agent
+            .logs()
+            .contains("the systemd watchdog is no longer fed")
+    });
+    socket.drain();
+    socket
+        .0
+        .set_read_timeout(Some(Duration::from_millis(1000)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(
+        socket.0.recv(&mut buf).is_err(),
+        "a ping while the tail thread hangs"
+    );
+    let stall_deadline = Duration::from_secs(60);
+    wait_until(stall_deadline, "/health to say tailing stalled", || {
+        socket.drain();
+        http_get(port, "/health").is_some_and(|(code, body)| {
+            code == 503 && body.contains("tailing stalled: no pass over the inputs for")
+        })
+    });
+    assert_eq!(
+        receiver.events().len(),
+        1,
+        "line 2 is not read while the thread hangs"
+    );
+
+    drop(held);
+    assert_eq!(
+        sequences(&receiver.wait_for_events(2, DEADLINE)),
+        [1, 2],
+        "nothing lost"
+    );
+    wait_until(DEADLINE, "/health to recover", || {
+        http_get(port, "/health").is_some_and(|(code, _)| code == 200)
+    });
+    socket.drain();
+    assert_eq!(socket.next(Instant::now() + DEADLINE), "WATCHDOG=1");
+    agent.signal("TERM");
+    assert_eq!(agent.wait_exit(DEADLINE), Some(0));
+}
+
+/// Now on CLOCK_MONOTONIC in microseconds, the clock sd_notify's
+/// `MONOTONIC_USEC=` is on.
+fn monotonic_usec() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    assert_eq!(
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) },
+        0
+    );
+    now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000
+}
+
+/// The `KEY=` field of a notification, if it has one.
+fn field<'m>(message: &'m str, key: &str) -> Option<&'m str> {
+    message
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+}
+
+#[test]
+fn a_reload_says_reloading_with_its_monotonic_time_then_ready_applied_or_refused() {
+    let setup = Setup::new();
+    let socket_path = setup.path("notify.sock");
+    let socket = NotifySocket(UnixDatagram::bind(&socket_path).unwrap());
+    let config = quiet_config(&setup);
+    let good = std::fs::read_to_string(&config).unwrap();
+    let mut agent = Agent::start_with_env(
+        &config,
+        &[],
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())],
+    );
+    socket.until("READY=1", DEADLINE);
+
+    // Without WATCHDOG_USEC the only messages are the reload's own.
+    let reload = |expect_status: &str| {
+        let before = monotonic_usec();
+        agent.signal("HUP");
+        let reloading = socket.next(Instant::now() + DEADLINE);
+        let after = monotonic_usec();
+        assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading}");
+        let at: u64 = field(&reloading, "MONOTONIC_USEC")
+            .unwrap_or_else(|| panic!("no MONOTONIC_USEC: {reloading}"))
+            .parse()
+            .unwrap();
+        assert!(
+            (before..=after).contains(&at),
+            "{before} <= {at} <= {after}"
+        );
+        let done = socket.next(Instant::now() + DEADLINE);
+        assert!(done.lines().any(|l| l == "READY=1"), "{done}");
+        let status = field(&done, "STATUS").unwrap_or_default();
+        assert!(status.starts_with(expect_status), "{done}");
+    };
+    reload("1 input(s), 1 webhook(s)");
+    std::fs::write(&config, format!("{good}\n[agent.oops]\n")).unwrap();
+    reload("reload refused (see the log or `tailhook status`); still running: 1 input(s)");
+    std::fs::write(&config, good).unwrap();
+    reload("1 input(s), 1 webhook(s)");
+
+    agent.signal("TERM");
+    assert_eq!(socket.until("STOPPING=1", DEADLINE).len(), 1);
     assert_eq!(agent.wait_exit(DEADLINE), Some(0));
 }
 
@@ -564,6 +924,157 @@ fn bash_completes_webhook_names_from_the_config_on_the_line() {
     );
 }
 
+/// A config with three webhooks, two of them starting with `s`.
+fn three_webhooks(setup: &Setup) -> String {
+    setup
+        .write_config(
+            "[webhook.soc]\nurl = \"-\"\n[webhook.slack-ops]\nurl = \"-\"\n[webhook.other]\nurl = \"-\"\n",
+        )
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs `shell` with `args`; `None` (after saying so) when it is not installed.
+fn shell_output(shell: &str, args: &[&str]) -> Option<Vec<String>> {
+    let out = match Command::new(shell).args(args).output() {
+        Ok(out) => out,
+        Err(e) => {
+            missing_prerequisite(&format!(
+                "{shell} not runnable ({e}); its completion not run"
+            ));
+            return None;
+        }
+    };
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{shell}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    Some(lines)
+}
+
+#[test]
+fn fish_completes_webhook_names_from_the_config_on_the_line() {
+    let setup = Setup::new();
+    let config = three_webhooks(&setup);
+    let script = setup.path("tailhook.fish");
+    std::fs::write(&script, run_tailhook(&["generate", "completions", "fish"])).unwrap();
+    // fish's own completion engine, as at a prompt: `complete -C LINE`
+    // prints each candidate, a tab, and its description.
+    let complete = |line: String| {
+        let names = shell_output(
+            "fish",
+            &[
+                "--no-config",
+                "-c",
+                &format!("source {}; complete -C '{line}'", script.display()),
+            ],
+        )?;
+        Some(
+            names
+                .iter()
+                .map(|n| n.split('\t').next().unwrap().to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let Some(send) = complete(format!("{} send -c {config} --webhook s", binary())) else {
+        return;
+    };
+    assert_eq!(send, ["slack-ops", "soc"]);
+    assert_eq!(
+        complete(format!(
+            "{} dead-letter replay --config {config} --webhook ",
+            binary()
+        ))
+        .unwrap(),
+        ["other", "slack-ops", "soc"]
+    );
+    assert_eq!(
+        complete(format!("{} tap -c {config} --webhook o", binary())).unwrap(),
+        ["other"]
+    );
+    // A config that does not load completes nothing, and says nothing.
+    assert_eq!(
+        complete(format!("{} send -c /nonexistent.toml --webhook ", binary())).unwrap(),
+        Vec::<String>::new()
+    );
+    // Only the commands that take --webhook offer it.
+    assert_eq!(
+        complete(format!("{} check --web", binary())).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
+/// Types LINE and a tab into an interactive zsh (in a pseudo-terminal)
+/// whose completion system loads `_tailhook` from DIR, and prints what the
+/// completion offered through `compadd -a` (how `_tailhook_webhooks` offers
+/// the names), once the tab's completion has finished.
+const ZSH_TYPE_AND_TAB: &str = r#"
+zmodload zsh/zpty || exit 1
+dir=$1 line=$2 log=$1/offered
+: >$log
+zpty z zsh -f -i
+zpty -w z "fpath=($dir \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z "compadd() { [[ \$1 == -a ]] && print -rl -- \${(P)2} >>$log; builtin compadd \"\$@\" }"
+zpty -w z "tab_then_mark() { zle expand-or-complete; print -r -- --done-- >>$log }; zle -N tab_then_mark; bindkey '^I' tab_then_mark"
+zpty -w -n z "$line"$'\t'
+for i in {1..400}; do grep -qx -- --done-- $log && break; sleep 0.05; done
+zpty -d z
+grep -qx -- --done-- $log || { print -u2 "the completion did not finish"; exit 1 }
+grep -vx -- --done-- $log
+"#;
+
+#[test]
+fn zsh_completes_webhook_names_from_the_config_on_the_line() {
+    let setup = Setup::new();
+    let config = three_webhooks(&setup);
+    let functions = setup.path("zsh-functions");
+    std::fs::create_dir(&functions).unwrap();
+    std::fs::write(
+        functions.join("_tailhook"),
+        run_tailhook(&["generate", "completions", "zsh"]),
+    )
+    .unwrap();
+    // zsh's own completion system, as at a prompt.
+    let offered = |line: String| {
+        shell_output(
+            "zsh",
+            &[
+                "-f",
+                "-c",
+                ZSH_TYPE_AND_TAB,
+                "zsh",
+                functions.to_str().unwrap(),
+                &line,
+            ],
+        )
+    };
+    let Some(send) = offered(format!("{} send -c {config} --webhook ", binary())) else {
+        return;
+    };
+    assert_eq!(send, ["other", "slack-ops", "soc"]);
+    // A nested subcommand, the config given to the command above it.
+    assert_eq!(
+        offered(format!(
+            "{} --log-format json dead-letter --config {config} replay --webhook s",
+            binary()
+        ))
+        .unwrap(),
+        ["other", "slack-ops", "soc"]
+    );
+    assert_eq!(
+        offered(format!("{} send -c /nonexistent.toml --webhook ", binary())).unwrap(),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn shell_completions_cover_every_subcommand() {
     let bash = run_tailhook(&["generate", "completions", "bash"]);
@@ -581,11 +1092,45 @@ fn shell_completions_cover_every_subcommand() {
 }
 
 #[test]
+fn status_send_and_check_exit_1_on_a_config_error_naming_file_line_and_key_once() {
+    let setup = Setup::new();
+    let config = setup.write_config(
+        "[agent]\nstate_dir = \"state\"\nstat_dir = \"/tmp\"\n[webhook.soc]\nurl = \"-\"\n",
+    );
+    let located = format!(
+        "{}:3:1: agent.stat_dir: unknown key `stat_dir`; did you mean `state_dir`?",
+        config.display()
+    );
+    for command in [
+        &["status"][..],
+        &["status", "--json"],
+        &["send", "--webhook", "soc"],
+        &["check"],
+    ] {
+        let out = tailhook(&config, command);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {}", text(&out));
+        assert_eq!(stderr.matches(&located).count(), 1, "{command:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{command:?}: {}", text(&out));
+    }
+}
+
+#[test]
 fn a_config_error_stops_run_with_exit_78_so_systemd_does_not_restart_it() {
     let setup = Setup::new();
     let config = setup.write_config("[agent]\nstat_dir = \"/tmp\"\n");
     let mut agent = Agent::start(&config);
     assert_eq!(agent.wait_exit(DEADLINE), Some(78), "{}", agent.logs());
+    let located = format!(
+        "{}:2:1: agent.stat_dir: unknown key `stat_dir`; did you mean `state_dir`?",
+        config.display()
+    );
+    assert_eq!(
+        agent.logs().matches(&located).count(),
+        1,
+        "{}",
+        agent.logs()
+    );
     let unit = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/packaging/tailhook.service"

@@ -2,8 +2,9 @@
 //! same clap definitions that parse the command line, so they never drift
 //! from it; the section-5 pages (config and rule files) are written by hand
 //! in `packaging/man/` and embedded. Hidden from `--help`: packagers and
-//! `install.sh` call it. The bash completion asks the binary itself
-//! (`tailhook completions-webhooks`) for the webhook names `--webhook` takes.
+//! `install.sh` call it. The bash, zsh and fish completions ask the binary
+//! itself (`tailhook completions-webhooks`) for the webhook names
+//! `--webhook` takes.
 
 use std::io::Write;
 
@@ -30,10 +31,16 @@ pub fn write(what: Generate, out: &mut impl Write) -> anyhow::Result<()> {
     let mut command = Cli::command();
     match what {
         Generate::Completions { shell } => {
-            clap_complete::generate(shell, &mut command, "tailhook", out);
-            if shell == clap_complete::Shell::Bash {
-                out.write_all(BASH_WEBHOOK_NAMES.as_bytes())?;
-            }
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut command, "tailhook", &mut script);
+            let script = String::from_utf8(script)?;
+            let script = match shell {
+                clap_complete::Shell::Bash => script + BASH_WEBHOOK_NAMES,
+                clap_complete::Shell::Zsh => zsh_with_webhook_names(&script)?,
+                clap_complete::Shell::Fish => fish_with_webhook_names(&script)?,
+                _ => script,
+            };
+            out.write_all(script.as_bytes())?;
         }
         Generate::Man { dir } => {
             let cannot = |e: std::io::Error| {
@@ -83,6 +90,99 @@ _tailhook_webhooks() {
 }
 complete -F _tailhook_webhooks -o bashdefault -o default tailhook
 "#;
+
+/// clap's zsh script leaves `--webhook`'s value to `_default` (file names);
+/// this hands it to `_tailhook_webhooks`. Inside a subcommand clap's script
+/// has shifted `$words` (and dropped the options of the commands above), so
+/// `_tailhook` keeps the line as typed for it (zsh's `local` is seen by the
+/// functions it calls).
+fn zsh_with_webhook_names(script: &str) -> anyhow::Result<String> {
+    let script = replace_all(
+        script,
+        ":WEBHOOK:_default'",
+        ":WEBHOOK:_tailhook_webhooks'",
+        "zsh",
+    )?;
+    let script = replace_all(
+        &script,
+        "\n_tailhook() {\n",
+        "\n_tailhook() {\n    local -a _tailhook_line=(\"${(@)words[1,CURRENT-1]}\")\n",
+        "zsh",
+    )?;
+    replace_all(
+        &script,
+        "\nautoload -U is-at-least\n",
+        ZSH_WEBHOOK_NAMES,
+        "zsh",
+    )
+}
+
+/// The names after `--webhook`, for the config named by `-c`/`--config` on
+/// the line (else `$TAILHOOK_CONFIG` or the default).
+const ZSH_WEBHOOK_NAMES: &str = r#"
+autoload -U is-at-least
+
+_tailhook_webhooks() {
+    local -a config names
+    local i
+    for ((i = 2; i < ${#_tailhook_line}; i++)); do
+        case ${_tailhook_line[i]} in
+            (-c|--config) config=(-c "${_tailhook_line[i + 1]}") ;;
+        esac
+    done
+    names=(${${(f)"$("${_tailhook_line[1]:-tailhook}" completions-webhooks "${config[@]}" 2>/dev/null)"}:#})
+    compadd -a names
+}
+"#;
+
+/// clap's fish script lets `--webhook` take any value; this adds the
+/// configured names as its candidates (and no file names).
+fn fish_with_webhook_names(script: &str) -> anyhow::Result<String> {
+    let mut found = false;
+    let mut out = String::with_capacity(script.len() + FISH_WEBHOOK_NAMES.len());
+    for line in script.lines() {
+        out.push_str(line);
+        if line.starts_with("complete -c tailhook ")
+            && line.contains(" -l webhook ")
+            && line.ends_with(" -r")
+        {
+            out.push_str(" -f -a \"(__tailhook_webhooks)\"");
+            found = true;
+        }
+        out.push('\n');
+    }
+    anyhow::ensure!(
+        found,
+        "fish completions: clap wrote no `-l webhook` option to complete"
+    );
+    Ok(out + FISH_WEBHOOK_NAMES)
+}
+
+/// The names after `--webhook`, for the config named by `-c`/`--config` on
+/// the line (else `$TAILHOOK_CONFIG` or the default), asked of the binary
+/// being completed.
+const FISH_WEBHOOK_NAMES: &str = r#"
+function __tailhook_webhooks
+    set -l words (commandline -opc)
+    set -l config
+    for i in (seq 2 (math (count $words) - 1))
+        if contains -- $words[$i] -c --config
+            set config -c $words[(math $i + 1)]
+        end
+    end
+    command -q $words[1]; and $words[1] completions-webhooks $config 2>/dev/null
+end
+"#;
+
+/// `script` with every `from` replaced; an error if there is none, so a
+/// change in clap_complete's output cannot silently drop the names.
+fn replace_all(script: &str, from: &str, to: &str, shell: &str) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        script.contains(from),
+        "{shell} completions: clap's script no longer has {from:?} to hook the webhook names into"
+    );
+    Ok(script.replace(from, to))
+}
 
 /// `tailhook completions-webhooks`: the configured webhook names, one a line.
 pub fn webhook_names(config: &std::path::Path, out: &mut impl Write) -> anyhow::Result<()> {

@@ -290,7 +290,9 @@ impl Agent {
         Self::start_with(config, &[], args, env)
     }
 
-    fn start_with<V: AsRef<std::ffi::OsStr>>(
+    /// Runs the agent under `wrapper`, with `args` after `run -c CONFIG`
+    /// and `env` added to its environment.
+    pub fn start_with<V: AsRef<std::ffi::OsStr>>(
         config: &Path,
         wrapper: &[&str],
         args: &[&str],

@@ -1,3 +1,0 @@
-if [ -d /run/systemd/system ]; then
-    systemctl daemon-reload || :
-fi
