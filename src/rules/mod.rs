@@ -246,6 +246,33 @@ impl Rule {
     /// The rule as written (regex, `ignore` and `types`, without what
     /// overrides added) on a line in the classic syslog layout.
     fn extract(&self, line: &str) -> Verdict {
+        match self.typed_fields(line) {
+            None => Verdict::NoMatch,
+            Some(_) if self.ignores(line) => Verdict::Ignored,
+            Some(Err(field)) => Verdict::WrongType(field),
+            Some(Ok(fields)) => Verdict::Match(fields),
+        }
+    }
+
+    /// The fields of an event of `line` (classic layout), where
+    /// [`Rule::evaluate_classic`] would say `Match`. The `ignore` patterns
+    /// go first: a search for their literals, where the captures they spare
+    /// may backtrack over the whole line.
+    fn event_fields(&self, line: &str) -> Option<Fields> {
+        if self.ignores(line) {
+            return None;
+        }
+        let fields = self.typed_fields(line)?.ok()?;
+        (!self.own_address(&fields)).then_some(fields)
+    }
+
+    fn ignores(&self, line: &str) -> bool {
+        self.ignore.iter().any(|re| re.is_match(line))
+    }
+
+    /// The regex's fields of `line`, converted to their types: `None` when
+    /// it does not match, `Err` naming a field that does not convert.
+    fn typed_fields(&self, line: &str) -> Option<Result<Fields, String>> {
         let mut fields = Fields::new();
         let converted = self.regex.each_field(line, |name, kind, text| {
             match kind.unwrap_or(FieldType::String).convert(text) {
@@ -255,15 +282,8 @@ impl Rule {
                 }
                 None => Err(name.to_string()),
             }
-        });
-        match converted {
-            None => Verdict::NoMatch,
-            // Ignored wins over a field of the wrong type, whichever the
-            // walk over the match's spans met first.
-            Some(_) if self.ignore.iter().any(|re| re.is_match(line)) => Verdict::Ignored,
-            Some(Err(field)) => Verdict::WrongType(field),
-            Some(Ok(())) => Verdict::Match(fields),
-        }
+        })?;
+        Some(converted.map(|()| fields))
     }
 
     /// The state this rule's `threshold` and `suppress` need.
@@ -422,10 +442,13 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        self.verdicts(line)
-            .filter_map(|(rule, verdict)| match verdict {
-                Verdict::Match(fields) => Some((rule, fields)),
-                _ => None,
+        let line = rfc5424::classic_form(line);
+        self.prefilter
+            .candidates(&line)
+            .into_iter()
+            .filter_map(move |i| {
+                let rule = &self.rules[i];
+                rule.event_fields(&line).map(|fields| (rule, fields))
             })
     }
 
@@ -612,6 +635,57 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert_eq!(hits[0].1["source.port"], 22);
         assert_eq!(matcher.matches("kernel: eth0 link up").count(), 0);
     }
+
+    proptest::proptest! {
+        /// The agent's path (ignore patterns first) makes an event of a
+        /// line exactly when the verdict `test-rules` shows is a match,
+        /// with the same fields: shipped examples with any text spliced in.
+        #[test]
+        fn matches_agree_with_the_verdicts(
+            example in proptest::prelude::any::<proptest::sample::Index>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            spliced in "(127\\.0\\.0\\.1 |\\[UFW AUDIT\\] |[ -~]{0,12})",
+        ) {
+            let matcher = &*SHIPPED;
+            let lines: Vec<&str> = matcher
+                .rules
+                .iter()
+                .flat_map(|r| r.examples.iter().map(|e| e.line.as_str()))
+                .collect();
+            let line = lines[example.index(lines.len())];
+            let mut at = at.index(line.len() + 1);
+            while !line.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{spliced}{}", &line[..at], &line[at..]);
+            let verdicts: Vec<(String, Fields)> = matcher
+                .verdicts(&line)
+                .filter_map(|(rule, verdict)| match verdict {
+                    Verdict::Match(fields) => Some((rule.id.clone(), fields)),
+                    _ => None,
+                })
+                .collect();
+            let matches: Vec<(String, Fields)> = matcher
+                .matches(&line)
+                .map(|(rule, fields)| (rule.id.clone(), fields))
+                .collect();
+            proptest::prop_assert_eq!(matches, verdicts);
+        }
+    }
+
+    /// The shipped rules, compiled once for every case.
+    static SHIPPED: std::sync::LazyLock<Matcher> = std::sync::LazyLock::new(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let files = rule_files(&[root]).unwrap();
+        Matcher::new(
+            load_rules(&files)
+                .unwrap()
+                .rules
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        )
+    });
 
     #[test]
     fn a_matcher_of_some_rules_runs_only_those() {

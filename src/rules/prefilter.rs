@@ -56,8 +56,16 @@ impl Prefilter {
                 .parse(pattern)
                 .map(|hir| RulePlan::for_regex(&hir))
                 .unwrap_or_default();
+            let mut rule_confirms = Vec::new();
             match plan.trigger {
                 Some(set) => {
+                    // A trigger cut to its end can occur where the whole
+                    // literal does not ("Failed publickey for " ends like
+                    // "Accepted publickey for "): the whole one is checked
+                    // first, a cheap search that spares the regex.
+                    if set.iter().any(|literal| literal.bytes.len() > MAX_TRIGGER) {
+                        rule_confirms.push(Confirm::new(&set));
+                    }
                     owner.extend(std::iter::repeat_n(rule, set.len()));
                     literals.extend(set.into_iter().map(|literal| {
                         // Any part of a required literal is required too.
@@ -67,7 +75,8 @@ impl Prefilter {
                 }
                 None => always.push(rule),
             }
-            confirms.push(plan.confirms.iter().map(Confirm::new).collect());
+            rule_confirms.extend(plan.confirms.iter().map(Confirm::new));
+            confirms.push(rule_confirms);
         }
         let triggers = (!literals.is_empty()).then(|| Triggers {
             dfa: aho_corasick::dfa::DFA::builder()
@@ -480,6 +489,15 @@ mod tests {
             }
         }
         assert!(checked > 150, "only {checked} matching pairs");
+    }
+
+    #[test]
+    fn a_cut_trigger_is_confirmed_whole() {
+        let prefilter = Prefilter::new([r"sshd\[\d+\]: Failed publickey for (?P<u>\S+) from"]);
+        let accepted = "sshd[1]: Accepted publickey for deploy from 10.0.0.1";
+        assert!(prefilter.candidates(accepted).is_empty());
+        let failed = "sshd[1]: Failed publickey for deploy from 10.0.0.1";
+        assert_eq!(prefilter.candidates(failed), vec![0]);
     }
 
     #[test]
