@@ -223,7 +223,7 @@ mod tests {
             .collect();
         // Queued (and so remembered) once already, as rejected events were.
         queue
-            .append(&events.iter().map(|e| (0, e.clone())).collect::<Vec<_>>())
+            .append_events(&events.iter().map(|e| (0, e.clone())).collect::<Vec<_>>())
             .unwrap();
         let seqs: Vec<u64> = queue
             .read(0, 0, 10)
@@ -256,7 +256,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids, ["e0", "e1", "e2"]);
         assert_eq!(

@@ -141,7 +141,12 @@ impl Event {
 }
 
 pub fn rfc3339_now() -> String {
-    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+    rfc3339_seconds(SystemTime::now())
+}
+
+/// `at` in RFC 3339, UTC, whole seconds.
+pub fn rfc3339_seconds(at: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 /// An event's `time`: RFC 3339 in UTC, with the fraction of a second the

@@ -19,10 +19,10 @@ use backon::BackoffBuilder;
 use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::event::Event;
+use crate::event::{Event, SourceFile};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{LaneLimits, Queue, Router};
+use crate::queue::{LaneLimits, Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
     self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
     OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
@@ -716,6 +716,8 @@ impl Generation {
             .map(|matcher| matcher.only(|rule| !router.destinations(&rule.id).is_empty()))
             .collect();
         let stage = RuleStage {
+            input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
+            last_file_source: None,
             gates: gates.clone(),
             matchers,
             clocks: pipeline.clocks.clone(),
@@ -867,6 +869,11 @@ async fn open_queue(
 /// the tokens are let go (and the offsets may commit) only once the events
 /// are on disk.
 struct RuleStage {
+    /// Per input: its name, which with the file (or journal) keys where the
+    /// queue holds its lines queued up to.
+    input_names: Vec<String>,
+    /// The input, file and queue source of the last file line placed.
+    last_file_source: Option<(usize, SourceFile, Arc<str>)>,
     /// Per input: the rules it selects that some route takes.
     matchers: Vec<Matcher>,
     /// The built-in rule of the events that report cut lines.
@@ -885,9 +892,12 @@ struct RuleStage {
     writer: QueueWriter,
 }
 
-/// A chunk's events (webhook lane, event) and the commit tokens of its lines.
+/// A chunk's events and the commit tokens of its lines (none in the first
+/// parts of a chunk cut at [`CHUNK_BYTES`]: the tokens go with its last).
 struct Matched {
-    events: Vec<(usize, Arc<Event>)>,
+    events: Vec<ToQueue>,
+    /// What `events` hold in memory, about.
+    bytes: usize,
     tokens: Vec<CommitToken>,
 }
 
@@ -896,6 +906,19 @@ struct Matched {
 /// is slow), and each holds its events in memory (a full queue lane holds
 /// the writer, then this, then the tailer).
 const CHUNKS_AHEAD: usize = 2;
+
+/// A chunk's events are handed to the writer in parts of about this many
+/// bytes, so that what waits for it (and what it groups) stays within a few
+/// times this however many events a megabyte of lines yields.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// About what `event` holds in memory: its strings, and the fields' and
+/// the event's own allocations at a guess.
+fn weight(event: &Event) -> usize {
+    const PER_FIELD: usize = 64;
+    const PER_EVENT: usize = 400;
+    event.message.len() + event.log.file.len() + event.fields.len() * PER_FIELD + PER_EVENT
+}
 
 /// The queue writer's thread, and the way chunks reach it.
 struct QueueWriter {
@@ -953,6 +976,7 @@ fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>) -> SeenLine<'a>
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
+        let mut bytes = 0;
         let gates = self.gates.clone();
         let mut gates = gates.lock().expect("rule gates");
         let input = &self.metrics.inputs[lines.input].1;
@@ -963,8 +987,10 @@ impl LineSink for RuleStage {
             (lines.lines.text_len() + lines.lines.len()) as u64,
         );
         for line in lines.iter() {
-            // Most lines match nothing: only a matched (or cut) one is dated.
+            // Most lines match nothing: only a matched (or cut) one is dated,
+            // and placed.
             let mut seen: Option<SeenLine> = None;
+            let mut read_at: Option<Option<ReadAt>> = None;
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
@@ -978,12 +1004,17 @@ impl LineSink for RuleStage {
                     if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
                         metrics::add(matches, 1);
                     }
-                    events.extend(
-                        self.router
-                            .destinations(LINE_TOO_LONG)
-                            .iter()
-                            .map(|&lane| (lane, event.clone())),
-                    );
+                    let read_at = read_at.get_or_insert_with(|| {
+                        place(&self.input_names, &mut self.last_file_source, &line)
+                    });
+                    for &lane in self.router.destinations(LINE_TOO_LONG) {
+                        bytes += weight(&event);
+                        events.push(ToQueue {
+                            lane,
+                            event: event.clone(),
+                            read_at: read_at.clone(),
+                        });
+                    }
                 }
             }
             for (rule, fields) in self.matchers[line.input].matches(line.text) {
@@ -1000,18 +1031,65 @@ impl LineSink for RuleStage {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
-                events.extend(
-                    self.router
-                        .destinations(&rule.id)
-                        .iter()
-                        .map(|&lane| (lane, event.clone())),
-                );
+                let read_at = read_at.get_or_insert_with(|| {
+                    place(&self.input_names, &mut self.last_file_source, &line)
+                });
+                for &lane in self.router.destinations(&rule.id) {
+                    bytes += weight(&event);
+                    events.push(ToQueue {
+                        lane,
+                        event: event.clone(),
+                        read_at: read_at.clone(),
+                    });
+                }
+            }
+            if bytes >= CHUNK_BYTES {
+                let part = Matched {
+                    events: std::mem::take(&mut events),
+                    bytes: std::mem::take(&mut bytes),
+                    tokens: Vec::new(),
+                };
+                if let Err(closed) = self.writer.send(part) {
+                    // The chunk's token goes with its last part, which will
+                    // not be sent: none of its lines may commit.
+                    commit.abandon();
+                    return Err(closed);
+                }
             }
         }
         self.writer.send(Matched {
             events,
+            bytes,
             tokens: vec![commit],
         })
+    }
+}
+
+/// Where the queue knows `line` by: the input's name with the file's
+/// identity, or with the journal's sequence-number id. A file's source is
+/// kept in `last_file_source` for the next line, most likely of the same file.
+fn place(
+    input_names: &[String],
+    last_file_source: &mut Option<(usize, SourceFile, Arc<str>)>,
+    line: &Line,
+) -> Option<ReadAt> {
+    let input = &input_names[line.input];
+    match (line.source, line.journal) {
+        (Some(file), _) => {
+            let source = match last_file_source {
+                Some((index, known, source)) if *index == line.input && *known == file => {
+                    source.clone()
+                }
+                _ => {
+                    let source = ReadAt::file_source(input, file);
+                    *last_file_source = Some((line.input, file, source.clone()));
+                    source
+                }
+            };
+            Some(ReadAt::in_file(source, line.offset))
+        }
+        (None, Some(journal)) => ReadAt::journal(input, &journal.cursor, line.offset),
+        (None, None) => None,
     }
 }
 
@@ -1021,10 +1099,10 @@ fn abandon(chunk: &Matched) {
     }
 }
 
-/// At most this many events in one transaction when chunks wait together:
-/// redb's cost per event falls little beyond a few thousand, and a
-/// transaction's pages are held in memory until it commits.
-const GROUP_EVENTS: usize = 4_000;
+/// At most about this many bytes of events in one transaction when chunks
+/// wait together: redb's cost per event falls little beyond a few thousand
+/// events, and a transaction's pages are held in memory until it commits.
+const GROUP_BYTES: usize = 2 * CHUNK_BYTES;
 
 /// The queue writer's loop: what waits is written in one transaction (one
 /// fsync for several chunks when the disk is the slower part), then the
@@ -1038,9 +1116,10 @@ fn write_to_queue(
     chunks: std::sync::mpsc::Receiver<Matched>,
 ) {
     while let Ok(mut group) = chunks.recv() {
-        while group.events.len() < GROUP_EVENTS {
+        while group.bytes < GROUP_BYTES {
             let Ok(more) = chunks.try_recv() else { break };
             group.events.extend(more.events);
+            group.bytes += more.bytes;
             group.tokens.extend(more.tokens);
         }
         // Nothing may be lost: a queue that cannot be written (disk full)
@@ -1074,15 +1153,15 @@ fn write_to_queue(
         // shown waiting must be one its delivery will settle. Their
         // outcomes still reach the tap when their batches settle.
         let mut offered = vec![0; queued.len()];
-        for (lane, _) in &group.events {
-            offered[*lane] += 1;
+        for event in &group.events {
+            offered[event.lane] += 1;
         }
         tap.queued(
             group
                 .events
                 .iter()
-                .filter(|(lane, _)| queued[*lane] == offered[*lane])
-                .map(|(lane, event)| (*lane, event)),
+                .filter(|event| queued[event.lane] == offered[event.lane])
+                .map(|event| (event.lane, &event.event)),
         );
         for (lane, count) in queued.into_iter().enumerate() {
             metrics::add(&metrics.webhooks[lane].1.events_queued, count);

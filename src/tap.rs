@@ -7,13 +7,15 @@
 //! settles after it left the ring (or was queued by an earlier run) enters
 //! again with its outcome, so the ring always shows the latest news.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::event::{rfc3339_now, Event};
+use crate::event::{rfc3339_seconds, Event};
+use crate::queue::Queued;
 
 /// Events the ring keeps; `tap -n` asks for at most this many.
 pub const CAPACITY: usize = 1000;
@@ -53,8 +55,42 @@ pub struct Tapped {
 struct Entry {
     lane: usize,
     outcome: Outcome,
-    at: String,
-    event: Arc<Event>,
+    /// When it got its outcome; formatted only when shown.
+    at: SystemTime,
+    event: Held,
+}
+
+/// An entry's event: as it was queued, or as a delivery read it back (its
+/// JSON, decoded only when shown).
+enum Held {
+    Built(Arc<Event>),
+    Stored(Queued),
+}
+
+impl Held {
+    fn id(&self) -> &str {
+        match self {
+            Held::Built(event) => &event.id,
+            Held::Stored(queued) => &queued.id,
+        }
+    }
+
+    fn event(&self) -> Event {
+        match self {
+            Held::Built(event) => (**event).clone(),
+            Held::Stored(queued) => queued.event(),
+        }
+    }
+}
+
+/// The entries, oldest first, and where each lane's waiting ones are: a
+/// batch settling finds its events without a pass over the ring each.
+struct Ring {
+    entries: VecDeque<Entry>,
+    /// The serial number of `entries[0]`; each entry pushed takes the next.
+    first: u64,
+    /// Per lane: event id → serial number of its latest waiting entry.
+    waiting: Vec<HashMap<String, u64>>,
 }
 
 /// The ring of one agent, shared by the rules stage (queued), the delivery
@@ -62,15 +98,20 @@ struct Entry {
 pub struct Tap {
     /// Webhook names by lane.
     webhooks: Vec<String>,
-    ring: Mutex<VecDeque<Entry>>,
+    ring: Mutex<Ring>,
     live: broadcast::Sender<Tapped>,
 }
 
 impl Tap {
     pub fn new(webhooks: Vec<String>) -> Tap {
+        let lanes = webhooks.len();
         Tap {
             webhooks,
-            ring: Mutex::new(VecDeque::with_capacity(CAPACITY)),
+            ring: Mutex::new(Ring {
+                entries: VecDeque::with_capacity(CAPACITY),
+                first: 0,
+                waiting: vec![HashMap::new(); lanes],
+            }),
             live: broadcast::channel(LIVE_BACKLOG).0,
         }
     }
@@ -79,7 +120,12 @@ impl Tap {
     pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a Arc<Event>)>) {
         let mut ring = self.ring.lock().expect("tap ring");
         for (lane, event) in events {
-            self.push(&mut ring, lane, Outcome::Waiting, event.clone());
+            self.push(
+                &mut ring,
+                lane,
+                Outcome::Waiting,
+                Held::Built(event.clone()),
+            );
         }
     }
 
@@ -88,21 +134,20 @@ impl Tap {
         &self,
         lane: usize,
         outcome: Outcome,
-        events: impl IntoIterator<Item = &'a Arc<Event>>,
+        events: impl IntoIterator<Item = &'a Queued>,
     ) {
         let mut ring = self.ring.lock().expect("tap ring");
         for event in events {
-            let known = ring.iter().rposition(|e| {
-                e.lane == lane && e.outcome == Outcome::Waiting && e.event.id == event.id
-            });
+            let known = ring.waiting[lane].remove(event.id.as_str());
             match known {
-                Some(index) => {
-                    let entry = &mut ring[index];
+                Some(serial) => {
+                    let index = (serial - ring.first) as usize;
+                    let entry = &mut ring.entries[index];
                     entry.outcome = outcome;
-                    entry.at = rfc3339_now();
+                    entry.at = SystemTime::now();
                     self.tell_followers(entry);
                 }
-                None => self.push(&mut ring, lane, outcome, event.clone()),
+                None => self.push(&mut ring, lane, outcome, Held::Stored(event.clone())),
             }
         }
     }
@@ -117,6 +162,7 @@ impl Tap {
     ) -> (Vec<Tapped>, broadcast::Receiver<Tapped>) {
         let ring = self.ring.lock().expect("tap ring");
         let mut last: Vec<Tapped> = ring
+            .entries
             .iter()
             .rev()
             .filter(|e| webhook.is_none_or(|name| self.webhooks[e.lane] == name))
@@ -127,18 +173,27 @@ impl Tap {
         (last, self.live.subscribe())
     }
 
-    fn push(&self, ring: &mut VecDeque<Entry>, lane: usize, outcome: Outcome, event: Arc<Event>) {
-        if ring.len() == CAPACITY {
-            ring.pop_front();
+    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: Held) {
+        if ring.entries.len() == CAPACITY {
+            let oldest = ring.entries.pop_front().expect("the ring is full");
+            let waiting = &mut ring.waiting[oldest.lane];
+            if waiting.get(oldest.event.id()) == Some(&ring.first) {
+                waiting.remove(oldest.event.id());
+            }
+            ring.first += 1;
+        }
+        if outcome == Outcome::Waiting {
+            let serial = ring.first + ring.entries.len() as u64;
+            ring.waiting[lane].insert(event.id().to_string(), serial);
         }
         let entry = Entry {
             lane,
             outcome,
-            at: rfc3339_now(),
+            at: SystemTime::now(),
             event,
         };
         self.tell_followers(&entry);
-        ring.push_back(entry);
+        ring.entries.push_back(entry);
     }
 
     /// Copies the event only when someone follows: on the tail thread's
@@ -154,8 +209,8 @@ impl Tap {
         Tapped {
             webhook: self.webhooks[entry.lane].clone(),
             outcome: entry.outcome,
-            at: entry.at.clone(),
-            event: (*entry.event).clone(),
+            at: rfc3339_seconds(entry.at),
+            event: entry.event.event(),
         }
     }
 }
@@ -194,7 +249,8 @@ mod tests {
             follow_all.get_or_insert(receiver);
         }
         // The last event settles in place; e0 of soc left the ring, so it comes back.
-        tap.settled(0, Outcome::Sent, [&events[CAPACITY + 4], &events[0]]);
+        let settled = [&events[CAPACITY + 4], &events[0]].map(|event| Queued::new(0, event));
+        tap.settled(0, Outcome::Sent, &settled);
         let (last, _) = tap.last_and_follow(Some("soc"), 2);
         assert_eq!(
             last.iter()

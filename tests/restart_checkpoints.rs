@@ -195,9 +195,10 @@ fn unreadable_checkpoints_stop_start_up_instead_of_starting_over() {
     assert!(receiver.events().is_empty());
 }
 
-/// The queue remembers ids per webhook name: adding a webhook (which sorts
-/// before the others) neither re-sends to the old one what it got, nor
-/// hides from the new one what it never got, when lines are read again.
+/// The queue keeps how far each file is queued per webhook name: adding a
+/// webhook (which sorts before the others) neither re-sends to the old one
+/// what it got, nor hides from the new one what it never got, when lines
+/// are read again.
 #[test]
 fn adding_a_webhook_neither_resends_nor_drops_on_a_reread() {
     let old = Receiver::start(ReceiverOptions::default());
@@ -236,9 +237,10 @@ fn adding_a_webhook_neither_resends_nor_drops_on_a_reread() {
     assert_eq!(sequences(&events), vec![1, 2, 3, 4, 5, 6]);
 }
 
-/// Ids hash the file's inode, not its path: lines read again after a
-/// SIGKILL from a file that was rotated meanwhile keep their ids, so the
-/// queue drops them instead of sending them twice.
+/// Files are known by inode, not path: lines read again after a SIGKILL
+/// from a file that was rotated meanwhile keep their ids and lie below where
+/// the queue has that file queued up to, so it skips them instead of
+/// sending them twice.
 #[test]
 fn lines_read_again_after_sigkill_and_a_rotation_are_not_sent_twice() {
     let receiver = Receiver::start(ReceiverOptions::default());

@@ -7,28 +7,25 @@
 //! dead-lettered, so it never blocks the queue.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::BodyFormat;
-use crate::event::Event;
 use crate::queue::Queued;
 
-/// An event with its bytes in the body format, computed once, and its place
-/// in the queue (removed from there once delivered or dead-lettered).
+/// A queued event with its bytes in the body format, computed once; its
+/// `seq` is its place in the queue (removed from there once delivered or
+/// dead-lettered).
 #[derive(Debug)]
 pub struct Encoded {
-    pub seq: u64,
-    pub event: Arc<Event>,
+    pub queued: Queued,
     pub bytes: Vec<u8>,
 }
 
 impl Encoded {
     fn new(queued: Queued, format: &BodyFormat) -> Encoded {
         Encoded {
-            seq: queued.seq,
-            bytes: format.encode_queued(&queued.event, &queued.json),
-            event: queued.event,
+            bytes: format.encode_queued(&queued),
+            queued,
         }
     }
 }
@@ -129,7 +126,7 @@ impl Pending {
 /// Cuts the event's message to the longest prefix whose encoded event fits
 /// `room` bytes; hands the event back if not even an empty message fits.
 fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded, Encoded> {
-    let mut event = (*encoded.event).clone();
+    let mut event = encoded.queued.event();
     event.truncated = true;
     let message = std::mem::take(&mut event.message);
     let mut size_with = |len: usize| {
@@ -159,8 +156,7 @@ fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded,
     event.message = message[..fits].to_string();
     let bytes = format.encode_event(&event);
     Ok(Encoded {
-        seq: encoded.seq,
-        event: Arc::new(event),
+        queued: Queued::new(encoded.queued.seq, &event),
         bytes,
     })
 }
@@ -171,12 +167,7 @@ mod tests {
     use crate::config::ContentType;
 
     fn event(message: &str) -> Queued {
-        let event = Event::sample(&"0".repeat(32), message);
-        Queued {
-            seq: 0,
-            json: serde_json::to_vec(&event).unwrap(),
-            event: Arc::new(event),
-        }
+        Queued::new(0, &crate::event::Event::sample(&"0".repeat(32), message))
     }
 
     fn body(format: &BodyFormat, batch: &[Encoded]) -> Vec<u8> {
@@ -240,7 +231,7 @@ mod tests {
     #[test]
     fn full_body_is_detected_exactly() {
         let format = BodyFormat::new(ContentType::Json, None, "h");
-        let one = format.encode_event(&event("x").event).len();
+        let one = format.encode_event(&event("x").event()).len();
         let limit = format.overhead() + 2 * one + format.separator_len();
         let mut pending = Pending::new(&format, limit);
         pending.push(event("x"), &format);

@@ -16,6 +16,7 @@ use std::fmt::Write as _;
 
 use crate::config::ContentType;
 use crate::event::Event;
+use crate::queue::Queued;
 
 pub struct BodyFormat {
     wire: Wire,
@@ -126,10 +127,10 @@ impl BodyFormat {
 
     /// A queued event's bytes in the body: in a JSON envelope its `json`
     /// as stored (that is what encoding the event gives), else encoded.
-    pub fn encode_queued(&self, event: &Event, json: &[u8]) -> Vec<u8> {
+    pub fn encode_queued(&self, queued: &Queued) -> Vec<u8> {
         match (&self.wire, &self.shape) {
-            (Wire::Json, Shape::Envelope) => json.to_vec(),
-            _ => self.encode_event(event),
+            (Wire::Json, Shape::Envelope) => queued.json.to_vec(),
+            _ => self.encode_event(&queued.event()),
         }
     }
 
@@ -503,8 +504,8 @@ mod tests {
             stored.fields.insert("process.pid".into(), serde_json::json!(number));
             stored.count = count;
             stored.truncated = truncated;
-            let json = serde_json::to_vec(&stored).unwrap();
-            let read_back: Event = serde_json::from_slice(&json).unwrap();
+            let queued = crate::queue::Queued::new(0, &stored);
+            let read_back = queued.event();
             for (content_type, template) in [
                 (ContentType::Json, None),
                 (ContentType::JsonUtf8, None),
@@ -515,7 +516,7 @@ mod tests {
             ] {
                 let format = BodyFormat::new(content_type, template, "web1");
                 proptest::prop_assert_eq!(
-                    format.encode_queued(&read_back, &json),
+                    format.encode_queued(&queued),
                     format.encode_event(&read_back)
                 );
             }
@@ -714,19 +715,13 @@ mod tests {
             max_body_bytes in 256usize..6000,
         ) {
             use crate::deliver::batch::{Admitted, Pending};
-            use crate::queue::Queued;
-            use std::sync::Arc;
             let format = BodyFormat::new(content_type, template, &host);
             let mut pending = Pending::new(&format, max_body_bytes);
             let mut refused = 0;
             for (seq, event) in events.iter().enumerate() {
-                let queued = Queued {
-                    seq: seq as u64,
-                    json: serde_json::to_vec(event).unwrap(),
-                    event: Arc::new(event.clone()),
-                };
+                let queued = Queued::new(seq as u64, event);
                 if let Admitted::TooLarge(whole) = pending.push(queued, &format) {
-                    let mut empty = (*whole.event).clone();
+                    let mut empty = whole.queued.event();
                     empty.message.clear();
                     empty.truncated = true;
                     let smallest = format.overhead() + format.encode_event(&empty).len();
@@ -739,11 +734,12 @@ mod tests {
                 let batch = pending.take_batch();
                 let body = format.encode(batch.iter().map(|e| e.bytes.as_slice()));
                 proptest::prop_assert!(body.len() <= max_body_bytes, "{} > {max_body_bytes}", body.len());
-                for encoded in &batch {
-                    let original = &events[encoded.seq as usize];
-                    proptest::prop_assert!(original.message.starts_with(&encoded.event.message));
-                    if encoded.event.message != original.message {
-                        proptest::prop_assert!(encoded.event.truncated);
+                let shown: Vec<Event> = batch.iter().map(|e| e.queued.event()).collect();
+                for (encoded, shown) in batch.iter().zip(&shown) {
+                    let original = &events[encoded.queued.seq as usize];
+                    proptest::prop_assert!(original.message.starts_with(&shown.message));
+                    if shown.message != original.message {
+                        proptest::prop_assert!(shown.truncated);
                     }
                 }
                 match (content_type, template) {
@@ -761,7 +757,7 @@ mod tests {
                             .as_array()
                             .map(|events| events.iter().filter_map(|e| e["message"].as_str()).collect())
                             .unwrap_or_default();
-                        let expected: Vec<&str> = batch.iter().map(|e| e.event.message.as_str()).collect();
+                        let expected: Vec<&str> = shown.iter().map(|e| e.message.as_str()).collect();
                         proptest::prop_assert_eq!(messages, expected);
                         proptest::prop_assert_eq!(json["host"].as_str(), Some(host.as_str()));
                     }

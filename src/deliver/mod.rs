@@ -582,8 +582,8 @@ impl Deliverer {
         };
         metrics::add(counter, batch.len() as u64);
         self.tap
-            .settled(webhook.lane, outcome, batch.iter().map(|e| &e.event));
-        self.unremoved.extend(batch.iter().map(|e| e.seq));
+            .settled(webhook.lane, outcome, batch.iter().map(|e| &e.queued));
+        self.unremoved.extend(batch.iter().map(|e| e.queued.seq));
         self.remove_unremoved().await;
     }
 
@@ -682,7 +682,7 @@ impl Deliverer {
             "webhook": webhook.config.name,
             "status": status,
             "reason": reason,
-            "events": batch.iter().map(|e| &*e.event).collect::<Vec<_>>(),
+            "events": batch.iter().map(|e| e.queued.event()).collect::<Vec<_>>(),
         });
         let mut line = serde_json::to_vec(&record).expect("JSON values serialize");
         line.push(b'\n');

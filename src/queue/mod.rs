@@ -14,7 +14,9 @@ use crate::rules::{RuleSelector, Severity};
 
 #[cfg(test)]
 pub(crate) use store::SlowDisk;
-pub use store::{LaneLimits, LaneState, LastError, Queue, QueueError, QueueView, Queued};
+pub use store::{
+    LaneLimits, LaneState, LastError, Queue, QueueError, QueueView, Queued, ReadAt, ToQueue,
+};
 
 pub struct Router {
     /// Rule id → indexes of webhooks, in config order.

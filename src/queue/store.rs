@@ -6,10 +6,11 @@
 //! back-pressure reaches the tailer (the log files are the buffer), or, for a
 //! lane with `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
 //! appended in one transaction per chunk of lines, before the lines' offsets
-//! may be committed, so a crash at any moment loses nothing. Lines read again
-//! after a crash (between the queue write and the checkpoint write) yield
-//! events with the same ids, which `append` recognises and skips: after a
-//! restart only batches that were in flight are sent twice.
+//! may be committed, so a crash at any moment loses nothing. Each source of
+//! lines (a file of an input, a journal) keeps, in the same transaction, the
+//! offset its lines are queued up to; lines read again after a crash (between
+//! the queue write and the checkpoint write) fall below it and are skipped:
+//! after a restart only batches that were in flight are sent twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,17 +21,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use backon::BackoffBuilder;
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
-    TableDefinition, TableError,
+    ReadableTableMetadata, TableDefinition, TableError,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::WhenFull;
-use crate::event::Event;
+use crate::event::{Event, SourceFile};
 
-/// Ids of recently queued events, and their order for forgetting the oldest.
-const RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids");
-const RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
+/// Per webhook and source of lines ([`ReadAt`]): the offset its lines are queued up
+/// to (the last queued line's offset + 1), and when that was written (Unix
+/// seconds, to forget the sources written longest ago).
+const QUEUED_UP_TO: TableDefinition<&str, (u64, u64)> = TableDefinition::new("queued_up_to");
+/// The per-event id index of earlier versions, deleted at open.
+const OLD_RECENT_IDS: TableDefinition<&str, u64> = TableDefinition::new("recent_ids");
+const OLD_RECENT_ORDER: TableDefinition<u64, &str> = TableDefinition::new("recent_order");
 /// Per webhook name: its last delivery error, as JSON ([`LastError`]).
 const LAST_ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_errors");
 /// Per webhook name: events dropped to make room (`when_full = "drop_oldest"`), ever.
@@ -41,9 +46,14 @@ const DROP_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// a later 415 reads as "over the limit", after a restart too.
 const ACCEPTED_CONTENT_TYPES: TableDefinition<&str, &str> =
     TableDefinition::new("accepted_content_types");
-/// How many ids are remembered: far more than the lines between two
-/// checkpoint writes, which is what can be read twice.
-const REMEMBERED_IDS: u64 = 200_000;
+/// How many sources' "queued up to" offsets are kept: far more than the
+/// files whose checkpoint can lag their queue write at a crash.
+const REMEMBERED_SOURCES: u64 = 10_000;
+/// For how long after the queue opens the last run's "queued up to" offsets
+/// skip lines. The lines a crash left uncommitted are read again at once;
+/// later, a line below an old offset is another file's (a deleted file's
+/// inode reused), and must be queued.
+const RE_READ_WINDOW: Duration = Duration::from_secs(60);
 
 /// The queue is written once and read once per event; a large page cache
 /// would only cost memory on a small server.
@@ -78,13 +88,202 @@ impl QueueError {
     }
 }
 
-/// An event taken from a webhook's queue.
+/// Where the line an event came from was read: its source (the input, and
+/// the file's identity, which a rename keeps and a truncation changes; or
+/// the journal's sequence-number id) and its place there (the byte offset;
+/// the journal's sequence number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadAt {
+    source: Arc<str>,
+    offset: u64,
+}
+
+impl ReadAt {
+    /// How the queue knows the file `file` read by the input `input`: a
+    /// line's place is this and its offset ([`ReadAt::in_file`]).
+    pub fn file_source(input: &str, file: SourceFile) -> Arc<str> {
+        format!(
+            "{input}\nfile {}:{}:{}",
+            file.dev, file.ino, file.generation
+        )
+        .into()
+    }
+
+    /// A line at byte `offset` of the file known as `source`.
+    pub fn in_file(source: Arc<str>, offset: u64) -> ReadAt {
+        ReadAt { source, offset }
+    }
+
+    /// A journal entry read by the input `input`: entries of one
+    /// sequence-number id (the cursor's `s=`) come in `seqnum` order. `None`
+    /// when the entry has neither (a `seqnum` of 0 is unknown): it is
+    /// queued each time it is read.
+    pub fn journal(input: &str, cursor: &str, seqnum: u64) -> Option<ReadAt> {
+        let seqnum_id = cursor
+            .split(';')
+            .find_map(|part| part.strip_prefix("s="))
+            .filter(|id| !id.is_empty())?;
+        (seqnum > 0).then(|| ReadAt {
+            source: format!("{input}\njournal {seqnum_id}").into(),
+            offset: seqnum,
+        })
+    }
+}
+
+/// An event for the webhook of `lane`, and where its line was read (`None`
+/// for an event not read from an input: it is never skipped).
+#[derive(Debug, Clone)]
+pub struct ToQueue {
+    pub lane: usize,
+    pub event: Arc<Event>,
+    pub read_at: Option<ReadAt>,
+}
+
+/// The last run's "queued up to" offsets, each consulted until its source
+/// is read past it (the lines a crash left uncommitted are read again), and
+/// none after [`RE_READ_WINDOW`].
+struct Watermarks {
+    last_run: HashMap<String, u64>,
+    consult_until: Instant,
+    /// Rows of [`QUEUED_UP_TO`].
+    rows: u64,
+}
+
+impl Watermarks {
+    /// Whether the line at `at` was queued for the webhook `lane` in the
+    /// last run.
+    fn queued_before(&self, lane: &str, at: &ReadAt) -> bool {
+        !self.last_run.is_empty()
+            && self
+                .last_run
+                .get(&watermark_key(lane, &at.source))
+                .is_some_and(|&up_to| at.offset < up_to)
+    }
+
+    /// Forgets the last run's offsets once [`RE_READ_WINDOW`] is over.
+    fn expire(&mut self) {
+        if !self.last_run.is_empty() && Instant::now() >= self.consult_until {
+            self.last_run = HashMap::new();
+        }
+    }
+}
+
+/// Per webhook, by its name: adding a webhook must neither shift which
+/// lines count as queued for the others nor hide from it what it never got.
+fn watermark_key(lane: &str, source: &str) -> String {
+    format!("{lane}\n{source}")
+}
+
+/// An event taken from a webhook's queue: its JSON as stored (which a JSON
+/// envelope sends as it is) and its id, read without building the event.
+#[derive(Debug, Clone)]
 pub struct Queued {
     pub seq: u64,
-    pub event: Arc<Event>,
-    /// The event's JSON as it was stored, which a JSON envelope sends as it
-    /// is rather than encoding the event again.
-    pub json: Vec<u8>,
+    pub id: String,
+    pub json: Arc<[u8]>,
+}
+
+impl Queued {
+    /// `event` as the queue would hand it out at `seq`.
+    pub fn new(seq: u64, event: &Event) -> Queued {
+        Queued {
+            seq,
+            id: event.id.clone(),
+            json: serde_json::to_vec(event).expect("events serialize").into(),
+        }
+    }
+
+    /// The event itself, decoded from its JSON (which `read` checked decodes).
+    pub fn event(&self) -> Event {
+        serde_json::from_slice(&self.json).expect("checked to decode as an event when read")
+    }
+}
+
+/// What `read` checks a stored row is, without building it: an [`Event`]'s
+/// JSON, field for field (the same names, types and defaults), and its id.
+#[derive(Deserialize)]
+struct StoredEvent<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+    #[serde(rename = "rule")]
+    _rule: Text,
+    #[serde(rename = "severity")]
+    _severity: crate::rules::Severity,
+    #[serde(rename = "time")]
+    _time: Text,
+    #[serde(rename = "ingested", default)]
+    _ingested: Text,
+    #[serde(rename = "host", default)]
+    _host: Text,
+    #[serde(rename = "log")]
+    _log: StoredLog,
+    #[serde(rename = "message")]
+    _message: Text,
+    #[serde(rename = "fields")]
+    _fields: AnyObject,
+    #[serde(rename = "count", default)]
+    _count: Option<u64>,
+    #[serde(rename = "truncated", default)]
+    _truncated: bool,
+}
+
+/// [`crate::event::LogOrigin`], checked as [`StoredEvent`] is.
+#[derive(Deserialize)]
+struct StoredLog {
+    #[serde(rename = "file")]
+    _file: Text,
+    #[serde(rename = "offset")]
+    _offset: u64,
+    #[serde(rename = "cursor", default)]
+    _cursor: Option<Text>,
+}
+
+/// A JSON string, checked and not kept.
+#[derive(Default)]
+struct Text;
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Text;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
+                Ok(Text)
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// A JSON object of any values (as [`crate::event::Fields`]), checked and not kept.
+struct AnyObject;
+
+impl<'de> Deserialize<'de> for AnyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AnyObject, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(
+                self,
+                mut map: M,
+            ) -> Result<AnyObject, M::Error> {
+                while map.next_entry::<Text, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
+
+/// The id of the event stored as `json`, if it decodes as one.
+fn stored_id(json: &[u8]) -> Result<String, serde_json::Error> {
+    serde_json::from_slice::<StoredEvent>(json).map(|stored| stored.id.into_owned())
 }
 
 /// The latest failed attempt of a webhook, kept so `status` can show it
@@ -145,8 +344,8 @@ struct Lane {
 /// Where appended events come from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Appending {
-    /// Read from the inputs: an event queued before (lines read again after
-    /// a restart) is skipped.
+    /// Read from the inputs: an event whose line was queued in the last run
+    /// (read again after a crash) is skipped.
     Read,
     /// Replayed from a dead-letter file: queued again on purpose.
     Replayed,
@@ -157,7 +356,6 @@ struct Usage {
     bytes: Vec<u64>,
     events: Vec<u64>,
     next_seq: Vec<u64>,
-    recent_counter: u64,
     /// How many times the sizes were recounted from the store.
     recounts: u64,
 }
@@ -191,7 +389,7 @@ pub struct Queue {
     drops: Mutex<Vec<Drops>>,
     /// Held by an `append` from its first look at the sizes to its commit,
     /// so appends take sequence numbers one after the other.
-    appending: Mutex<()>,
+    appending: Mutex<Watermarks>,
     /// The database was reopened: `usage` is recounted from the store
     /// before it is used again.
     usage_stale: AtomicBool,
@@ -227,13 +425,12 @@ fn needs_reopen(error: &redb::Error) -> bool {
     matches!(error, redb::Error::PreviousIo | redb::Error::Io(_))
 }
 
-/// Counts what each lane holds, and where sequences and id counters resume.
+/// Counts what each lane holds, and where sequences resume.
 fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, redb::Error> {
     let mut usage = Usage {
         bytes: vec![],
         events: vec![],
         next_seq: vec![],
-        recent_counter: 0,
         recounts: 0,
     };
     for lane in lanes {
@@ -251,15 +448,32 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
         txn.open_table(TableDefinition::<u64, ()>::new(&lane.attempts))?;
         txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.set_aside))?;
     }
-    txn.open_table(RECENT_IDS)?;
+    txn.open_table(QUEUED_UP_TO)?;
     txn.open_table(LAST_ERRORS)?;
     txn.open_table(DROPPED)?;
     txn.open_table(ACCEPTED_CONTENT_TYPES)?;
-    usage.recent_counter = txn
-        .open_table(RECENT_ORDER)?
-        .last()?
-        .map_or(0, |(k, _)| k.value() + 1);
     Ok(usage)
+}
+
+/// Keeps the [`REMEMBERED_SOURCES`] sources written last (and those
+/// written in the same second as the oldest of them); how many rows remain.
+fn forget_oldest_sources(table: &mut redb::Table<&str, (u64, u64)>) -> Result<u64, redb::Error> {
+    let mut written = table
+        .iter()?
+        .map(|row| row.map(|(_, value)| value.value().1))
+        .collect::<Result<Vec<u64>, _>>()?;
+    if written.len() as u64 > REMEMBERED_SOURCES {
+        written.sort_unstable();
+        let oldest_kept = written[written.len() - REMEMBERED_SOURCES as usize];
+        table.retain(|_, (_, at)| at >= oldest_kept)?;
+    }
+    Ok(table.len()?)
+}
+
+fn unix_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// Reopening a database after an I/O error: a few quick tries (the error may
@@ -303,9 +517,26 @@ impl Queue {
                 arrived: Arc::new(Notify::new()),
             })
             .collect();
-        let (usage, drops) = (|| {
+        let (usage, drops, watermarks) = (|| {
             let txn = db.begin_write()?;
+            txn.delete_table(OLD_RECENT_IDS)?;
+            txn.delete_table(OLD_RECENT_ORDER)?;
             let usage = count_usage(&txn, &lanes)?;
+            let mut watermarks = Watermarks {
+                last_run: HashMap::new(),
+                consult_until: Instant::now() + RE_READ_WINDOW,
+                rows: 0,
+            };
+            {
+                let mut table = txn.open_table(QUEUED_UP_TO)?;
+                watermarks.rows = forget_oldest_sources(&mut table)?;
+                for row in table.iter()? {
+                    let (source, value) = row?;
+                    watermarks
+                        .last_run
+                        .insert(source.value().to_string(), value.value().0);
+                }
+            }
             let dropped = txn.open_table(DROPPED)?;
             let mut drops = Vec::new();
             for lane in &lanes {
@@ -316,7 +547,7 @@ impl Queue {
             }
             drop(dropped);
             txn.commit()?;
-            Ok::<_, redb::Error>((usage, drops))
+            Ok::<_, redb::Error>((usage, drops, watermarks))
         })()
         .map_err(|e| fail(e.to_string()))?;
         for (lane, events) in lanes.iter().zip(&usage.events) {
@@ -334,7 +565,7 @@ impl Queue {
             lanes,
             usage: Mutex::new(usage),
             drops: Mutex::new(drops),
-            appending: Mutex::new(()),
+            appending: Mutex::new(watermarks),
             usage_stale: AtomicBool::new(false),
             room: Condvar::new(),
             waiting_for_room: AtomicBool::new(false),
@@ -427,7 +658,6 @@ impl Queue {
                     for (counted, known) in counted.next_seq.iter_mut().zip(&usage.next_seq) {
                         *counted = (*counted).max(*known);
                     }
-                    counted.recent_counter = counted.recent_counter.max(usage.recent_counter);
                     counted.recounts = usage.recounts + 1;
                     *usage = counted;
                     self.room.notify_all();
@@ -498,29 +728,33 @@ impl Queue {
         }
     }
 
-    /// Appends `events` (lane, event) in one durable transaction, skipping
-    /// events whose id was queued before; returns how many each lane took.
-    /// Waits while a lane they go to is full: that pauses the tailer, which
-    /// calls this; a `drop_oldest` lane drops its oldest events instead, in
-    /// the same transaction. Fails at once when the queue was closed for
-    /// appends.
-    pub fn append(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+    /// Appends `events` in one durable transaction, with how far each
+    /// source of their lines is queued, skipping those whose line was queued
+    /// in the last run (read again after a crash); returns how many each
+    /// lane took. Waits while a lane they go to is full: that pauses the
+    /// tailer, which calls this; a `drop_oldest` lane drops its oldest
+    /// events instead, in the same transaction. Fails at once when the queue
+    /// was closed for appends.
+    pub fn append(&self, events: &[ToQueue]) -> Result<Vec<u64>, QueueError> {
         self.append_as(events, Appending::Read)
     }
 
-    /// Queues dead-lettered `events` again (`tailhook dead-letter replay`):
-    /// their ids were queued before, so none is skipped; a lane without room
-    /// for them fails rather than waits, since with the agent stopped
-    /// nothing would make room.
+    /// Queues dead-lettered `events` again (`tailhook dead-letter replay`),
+    /// none skipped; a lane without room for them fails rather than waits,
+    /// since with the agent stopped nothing would make room.
     pub fn requeue(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
-        self.append_as(events, Appending::Replayed)
+        let events: Vec<ToQueue> = events
+            .iter()
+            .map(|(lane, event)| ToQueue {
+                lane: *lane,
+                event: event.clone(),
+                read_at: None,
+            })
+            .collect();
+        self.append_as(&events, Appending::Replayed)
     }
 
-    fn append_as(
-        &self,
-        events: &[(usize, Arc<Event>)],
-        appending: Appending,
-    ) -> Result<Vec<u64>, QueueError> {
+    fn append_as(&self, events: &[ToQueue], appending: Appending) -> Result<Vec<u64>, QueueError> {
         let mut taken = vec![0; self.lanes.len()];
         if self.closed.load(Ordering::SeqCst) {
             return Err(self.closed_error());
@@ -528,17 +762,30 @@ impl Queue {
         if events.is_empty() {
             return Ok(taken);
         }
-        let encoded: Vec<(usize, &Event, Vec<u8>)> = events
-            .iter()
-            .map(|(lane, event)| {
-                (
-                    *lane,
-                    &**event,
-                    serde_json::to_vec(&**event).expect("events serialize"),
-                )
-            })
-            .collect();
-        let _appending = self.appending.lock().expect("queue appends");
+        let mut watermarks = self.appending.lock().expect("queue appends");
+        watermarks.expire();
+        // (lane, where its line was read, index of its JSON): an event that
+        // goes to several lanes is encoded once.
+        let mut encoded: Vec<(usize, Option<&ReadAt>, usize)> = Vec::with_capacity(events.len());
+        let mut jsons: Vec<Vec<u8>> = Vec::with_capacity(events.len());
+        let mut last: Option<&Arc<Event>> = None;
+        for item in events {
+            let read_at = item.read_at.as_ref();
+            if appending == Appending::Read
+                && read_at
+                    .is_some_and(|at| watermarks.queued_before(&self.lanes[item.lane].name, at))
+            {
+                continue;
+            }
+            if !last.is_some_and(|last| Arc::ptr_eq(last, &item.event)) {
+                jsons.push(serde_json::to_vec(&*item.event).expect("events serialize"));
+                last = Some(&item.event);
+            }
+            encoded.push((item.lane, read_at, jsons.len() - 1));
+        }
+        if encoded.is_empty() {
+            return Ok(taken);
+        }
         let mut usage = self.usage();
         let mut warned = vec![false; self.lanes.len()];
         loop {
@@ -547,8 +794,8 @@ impl Queue {
                 return Err(self.closed_error());
             }
             let mut adding = vec![0u64; self.lanes.len()];
-            for (lane, _, json) in &encoded {
-                adding[*lane] += json.len() as u64;
+            for &(lane, _, json) in &encoded {
+                adding[lane] += jsons[json].len() as u64;
             }
             // A lane that holds nothing always takes the chunk, however large.
             let full = (0..self.lanes.len()).find(|&l| {
@@ -580,59 +827,51 @@ impl Queue {
                 .0;
         }
         self.waiting_for_room.store(false, Ordering::Relaxed);
-        let (next_seq, recent_counter, recounts) =
-            (usage.next_seq.clone(), usage.recent_counter, usage.recounts);
+        let (next_seq, recounts) = (usage.next_seq.clone(), usage.recounts);
         // Sizes before this chunk; a removal meanwhile only makes a
         // `drop_oldest` lane drop a little more than it had to.
         let held = usage.bytes.clone();
         drop(usage);
         let added = self.with_db(|db| {
-            let (mut next_seq, mut recent_counter) = (next_seq, recent_counter);
+            let mut next_seq = next_seq;
             let txn = db.begin_write()?;
             let mut added = Vec::new();
             // Per lane: (events, bytes) dropped to make room.
             let mut dropped: HashMap<usize, (u64, u64)> = HashMap::new();
+            // Per lane and source: the offset its lines are now queued up to.
+            let mut reached: HashMap<(usize, &str), u64> = HashMap::new();
+            let (mut rows, mut new_sources) = (watermarks.rows, 0);
             {
-                let mut ids = txn.open_table(RECENT_IDS)?;
-                let mut order = txn.open_table(RECENT_ORDER)?;
                 let mut tables = HashMap::new();
-                for (lane, event, json) in &encoded {
-                    // By the webhook's name, not its place among the others:
-                    // adding a webhook must not shift which ids count as seen.
-                    let key = format!("{}/{}", self.lanes[*lane].name, event.id);
-                    if appending == Appending::Read && ids.get(key.as_str())?.is_some() {
-                        continue;
+                for &(lane, read_at, json) in &encoded {
+                    if let Some(at) = read_at {
+                        let up_to = reached.entry((lane, &*at.source)).or_default();
+                        *up_to = (*up_to).max(at.offset + 1);
                     }
-                    let counter = recent_counter;
-                    recent_counter += 1;
-                    ids.insert(key.as_str(), counter)?;
-                    order.insert(counter, key.as_str())?;
-                    if !tables.contains_key(lane) {
-                        let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(
-                            &self.lanes[*lane].table,
-                        ))?;
-                        tables.insert(*lane, table);
-                    }
-                    let seq = next_seq[*lane];
-                    tables
-                        .get_mut(lane)
-                        .expect("opened above")
-                        .insert(seq, json.as_slice())?;
-                    next_seq[*lane] += 1;
-                    added.push((*lane, json.len() as u64));
-                }
-                let forget_below = recent_counter.saturating_sub(REMEMBERED_IDS);
-                loop {
-                    let oldest = order
-                        .first()?
-                        .map(|(c, k)| (c.value(), k.value().to_string()));
-                    let Some((counter, key)) =
-                        oldest.filter(|(counter, _)| *counter < forget_below)
-                    else {
-                        break;
+                    let table = match tables.entry(lane) {
+                        std::collections::hash_map::Entry::Occupied(table) => table.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(slot) => {
+                            slot.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(
+                                &self.lanes[lane].table,
+                            ))?)
+                        }
                     };
-                    order.remove(counter)?;
-                    ids.remove(key.as_str())?;
+                    let seq = next_seq[lane];
+                    table.insert(seq, jsons[json].as_slice())?;
+                    next_seq[lane] += 1;
+                    added.push((lane, jsons[json].len() as u64));
+                }
+                let mut queued_up_to = txn.open_table(QUEUED_UP_TO)?;
+                let now = unix_seconds();
+                for (&(lane, source), &up_to) in &reached {
+                    let key = watermark_key(&self.lanes[lane].name, source);
+                    if queued_up_to.insert(key.as_str(), (up_to, now))?.is_none() {
+                        new_sources += 1;
+                    }
+                }
+                rows += new_sources;
+                if rows > 2 * REMEMBERED_SOURCES {
+                    rows = forget_oldest_sources(&mut queued_up_to)?;
                 }
                 for (&lane, table) in &mut tables {
                     if self.lanes[lane].when_full != WhenFull::DropOldest {
@@ -670,9 +909,18 @@ impl Queue {
                 }
             }
             txn.commit()?;
-            Ok((added, next_seq, recent_counter, dropped))
+            Ok((added, next_seq, dropped, reached, rows))
         });
-        let (added, next_seq, recent_counter, dropped) = added?;
+        let (added, next_seq, dropped, reached, rows) = added?;
+        // Read past where the last run had queued them: the lines read again
+        // are behind, and what follows in these sources is new.
+        if !watermarks.last_run.is_empty() {
+            for &(lane, source) in reached.keys() {
+                let key = watermark_key(&self.lanes[lane].name, source);
+                watermarks.last_run.remove(&key);
+            }
+        }
+        watermarks.rows = rows;
         self.waiting_for_disk.store(false, Ordering::Relaxed);
         let mut usage = self.usage();
         // A recount since the commit already counted what it added.
@@ -680,7 +928,6 @@ impl Queue {
         for (lane, seq) in usage.next_seq.iter_mut().enumerate() {
             *seq = (*seq).max(next_seq[lane]);
         }
-        usage.recent_counter = usage.recent_counter.max(recent_counter);
         for (lane, bytes) in added {
             if !counted {
                 usage.bytes[lane] += bytes;
@@ -737,11 +984,11 @@ impl Queue {
             let mut unreadable = Vec::new();
             for entry in table.range(after + 1..)?.take(limit) {
                 let (seq, json) = entry?;
-                match serde_json::from_slice::<Event>(json.value()) {
-                    Ok(event) => out.push(Queued {
+                match stored_id(json.value()) {
+                    Ok(id) => out.push(Queued {
                         seq: seq.value(),
-                        event: Arc::new(event),
-                        json: json.value().to_vec(),
+                        id,
+                        json: json.value().into(),
                     }),
                     Err(e) => unreadable.push((seq.value(), e.to_string())),
                 }
@@ -963,6 +1210,25 @@ impl Queue {
             txn.commit()?;
             Ok(UNIX_EPOCH + Duration::from_micros(key))
         })
+    }
+}
+
+#[cfg(test)]
+impl Queue {
+    /// Appends events not read from an input (none is skipped).
+    pub(crate) fn append_events(
+        &self,
+        events: &[(usize, Arc<Event>)],
+    ) -> Result<Vec<u64>, QueueError> {
+        let events: Vec<ToQueue> = events
+            .iter()
+            .map(|(lane, event)| ToQueue {
+                lane: *lane,
+                event: event.clone(),
+                read_at: None,
+            })
+            .collect();
+        self.append(&events)
     }
 }
 
@@ -1193,7 +1459,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
         queue
-            .append(&[
+            .append_events(&[
                 (0, event("1", "x")),
                 (1, event("1", "x")),
                 (0, event("2", "y")),
@@ -1205,9 +1471,7 @@ mod tests {
         assert_eq!(queue.depth(0).0, 2);
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(
-            read.iter()
-                .map(|q| q.event.message.as_str())
-                .collect::<Vec<_>>(),
+            read.iter().map(|q| q.event().message).collect::<Vec<_>>(),
             vec!["x", "y"]
         );
         assert_eq!(queue.read(0, read[0].seq, 10).unwrap().len(), 1);
@@ -1216,23 +1480,232 @@ mod tests {
         assert_eq!(queue.depth(1).0, 1, "each webhook has its own copy");
         drop(queue);
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.message, "y");
+        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event().message, "y");
+    }
+
+    /// Events of the lines at `offsets` of `file` (read by input `auth`),
+    /// each to lanes 0 and 1, with ids naming the line.
+    fn lines_of(file: SourceFile, offsets: &[u64]) -> Vec<ToQueue> {
+        offsets
+            .iter()
+            .flat_map(|&offset| {
+                let read_at = ReadAt::in_file(ReadAt::file_source("auth", file), offset);
+                let event = event(&format!("{}@{offset}", file.generation), "x");
+                (0..2).map(move |lane| ToQueue {
+                    lane,
+                    event: event.clone(),
+                    read_at: Some(read_at.clone()),
+                })
+            })
+            .collect()
+    }
+
+    fn ids(queue: &Queue, lane: usize) -> Vec<String> {
+        queue
+            .read(lane, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|q| q.id.clone())
+            .collect()
     }
 
     #[test]
-    fn an_event_queued_before_is_not_queued_again() {
+    fn lines_queued_in_the_last_run_are_skipped_when_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SourceFile {
+            dev: 1,
+            ino: 2,
+            generation: 0,
+        };
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        queue.append(&lines_of(file, &[0, 100])).unwrap();
+        // Delivered meanwhile, on one lane: the offset is kept all the same.
+        let delivered: Vec<u64> = queue
+            .read(0, 0, 10)
+            .unwrap()
+            .iter()
+            .map(|q| q.seq)
+            .collect();
+        queue.remove(0, &delivered).unwrap();
+        // A crash before the checkpoint: the next run reads 0 and 100 again.
+        drop(queue);
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let taken = queue.append(&lines_of(file, &[0, 100, 200])).unwrap();
+        assert_eq!(taken, [1, 1]);
+        assert_eq!(ids(&queue, 0), ["0@200"]);
+        assert_eq!(ids(&queue, 1), ["0@0", "0@100", "0@200"]);
+        // The same inode truncated (copytruncate): another generation, whose
+        // lines at the same offsets are new.
+        let truncated = SourceFile {
+            generation: 1,
+            ..file
+        };
+        queue.append(&lines_of(truncated, &[0, 100])).unwrap();
+        assert_eq!(ids(&queue, 0), ["0@200", "1@0", "1@100"]);
+        // Read past its last run's offset, a source skips nothing more: a
+        // line below it now is another file's (a deleted file's inode reused).
+        queue.append(&lines_of(file, &[50])).unwrap();
+        assert_eq!(ids(&queue, 0), ["0@200", "1@0", "1@100", "0@50"]);
+
+        // Another crash: the offsets queued in this run count at the next start.
+        drop(queue);
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let taken = queue
+            .append(
+                &lines_of(file, &[50])
+                    .into_iter()
+                    .chain(lines_of(truncated, &[100, 150]))
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap();
+        assert_eq!(taken, [1, 1], "only line 150 is new");
+        // Another input reading the same file has its own offsets.
+        let other_input = ToQueue {
+            lane: 0,
+            event: event("other", "x"),
+            read_at: Some(ReadAt::in_file(ReadAt::file_source("web", file), 0)),
+        };
+        assert_eq!(queue.append(&[other_input]).unwrap(), [1, 0]);
+        // Dead letters replayed are queued whatever was queued before.
+        assert_eq!(queue.requeue(&[(0, event("1@0", "x"))]).unwrap(), [1, 0]);
+    }
+
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!("low")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("\\PC{0,4}", inner, 0..3)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// `read` checks a row without building the event: whatever one
+        /// member of a stored event is replaced by, or if it is left out,
+        /// the check and decoding the event accept or refuse it alike.
+        #[test]
+        fn the_check_of_a_stored_row_agrees_with_decoding_it(
+            member in proptest::sample::select(vec![
+                "id", "rule", "severity", "time", "ingested", "host", "log", "message",
+                "fields", "count", "truncated", "log.file", "log.offset", "log.cursor",
+                "fields.user.name", "other",
+            ]),
+            replacement in proptest::option::of(any_json()),
+        ) {
+            let mut stored = serde_json::to_value(Event::sample("e1", "a \"quoted\" line")).unwrap();
+            let (object, key) = match member.split_once('.') {
+                Some((outer, inner)) => (stored[outer].as_object_mut().unwrap(), inner),
+                None => (stored.as_object_mut().unwrap(), member),
+            };
+            match replacement {
+                Some(value) => object.insert(key.to_string(), value),
+                None => object.remove(key),
+            };
+            let json = serde_json::to_vec(&stored).unwrap();
+            let decoded = serde_json::from_slice::<Event>(&json).map(|event| event.id);
+            proptest::prop_assert_eq!(stored_id(&json).ok(), decoded.ok(), "{}", stored);
+        }
+
+        /// Any cursor: a journal entry is placed when, and only when, its
+        /// cursor names a sequence-number id and its sequence number is known;
+        /// entries of different ids are different sources.
+        #[test]
+        fn any_journal_cursor_places_an_entry_or_leaves_it_unplaced(
+            cursor in "(\\PC{0,6}(;|s=)?){0,4}",
+            seqnum in 0u64..3,
+        ) {
+            let seqnum_id = cursor.split(';').find_map(|part| part.strip_prefix("s=")).filter(|id| !id.is_empty());
+            match ReadAt::journal("j", &cursor, seqnum) {
+                Some(at) => {
+                    proptest::prop_assert!(seqnum > 0);
+                    proptest::prop_assert_eq!(&*at.source, format!("j\njournal {}", seqnum_id.unwrap()));
+                    proptest::prop_assert_eq!(at.offset, seqnum);
+                }
+                None => proptest::prop_assert!(seqnum == 0 || seqnum_id.is_none()),
+            }
+        }
+
+        /// Arbitrary bytes: the check never panics and agrees with decoding.
+        #[test]
+        fn the_check_of_arbitrary_bytes_agrees_with_decoding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let decoded = serde_json::from_slice::<Event>(&bytes).map(|event| event.id);
+            proptest::prop_assert_eq!(stored_id(&bytes).ok(), decoded.ok());
+        }
+    }
+
+    #[test]
+    fn the_last_runs_offsets_skip_nothing_after_the_re_read_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = SourceFile {
+            dev: 1,
+            ino: 2,
+            generation: 0,
+        };
+        Queue::open(dir.path(), &hooks())
+            .unwrap()
+            .append(&lines_of(file, &[0, 100]))
+            .unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        assert_eq!(queue.append(&lines_of(file, &[0])).unwrap(), [0, 0]);
+        // A minute on: a line below the old offset is another file's.
+        queue.appending.lock().unwrap().consult_until = Instant::now();
+        assert_eq!(queue.append(&lines_of(file, &[0])).unwrap(), [1, 1]);
+        assert!(queue.appending.lock().unwrap().last_run.is_empty());
+    }
+
+    #[test]
+    fn journal_entries_are_placed_by_their_cursor_sequence_number_id() {
+        let cursor = "s=9c4c2a0b;i=1a2b0;b=5f1e;m=141dd94240;t=660da8a60ca40;x=b658";
+        let at = ReadAt::journal("journal", cursor, 0x1a2b0).unwrap();
+        assert_eq!(&*at.source, "journal\njournal 9c4c2a0b");
+        assert_eq!(at.offset, 0x1a2b0);
+        assert_eq!(
+            ReadAt::journal("journal", cursor, 0),
+            None,
+            "seqnum unknown"
+        );
+        assert_eq!(
+            ReadAt::journal("journal", "i=1;b=5f1e", 1),
+            None,
+            "no seqnum id"
+        );
+        assert_ne!(
+            ReadAt::journal("other", cursor, 1).unwrap().source,
+            ReadAt::journal("journal", cursor, 1).unwrap().source
+        );
+    }
+
+    #[test]
+    fn the_oldest_sources_are_forgotten_beyond_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        queue.append(&[(0, event("same", "x"))]).unwrap();
-        let first = queue.read(0, 0, 10).unwrap();
-        queue.remove(0, &[first[0].seq]).unwrap();
-        // Read again after a crash, even once delivered: still skipped.
         queue
-            .append(&[(0, event("same", "x")), (0, event("new", "y"))])
+            .with_db(|db| {
+                let txn = db.begin_write()?;
+                {
+                    let mut table = txn.open_table(QUEUED_UP_TO)?;
+                    for n in 0..REMEMBERED_SOURCES + 10 {
+                        // Sources 0..10 were written longest ago.
+                        table.insert(format!("s{n}").as_str(), (1, 1_000 + n.min(10)))?;
+                    }
+                    assert_eq!(forget_oldest_sources(&mut table)?, REMEMBERED_SOURCES);
+                    assert!(table.get("s9")?.is_none());
+                    assert!(table.get("s10")?.is_some());
+                }
+                Ok(txn.commit()?)
+            })
             .unwrap();
-        let read = queue.read(0, 0, 10).unwrap();
-        assert_eq!(read.len(), 1);
-        assert_eq!(read[0].event.id, "new");
     }
 
     #[test]
@@ -1245,7 +1718,7 @@ mod tests {
         let queue = Queue::open(dir.path(), &lanes).unwrap();
         for n in 0..20 {
             let e = event(&n.to_string(), &format!("{n:03}{}", "x".repeat(300)));
-            queue.append(&[(0, e.clone()), (1, e)]).unwrap();
+            queue.append_events(&[(0, e.clone()), (1, e)]).unwrap();
             let (_, bytes) = queue.depth(0);
             assert!(bytes <= 1_200, "lane over its limit: {bytes}");
         }
@@ -1254,7 +1727,7 @@ mod tests {
             .read(0, 0, 100)
             .unwrap()
             .iter()
-            .map(|q| q.event.message[..3].to_string())
+            .map(|q| q.event().message[..3].to_string())
             .collect();
         assert_eq!(kept.last().map(String::as_str), Some("019"), "newest kept");
         let dropped = queue.dropped(0);
@@ -1281,16 +1754,16 @@ mod tests {
     fn a_drop_oldest_lane_keeps_the_newest_of_a_chunk_larger_than_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &[lane("a", 700, WhenFull::DropOldest)]).unwrap();
-        queue.append(&[(0, event("old", "x"))]).unwrap();
+        queue.append_events(&[(0, event("old", "x"))]).unwrap();
         let chunk: Vec<_> = (0..4)
             .map(|n| (0, event(&format!("new{n}"), &"y".repeat(300))))
             .collect();
-        queue.append(&chunk).unwrap();
+        queue.append_events(&chunk).unwrap();
         let ids: Vec<String> = queue
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids.last().map(String::as_str), Some("new3"));
         assert!(queue.depth(0).1 <= 700, "{:?}", queue.depth(0));
@@ -1298,13 +1771,13 @@ mod tests {
 
         // One event larger than the limit is still queued.
         queue
-            .append(&[(0, event("huge", &"z".repeat(1_000)))])
+            .append_events(&[(0, event("huge", &"z".repeat(1_000)))])
             .unwrap();
         let ids: Vec<String> = queue
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.event.id.clone())
+            .map(|q| q.id.clone())
             .collect();
         assert_eq!(ids, ["huge"]);
         assert_eq!(queue.dropped(0), 5);
@@ -1314,10 +1787,16 @@ mod tests {
     fn a_full_lane_makes_append_wait_until_events_leave() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
-        queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
+        queue
+            .append_events(&[(0, event("1", &"x".repeat(300)))])
+            .unwrap();
         let writer = {
             let queue = queue.clone();
-            std::thread::spawn(move || queue.append(&[(0, event("2", &"y".repeat(300)))]).unwrap())
+            std::thread::spawn(move || {
+                queue
+                    .append_events(&[(0, event("2", &"y".repeat(300)))])
+                    .unwrap()
+            })
         };
         // The second append waits: the lane is full. Removing the first lets it in.
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -1330,7 +1809,7 @@ mod tests {
         queue.remove(0, &[first[0].seq]).unwrap();
         writer.join().unwrap();
         assert!(!queue.waiting_for_room());
-        assert_eq!(queue.read(0, 0, 10).unwrap()[0].event.id, "2");
+        assert_eq!(queue.read(0, 0, 10).unwrap()[0].id, "2");
     }
 
     #[test]
@@ -1340,7 +1819,7 @@ mod tests {
         assert!(!dir.path().join("queue.redb").exists());
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
         queue
-            .append(&[(0, event("1", "x")), (0, event("2", "y"))])
+            .append_events(&[(0, event("1", "x")), (0, event("2", "y"))])
             .unwrap();
         queue
             .record_attempt(0, SystemTime::now(), None, Duration::from_secs(60))
@@ -1432,7 +1911,7 @@ mod tests {
         let writer = {
             let queue = queue.clone();
             std::thread::spawn(move || {
-                let appended = queue.append(&[(0, event("1", &"y".repeat(200)))]);
+                let appended = queue.append_events(&[(0, event("1", &"y".repeat(200)))]);
                 done_tx.send(appended.is_ok()).unwrap();
             })
         };
@@ -1451,7 +1930,7 @@ mod tests {
         assert_eq!(appended, Ok(true), "the unreadable row kept the lane full");
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].event.id, "1");
+        assert_eq!(read[0].id, "1");
         assert_eq!(queue.depth(0).0, 1, "the garbage no longer counts");
         // And the row is kept, not dropped.
         let kept = queue
@@ -1470,7 +1949,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
         queue
-            .append(&[(0, event("1", "x")), (0, event("2", "y"))])
+            .append_events(&[(0, event("1", "x")), (0, event("2", "y"))])
             .unwrap();
         let before = queue.depth(0);
         // As if a failed transaction had been counted: the store is the truth.
@@ -1487,7 +1966,7 @@ mod tests {
         // Emptied, then reopened: new events still come after those a
         // delivery task already took.
         queue.reopen(1);
-        queue.append(&[(0, event("3", "z"))]).unwrap();
+        queue.append_events(&[(0, event("3", "z"))]).unwrap();
         let after = queue.read(0, delivered[1], 10).unwrap();
         assert_eq!(after.len(), 1, "a reused sequence would be skipped");
         // A second caller failing on the same old handle does not reopen again.
@@ -1499,13 +1978,13 @@ mod tests {
     fn sizes_answer_while_an_append_waits_for_the_disk() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        queue.append(&[(0, event("1", "x"))]).unwrap();
+        queue.append_events(&[(0, event("1", "x"))]).unwrap();
         let before = queue.depth(0);
         // A slow disk: the next append's write waits until this is released.
         let slow_disk = SlowDisk::hold(&queue);
         let writer = {
             let queue = queue.clone();
-            std::thread::spawn(move || queue.append(&[(0, event("2", "y"))]).unwrap())
+            std::thread::spawn(move || queue.append_events(&[(0, event("2", "y"))]).unwrap())
         };
         // What status and /metrics ask, from the async workers.
         let started = std::time::Instant::now();
@@ -1525,10 +2004,12 @@ mod tests {
     fn closing_ends_an_append_waiting_for_room_and_refuses_more() {
         let dir = tempfile::tempdir().unwrap();
         let queue = Queue::open(dir.path(), &[lane("a", 600, WhenFull::Pause)]).unwrap();
-        queue.append(&[(0, event("1", &"x".repeat(300)))]).unwrap();
+        queue
+            .append_events(&[(0, event("1", &"x".repeat(300)))])
+            .unwrap();
         let writer = {
             let queue = queue.clone();
-            std::thread::spawn(move || queue.append(&[(0, event("2", &"y".repeat(300)))]))
+            std::thread::spawn(move || queue.append_events(&[(0, event("2", &"y".repeat(300)))]))
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !queue.waiting_for_room() {
@@ -1544,7 +2025,7 @@ mod tests {
         assert!(!queue.waiting_for_room());
         assert_eq!(queue.depth(0).0, 1, "the waiting chunk was not queued");
         assert!(queue
-            .append(&[(0, event("3", "z"))])
+            .append_events(&[(0, event("3", "z"))])
             .unwrap_err()
             .is_closed());
         // Delivery goes on while stopping.

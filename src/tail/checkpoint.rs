@@ -1,9 +1,10 @@
 //! Checkpoints: how far each followed file, and each journald input, has
 //! been committed, on disk.
 //!
-//! An offset (a journal cursor) is committed only when every event from the lines before it has
-//! left the pipeline (delivered or dead-lettered), so a crash re-reads at most
-//! what was not yet committed and loses nothing. The file is written
+//! An offset (a journal cursor) is committed only when every event from the
+//! lines before it is in the durable queue (which keeps it until it is
+//! delivered or dead-lettered), so a crash re-reads at most what was not yet
+//! committed and loses nothing. The file is written
 //! crash-consistently (temp file, fsync, rename, fsync of the folder) and is a
 //! versioned document so later formats can read this one. A corrupt file is
 //! set aside with a warning and tailing starts over from the config's
