@@ -365,7 +365,6 @@ fn test_rules(args: TestRulesArgs) -> anyhow::Result<()> {
 }
 
 fn run(args: &ConfigArg) -> anyhow::Result<()> {
-    share_malloc_arenas();
     let pipeline = validated_pipeline(&args.config)?;
     tracing::info!("{}", pipeline.summary());
     for applied in pipeline.overrides_applied() {
@@ -387,29 +386,6 @@ fn run(args: &ConfigArg) -> anyhow::Result<()> {
     // stuck on a hung disk must not break the shutdown_timeout promise.
     runtime.shutdown_timeout(Duration::from_millis(500));
     result
-}
-
-/// glibc gives each thread that allocates its own arena (up to eight per
-/// core), and keeps what each one freed for it: the tail thread and the
-/// queue writer hand events to each other, so each arena ends up holding
-/// a peak's worth of them. Two arenas hold about as little as one, without
-/// every thread waiting on one lock (200 MB of every-event lines: peak RSS
-/// 46 MiB in 3.6–3.9 s with two, 44–45 MiB in 5.7–6.3 s with one, 51–53
-/// MiB in 3.8–4.1 s with glibc's default). Set before any thread starts;
-/// an operator's own `MALLOC_ARENA_MAX` (or glibc tunable) wins. (musl and
-/// other allocators have no such arenas.)
-fn share_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        const ARENAS: libc::c_int = 2;
-        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
-        if std::env::var_os("MALLOC_ARENA_MAX").is_some() || tunables.contains("arena_max") {
-            return;
-        }
-        // SAFETY: mallopt only sets a malloc tunable; no allocation is in
-        // progress on another thread yet.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, ARENAS) };
-    }
 }
 
 /// Installs the handlers now, before any stage starts, so a signal that comes
