@@ -18,6 +18,7 @@ pub mod control;
 pub mod deadletter;
 pub mod deliver;
 pub mod event;
+pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;

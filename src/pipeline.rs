@@ -16,10 +16,11 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use backon::BackoffBuilder;
 
-use crate::config::{Config, InputConfig, InputKind, WebhookConfig};
+use crate::config::{Config, FleetConfig, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
 use crate::event::{Event, SourceFile};
+use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
 use crate::queue::{LaneLimits, Queue, ReadAt, Router, ToQueue};
@@ -37,6 +38,8 @@ use crate::tap::Tap;
 pub struct Pipeline {
     config: Config,
     webhooks: Vec<WebhookConfig>,
+    /// `[fleet]` with its Redis URL resolved; `None`: no webhook is shared.
+    fleet: Option<FleetConfig>,
     rules: Vec<Arc<Rule>>,
     rule_files: usize,
     overrides: OverrideReport,
@@ -49,6 +52,7 @@ pub struct Pipeline {
 impl Pipeline {
     pub fn build(config: Config) -> anyhow::Result<Pipeline> {
         let webhooks = config.webhooks()?;
+        let fleet = config.fleet()?;
         if webhooks.is_empty() {
             bail!(
                 "{}: no [webhook.NAME] section: events would have nowhere to go",
@@ -136,12 +140,18 @@ impl Pipeline {
         Ok(Pipeline {
             config,
             webhooks,
+            fleet,
             rules,
             rule_files: files.len(),
             overrides: loaded.overrides,
             matchers: Arc::new(matchers),
             clocks: Arc::new(clocks),
         })
+    }
+
+    /// `[fleet]`, when webhooks are shared through Redis.
+    pub fn fleet(&self) -> Option<&FleetConfig> {
+        self.fleet.as_ref()
     }
 
     /// What expanding the file inputs' globs runs into now (a folder loop
@@ -679,27 +689,64 @@ impl Generation {
         if long_lines.iter().any(Option::is_some) && router.destinations(LINE_TOO_LONG).is_empty() {
             tracing::info!(rule = LINE_TOO_LONG, "no [[route]] selects the events of lines cut at max_line_bytes: cut lines are logged and counted, not sent (name the rule id in a route to send them)");
         }
+        // No connection is made here: an agent starts without Redis.
+        let fleet = match &pipeline.fleet {
+            Some(fleet) => Some(Fleet::new(fleet.clone(), &host)?),
+            None => None,
+        };
         let mut webhooks = Vec::new();
+        let mut budgets = Vec::new();
         for (lane, config) in pipeline.webhooks.iter().enumerate() {
             let counters = metrics.webhooks[lane].1.clone();
-            webhooks.push(Webhook::open(
-                config.clone(),
-                &host,
-                queue.clone(),
-                lane,
-                counters,
-            )?);
+            let shared = fleet
+                .as_ref()
+                .filter(|_| config.fleet)
+                .map(|fleet| fleet.budget(config, queue.clone(), lane));
+            webhooks.push(match &shared {
+                Some(budget) => Webhook::open_shared(
+                    config.clone(),
+                    &host,
+                    queue.clone(),
+                    lane,
+                    counters,
+                    budget.clone(),
+                )?,
+                None => Webhook::open(config.clone(), &host, queue.clone(), lane, counters)?,
+            });
+            budgets.push(shared);
         }
         let (halt, halted) = tokio::sync::watch::channel(Halt::Run);
         let mut deliveries = tokio::task::JoinSet::new();
         // Which webhook each delivery task serves, to name one that ends.
         let mut delivery_of = HashMap::new();
         let tap = Arc::new(Tap::new(names));
-        for webhook in &webhooks {
-            tracing::info!(webhook = %webhook.config.name, url = %webhook.config.target, "webhook ready");
-            let task = deliveries
-                .spawn(Deliverer::new(webhook.clone(), state_dir, tap.clone()).run(halted.clone()));
-            delivery_of.insert(task.id(), webhook.config.name.clone());
+        for (webhook, shared) in webhooks.iter().zip(&budgets) {
+            let name = webhook.config.name.clone();
+            match shared {
+                // A shared webhook: this lane goes to the fleet's stream,
+                // and this agent sends the fleet's batches while it holds
+                // the lease.
+                Some(budget) => {
+                    tracing::info!(webhook = %name, url = %webhook.config.target, redis = %budget.fleet().config.redis, namespace = %budget.fleet().config.namespace, "webhook ready, shared by the fleet");
+                    let forwarder = Forwarder::new(budget.clone(), queue.clone(), webhook.lane());
+                    let task = deliveries.spawn(forwarder.run(halted.clone()));
+                    delivery_of.insert(task.id(), name.clone());
+                    let sender =
+                        Sender::new(webhook.clone(), budget.clone(), state_dir, tap.clone());
+                    let task = deliveries.spawn(sender.run(halted.clone()));
+                    delivery_of.insert(task.id(), name.clone());
+                    let watching = budget.clone().watch(webhook.clone(), halted.clone());
+                    let task = deliveries.spawn(watching);
+                    delivery_of.insert(task.id(), name);
+                }
+                None => {
+                    tracing::info!(webhook = %name, url = %webhook.config.target, "webhook ready");
+                    let task = deliveries.spawn(
+                        Deliverer::new(webhook.clone(), state_dir, tap.clone()).run(halted.clone()),
+                    );
+                    delivery_of.insert(task.id(), name);
+                }
+            }
         }
         let options = TailOptions {
             poll_interval: config.agent.poll_interval,

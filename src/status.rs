@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{InputConfig, InputKind, RateLimit};
 use crate::deadletter::dead_letter_file;
-use crate::deliver::{attempt_memory, budget_from_history, human};
+use crate::deliver::{attempt_memory, budget_from_history, human, WindowUsage};
 use crate::queue::{LaneState, LastError};
 use crate::tail::{committed_progress, cursor_time, survey, Reach};
 
@@ -86,6 +86,67 @@ pub struct WebhookStatus {
     /// Why the queue figures, budget and last error are missing, when they
     /// are (the queue file cannot be read).
     pub problem: Option<String>,
+    /// A webhook shared by a fleet: its queue and budget in Redis (the
+    /// figures above are this agent's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetStatus>,
+}
+
+/// A shared webhook as the fleet's Redis says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// The Redis URL, redacted.
+    pub redis: String,
+    pub namespace: String,
+    /// The agent (`agent.host`) that holds the sender's lease.
+    pub sender: Option<String>,
+    /// Events in the shared stream, waiting or being sent.
+    pub shared_queued_events: u64,
+    /// Every agent's attempts, in each window.
+    pub budget: Vec<WindowStatus>,
+    /// Agents that said they are alive within the last minute.
+    pub agents_seen: Vec<String>,
+    /// Why the figures are missing (Redis unreachable, this agent refused).
+    pub problem: Option<String>,
+}
+
+impl FleetStatus {
+    pub fn new(
+        fleet: &crate::config::FleetConfig,
+        observed: Option<Result<crate::fleet::Observed, String>>,
+    ) -> FleetStatus {
+        let mut status = FleetStatus {
+            redis: fleet.redis.to_string(),
+            namespace: fleet.namespace.clone(),
+            sender: None,
+            shared_queued_events: 0,
+            budget: Vec::new(),
+            agents_seen: Vec::new(),
+            problem: None,
+        };
+        match observed {
+            Some(Ok(observed)) => {
+                status.sender = observed.overview.holder;
+                status.shared_queued_events = observed.overview.queued;
+                status.agents_seen = observed.overview.agents;
+                status.budget = observed.budget.into_iter().map(window_status).collect();
+            }
+            Some(Err(problem)) => status.problem = Some(problem),
+            None => status.problem = Some("not observed yet".into()),
+        }
+        status
+    }
+}
+
+fn window_status(usage: WindowUsage) -> WindowStatus {
+    WindowStatus {
+        window: usage.limit.to_string(),
+        limit: usage.limit.count,
+        used: usage.used,
+        left: usage.limit.count.saturating_sub(usage.used),
+        free_in_seconds: usage.free_in.as_secs_f64(),
+        pace_seconds: usage.pace.map(|pace| pace.as_secs_f64()),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -167,17 +228,7 @@ pub fn gather(
             } else {
                 budget_from_history(&webhook.rate_limits, &state.attempt_ages, webhook.pacing)
             };
-            let budget = history
-                .into_iter()
-                .map(|usage| WindowStatus {
-                    window: usage.limit.to_string(),
-                    limit: usage.limit.count,
-                    used: usage.used,
-                    left: usage.limit.count.saturating_sub(usage.used),
-                    free_in_seconds: usage.free_in.as_secs_f64(),
-                    pace_seconds: usage.pace.map(|pace| pace.as_secs_f64()),
-                })
-                .collect();
+            let budget = history.into_iter().map(window_status).collect();
             WebhookStatus {
                 name: webhook.name.clone(),
                 queued_events: state.events,
@@ -188,6 +239,7 @@ pub fn gather(
                 dead_lettered: count_dead_letters(&dead_letter_file(state_dir, &webhook.name)),
                 dropped_events: state.dropped,
                 problem,
+                fleet: None,
             }
         })
         .collect();
@@ -338,26 +390,7 @@ impl WebhookStatus {
                 "  queued:        {} events ({} bytes){oldest}",
                 self.queued_events, self.queued_bytes
             );
-            let budget = if self.budget.is_empty() {
-                "no rate limit".to_string()
-            } else {
-                self.budget
-                    .iter()
-                    .map(|w| {
-                        let mut text = format!("{}: {} used, {} left", w.window, w.used, w.left);
-                        if let Some(pace) = w.pace_seconds {
-                            let _ = write!(text, ", pace {}", human(Duration::from_secs_f64(pace)));
-                        }
-                        if w.free_in_seconds > 0.0 {
-                            let wait = Duration::from_secs_f64(w.free_in_seconds);
-                            let _ = write!(text, " (full for {})", human(wait));
-                        }
-                        text
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let _ = writeln!(out, "  budget:        {budget}");
+            let _ = writeln!(out, "  budget:        {}", render_budget(&self.budget));
             let last_error = self
                 .last_error
                 .as_ref()
@@ -376,5 +409,54 @@ impl WebhookStatus {
             "  dead-lettered: {} events in {} batches",
             self.dead_lettered.events, self.dead_lettered.batches
         );
+        if let Some(fleet) = &self.fleet {
+            fleet.render(out);
+        }
     }
+}
+
+impl FleetStatus {
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _ = writeln!(
+            out,
+            "  fleet:         shared through {} (namespace {})",
+            self.redis, self.namespace
+        );
+        if let Some(problem) = &self.problem {
+            let _ = writeln!(out, "  fleet unknown: {problem}");
+            return;
+        }
+        let sender = self
+            .sender
+            .as_deref()
+            .unwrap_or("none (no agent holds the lease)");
+        let _ = writeln!(out, "  sender:        {sender}");
+        let _ = writeln!(out, "  shared queue:  {} events", self.shared_queued_events);
+        let _ = writeln!(out, "  fleet budget:  {}", render_budget(&self.budget));
+        let _ = writeln!(out, "  agents seen:   {}", self.agents_seen.join(", "));
+    }
+}
+
+/// Each window's use, e.g. `5/1m: 2 used, 3 left, pace 12.0s`.
+fn render_budget(windows: &[WindowStatus]) -> String {
+    use std::fmt::Write as _;
+    if windows.is_empty() {
+        return "no rate limit".to_string();
+    }
+    windows
+        .iter()
+        .map(|w| {
+            let mut text = format!("{}: {} used, {} left", w.window, w.used, w.left);
+            if let Some(pace) = w.pace_seconds {
+                let _ = write!(text, ", pace {}", human(Duration::from_secs_f64(pace)));
+            }
+            if w.free_in_seconds > 0.0 {
+                let wait = Duration::from_secs_f64(w.free_in_seconds);
+                let _ = write!(text, " (full for {})", human(wait));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -765,6 +765,7 @@ fn file_format_pages_document_every_key_the_parsers_accept() {
         "[[input]]\nname = \"a\"\npaths = [\"x\"]\n",
         "[webhook.x]\nurl = \"-\"\n",
         "[[route]]\nrules = [\"*\"]\nwebhooks = [\"x\"]\n",
+        "[fleet]\nredis_url = \"redis://h\"\n",
     ] {
         let config = setup.write_config(&format!("{section}{unknown}"));
         let keys = known_keys(&stderr_of(&["check", "-c"], &config));

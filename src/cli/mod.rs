@@ -182,6 +182,10 @@ struct CheckArgs {
     /// read, instead of warning.
     #[arg(long)]
     strict: bool,
+    /// Also connect to the fleet's Redis (`[fleet]`) and check that it
+    /// answers; without it, `check` stays offline.
+    #[arg(long)]
+    online: bool,
 }
 
 #[derive(Args)]
@@ -322,6 +326,15 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     }
     for problem in pipeline.path_problems() {
         eprintln!("{}: warning: {problem}", config.display());
+    }
+    if let (true, Some(fleet)) = (args.online, pipeline.fleet()) {
+        let version = crate::fleet::Fleet::reachable(fleet)
+            .map_err(|e| anyhow::anyhow!("{}: fleet.redis_url: {e}", config.display()))?;
+        print_out(&format!(
+            "{}: fleet: Redis {version} at {} answers\n",
+            config.display(),
+            fleet.redis
+        ))?;
     }
     print_out(&format!(
         "{}: OK: {}\n",

@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context};
 use crate::config::Config;
 use crate::control::{self, Reply, Request};
 use crate::deliver::{manual_fields, Sent, Webhook};
+use crate::fleet::Fleet;
 use crate::metrics::WebhookCounters;
 use crate::queue::Queue;
 
@@ -50,7 +51,14 @@ pub fn send(options: &SendOptions) -> anyhow::Result<()> {
         Some(Reply::Error { message }) => bail!("{name}: {message}"),
         Some(other) => bail!("the agent answered out of turn: {other:?}"),
         None => {
-            note("no agent is running: sending directly, charged to the budget in the state dir");
+            let budget = if config.webhook_spec(name)?.is_shared() {
+                "the fleet's budget in Redis"
+            } else {
+                "the budget in the state dir"
+            };
+            note(&format!(
+                "no agent is running: sending directly, charged to {budget}"
+            ));
             send_directly(&config, name, fields, options.timeout, &note)?
         }
     };
@@ -75,16 +83,24 @@ fn send_directly(
     crate::private::create_dir_all(state_dir)
         .with_context(|| format!("agent.state_dir: cannot create {}", state_dir.display()))?;
     let queue = Queue::open(state_dir, &[webhook.lane_limits()])?;
-    let webhook = Webhook::open(
-        webhook,
-        &config.host(),
-        queue,
-        0,
-        Arc::new(WebhookCounters::default()),
-    )?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let counters = Arc::new(WebhookCounters::default());
+    let host = config.host();
+    let webhook = match config.fleet()? {
+        // A shared webhook: charged to the fleet's budget in Redis, as
+        // every other attempt of the fleet.
+        Some(fleet) if webhook.fleet => {
+            let fleet = Fleet::new(fleet, &host)?;
+            let budget = fleet.budget(&webhook, queue.clone(), 0);
+            runtime.block_on(budget.join()).map_err(|e| {
+                anyhow!("{name}: the fleet's budget cannot be charged: {e}; nothing sent")
+            })?;
+            Webhook::open_shared(webhook, &host, queue, 0, counters, budget)?
+        }
+        _ => Webhook::open(webhook, &host, queue, 0, counters)?,
+    };
     let mut tell = |text: String| note(&text);
     runtime
         .block_on(webhook.send_manual(fields, timeout, &mut tell))

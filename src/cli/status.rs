@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail};
 
 use crate::config::{state_dir_despite_errors, Config};
 use crate::control::{self, Reply, Request};
+use crate::fleet::Fleet;
 use crate::queue::{LaneState, QueueView};
 use crate::status::{self, StatusReport, WebhookLimits};
 
@@ -60,7 +61,7 @@ fn stopped_status(config: &Config) -> anyhow::Result<StatusReport> {
         })
         .collect();
     let view = QueueView::open(state_dir).map_err(|e| e.to_string());
-    status::gather(
+    let mut report = status::gather(
         "stopped",
         state_dir,
         &config.inputs,
@@ -71,5 +72,53 @@ fn stopped_status(config: &Config) -> anyhow::Result<StatusReport> {
             Err(problem) => Err(problem.clone()),
         },
     )
-    .map_err(|e| anyhow!(e))
+    .map_err(|e| anyhow!(e))?;
+    add_fleet(config, &mut report);
+    Ok(report)
+}
+
+/// The shared webhooks as the fleet's Redis says, asked from here: the
+/// fleet goes on while this agent is stopped.
+fn add_fleet(config: &Config, report: &mut StatusReport) {
+    let shared = |name: &str| config.webhooks.get(name).is_some_and(|w| w.is_shared());
+    if !report.webhooks.iter().any(|w| shared(&w.name)) {
+        return;
+    }
+    let observe = |fleet_config: &crate::config::FleetConfig| -> Result<Vec<_>, String> {
+        let fleet = Fleet::new(fleet_config.clone(), &config.host()).map_err(|e| e.to_string())?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(report
+            .webhooks
+            .iter()
+            .map(|status| {
+                let spec = config.webhooks.get(&status.name)?.clone();
+                spec.is_shared().then(|| {
+                    let keys = fleet.keys(&status.name);
+                    runtime
+                        .block_on(fleet.observe(&keys, &spec.rate_limits(), spec.pacing()))
+                        .map(|(observed, _)| observed)
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .collect())
+    };
+    match config.fleet() {
+        Ok(Some(fleet_config)) => {
+            let found = observe(&fleet_config);
+            for (i, status) in report.webhooks.iter_mut().enumerate() {
+                let observed = match &found {
+                    Ok(each) => each[i].clone(),
+                    Err(problem) => shared(&status.name).then(|| Err(problem.clone())),
+                };
+                if let Some(observed) = observed {
+                    status.fleet = Some(status::FleetStatus::new(&fleet_config, Some(observed)));
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("warning: {e}"),
+    }
 }

@@ -10,6 +10,7 @@
 //! Relative paths (state dir, rule paths, input globs) are taken relative to the
 //! config file's folder, so a config works wherever the agent is started from.
 
+mod fleet;
 mod located;
 mod units;
 mod webhook;
@@ -24,6 +25,7 @@ use serde::Deserialize;
 
 use crate::rules::Severity;
 
+pub use fleet::{FleetConfig, FleetSpec};
 pub use units::RateLimit;
 pub use webhook::{
     ContentType, Preset, SecretUrl, WebhookConfig, WebhookSpec, WebhookTarget, WhenFull,
@@ -32,8 +34,10 @@ pub use webhook::{
 /// Where `run` and `check` look when neither `-c` nor `$TAILHOOK_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/tailhook/tailhook.toml";
 
-/// Environment variables under the `TAILHOOK_` prefix that are not config keys.
-const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format"];
+/// Environment variables under the `TAILHOOK_` prefix that are not config
+/// keys: `TAILHOOK_REDIS_URL` is where DESIGN's `[fleet]` example
+/// (`redis_url_env`) keeps the fleet's Redis URL.
+const NON_CONFIG_ENV: &[&str] = &["config", "log", "log_format", "redis_url"];
 
 /// A config problem, always naming the file and, where known, the key.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +74,9 @@ pub struct Config {
     pub webhooks: BTreeMap<String, WebhookSpec>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteConfig>,
+    /// Agents sharing webhooks through Redis; absent: every webhook is this agent's alone.
+    #[serde(default)]
+    pub fleet: Option<FleetSpec>,
     /// The file this config came from; relative paths were resolved against its folder.
     #[serde(skip)]
     pub source: PathBuf,
@@ -415,6 +422,26 @@ impl Config {
                 }
             }
         }
+        if let Some(fleet) = &self.fleet {
+            if fleet.url_holds_secret() && world_readable(&self.source) {
+                warnings.push(format!(
+                    "{file}: fleet.redis_url holds the Redis password and this file is readable by every user: \
+                     chmod 640 {file} (group tailhook), or move the URL to redis_url_env or redis_url_file",
+                    file = self.source.display()
+                ));
+            }
+            if let Some(file) = fleet
+                .redis_url_file
+                .as_deref()
+                .filter(|f| world_readable(f))
+            {
+                warnings.push(format!(
+                    "{file}: fleet.redis_url_file may hold the Redis password and is readable by every user: \
+                     chmod 640 {file} (group tailhook)",
+                    file = file.display()
+                ));
+            }
+        }
         for (name, spec) in &self.webhooks {
             if let Some(file) = spec.url_file.as_deref().filter(|f| world_readable(f)) {
                 warnings.push(format!(
@@ -445,6 +472,9 @@ impl Config {
             {
                 *file = resolve(file);
             }
+        }
+        if let Some(file) = self.fleet.as_mut().and_then(|f| f.redis_url_file.as_mut()) {
+            *file = resolve(file);
         }
     }
 
@@ -586,6 +616,22 @@ impl Config {
             }
             spec.validate()
                 .map_err(|(k, problem)| self.invalid(format!("webhook.{name}.{k}"), problem))?;
+            if spec.fleet && self.fleet.is_none() {
+                return Err(self.invalid(
+                    format!("webhook.{name}.fleet"),
+                    "shares this webhook with a fleet, but there is no [fleet] section (redis_url_env = \"…\")",
+                ));
+            }
+        }
+        if let Some(fleet) = &self.fleet {
+            fleet
+                .validate()
+                .map_err(|(k, problem)| self.invalid(format!("fleet.{k}"), problem))?;
+            if !self.webhooks.values().any(|w| w.fleet) {
+                tracing::warn!(
+                    "[fleet] is set but no webhook has `fleet = true`: nothing is shared"
+                );
+            }
         }
         for (i, route) in self.routes.iter().enumerate() {
             for w in &route.webhooks {
@@ -631,6 +677,18 @@ impl Config {
 
     /// Resolves the webhook `name` alone (its URL source must be at hand,
     /// the others' need not); an unknown name is an error listing the names.
+    /// `[fleet]` with its Redis URL resolved (from the environment or a
+    /// file); `None` without the section.
+    pub fn fleet(&self) -> Result<Option<FleetConfig>, ConfigError> {
+        self.fleet
+            .as_ref()
+            .map(|spec| {
+                spec.resolve()
+                    .map_err(|(k, problem)| self.invalid(format!("fleet.{k}"), problem))
+            })
+            .transpose()
+    }
+
     pub fn webhook(&self, name: &str) -> Result<WebhookConfig, ConfigError> {
         let spec = self.webhook_spec(name)?;
         spec.resolve(name)
@@ -1168,5 +1226,108 @@ mod tests {
                 proptest::prop_assert!(!text.contains("SECRETKEY"), "{}", text);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod fleet_tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load_with_env(&path, Env::prefixed("TAILHOOK_TEST_NOTHING_"))
+    }
+
+    const SHARED: &str = "[[input]]\nname = \"auth\"\npaths = [\"a.log\"]\n\
+        [webhook.soc]\nurl = \"https://example.test/w?api_key=k\"\nfleet = true\n";
+
+    #[test]
+    fn fleet_keys_are_validated_with_their_location() {
+        let config = load(&format!(
+            "{SHARED}[fleet]\nredis_url = \"redis://:hunter22@10.0.0.5:6379\"\n"
+        ))
+        .unwrap();
+        let fleet = config.fleet().unwrap().unwrap();
+        assert_eq!(fleet.namespace, "tailhook");
+        assert_eq!(fleet.redis.to_string(), "redis://10.0.0.5:6379");
+        assert!(config.webhook("soc").unwrap().fleet);
+        for (tail, key, says) in [
+            ("", "webhook.soc.fleet", "no [fleet] section"),
+            (
+                "[fleet]\nredis_url = \"redis://h\"\nredis_url_env = \"X\"\n",
+                "fleet.redis_url",
+                "only one of",
+            ),
+            (
+                "[fleet]\nnamespace = \"x\"\n",
+                "fleet.redis_url",
+                "set one of",
+            ),
+            (
+                "[fleet]\nredis_url = \"http://:hunter22@h\"\n",
+                "fleet.redis_url",
+                "not a Redis URL",
+            ),
+            (
+                "[fleet]\nredis_url = \"redis://h\"\nnamespace = \"a{b}\"\n",
+                "fleet.namespace",
+                "letters, digits",
+            ),
+            (
+                "[fleet]\nredis_url = \"redis://h\"\nlease_ttl = \"10ms\"\n",
+                "fleet.lease_ttl",
+                "at least 1s",
+            ),
+            (
+                "[fleet]\nredis_url = \"redis://h\"\nredis_port = 1\n",
+                "fleet",
+                "redis_port",
+            ),
+        ] {
+            let err = load(&format!("{SHARED}{tail}")).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(says), "{tail}: {err}");
+            assert!(err.contains("tailhook.toml:"), "located: {err}");
+            assert!(!err.contains("hunter22"), "{err}");
+        }
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // Jail's closure type is figment's, not ours
+    fn the_redis_url_comes_from_the_environment_or_a_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("redis.url", "redis://:hunter22@10.0.0.9:6379\n")?;
+            jail.create_file(
+                "a.toml",
+                &format!("{SHARED}[fleet]\nredis_url_file = \"redis.url\"\n"),
+            )?;
+            jail.create_file(
+                "b.toml",
+                &format!("{SHARED}[fleet]\nredis_url_env = \"TH_TEST_REDIS\"\n"),
+            )?;
+            let config = Config::load(Path::new("a.toml")).map_err(|e| e.to_string())?;
+            let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
+            assert_eq!(fleet.redis.to_string(), "redis://10.0.0.9:6379");
+            let config = Config::load(Path::new("b.toml")).map_err(|e| e.to_string())?;
+            let err = config.fleet().unwrap_err().to_string();
+            assert!(
+                err.contains("fleet.redis_url_env") && err.contains("TH_TEST_REDIS"),
+                "{err}"
+            );
+            jail.set_env("TH_TEST_REDIS", "unix:///run/r.sock");
+            let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
+            assert_eq!(fleet.redis.to_string(), "unix:///run/r.sock");
+            // The variable DESIGN's example names is not taken for a config key.
+            jail.create_file(
+                "c.toml",
+                &format!("{SHARED}[fleet]\nredis_url_env = \"TAILHOOK_REDIS_URL\"\n"),
+            )?;
+            jail.set_env("TAILHOOK_REDIS_URL", "redis://:hunter22@10.0.0.7:6379");
+            let config = Config::load(Path::new("c.toml")).map_err(|e| e.to_string())?;
+            let fleet = config.fleet().map_err(|e| e.to_string())?.unwrap();
+            assert_eq!(fleet.redis.to_string(), "redis://10.0.0.7:6379");
+            Ok(())
+        });
     }
 }

@@ -76,6 +76,10 @@ pub struct WebhookSpec {
     pub(super) ca_file: Option<PathBuf>,
     #[serde(default)]
     when_full: WhenFull,
+    /// Shared by the agents of a fleet (`[fleet]`): one queue and one
+    /// budget in Redis, one sender at a time.
+    #[serde(default)]
+    pub(super) fleet: bool,
 }
 
 /// What a webhook's full queue lane does to tailing.
@@ -184,6 +188,8 @@ pub struct WebhookConfig {
     /// Trusted on top of the system store (from `ca_file`).
     pub extra_roots: Vec<reqwest::Certificate>,
     pub when_full: WhenFull,
+    /// Shared by the fleet through Redis (`[fleet]`).
+    pub fleet: bool,
 }
 
 impl WebhookConfig {
@@ -250,6 +256,34 @@ impl SecretUrl {
         }
     }
 
+    /// Parses a Redis URL (`redis://`, `rediss://`, `unix://`), whose
+    /// password, user name and query are secrets; like [`SecretUrl::parse`],
+    /// no message echoes the text.
+    pub fn parse_redis(text: &str) -> Result<SecretUrl, String> {
+        let text = text.trim();
+        if text.lines().nth(1).is_some() || text.contains(char::is_whitespace) {
+            return Err("holds whitespace or several lines; give exactly one URL".into());
+        }
+        let url = reqwest::Url::parse(text).map_err(|e| format!("not a valid URL: {e}"))?;
+        match url.scheme() {
+            "redis" | "rediss" if url.host_str().is_some_and(|h| !h.is_empty()) => {}
+            "unix" | "redis+unix" if !url.path().is_empty() && url.path() != "/" => {}
+            "redis" | "rediss" => return Err("names no host (redis://HOST:6379)".into()),
+            "unix" | "redis+unix" => {
+                return Err("names no socket path (unix:///run/redis/redis.sock)".into())
+            }
+            other => {
+                return Err(format!(
+                    "scheme `{other}` is not a Redis URL; use redis://, rediss:// or unix://"
+                ))
+            }
+        }
+        Ok(SecretUrl {
+            url,
+            path_is_secret: false,
+        })
+    }
+
     /// The real URL, for the HTTP client only.
     pub fn expose(&self) -> &reqwest::Url {
         &self.url
@@ -257,7 +291,7 @@ impl SecretUrl {
 
     /// Whether the URL holds anything [`Display`](fmt::Display) redacts.
     pub fn has_secret(&self) -> bool {
-        self.path_is_secret || self.url.query().is_some()
+        self.path_is_secret || self.url.query().is_some() || self.url.password().is_some()
     }
 
     /// Plain `http://` to anything but this machine: the key would cross the
@@ -279,6 +313,7 @@ impl SecretUrl {
         let url = &self.url;
         let mut secrets: Vec<String> = vec![url.as_str().to_string()];
         secrets.extend(url.query().map(str::to_string));
+        secrets.extend(url.password().map(str::to_string));
         for (_, value) in url.query_pairs() {
             secrets.push(value.into_owned());
         }
@@ -466,6 +501,7 @@ impl WebhookSpec {
                 None => Vec::new(),
             },
             when_full: self.when_full,
+            fleet: self.fleet,
         })
     }
 
@@ -487,6 +523,11 @@ impl WebhookSpec {
 
     fn request_timeout(&self) -> Duration {
         self.request_timeout.unwrap_or(DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// Whether the webhook is shared by the fleet (`fleet = true`).
+    pub fn is_shared(&self) -> bool {
+        self.fleet
     }
 
     /// The pacing reserve, or `None` when `pacing = false`. Needs no URL,

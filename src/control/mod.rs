@@ -28,7 +28,7 @@ use crate::deadletter::{self, Replayed};
 use crate::deliver::{Sent, Webhook};
 use crate::event::Fields;
 use crate::health::{Health, Verdict};
-use crate::metrics::{Metrics, ProcessFigures, Scrape, WebhookGauges};
+use crate::metrics::{FleetGauges, Metrics, ProcessFigures, Scrape, WebhookGauges};
 use crate::queue::Queue;
 use crate::status::{self, LastReload, StatusReport, WebhookLimits};
 use crate::tap::{self, Tap, Tapped};
@@ -181,6 +181,14 @@ impl Running {
             },
         )?;
         report.last_reload = self.reloads.last();
+        for (status, webhook) in report.webhooks.iter_mut().zip(&self.webhooks) {
+            if let Some(shared) = webhook.shared() {
+                status.fleet = Some(status::FleetStatus::new(
+                    &shared.fleet().config,
+                    shared.observed(),
+                ));
+            }
+        }
         Ok(report)
     }
 
@@ -239,14 +247,17 @@ impl Running {
                     queued_bytes,
                     oldest_age_seconds: oldest.map(|t| status::age(t).as_secs_f64()),
                     dropped_events: self.queue.dropped(lane),
-                    budget_left: webhook
-                        .budget()
-                        .into_iter()
-                        .map(|w| {
-                            let left = w.limit.count.saturating_sub(w.used);
-                            (w.limit.to_string(), u64::from(left))
+                    budget_left: budget_left(&webhook.budget()),
+                    fleet: webhook.shared().and_then(|shared| {
+                        let observed = shared.observed()?.ok()?;
+                        Some(FleetGauges {
+                            sender: observed.overview.holder.as_deref()
+                                == Some(shared.fleet().host.as_str()),
+                            queued_events: observed.overview.queued,
+                            agents_seen: observed.overview.agents.len() as u64,
+                            budget_left: budget_left(&observed.budget),
                         })
-                        .collect(),
+                    }),
                 }
             })
             .collect()
@@ -568,4 +579,15 @@ pub fn converse(
         "{}: the agent closed the connection without an answer (did it stop?)",
         path.display()
     ))
+}
+
+/// (window as configured; requests left in it) of each window.
+fn budget_left(usage: &[crate::deliver::WindowUsage]) -> Vec<(String, u64)> {
+    usage
+        .iter()
+        .map(|w| {
+            let left = w.limit.count.saturating_sub(w.used);
+            (w.limit.to_string(), u64::from(left))
+        })
+        .collect()
 }

@@ -90,14 +90,11 @@ fn calendar_period(wall: SystemTime, period: Duration) -> u128 {
 
 impl Window {
     fn new(limit: RateLimit, past: &[Attempt]) -> Window {
-        let calendar = !limit.period.is_zero()
-            && (limit.period.as_secs() % DAY.as_secs() == 0)
-            && limit.period.subsec_nanos() == 0;
         Window {
             limit,
-            held_for: limit.period + jitter_margin(limit.period),
+            held_for: held_for(limit),
             attempts: past.iter().copied().collect(),
-            calendar,
+            calendar: is_calendar(limit),
         }
     }
 
@@ -169,8 +166,20 @@ impl Window {
     }
 }
 
+/// Whether `limit` counts calendar periods (whole UTC days) rather than sliding.
+pub fn is_calendar(limit: RateLimit) -> bool {
+    !limit.period.is_zero()
+        && (limit.period.as_secs() % DAY.as_secs() == 0)
+        && limit.period.subsec_nanos() == 0
+}
+
+/// How long an attempt counts in the window of `limit`: its period plus the jitter margin.
+pub fn held_for(limit: RateLimit) -> Duration {
+    limit.period + jitter_margin(limit.period)
+}
+
 /// 2 % of the period, at least 50 ms and at most 1 s.
-fn jitter_margin(period: Duration) -> Duration {
+pub fn jitter_margin(period: Duration) -> Duration {
     (period / 50).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 

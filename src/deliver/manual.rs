@@ -116,7 +116,7 @@ impl Webhook {
         };
         let deadline = Instant::now() + timeout;
         match self
-            .send_with_retries(&body, Some(deadline), &mut tell)
+            .send_with_retries(&body, Some(deadline), None, &mut tell)
             .await
         {
             Settled::Delivered { status } => Ok(Sent {
@@ -127,6 +127,7 @@ impl Webhook {
                 "the webhook rejected the event with HTTP {status} ({reason}); not retried"
             )),
             Settled::GaveUp(why) => Err(format!("not sent within {}: {why}", human(timeout))),
+            Settled::Fenced => unreachable!("a manual send holds no lease"),
         }
     }
 }

@@ -18,10 +18,15 @@
 //! never delays another. A [`Webhook`] (transport, body format, limiter,
 //! record of attempts) is shared by its delivery task and by manual sends
 //! (`manual`, for `tailhook send`), so both are charged to one budget.
+//!
+//! A webhook shared by a fleet (`fleet = true`) is charged to the fleet's
+//! budget in Redis instead ([`crate::fleet::SharedBudget`]); its limiter then
+//! mirrors the fleet's ledger, for pacing and `status`. Its batches come from
+//! the fleet's stream (`crate::fleet`'s sender), not from this queue.
 
 mod batch;
 mod body;
-mod limit;
+pub(crate) mod limit;
 mod manual;
 mod retry;
 mod send;
@@ -37,14 +42,16 @@ use tokio::time::Instant;
 
 use crate::config::{RateLimit, WebhookConfig};
 use crate::deadletter::{self, dead_letter_file};
+use crate::fleet::budget::{self, Spend, SpendError};
+use crate::fleet::{Fence, SharedBudget};
 use crate::metrics::{self, WebhookCounters};
 use crate::queue::{Queue, Queued};
 use crate::tap::{self, Tap};
-use batch::{Admitted, Encoded, Pending};
-use body::BodyFormat;
+pub(crate) use batch::{Admitted, Encoded, Pending};
+pub(crate) use body::BodyFormat;
 
 pub use body::Template;
-use limit::RateLimiter;
+pub(crate) use limit::RateLimiter;
 pub use limit::WindowUsage;
 pub use manual::{manual_fields, Sent};
 use retry::RetryDelays;
@@ -55,7 +62,7 @@ use send::{Outcome, Transport};
 /// one record of attempts, so every request is charged to one budget.
 pub struct Webhook {
     pub config: WebhookConfig,
-    format: BodyFormat,
+    pub(crate) format: BodyFormat,
     transport: Transport,
     limiter: Mutex<RateLimiter>,
     queue: Arc<Queue>,
@@ -65,6 +72,8 @@ pub struct Webhook {
     /// The receiver has accepted a body with the configured Content-Type
     /// (in this run or, as recorded in `queue`, an earlier one).
     content_type_accepted: AtomicBool,
+    /// The fleet's budget in Redis, for a webhook shared by a fleet.
+    shared: Option<Arc<SharedBudget>>,
 }
 
 /// How a body's sending ended.
@@ -78,6 +87,20 @@ enum Settled {
     },
     /// Only with a deadline: the budget or the retries would outlast it.
     GaveUp(String),
+    /// Only for a fleet's sender: its lease is gone, another agent may be
+    /// sending now; the batch stays in the fleet's stream.
+    Fenced,
+}
+
+/// Why no attempt was charged.
+#[derive(Debug)]
+enum Refused {
+    /// The windows have room only at this instant, past the deadline.
+    Beyond(Instant),
+    /// The fleet's budget could not be reached before the deadline.
+    Unreachable(String),
+    /// The fleet sender's lease is gone.
+    Fenced,
 }
 
 /// Something worth telling while a body is being sent.
@@ -97,6 +120,29 @@ impl Webhook {
         queue: Arc<Queue>,
         lane: usize,
         counters: Arc<WebhookCounters>,
+    ) -> anyhow::Result<Arc<Webhook>> {
+        Self::open_with(config, host, queue, lane, counters, None)
+    }
+
+    /// A webhook whose every attempt is charged to `shared`, the fleet's budget.
+    pub fn open_shared(
+        config: WebhookConfig,
+        host: &str,
+        queue: Arc<Queue>,
+        lane: usize,
+        counters: Arc<WebhookCounters>,
+        shared: Arc<SharedBudget>,
+    ) -> anyhow::Result<Arc<Webhook>> {
+        Self::open_with(config, host, queue, lane, counters, Some(shared))
+    }
+
+    fn open_with(
+        config: WebhookConfig,
+        host: &str,
+        queue: Arc<Queue>,
+        lane: usize,
+        counters: Arc<WebhookCounters>,
+        shared: Option<Arc<SharedBudget>>,
     ) -> anyhow::Result<Arc<Webhook>> {
         let transport = Transport::new(&config).map_err(|e| {
             anyhow::anyhow!(
@@ -121,6 +167,7 @@ impl Webhook {
             queue,
             lane,
             counters,
+            shared,
         }))
     }
 
@@ -133,28 +180,74 @@ impl Webhook {
         self.limiter.lock().expect("rate limiter")
     }
 
-    /// Waits until the rate windows allow an attempt and charges it, in
-    /// memory and on disk; the moment it was charged, or `Err(when)` if
-    /// that is past `deadline`.
+    /// The fleet's budget, for a webhook shared by a fleet.
+    pub fn shared(&self) -> Option<&Arc<SharedBudget>> {
+        self.shared.as_ref()
+    }
+
+    /// This webhook's lane in the queue.
+    pub(crate) fn lane(&self) -> usize {
+        self.lane
+    }
+
+    /// When a body that is not full may go: at the binding window's pace
+    /// (with pacing), else as soon as every window has room.
+    pub(crate) fn ready_at(&self, now: Instant) -> Instant {
+        match self.config.pacing {
+            Some(reserve) => self.limiter().next_paced(now, reserve),
+            None => self.limiter().next_free(now),
+        }
+    }
+
+    /// A shared webhook's limiter becomes `ledger`, the fleet's attempts.
+    pub(crate) fn mirror(&self, ledger: RateLimiter) {
+        *self.limiter() = ledger;
+    }
+
+    /// Waits until the rate windows allow an attempt that may take
+    /// `timeout` and charges it, in memory and on disk (a shared webhook's
+    /// to the fleet's budget, fenced by `fence` for the fleet's sender);
+    /// what it charged, or why not before `deadline`.
     async fn acquire(
         &self,
         deadline: Option<Instant>,
+        timeout: Duration,
+        fence: Option<&Fence>,
         progress: &mut (dyn FnMut(Progress) + Send),
-    ) -> Result<Charged, Instant> {
+    ) -> Result<Charged, Refused> {
         // Only a refusal by the limiter is a wait: the instants around a
         // free attempt always differ by a little.
         let mut first_refused = None;
-        let charged = loop {
+        let (charged, attempt) = loop {
             let now = Instant::now();
-            let free = match self.limiter().try_acquire(now) {
-                Ok(()) => break now,
-                Err(free) => free,
+            let free = match &self.shared {
+                None => match self.limiter().try_acquire(now) {
+                    Ok(()) => break (now, None),
+                    Err(free) => free,
+                },
+                Some(shared) => match shared.charge(fence, timeout).await {
+                    Ok(Spend::Charged(attempt)) => break (now, Some(attempt)),
+                    Ok(Spend::FreeAt(free)) => free,
+                    Err(SpendError::Fenced) => return Err(Refused::Fenced),
+                    Err(SpendError::Unreachable(why)) => {
+                        let retry_at = now + budget::UNREACHABLE_RETRY;
+                        if deadline.is_some_and(|deadline| retry_at > deadline) {
+                            return Err(Refused::Unreachable(why));
+                        }
+                        tokio::time::sleep_until(retry_at).await;
+                        continue;
+                    }
+                },
             };
             if deadline.is_some_and(|deadline| free > deadline) {
-                return Err(free);
+                return Err(Refused::Beyond(free));
+            }
+            // The fleet's budget is asked again after a bounded wait (an
+            // answer elsewhere may free it sooner): tell the wait once.
+            if self.shared.is_none() || first_refused.is_none() {
+                progress(Progress::WaitingForBudget(free - now));
             }
             first_refused.get_or_insert(now);
-            progress(Progress::WaitingForBudget(free - now));
             tokio::time::sleep_until(free).await;
         };
         let recorded = self.record_attempt(SystemTime::now(), None).await;
@@ -169,13 +262,18 @@ impl Webhook {
         Ok(Charged {
             at: charged,
             recorded,
+            attempt,
         })
     }
 
     /// The attempt `charged` was answered now: it counts from now, in memory
-    /// and on disk.
-    async fn answered(&self, charged: Charged) {
+    /// and on disk, and for a shared webhook in the fleet's ledger, where a
+    /// `retry_after` pauses every agent.
+    async fn answered(&self, charged: Charged, retry_after: Option<Duration>) {
         self.limiter().answered(charged.at, Instant::now());
+        if let (Some(shared), Some(attempt)) = (&self.shared, charged.attempt) {
+            shared.settle(attempt, retry_after).await;
+        }
         if let Some(recorded) = charged.recorded {
             self.record_attempt(SystemTime::now(), Some(recorded)).await;
         }
@@ -203,11 +301,13 @@ impl Webhook {
     /// Sends `body` until it is delivered or rejected: every attempt waits
     /// for the rate windows and is charged to them; a retryable failure waits
     /// `Retry-After`, else exponential backoff with jitter below the cap. With a
-    /// `deadline`, gives up rather than wait past it.
+    /// `deadline`, gives up rather than wait past it. A fleet's sender passes
+    /// its `fence`, and stops when its lease is gone.
     async fn send_with_retries(
         &self,
         body: &[u8],
         deadline: Option<Instant>,
+        fence: Option<&Fence>,
         progress: &mut (dyn FnMut(Progress) + Send),
     ) -> Settled {
         let mut backoff = RetryDelays::new(self.config.max_retry_delay);
@@ -216,23 +316,40 @@ impl Webhook {
         // than request_timeout gets the batch a bounded number of times.
         let mut timeout = self.config.request_timeout;
         loop {
-            let charged = match self.acquire(deadline, progress).await {
+            let charged = match self.acquire(deadline, timeout, fence, progress).await {
                 Ok(charged) => charged,
-                Err(free) => {
+                Err(Refused::Beyond(free)) => {
                     return Settled::GaveUp(format!(
                         "the rate limits ({}) allow the next request in {}, beyond that time",
                         self.windows(),
                         human(free - Instant::now())
                     ))
                 }
+                Err(Refused::Unreachable(why)) => {
+                    return Settled::GaveUp(format!("the fleet's budget cannot be charged: {why}"))
+                }
+                Err(Refused::Fenced) => return Settled::Fenced,
             };
             attempts += 1;
             let sending = self.transport.send(body, timeout);
-            let outcome = match deadline {
+            // The fleet's ledger stamped this attempt as arriving at the
+            // latest `timeout` after the instant taken before charging it:
+            // an answer later than that is taken as no answer.
+            let stamped = self.shared.is_some().then(|| charged.at + timeout);
+            let outcome = match deadline.into_iter().chain(stamped).min() {
                 None => sending.await,
-                Some(deadline) => match tokio::time::timeout_at(deadline, sending).await {
-                    Ok(outcome) => outcome,
-                    Err(_) => {
+                // The deadline is looked at first: a sender resumed after
+                // it (a paused process) must not put its request on the
+                // wire then, when the ledger no longer counts it.
+                Some(until) => match until_deadline(until, sending).await {
+                    Some(outcome) => outcome,
+                    None if Some(until) == stamped => Outcome::Retry {
+                        reason: format!("no answer within {}", human(timeout)),
+                        status: None,
+                        after: None,
+                        timed_out: true,
+                    },
+                    None => {
                         self.counters.count_response(None);
                         return Settled::GaveUp(format!(
                             "attempt {attempts} had no answer within that time"
@@ -240,7 +357,13 @@ impl Webhook {
                     }
                 },
             };
-            self.answered(charged).await;
+            let retry_after = match &outcome {
+                Outcome::Retry {
+                    after: Some(after), ..
+                } => Some(after.wait),
+                _ => None,
+            };
+            self.answered(charged, retry_after).await;
             let outcome = match outcome {
                 Outcome::Rejected {
                     status: 415,
@@ -372,7 +495,7 @@ impl Webhook {
         }
     }
 
-    async fn remember_error(&self, reason: &str) {
+    pub(crate) async fn remember_error(&self, reason: &str) {
         let (queue, lane, reason) = (self.queue.clone(), self.lane, reason.to_string());
         if let Err(e) = off_workers(move || queue.record_error(lane, &reason)).await {
             tracing::warn!(webhook = %self.config.name, error = %e, "cannot record the last error");
@@ -405,18 +528,34 @@ pub fn budget_from_history(
     RateLimiter::with_history(limits, &times).usage(Instant::now(), pacing)
 }
 
+/// `work`'s output, or `None` once `until` has passed, which is checked
+/// before `work` is polled again.
+async fn until_deadline<T>(
+    until: Instant,
+    work: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::select! {
+        biased;
+        () = tokio::time::sleep_until(until) => None,
+        done = work => Some(done),
+    }
+}
+
 /// An attempt charged to the rate windows.
 struct Charged {
+    /// Taken just before charging.
     at: Instant,
     /// Its record on disk, to be moved to the answer's time.
     recorded: Option<SystemTime>,
+    /// Its id in the fleet's ledger, for a shared webhook.
+    attempt: Option<i64>,
 }
 
 /// Runs `work` (a queue or file write that fsyncs, a read that may wait on
 /// the disk) on tokio's blocking threads: a slow disk must not stall the
 /// async workers, which also serve the control socket, `/metrics` and the
 /// watchdog.
-async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
     match tokio::task::spawn_blocking(work).await {
         Ok(value) => value,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
@@ -512,12 +651,8 @@ impl Deliverer {
             }
             if !pending.has_full_body() && !stopping {
                 let oldest = pending.oldest.map_or_else(Instant::now, Instant::from_std);
-                let now = Instant::now();
-                let ready = match webhook.config.pacing {
-                    Some(reserve) => webhook.limiter().next_paced(now, reserve),
-                    None => webhook.limiter().next_free(now),
-                };
-                let send_at = (oldest + webhook.config.batch_timeout).max(ready);
+                let send_at =
+                    (oldest + webhook.config.batch_timeout).max(webhook.ready_at(Instant::now()));
                 // While the batch may still grow, more arrivals are taken in.
                 tokio::select! {
                     () = arrivals.notified() => continue,
@@ -570,19 +705,9 @@ impl Deliverer {
     /// file could be written: until then the events stay queued).
     async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
         let webhook = self.webhook.clone();
-        let (counter, outcome) = if let Some((status, reason)) = rejected {
-            self.dead_letter(batch, status, &reason).await;
-            metrics::add(&webhook.counters.dead_letter_batches, 1);
-            (
-                &webhook.counters.events_dead_lettered,
-                tap::Outcome::DeadLettered,
-            )
-        } else {
-            (&webhook.counters.events_sent, tap::Outcome::Sent)
-        };
-        metrics::add(counter, batch.len() as u64);
-        self.tap
-            .settled(webhook.lane, outcome, batch.iter().map(|e| &e.queued));
+        webhook
+            .account(&self.dead_letters, &self.tap, batch, rejected)
+            .await;
         self.unremoved.extend(batch.iter().map(|e| e.queued.seq));
         self.remove_unremoved().await;
     }
@@ -609,18 +734,50 @@ impl Deliverer {
         }
     }
 
-    /// Sends one batch until it is delivered or rejected. A batch refused as
-    /// too large (413) is split in two and each half sent in turn: the
-    /// receiver's real limit may be below `max_body_bytes`.
+    /// Sends one batch until it is delivered or rejected (see [`Webhook::deliver`]).
     async fn deliver(&mut self, batch: Vec<Encoded>) {
+        let webhook = self.webhook.clone();
+        let delivered = webhook.deliver(batch, None, self).await;
+        debug_assert!(delivered.is_ok(), "only a fleet's sender is fenced");
+    }
+}
+
+impl Settle for Deliverer {
+    async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>) {
+        Deliverer::settle(self, batch, rejected).await
+    }
+}
+
+/// Where a batch goes once sent: removed from where it waited, once
+/// delivered or (with a status and reason) dead-lettered.
+pub(crate) trait Settle {
+    async fn settle(&mut self, batch: &[Encoded], rejected: Option<(Option<u16>, String)>);
+}
+
+/// A fleet sender's lease was lost while sending: the rest of its batch
+/// stays in the fleet's stream for the next sender.
+#[derive(Debug)]
+pub(crate) struct LeaseLost;
+
+impl Webhook {
+    /// Sends one batch until it is delivered or rejected, settling each part
+    /// with `settle` as it ends. A batch refused as too large (413) is split
+    /// in two and each half sent in turn: the receiver's real limit may be
+    /// below `max_body_bytes`. `fence`: a fleet sender's lease.
+    pub(crate) async fn deliver(
+        &self,
+        batch: Vec<Encoded>,
+        fence: Option<&Fence>,
+        settle: &mut impl Settle,
+    ) -> Result<(), LeaseLost> {
         // Oldest last, so `pop` sends in order.
         let mut to_send = vec![batch];
         while let Some(batch) = to_send.pop() {
-            if let Some(too_large) = self.send_until_settled(batch).await {
+            if let Some(too_large) = self.send_until_settled(batch, fence, settle).await? {
                 let mut first = too_large;
                 let second = first.split_off(first.len() / 2);
                 tracing::warn!(
-                    webhook = %self.webhook.config.name,
+                    webhook = %self.config.name,
                     events = first.len() + second.len(),
                     "webhook refused the body as too large (413); sending it in two halves"
                 );
@@ -628,16 +785,19 @@ impl Deliverer {
                 to_send.push(first);
             }
         }
+        Ok(())
     }
 
     /// Sends `batch` until it is delivered or dead-lettered; hands it back
     /// when it was refused as too large and can still be split.
-    async fn send_until_settled(&mut self, batch: Vec<Encoded>) -> Option<Vec<Encoded>> {
-        let webhook = self.webhook.clone();
-        let name = &webhook.config.name;
-        let body = webhook
-            .format
-            .encode(batch.iter().map(|e| e.bytes.as_slice()));
+    async fn send_until_settled(
+        &self,
+        batch: Vec<Encoded>,
+        fence: Option<&Fence>,
+        settle: &mut impl Settle,
+    ) -> Result<Option<Vec<Encoded>>, LeaseLost> {
+        let name = &self.config.name;
+        let body = self.format.encode(batch.iter().map(|e| e.bytes.as_slice()));
         let mut log = |progress: Progress| match progress {
             Progress::WaitingForBudget(wait) => {
                 tracing::debug!(webhook = %name, wait_ms = wait.as_millis() as u64, "waiting for rate-limit budget");
@@ -648,7 +808,7 @@ impl Deliverer {
                 delay,
             } => tracing::warn!(
                 webhook = %name,
-                url = %webhook.config.target,
+                url = %self.config.target,
                 events = batch.len(),
                 status,
                 retry_in_ms = delay.as_millis() as u64,
@@ -656,30 +816,53 @@ impl Deliverer {
                 "delivery failed; will retry"
             ),
         };
-        match webhook.send_with_retries(&body, None, &mut log).await {
+        match self.send_with_retries(&body, None, fence, &mut log).await {
             Settled::Delivered { status } => {
                 tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
-                self.settle(&batch, None).await;
-                None
+                settle.settle(&batch, None).await;
+                Ok(None)
             }
-            Settled::Rejected { status: 413, .. } if batch.len() > 1 => Some(batch),
+            Settled::Rejected { status: 413, .. } if batch.len() > 1 => Ok(Some(batch)),
             Settled::Rejected { status, reason } => {
-                self.settle(&batch, Some((Some(status), reason))).await;
-                None
+                settle.settle(&batch, Some((Some(status), reason))).await;
+                Ok(None)
             }
+            Settled::Fenced => Err(LeaseLost),
             Settled::GaveUp(_) => unreachable!("without a deadline sending never gives up"),
         }
+    }
+
+    /// Counts a settled batch (sent, or dead-lettered into `file` with a
+    /// status and reason) and tells the tap.
+    pub(crate) async fn account(
+        &self,
+        file: &Path,
+        tap: &Tap,
+        batch: &[Encoded],
+        rejected: Option<(Option<u16>, String)>,
+    ) {
+        let (counter, outcome) = if let Some((status, reason)) = rejected {
+            self.dead_letter(file, batch, status, &reason).await;
+            metrics::add(&self.counters.dead_letter_batches, 1);
+            (
+                &self.counters.events_dead_lettered,
+                tap::Outcome::DeadLettered,
+            )
+        } else {
+            (&self.counters.events_sent, tap::Outcome::Sent)
+        };
+        metrics::add(counter, batch.len() as u64);
+        tap.settled(self.lane, outcome, batch.iter().map(|e| &e.queued));
     }
 
     /// Appends the batch to this webhook's dead-letter file (JSON lines), so a
     /// rejected batch is kept for a human instead of lost. Until the file can
     /// be written (a full disk, a folder that is a file) the events stay
     /// queued and the write is tried again, with backoff.
-    async fn dead_letter(&self, batch: &[Encoded], status: Option<u16>, reason: &str) {
-        let webhook = &self.webhook;
+    async fn dead_letter(&self, file: &Path, batch: &[Encoded], status: Option<u16>, reason: &str) {
         let record = serde_json::json!({
             "time": crate::event::rfc3339_now(),
-            "webhook": webhook.config.name,
+            "webhook": self.config.name,
             "status": status,
             "reason": reason,
             "events": batch.iter().map(|e| e.queued.event()).collect::<Vec<_>>(),
@@ -689,31 +872,31 @@ impl Deliverer {
         let line = Arc::new(line);
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(500))
-            .with_max_delay(webhook.config.max_retry_delay)
+            .with_max_delay(self.config.max_retry_delay)
             .without_max_times()
             .build();
         loop {
-            let (file, line) = (self.dead_letters.clone(), line.clone());
-            match off_workers(move || deadletter::append(&file, &line)).await {
+            let (owned, line) = (file.to_path_buf(), line.clone());
+            match off_workers(move || deadletter::append(&owned, &line)).await {
                 Ok(()) => {
                     return tracing::error!(
-                        webhook = %webhook.config.name,
-                        url = %webhook.config.target,
+                        webhook = %self.config.name,
+                        url = %self.config.target,
                         status,
                         reason,
                         events = batch.len(),
-                        file = %self.dead_letters.display(),
+                        file = %file.display(),
                         "webhook rejected a batch; it was written to the dead-letter file"
                     )
                 }
                 Err(e) => {
-                    let delay = backoff.next().unwrap_or(webhook.config.max_retry_delay);
+                    let delay = backoff.next().unwrap_or(self.config.max_retry_delay);
                     tracing::error!(
-                        webhook = %webhook.config.name,
+                        webhook = %self.config.name,
                         status,
                         reason,
                         events = batch.len(),
-                        file = %self.dead_letters.display(),
+                        file = %file.display(),
                         error = %e,
                         retry_in_ms = delay.as_millis() as u64,
                         "webhook rejected a batch and the dead-letter file cannot be written; the events stay queued until it can"
@@ -756,13 +939,19 @@ mod tests {
         .unwrap();
         let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
         for _ in 0..2 {
-            let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
-            webhook.answered(charged).await;
+            let charged = webhook
+                .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+                .await
+                .unwrap();
+            webhook.answered(charged, None).await;
         }
         assert_eq!(waits(), 0, "both attempts had budget at hand");
         let start = Instant::now();
-        let charged = webhook.acquire(None, &mut |_| {}).await.unwrap();
-        webhook.answered(charged).await;
+        let charged = webhook
+            .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+            .await
+            .unwrap();
+        webhook.answered(charged, None).await;
         assert_eq!(waits(), 1, "the third waited for the 2/1m window");
         let waited = Duration::from_micros(counters.rate_limit_wait_micros.load(Ordering::Relaxed));
         assert!(
@@ -804,7 +993,12 @@ mod tests {
         runtime.block_on(async {
             let charging = tokio::spawn({
                 let webhook = webhook.clone();
-                async move { webhook.acquire(None, &mut |_| {}).await.is_ok() }
+                async move {
+                    webhook
+                        .acquire(None, Duration::from_secs(30), None, &mut |_| {})
+                        .await
+                        .is_ok()
+                }
             });
             // What the control socket and /metrics ask: the budget (the limiter's lock).
             while webhook.budget()[0].used == 0 {

@@ -98,6 +98,18 @@ pub struct WebhookGauges {
     pub dropped_events: u64,
     /// (window as configured, e.g. `5/1m`; requests left in it).
     pub budget_left: Vec<(String, u64)>,
+    /// A webhook shared by a fleet, as last observed in its Redis.
+    pub fleet: Option<FleetGauges>,
+}
+
+/// A shared webhook's figures in the fleet's Redis.
+pub struct FleetGauges {
+    /// This agent holds the sender's lease.
+    pub sender: bool,
+    pub queued_events: u64,
+    pub agents_seen: u64,
+    /// (window; requests the whole fleet has left in it).
+    pub budget_left: Vec<(String, u64)>,
 }
 
 /// Everything read at scrape time rather than counted.
@@ -277,6 +289,26 @@ impl Metrics {
                 })
             })
             .collect();
+        let fleet_gauge = |value: fn(&FleetGauges) -> f64| -> Vec<Sample> {
+            now.iter()
+                .filter_map(|(webhook, g)| {
+                    Some((vec![("webhook", *webhook)], value(g.fleet.as_ref()?)))
+                })
+                .collect()
+        };
+        let fleet_budget = now
+            .iter()
+            .flat_map(|(webhook, g)| {
+                g.fleet.iter().flat_map(|f| {
+                    f.budget_left.iter().map(|(window, left)| {
+                        (
+                            vec![("webhook", *webhook), ("window", window.as_str())],
+                            *left as f64,
+                        )
+                    })
+                })
+            })
+            .collect();
         let lag = self
             .inputs
             .iter()
@@ -448,6 +480,30 @@ impl Metrics {
                 "Requests the rate window still allows now.",
                 budget,
             ),
+            (
+                "tailhook_fleet_sender",
+                "gauge",
+                "1 while this agent is the fleet's sender of the shared webhook.",
+                fleet_gauge(|f| f64::from(u8::from(f.sender))),
+            ),
+            (
+                "tailhook_fleet_queue_events",
+                "gauge",
+                "Events in the shared webhook's stream in Redis (every agent's).",
+                fleet_gauge(|f| f.queued_events as f64),
+            ),
+            (
+                "tailhook_fleet_agents_seen",
+                "gauge",
+                "Agents of the fleet seen within the last minute.",
+                fleet_gauge(|f| f.agents_seen as f64),
+            ),
+            (
+                "tailhook_fleet_rate_limit_remaining",
+                "gauge",
+                "Requests the shared webhook's window still allows the whole fleet.",
+                fleet_budget,
+            ),
         ];
         let mut out = String::new();
         for (name, kind, help, samples) in families {
@@ -542,6 +598,12 @@ mod tests {
                 oldest_age_seconds: Some(1.5),
                 dropped_events: 7,
                 budget_left: vec![("5/1m".into(), 3)],
+                fleet: Some(FleetGauges {
+                    sender: true,
+                    queued_events: 12,
+                    agents_seen: 4,
+                    budget_left: vec![("5/1m".into(), 1)],
+                }),
             }],
             input_lag_bytes: vec![120],
             process: ProcessFigures {
@@ -561,6 +623,10 @@ mod tests {
             "tailhook_queue_oldest_age_seconds{webhook=\"so\\\"c\"} 1.5",
             "tailhook_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 3",
             "tailhook_input_lag_bytes{input=\"auth\"} 120",
+            "tailhook_fleet_sender{webhook=\"so\\\"c\"} 1",
+            "tailhook_fleet_queue_events{webhook=\"so\\\"c\"} 12",
+            "tailhook_fleet_agents_seen{webhook=\"so\\\"c\"} 4",
+            "tailhook_fleet_rate_limit_remaining{webhook=\"so\\\"c\",window=\"5/1m\"} 1",
             "process_cpu_seconds_total 0.25",
             &format!(
                 "tailhook_build_info{{version=\"{}\"}} 1",
