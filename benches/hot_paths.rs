@@ -8,7 +8,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use tailhook::rules::{load_rules, rule_files, zone_named, LineClock, Matcher};
-use tailhook::tail::LineReader;
+use tailhook::tail::{LineBatch, LineReader};
 
 fn shipped_matcher() -> Matcher {
     let rules = rule_files(&[concat!(env!("CARGO_MANIFEST_DIR"), "/rules").into()]).unwrap();
@@ -32,7 +32,7 @@ fn hot_paths(c: &mut Criterion) {
     group.bench_function("split 64 KB into lines", |b| {
         b.iter(|| {
             let mut reader = LineReader::new(0, 64 * 1024);
-            let mut out = Vec::with_capacity(600);
+            let mut out = LineBatch::default();
             reader.feed(black_box(&chunk), &mut out);
             out.len()
         })

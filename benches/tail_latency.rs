@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tailhook::config::{InputConfig, InputKind, StartAt};
-use tailhook::tail::{Line, LineSink, SinkClosed, TailOptions, Tailer};
+use tailhook::tail::{CommitToken, LineChunk, LineSink, SinkClosed, TailOptions, Tailer};
 
 struct Recorder {
     appended: Arc<Mutex<HashMap<u64, Instant>>>,
@@ -18,9 +18,9 @@ struct Recorder {
 }
 
 impl LineSink for Recorder {
-    fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
+    fn accept(&mut self, lines: LineChunk<'_>, _commit: CommitToken) -> Result<(), SinkClosed> {
         let now = Instant::now();
-        for line in lines {
+        for line in lines.iter() {
             let seq: u64 = line
                 .text
                 .trim_start_matches("seq=")

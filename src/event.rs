@@ -76,15 +76,22 @@ impl Event {
     pub fn id_for(log: &LogOrigin, source: Option<SourceFile>, rule: &str, line: &str) -> String {
         let mut hasher = Xxh3::new();
         let cursor = log.cursor.as_deref().map(str::as_bytes);
-        let file: Vec<u8> = match source {
-            Some(file) => [file.dev, file.ino, file.generation]
-                .iter()
-                .flat_map(|n| n.to_le_bytes())
-                .collect(),
-            None => log.file.as_bytes().to_vec(),
+        let mut identity = [0u8; 24];
+        let file: &[u8] = match source {
+            Some(file) => {
+                for (bytes, n) in
+                    identity
+                        .chunks_exact_mut(8)
+                        .zip([file.dev, file.ino, file.generation])
+                {
+                    bytes.copy_from_slice(&n.to_le_bytes());
+                }
+                &identity
+            }
+            None => log.file.as_bytes(),
         };
         for part in [
-            file.as_slice(),
+            file,
             &log.offset.to_le_bytes(),
             rule.as_bytes(),
             line.as_bytes(),
@@ -95,8 +102,18 @@ impl Event {
             hasher.update(&(part.len() as u64).to_le_bytes());
             hasher.update(part);
         }
-        format!("{:032x}", hasher.digest128())
+        lower_hex(hasher.digest128())
     }
+}
+
+/// `n` as 32 lowercase hex digits, as `format!("{n:032x}")` writes it.
+fn lower_hex(n: u128) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let hex: Vec<u8> = (0..32)
+        .rev()
+        .map(|nibble| DIGITS[(n >> (nibble * 4)) as usize & 0xf])
+        .collect();
+    String::from_utf8(hex).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
@@ -169,6 +186,13 @@ mod tests {
             fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
             count: None,
             truncated: false,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn ids_are_hex_as_format_writes_it(n in proptest::prelude::any::<u128>()) {
+            proptest::prop_assert_eq!(lower_hex(n), format!("{n:032x}"));
         }
     }
 

@@ -30,8 +30,8 @@ use crate::rules::{
 };
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineSink,
-    PathSet, Severity, SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineChunk,
+    LineSink, PathSet, Severity, SinkClosed, TailOptions, Tailer,
 };
 use crate::tap::Tap;
 
@@ -754,11 +754,19 @@ impl Generation {
             added_inputs,
             ..TailOptions::default()
         };
+        // A rule whose events no route takes (an `info` rule under the
+        // default routing: every accepted login) is not run at all: its
+        // captures would cost more than the lines that are sent.
+        let matchers = pipeline
+            .matchers
+            .iter()
+            .map(|matcher| matcher.only(|rule| !router.destinations(&rule.id).is_empty()))
+            .collect();
         let stage = RuleStage {
             input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
             last_file_source: None,
             gates: gates.clone(),
-            matchers: pipeline.matchers.clone(),
+            matchers,
             clocks: pipeline.clocks.clone(),
             host,
             line_too_long,
@@ -913,7 +921,8 @@ struct RuleStage {
     input_names: Vec<String>,
     /// The input, file and queue source of the last file line placed.
     last_file_source: Option<(usize, SourceFile, Arc<str>)>,
-    matchers: Arc<Vec<Matcher>>,
+    /// Per input: the rules it selects that some route takes.
+    matchers: Vec<Matcher>,
     /// The built-in rule of the events that report cut lines.
     line_too_long: Rule,
     /// Per input: its `max_line_bytes` when it reports cut lines.
@@ -999,10 +1008,10 @@ impl Drop for QueueWriter {
 }
 
 /// `line` as its events carry it, dated by its input's clock now.
-fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> {
-    let times = clocks[line.input].times(&line.text, jiff::Timestamp::now());
+fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>) -> SeenLine<'a> {
+    let times = clocks[line.input].times(line.text, jiff::Timestamp::now());
     SeenLine::new(
-        &line.text,
+        line.text,
         line.origin(),
         line.source,
         line.cut_from.is_some(),
@@ -1012,15 +1021,19 @@ fn see<'a>(clocks: &[LineClock], host: &'a str, line: &'a Line) -> SeenLine<'a> 
 }
 
 impl LineSink for RuleStage {
-    fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed> {
+    fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
         let mut bytes = 0;
         let gates = self.gates.clone();
         let mut gates = gates.lock().expect("rule gates");
-        for line in &lines {
-            let input = &self.metrics.inputs[line.input].1;
-            metrics::add(&input.lines, 1);
-            metrics::add(&input.bytes, line.text.len() as u64 + 1);
+        let input = &self.metrics.inputs[lines.input].1;
+        metrics::add(&input.lines, lines.lines.len() as u64);
+        // Each line's text and its newline.
+        metrics::add(
+            &input.bytes,
+            (lines.lines.text_len() + lines.lines.len()) as u64,
+        );
+        for line in lines.iter() {
             // Most lines match nothing: only a matched (or cut) one is dated,
             // and placed.
             let mut seen: Option<SeenLine> = None;
@@ -1028,7 +1041,7 @@ impl LineSink for RuleStage {
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
+                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                     let event = Arc::new(line_too_long_event(
                         &self.line_too_long,
                         seen,
@@ -1039,7 +1052,7 @@ impl LineSink for RuleStage {
                         metrics::add(matches, 1);
                     }
                     let read_at = read_at.get_or_insert_with(|| {
-                        place(&self.input_names, &mut self.last_file_source, line)
+                        place(&self.input_names, &mut self.last_file_source, &line)
                     });
                     for &lane in self.router.destinations(LINE_TOO_LONG) {
                         bytes += weight(&event);
@@ -1051,22 +1064,22 @@ impl LineSink for RuleStage {
                     }
                 }
             }
-            for (rule, fields) in self.matchers[line.input].matches(&line.text) {
+            for (rule, fields) in self.matchers[line.input].matches(line.text) {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, line));
+                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
                 };
                 let mut event = event_for(rule, seen, fields, count);
-                if let Some(journal) = &line.journal {
+                if let Some(journal) = line.journal {
                     journal.annotate(&mut event);
                 }
                 let event = Arc::new(event);
                 let read_at = read_at.get_or_insert_with(|| {
-                    place(&self.input_names, &mut self.last_file_source, line)
+                    place(&self.input_names, &mut self.last_file_source, &line)
                 });
                 for &lane in self.router.destinations(&rule.id) {
                     bytes += weight(&event);
@@ -1084,18 +1097,17 @@ impl LineSink for RuleStage {
                     tokens: Vec::new(),
                 };
                 if let Err(closed) = self.writer.send(part) {
-                    // The lines' tokens go with the chunk's last part, which
-                    // will not be sent: none of them may commit.
-                    lines.iter().for_each(|line| line.commit.abandon());
+                    // The chunk's token goes with its last part, which will
+                    // not be sent: none of its lines may commit.
+                    commit.abandon();
                     return Err(closed);
                 }
             }
         }
-        let tokens = lines.into_iter().map(|line| line.commit).collect();
         self.writer.send(Matched {
             events,
             bytes,
-            tokens,
+            tokens: vec![commit],
         })
     }
 }
@@ -1109,7 +1121,7 @@ fn place(
     line: &Line,
 ) -> Option<ReadAt> {
     let input = &input_names[line.input];
-    match (line.source, &line.journal) {
+    match (line.source, line.journal) {
         (Some(file), _) => {
             let source = match last_file_source {
                 Some((index, known, source)) if *index == line.input && *known == file => {

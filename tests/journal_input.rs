@@ -349,11 +349,20 @@ fn sigkill_during_a_load_loses_no_entry_and_repeats_none_with_another_id() {
         }
         counts
     };
+    let checkpoints = journal.setup.path("state/checkpoints.json");
     for round in 1..=3 {
         let target = round * total / 5;
         wait_until(DEADLINE, &format!("{target} distinct events"), || {
             distinct(&receiver).len() >= target
         });
+        if round == 1 {
+            // At least one restart must resume after a committed cursor: a
+            // fast agent can deliver a fifth of the load before its first
+            // checkpoint write.
+            wait_until(DEADLINE, "a cursor in the checkpoints", || {
+                std::fs::read_to_string(&checkpoints).is_ok_and(|c| c.contains("s=feedc0de;"))
+            });
+        }
         agent.signal("KILL");
         agent.wait_exit(DEADLINE);
         agent = journal.start_agent(&config, &[]);

@@ -22,7 +22,7 @@ use anyhow::Context;
 
 use crate::event::LogOrigin;
 use crate::rules::{self, event_for, Admit, Gate, LineClock, Matcher, Rule, SeenLine, Verdict};
-use crate::tail::{read_recorded, JournalMeta, LineReader};
+use crate::tail::{read_recorded, JournalMeta, LineBatch, LineReader};
 
 /// Lines longer than this are cut, as the agent's default `max_line_bytes`.
 const MAX_LINE_BYTES: usize = 64 * 1024;
@@ -134,22 +134,23 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         let mut lines = LineReader::new(0, MAX_LINE_BYTES);
         let mut number = 0u64;
         let mut buf = vec![0u8; 64 * 1024];
-        let mut raw = Vec::new();
+        let mut raw = LineBatch::default();
         loop {
             let n = reader
                 .read(&mut buf)
                 .with_context(|| format!("reading {name}"))?;
+            raw.clear();
             if n == 0 {
-                raw.extend(lines.flush_partial());
+                lines.flush_partial(&mut raw);
             } else {
                 lines.feed(&buf[..n], &mut raw);
             }
-            for line in raw.drain(..) {
+            for line in raw.iter() {
                 number += 1;
                 let examined = Examined {
                     name,
                     number,
-                    text: &line.text,
+                    text: line.text,
                     truncated: line.cut_from.is_some(),
                     log: LogOrigin {
                         file: name.to_string(),

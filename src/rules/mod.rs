@@ -82,11 +82,13 @@ impl FieldType {
             FieldType::Float => text.parse::<f64>().ok().map(Value::from),
             FieldType::Bool => text.parse::<bool>().ok().map(Value::from),
             // Canonical form: `::ffff:192.0.2.1` is the IPv4 address it
-            // carries, so blocklists and SOC tools see one address.
-            FieldType::Ip => text
-                .parse::<IpAddr>()
-                .ok()
-                .map(|ip| Value::from(ip.to_canonical().to_string())),
+            // carries, so blocklists and SOC tools see one address. Dotted
+            // IPv4 parses only in its canonical form (no leading zeros), so
+            // such text is kept as written, without formatting it again.
+            FieldType::Ip => match text.parse::<IpAddr>().ok()? {
+                IpAddr::V4(_) => Some(Value::from(text)),
+                ip => Some(Value::from(ip.to_canonical().to_string())),
+            },
         }
     }
 }
@@ -179,10 +181,34 @@ impl RuleRegex {
         self.fields.iter().map(|(_, name, _)| name.as_str())
     }
 
-    fn captures(&self, line: &str) -> Option<regex_automata::util::captures::Captures> {
-        let mut captures = self.regex.create_captures();
-        self.regex.captures(line, &mut captures);
-        captures.is_match().then_some(captures)
+    /// Matches `line`; on a match, each named group that took part, with
+    /// its text, goes to `field` (which may stop the walk with `Err`). The
+    /// groups' spans are kept on the stack: a match allocates nothing here.
+    fn each_field<E>(
+        &self,
+        line: &str,
+        mut field: impl FnMut(&str, Option<FieldType>, &str) -> Result<(), E>,
+    ) -> Option<Result<(), E>> {
+        type Slot = Option<regex_automata::util::primitives::NonMaxUsize>;
+        const ON_STACK: usize = 64;
+        let needed = self.regex.group_info().slot_len();
+        let (mut stack, mut heap): ([Slot; ON_STACK], Vec<Slot>) = ([None; ON_STACK], Vec::new());
+        let slots = if needed <= ON_STACK {
+            &mut stack[..needed]
+        } else {
+            heap.resize(needed, None);
+            &mut heap[..]
+        };
+        self.regex
+            .search_slots(&regex_automata::Input::new(line), slots)?;
+        for (group, name, kind) in &self.fields {
+            if let (Some(start), Some(end)) = (slots[group * 2], slots[group * 2 + 1]) {
+                if let Err(stop) = field(name, *kind, &line[start.get()..end.get()]) {
+                    return Some(Err(stop));
+                }
+            }
+        }
+        Some(Ok(()))
     }
 }
 
@@ -220,24 +246,44 @@ impl Rule {
     /// The rule as written (regex, `ignore` and `types`, without what
     /// overrides added) on a line in the classic syslog layout.
     fn extract(&self, line: &str) -> Verdict {
-        let Some(captures) = self.regex.captures(line) else {
-            return Verdict::NoMatch;
-        };
-        if self.ignore.iter().any(|re| re.is_match(line)) {
-            return Verdict::Ignored;
+        match self.typed_fields(line) {
+            None => Verdict::NoMatch,
+            Some(_) if self.ignores(line) => Verdict::Ignored,
+            Some(Err(field)) => Verdict::WrongType(field),
+            Some(Ok(fields)) => Verdict::Match(fields),
         }
+    }
+
+    /// The fields of an event of `line` (classic layout), where
+    /// [`Rule::evaluate_classic`] would say `Match`. The `ignore` patterns
+    /// go first: a search for their literals, where the captures they spare
+    /// may backtrack over the whole line.
+    fn event_fields(&self, line: &str) -> Option<Fields> {
+        if self.ignores(line) {
+            return None;
+        }
+        let fields = self.typed_fields(line)?.ok()?;
+        (!self.own_address(&fields)).then_some(fields)
+    }
+
+    fn ignores(&self, line: &str) -> bool {
+        self.ignore.iter().any(|re| re.is_match(line))
+    }
+
+    /// The regex's fields of `line`, converted to their types: `None` when
+    /// it does not match, `Err` naming a field that does not convert.
+    fn typed_fields(&self, line: &str) -> Option<Result<Fields, String>> {
         let mut fields = Fields::new();
-        for (group, name, kind) in &self.regex.fields {
-            let Some(span) = captures.get_group(*group) else {
-                continue;
-            };
-            let kind = kind.unwrap_or(FieldType::String);
-            match kind.convert(&line[span.range()]) {
-                Some(value) => fields.insert(name.clone(), value),
-                None => return Verdict::WrongType(name.clone()),
-            };
-        }
-        Verdict::Match(fields)
+        let converted = self.regex.each_field(line, |name, kind, text| {
+            match kind.unwrap_or(FieldType::String).convert(text) {
+                Some(value) => {
+                    fields.insert(name.to_string(), value);
+                    Ok(())
+                }
+                None => Err(name.to_string()),
+            }
+        })?;
+        Some(converted.map(|()| fields))
     }
 
     /// The state this rule's `threshold` and `suppress` need.
@@ -385,16 +431,24 @@ impl Matcher {
         Matcher { rules, prefilter }
     }
 
+    /// The matcher of the rules of this one that `keep` keeps.
+    pub fn only(&self, keep: impl Fn(&Rule) -> bool) -> Matcher {
+        Matcher::new(self.rules.iter().filter(|r| keep(r)).cloned().collect())
+    }
+
     /// Every rule that matches `line`, with its fields. A line matching two rules
     /// yields two events: rules are independent detections, like fail2ban jails.
     pub fn matches<'a>(
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        self.verdicts(line)
-            .filter_map(|(rule, verdict)| match verdict {
-                Verdict::Match(fields) => Some((rule, fields)),
-                _ => None,
+        let line = rfc5424::classic_form(line);
+        self.prefilter
+            .candidates(&line)
+            .into_iter()
+            .filter_map(move |i| {
+                let rule = &self.rules[i];
+                rule.event_fields(&line).map(|fields| (rule, fields))
             })
     }
 
@@ -582,6 +636,68 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         assert_eq!(matcher.matches("kernel: eth0 link up").count(), 0);
     }
 
+    proptest::proptest! {
+        /// The agent's path (ignore patterns first) makes an event of a
+        /// line exactly when the verdict `test-rules` shows is a match,
+        /// with the same fields: shipped examples with any text spliced in.
+        #[test]
+        fn matches_agree_with_the_verdicts(
+            example in proptest::prelude::any::<proptest::sample::Index>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+            spliced in "(127\\.0\\.0\\.1 |\\[UFW AUDIT\\] |[ -~]{0,12})",
+        ) {
+            let matcher = &*SHIPPED;
+            let lines: Vec<&str> = matcher
+                .rules
+                .iter()
+                .flat_map(|r| r.examples.iter().map(|e| e.line.as_str()))
+                .collect();
+            let line = lines[example.index(lines.len())];
+            let mut at = at.index(line.len() + 1);
+            while !line.is_char_boundary(at) {
+                at -= 1;
+            }
+            let line = format!("{}{spliced}{}", &line[..at], &line[at..]);
+            let verdicts: Vec<(String, Fields)> = matcher
+                .verdicts(&line)
+                .filter_map(|(rule, verdict)| match verdict {
+                    Verdict::Match(fields) => Some((rule.id.clone(), fields)),
+                    _ => None,
+                })
+                .collect();
+            let matches: Vec<(String, Fields)> = matcher
+                .matches(&line)
+                .map(|(rule, fields)| (rule.id.clone(), fields))
+                .collect();
+            proptest::prop_assert_eq!(matches, verdicts);
+        }
+    }
+
+    /// The shipped rules, compiled once for every case.
+    static SHIPPED: std::sync::LazyLock<Matcher> = std::sync::LazyLock::new(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let files = rule_files(&[root]).unwrap();
+        Matcher::new(
+            load_rules(&files)
+                .unwrap()
+                .rules
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        )
+    });
+
+    #[test]
+    fn a_matcher_of_some_rules_runs_only_those() {
+        let all = Matcher::new(rules());
+        let line = "sshd[5]: Invalid user admin from 203.0.113.9";
+        assert_eq!(all.matches(line).count(), 1);
+        let without = all.only(|rule| rule.id != "sshd.invalid_user");
+        assert_eq!(without.matches(line).count(), 0);
+        let failed = "sshd[1]: Failed password for root from 203.0.113.7 port 22 ssh2";
+        assert_eq!(without.matches(failed).count(), 1);
+    }
+
     #[test]
     fn ignore_and_failed_type_conversion_reject_the_line() {
         let rules = rules();
@@ -605,6 +721,28 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             "2001:db8::1"
         );
         assert_eq!(FieldType::Ip.convert("192.0.2.300"), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever text an `ip` field captures, it converts to the
+        /// address's canonical form or not at all.
+        #[test]
+        fn ip_fields_are_the_canonical_form_of_what_parses(
+            text in proptest::prop_oneof![
+                "[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}\\.[0-9]{1,4}",
+                "[0-9a-fA-F:.]{2,40}",
+                proptest::prelude::Strategy::prop_map(
+                    proptest::prelude::any::<std::net::Ipv4Addr>(),
+                    |ip| ip.to_string(),
+                ),
+            ],
+        ) {
+            let expected = text
+                .parse::<IpAddr>()
+                .ok()
+                .map(|ip| serde_json::Value::from(ip.to_canonical().to_string()));
+            proptest::prop_assert_eq!(FieldType::Ip.convert(&text), expected);
+        }
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::checkpoint::Fingerprint;
-use super::reader::{LineReader, RawLine};
+use super::reader::{LineBatch, LineReader};
 use super::{CommitToken, Commits};
 use crate::event::SourceFile;
 
@@ -257,9 +257,10 @@ impl TailedFile {
         self.reader.holds_partial()
     }
 
-    /// The held line without a newline, as a line of its own.
-    pub fn flush_partial_line(&mut self) -> Option<RawLine> {
-        self.reader.flush_partial()
+    /// The held line without a newline, as a line of its own, added to
+    /// `out`. Whether there was one.
+    pub fn flush_partial_line(&mut self, out: &mut LineBatch) -> bool {
+        self.reader.flush_partial(out)
     }
 
     /// Registers a chunk of lines just read; the returned token goes with
@@ -290,7 +291,7 @@ impl TailedFile {
     /// Reads what was appended since the last call, up to `budget` bytes.
     /// A file now shorter than what was read was truncated (copytruncate):
     /// reading restarts at 0.
-    pub fn read(&mut self, budget: u64, out: &mut Vec<RawLine>) -> io::Result<ReadOutcome> {
+    pub fn read(&mut self, budget: u64, out: &mut LineBatch) -> io::Result<ReadOutcome> {
         if std::mem::take(&mut self.looked_unchanged) {
             self.at_end = true;
             return Ok(ReadOutcome {
@@ -347,7 +348,7 @@ fn feed_lines(
     source: &mut impl Read,
     reader: &mut LineReader,
     budget: u64,
-    out: &mut Vec<RawLine>,
+    out: &mut LineBatch,
 ) -> ReadOutcome {
     let mut outcome = ReadOutcome::default();
     let mut buf = [0u8; CHUNK];
@@ -372,6 +373,7 @@ fn feed_lines(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tail::RawLine;
     use std::io::Write;
 
     fn opened(path: &Path, start: StartFrom) -> TailedFile {
@@ -391,11 +393,11 @@ mod tests {
             .open(&path)
             .unwrap();
         f.write_all(b"ial\nnew 1\n").unwrap();
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text, "new 1");
-        assert_eq!(out[0].offset, 20);
+        assert_eq!(out.iter().next().unwrap().text, "new 1");
+        assert_eq!(out.iter().next().unwrap().offset, 20);
     }
 
     #[test]
@@ -404,7 +406,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "seq=1\n").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 1);
 
@@ -421,7 +423,7 @@ mod tests {
         assert!(out.is_empty());
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text, "seq=2");
+        assert_eq!(out.iter().next().unwrap().text, "seq=2");
 
         // A look that saw it grown leaves the read to look for itself.
         f.write_all(b"seq=3\n").unwrap();
@@ -429,7 +431,7 @@ mod tests {
         out.clear();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].text, "seq=3");
+        assert_eq!(out.iter().next().unwrap().text, "seq=3");
     }
 
     #[test]
@@ -438,7 +440,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "one\ntwo\n").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(out.len(), 2);
         std::fs::OpenOptions::new()
@@ -455,10 +457,10 @@ mod tests {
         out.clear();
         tailed.read(u64::MAX, &mut out).unwrap();
         assert_eq!(
-            out,
-            vec![RawLine {
+            out.iter().collect::<Vec<_>>(),
+            [RawLine {
                 offset: 0,
-                text: "x".into(),
+                text: "x",
                 cut_from: None
             }]
         );
@@ -470,7 +472,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "one\ntwo\nthr").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         let first = tailed.chunk_token();
         let held = first.clone();
@@ -500,13 +502,13 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "old 1\nold 2\n").unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         tailed.read(u64::MAX, &mut out).unwrap();
         // Truncated and refilled beyond the old size before the next look.
         std::fs::write(&path, "new 1\nnew 2\nnew 3\n").unwrap();
         out.clear();
         tailed.read(u64::MAX, &mut out).unwrap();
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["new 1", "new 2", "new 3"]);
     }
 
@@ -531,14 +533,14 @@ mod tests {
     #[test]
     fn lines_read_before_an_io_error_are_kept_and_not_skipped() {
         let mut reader = LineReader::new(0, 1024);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         let mut source = FailingAfter {
             data: b"seq=1 a\nseq=2 b\nseq=3 par",
         };
         let outcome = feed_lines(&mut source, &mut reader, u64::MAX, &mut out);
         assert_eq!(outcome.error.map(|e| e.raw_os_error()), Some(Some(5)));
         assert!(!outcome.more);
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["seq=1 a", "seq=2 b"]);
         // What a commit after this pass records: just past the last whole
         // line handed on, so the partial third line is read again, not skipped.
@@ -550,7 +552,7 @@ mod tests {
         };
         out.clear();
         feed_lines(&mut rest, &mut reader, u64::MAX, &mut out);
-        let texts: Vec<&str> = out.iter().map(|l| l.text.as_str()).collect();
+        let texts: Vec<&str> = out.iter().map(|l| l.text).collect();
         assert_eq!(texts, vec!["seq=3 part", "seq=4 c"]);
     }
 
@@ -560,7 +562,7 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n".repeat(100_000)).unwrap();
         let mut tailed = opened(&path, StartFrom::Beginning);
-        let mut out = Vec::new();
+        let mut out = LineBatch::default();
         let first = tailed.read(CHUNK as u64, &mut out).unwrap();
         assert!(first.more);
         let rest = tailed.read(u64::MAX, &mut out).unwrap();

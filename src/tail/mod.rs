@@ -11,13 +11,15 @@
 //! (`journal`), whose entries arrive from `journalctl` and commit a cursor
 //! the way files commit an offset.
 //!
-//! Lines leave through a [`LineSink`]. A sink that blocks (its queue is full)
+//! Lines leave through a [`LineSink`] in chunks ([`LineChunk`]: one file's
+//! lines back to back in one buffer the tailer fills again, so a line costs
+//! no allocation of its own). A sink that blocks (its queue is full)
 //! blocks this thread, so back-pressure from a slow webhook reaches the files,
-//! which are the buffer. Every line carries a [`CommitToken`] shared by its
-//! chunk; whoever holds the line's events holds a copy, and the chunk's end
-//! offset is committed once every copy is dropped. The pipeline's sink drops
-//! them once the chunk's events are in the durable queue; a sink that kept
-//! events in memory could hold them until delivery instead.
+//! which are the buffer. Every chunk comes with a [`CommitToken`]; whoever
+//! holds the chunk's events holds a copy, and the chunk's end offset is
+//! committed once every copy is dropped. The pipeline's sink drops them once
+//! the chunk's events are in the durable queue; a sink that kept events in
+//! memory could hold them until delivery instead.
 
 mod checkpoint;
 mod discover;
@@ -41,7 +43,7 @@ use checkpoint::{Checkpoint, CheckpointStore};
 pub use discover::PathSet;
 use file::{FileId, StartFrom, TailedFile};
 pub use reach::{permission_fix, survey, Reach, Severity, Unreadable};
-pub use reader::RawLine;
+pub use reader::{LineBatch, RawLine};
 use watch::{Waker, Wakeups};
 
 use journal::JournalSource;
@@ -58,9 +60,11 @@ const TAILED_FILES_SHARE: u64 = 2;
 
 /// Where the tailer hands its lines.
 pub trait LineSink: Send + 'static {
-    /// Takes a chunk of lines from one file, in file order. Blocks while the
+    /// Takes a chunk of lines from one file, in file order, and the chunk's
+    /// commit token: the lines are borrowed for the call, the token is kept
+    /// for as long as their events are not durable. Blocks while the
     /// downstream is full; `Err` means it is gone and tailing should stop.
-    fn accept(&mut self, lines: Vec<Line>) -> Result<(), SinkClosed>;
+    fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed>;
 }
 
 #[derive(Debug)]
@@ -144,16 +148,63 @@ impl<P: Clone> Commits<P> {
     }
 }
 
+/// Lines of one file (or of the journal) read in one go, in order.
+#[derive(Debug, Clone, Copy)]
+pub struct LineChunk<'a> {
+    /// Index of the input (in config order) the lines came from.
+    pub input: usize,
+    /// The file's path; [`JOURNAL_ORIGIN`] for journal entries.
+    pub path: &'a str,
+    /// For a file: the file and its generation, which event ids hash
+    /// instead of the path (a rename keeps ids stable).
+    pub source: Option<SourceFile>,
+    pub lines: &'a LineBatch,
+    /// For journal entries: each line's cursor, time and fields, in line
+    /// order; empty for a file.
+    pub journal: &'a [JournalMeta],
+}
+
+impl<'a> LineChunk<'a> {
+    /// A chunk of a file's lines.
+    pub fn of_file(
+        input: usize,
+        path: &'a str,
+        source: SourceFile,
+        lines: &'a LineBatch,
+    ) -> LineChunk<'a> {
+        LineChunk {
+            input,
+            path,
+            source: Some(source),
+            lines,
+            journal: &[],
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Line<'a>> + 'a {
+        let chunk = *self;
+        chunk.lines.iter().enumerate().map(move |(i, raw)| Line {
+            input: chunk.input,
+            path: chunk.path,
+            offset: raw.offset,
+            text: raw.text,
+            cut_from: raw.cut_from,
+            source: chunk.source,
+            journal: chunk.journal.get(i),
+        })
+    }
+}
+
 /// A complete line read from a file or the journal, with where it came from.
-#[derive(Debug, Clone)]
-pub struct Line {
+#[derive(Debug, Clone, Copy)]
+pub struct Line<'a> {
     /// Index of the input (in config order) the line came from.
     pub input: usize,
     /// The file's path; [`JOURNAL_ORIGIN`] for journal entries.
-    pub path: Arc<str>,
+    pub path: &'a str,
     /// Byte offset of the line's first byte; a journal entry's sequence number.
     pub offset: u64,
-    pub text: String,
+    pub text: &'a str,
     /// The line was longer than `max_line_bytes` and was cut: how many
     /// bytes it had.
     pub cut_from: Option<u64>,
@@ -161,17 +212,16 @@ pub struct Line {
     /// hashes instead of the path (a rename keeps ids stable).
     pub source: Option<SourceFile>,
     /// For a journal entry: its cursor, time and fields.
-    pub journal: Option<Arc<JournalMeta>>,
-    pub commit: CommitToken,
+    pub journal: Option<&'a JournalMeta>,
 }
 
-impl Line {
+impl Line<'_> {
     /// The `log` member of this line's events.
     pub fn origin(&self) -> LogOrigin {
         LogOrigin {
             file: self.path.to_string(),
             offset: self.offset,
-            cursor: self.journal.as_ref().map(|j| j.cursor.clone()),
+            cursor: self.journal.map(|j| j.cursor.clone()),
         }
     }
 }
@@ -284,6 +334,7 @@ impl Tailer {
             ignored: HashMap::new(),
             cuts: CutReport::default(),
             sink: Some(Box::new(sink)),
+            lines: LineBatch::default(),
             checkpoints,
             last_checkpoint: Instant::now(),
             checkpoints_settled: false,
@@ -352,6 +403,9 @@ struct TailState {
     ignored: HashMap<(usize, FileId), u64>,
     /// Dropped at shutdown, which closes the queues behind it.
     sink: Option<Box<dyn LineSink>>,
+    /// The lines of the file being read, handed to the sink and cleared for
+    /// the next: its buffers are reused, not allocated per read.
+    lines: LineBatch,
     checkpoints: CheckpointStore,
     last_checkpoint: Instant,
     /// Nothing the checkpoints hold can have moved since the last save: it
@@ -885,14 +939,14 @@ impl TailState {
     /// file has more to read right away.
     fn read_all(&mut self, all: bool) -> Option<bool> {
         let mut more = false;
-        let mut raw = Vec::new();
+        let mut lines = std::mem::take(&mut self.lines);
         for (&(input, _), file) in self.files.iter_mut() {
             if !file.is_open() || (!all && !file.holds_partial_line()) {
                 continue;
             }
             self.checkpoints_settled = false;
-            raw.clear();
-            let outcome = match file.read(self.options.read_budget, &mut raw) {
+            lines.clear();
+            let outcome = match file.read(self.options.read_budget, &mut lines) {
                 Ok(outcome) => outcome,
                 Err(e) => {
                     tracing::warn!(file = %file.path, error = %e, "read failed; will retry");
@@ -900,7 +954,7 @@ impl TailState {
                 }
             };
             if let Some(e) = &outcome.error {
-                tracing::warn!(file = %file.path, position = file.position(), lines_kept = raw.len(), error = %e, "read failed part-way; the lines before it go on, the rest is read on retry");
+                tracing::warn!(file = %file.path, position = file.position(), lines_kept = lines.len(), error = %e, "read failed part-way; the lines before it go on, the rest is read on retry");
             }
             // A failed read says nothing about whether the writer stopped.
             file.idle_since = match (outcome.bytes, file.idle_since) {
@@ -916,9 +970,9 @@ impl TailState {
             {
                 // The writer stopped mid-line: the line is complete as far as
                 // anyone will ever know; hold it no longer.
-                raw.extend(file.flush_partial_line());
+                file.flush_partial_line(&mut lines);
             }
-            for line in &raw {
+            for line in lines.iter() {
                 if let Some(length) = line.cut_from {
                     self.cuts.report(
                         &file.path,
@@ -929,30 +983,13 @@ impl TailState {
                 }
             }
             more |= outcome.more;
-            if !raw.is_empty() {
+            if !lines.is_empty() {
                 let commit = file.chunk_token();
-                let lines = raw
-                    .drain(..)
-                    .map(
-                        |RawLine {
-                             offset,
-                             text,
-                             cut_from,
-                         }| Line {
-                            input,
-                            path: file.path.clone(),
-                            offset,
-                            text,
-                            cut_from,
-                            source: Some(file.source()),
-                            journal: None,
-                            commit: commit.clone(),
-                        },
-                    )
-                    .collect();
-                self.sink.as_mut()?.accept(lines).ok()?;
+                let chunk = LineChunk::of_file(input, &file.path, file.source(), &lines);
+                self.sink.as_mut()?.accept(chunk, commit).ok()?;
             }
         }
+        self.lines = lines;
         // When stopping, journalctl may have been signalled with the agent
         // (systemd stops the whole cgroup): that is no failure to report and
         // restart. What is left unread is read after the restart.

@@ -27,7 +27,6 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, TryRecvError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
@@ -37,7 +36,7 @@ pub use entry::{cursor_time, read_recorded, JournalEntry, JournalMeta, Recorded}
 
 use super::checkpoint::JournalCheckpoint;
 use super::watch::Waker;
-use super::{Commits, Line, LineSink};
+use super::{Commits, LineBatch, LineChunk, LineSink};
 use crate::config::{InputConfig, StartAt};
 
 /// The program journald inputs run, looked up on `PATH`.
@@ -193,22 +192,20 @@ impl JournalSource {
             if truncated > 0 {
                 tracing::warn!(input = %self.name, entries = truncated, max_line_bytes = self.max_line_bytes, "journal entries longer than max_line_bytes were cut");
             }
-            let origin: Arc<str> = Arc::from(JOURNAL_ORIGIN);
-            let lines = entries
-                .into_iter()
-                .map(|entry| Line {
-                    input: self.input,
-                    path: origin.clone(),
-                    offset: entry.meta.seqnum,
-                    text: entry.line,
-                    cut_from: entry.cut_from,
-                    source: None,
-                    journal: Some(Arc::new(entry.meta)),
-                    commit: commit.clone(),
-                })
-                .collect();
-            drop(commit);
-            sink.accept(lines).ok()?;
+            let mut lines = LineBatch::default();
+            let mut metas = Vec::with_capacity(entries.len());
+            for entry in entries {
+                lines.push(entry.meta.seqnum, entry.line.as_bytes(), entry.cut_from);
+                metas.push(entry.meta);
+            }
+            let chunk = LineChunk {
+                input: self.input,
+                path: JOURNAL_ORIGIN,
+                source: None,
+                lines: &lines,
+                journal: &metas,
+            };
+            sink.accept(chunk, commit).ok()?;
         }
         if exited {
             self.reap();
