@@ -43,8 +43,10 @@ pub struct Pipeline {
     rules: Vec<Arc<Rule>>,
     rule_files: usize,
     overrides: OverrideReport,
-    /// One per input, in config order; shared with the tail thread.
-    matchers: Arc<Vec<Matcher>>,
+    /// The rules each input applies, in config order. Kept as rules, not
+    /// matchers: a generation builds its matchers of the routed ones, and a
+    /// second prefilter held here for the whole run would cost megabytes.
+    input_rules: Vec<Vec<Arc<Rule>>>,
     /// How each input's line times are read, in config order; shared too.
     clocks: Arc<Vec<LineClock>>,
 }
@@ -91,7 +93,7 @@ impl Pipeline {
             );
         }
 
-        let mut matchers = Vec::new();
+        let mut input_rules = Vec::new();
         for input in &config.inputs {
             if input.kind == InputKind::Journald && journalctl_on_path().is_none() {
                 bail!(
@@ -107,7 +109,7 @@ impl Pipeline {
                     input.name
                 )
             })?;
-            matchers.push(Matcher::new(selected));
+            input_rules.push(selected);
         }
         // A route may name the built-in rule that reports cut lines.
         let ids: Vec<&str> = rules
@@ -144,7 +146,7 @@ impl Pipeline {
             rules,
             rule_files: files.len(),
             overrides: loaded.overrides,
-            matchers: Arc::new(matchers),
+            input_rules,
             clocks: Arc::new(clocks),
         })
     }
@@ -225,9 +227,10 @@ impl Pipeline {
             let recorded = read_recorded(path, input.max_line_bytes)?;
             let mut per_rule: std::collections::BTreeMap<&str, u64> = Default::default();
             let mut matched = 0;
+            let matcher = Matcher::new(self.input_rules[index].clone());
             for (_, entry) in &recorded.entries {
                 let mut hit = false;
-                for (rule, _) in self.matchers[index].matches(&entry.line) {
+                for (rule, _) in matcher.matches(&entry.line) {
                     *per_rule.entry(&rule.id).or_default() += 1;
                     hit = true;
                 }
@@ -758,9 +761,17 @@ impl Generation {
         // default routing: every accepted login) is not run at all: its
         // captures would cost more than the lines that are sent.
         let matchers = pipeline
-            .matchers
+            .input_rules
             .iter()
-            .map(|matcher| matcher.only(|rule| !router.destinations(&rule.id).is_empty()))
+            .map(|rules| {
+                Matcher::new(
+                    rules
+                        .iter()
+                        .filter(|rule| !router.destinations(&rule.id).is_empty())
+                        .cloned()
+                        .collect(),
+                )
+            })
             .collect();
         let stage = RuleStage {
             input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
@@ -1147,9 +1158,11 @@ fn abandon(chunk: &Matched) {
 }
 
 /// At most about this many bytes of events in one transaction when chunks
-/// wait together: redb's cost per event falls little beyond a few thousand
-/// events, and a transaction's pages are held in memory until it commits.
-const GROUP_BYTES: usize = 2 * CHUNK_BYTES;
+/// wait together: redb's cost per event falls little beyond a thousand
+/// events, and until it commits the writer holds the group's events, their
+/// JSON and the transaction's dirty pages (massif: a group of twice this was
+/// about 7 MiB of the peak heap).
+const GROUP_BYTES: usize = CHUNK_BYTES;
 
 /// The queue writer's loop: what waits is written in one transaction (one
 /// fsync for several chunks when the disk is the slower part), then the
