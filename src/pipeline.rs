@@ -1158,9 +1158,11 @@ fn abandon(chunk: &Matched) {
 }
 
 /// At most about this many bytes of events in one transaction when chunks
-/// wait together: redb's cost per event falls little beyond a few thousand
-/// events, and a transaction's pages are held in memory until it commits.
-const GROUP_BYTES: usize = 2 * CHUNK_BYTES;
+/// wait together: redb's cost per event falls little beyond a thousand
+/// events, and until it commits the writer holds the group's events, their
+/// JSON and the transaction's dirty pages (massif: a group of twice this was
+/// about 7 MiB of the peak heap).
+const GROUP_BYTES: usize = CHUNK_BYTES;
 
 /// The queue writer's loop: what waits is written in one transaction (one
 /// fsync for several chunks when the disk is the slower part), then the
