@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::humantime_duration;
+use super::url_source::{KeyError, UrlSource};
 use super::SecretUrl;
 
 /// As written in the config.
@@ -65,31 +66,18 @@ fn default_max_stream_events() -> u64 {
     1_000_000
 }
 
-/// A problem with one key of `[fleet]`: (key, what is wrong).
-type KeyError = (&'static str, String);
-
 impl FleetSpec {
-    pub(super) fn validate(&self) -> Result<(), KeyError> {
-        let set = [
-            self.redis_url.is_some(),
-            self.redis_url_env.is_some(),
-            self.redis_url_file.is_some(),
-        ];
-        match set.iter().filter(|s| **s).count() {
-            0 => {
-                return Err((
-                    "redis_url",
-                    "set one of redis_url, redis_url_env or redis_url_file".into(),
-                ))
-            }
-            1 => {}
-            _ => {
-                return Err((
-                    "redis_url",
-                    "set only one of redis_url, redis_url_env or redis_url_file".into(),
-                ))
-            }
+    fn url_source(&self) -> UrlSource<'_> {
+        UrlSource {
+            keys: ["redis_url", "redis_url_env", "redis_url_file"],
+            inline: self.redis_url.as_deref(),
+            env: self.redis_url_env.as_deref(),
+            file: self.redis_url_file.as_deref(),
         }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), KeyError> {
+        self.url_source().check_one()?;
         if let Some(url) = &self.redis_url {
             SecretUrl::parse_redis(url).map_err(|e| ("redis_url", e))?;
         }
@@ -114,37 +102,9 @@ impl FleetSpec {
     }
 
     pub(super) fn resolve(&self) -> Result<FleetConfig, KeyError> {
-        let (key, text) = if let Some(url) = &self.redis_url {
-            ("redis_url", url.clone())
-        } else if let Some(var) = &self.redis_url_env {
-            let text = std::env::var(var).map_err(|_| {
-                (
-                    "redis_url_env",
-                    format!(
-                        "environment variable `{var}` is not set \
-                         (the systemd service reads it from /etc/default/tailhook)"
-                    ),
-                )
-            })?;
-            ("redis_url_env", text)
-        } else if let Some(path) = &self.redis_url_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                (
-                    "redis_url_file",
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            ("redis_url_file", text)
-        } else {
-            return Err((
-                "redis_url",
-                "set one of redis_url, redis_url_env or redis_url_file".into(),
-            ));
-        };
-        let redis = SecretUrl::parse_redis(&text).map_err(|e| match &self.redis_url_file {
-            Some(path) if key == "redis_url_file" => (key, format!("{}: {e}", path.display())),
-            _ => (key, e),
-        })?;
+        let source = self.url_source();
+        let (key, text) = source.read()?;
+        let redis = SecretUrl::parse_redis(&text).map_err(|e| source.invalid(key, e))?;
         Ok(FleetConfig {
             redis,
             namespace: self.namespace.clone(),

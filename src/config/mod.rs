@@ -13,6 +13,7 @@
 mod fleet;
 mod located;
 mod units;
+mod url_source;
 mod webhook;
 
 use std::collections::BTreeMap;

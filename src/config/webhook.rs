@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::humantime_duration;
+use super::url_source::{KeyError, UrlSource};
 use super::RateLimit;
 
 /// 100 MB: days of events for a 5000/day webhook.
@@ -396,21 +397,18 @@ impl Preset {
     }
 }
 
-/// A problem with one key of a webhook section: (key, what is wrong).
-type KeyError = (&'static str, String);
-
 impl WebhookSpec {
-    pub(super) fn validate(&self) -> Result<(), KeyError> {
-        let sources = [
-            self.url.is_some(),
-            self.url_env.is_some(),
-            self.url_file.is_some(),
-        ];
-        match sources.iter().filter(|s| **s).count() {
-            0 => return Err(("url", "set one of url, url_env or url_file".into())),
-            1 => {}
-            _ => return Err(("url", "set only one of url, url_env or url_file".into())),
+    fn url_source(&self) -> UrlSource<'_> {
+        UrlSource {
+            keys: ["url", "url_env", "url_file"],
+            inline: self.url.as_deref(),
+            env: self.url_env.as_deref(),
+            file: self.url_file.as_deref(),
         }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), KeyError> {
+        self.url_source().check_one()?;
         if let Some(url) = &self.url {
             if url != STDOUT_URL {
                 self.secret_url(url).map_err(|e| ("url", e))?;
@@ -537,39 +535,13 @@ impl WebhookSpec {
     }
 
     fn resolve_target(&self) -> Result<WebhookTarget, KeyError> {
-        let text = if let Some(url) = &self.url {
-            url.clone()
-        } else if let Some(var) = &self.url_env {
-            std::env::var(var).map_err(|_| {
-                (
-                    "url_env",
-                    format!(
-                        "environment variable `{var}` is not set \
-                         (the systemd service reads it from /etc/default/tailhook)"
-                    ),
-                )
-            })?
-        } else if let Some(path) = &self.url_file {
-            std::fs::read_to_string(path)
-                .map_err(|e| ("url_file", format!("cannot read {}: {e}", path.display())))?
-        } else {
-            return Err(("url", "set one of url, url_env or url_file".into()));
-        };
+        let source = self.url_source();
+        let (key, text) = source.read()?;
         let text = text.trim();
         if text == STDOUT_URL {
             return Ok(WebhookTarget::Stdout);
         }
-        let key = if self.url.is_some() {
-            "url"
-        } else if self.url_env.is_some() {
-            "url_env"
-        } else {
-            "url_file"
-        };
-        let url = self.secret_url(text).map_err(|e| match &self.url_file {
-            Some(path) if key == "url_file" => (key, format!("{}: {e}", path.display())),
-            _ => (key, e),
-        })?;
+        let url = self.secret_url(text).map_err(|e| source.invalid(key, e))?;
         Ok(WebhookTarget::Http(url))
     }
 
