@@ -139,6 +139,18 @@ pub struct ToQueue {
     pub read_at: Option<ReadAt>,
 }
 
+/// Events not read from an input, for the webhooks of their lanes.
+fn not_read(events: &[(usize, Arc<Event>)]) -> Vec<ToQueue> {
+    events
+        .iter()
+        .map(|(lane, event)| ToQueue {
+            lane: *lane,
+            event: event.clone(),
+            read_at: None,
+        })
+        .collect()
+}
+
 /// The last run's "queued up to" offsets, each consulted until its source
 /// is read past it (the lines a crash left uncommitted are read again), and
 /// none after [`RE_READ_WINDOW`].
@@ -743,15 +755,7 @@ impl Queue {
     /// none skipped; a lane without room for them fails rather than waits,
     /// since with the agent stopped nothing would make room.
     pub fn requeue(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
-        let events: Vec<ToQueue> = events
-            .iter()
-            .map(|(lane, event)| ToQueue {
-                lane: *lane,
-                event: event.clone(),
-                read_at: None,
-            })
-            .collect();
-        self.append_as(&events, Appending::Replayed)
+        self.append_as(&not_read(events), Appending::Replayed)
     }
 
     fn append_as(&self, events: &[ToQueue], appending: Appending) -> Result<Vec<u64>, QueueError> {
@@ -1220,15 +1224,7 @@ impl Queue {
         &self,
         events: &[(usize, Arc<Event>)],
     ) -> Result<Vec<u64>, QueueError> {
-        let events: Vec<ToQueue> = events
-            .iter()
-            .map(|(lane, event)| ToQueue {
-                lane: *lane,
-                event: event.clone(),
-                read_at: None,
-            })
-            .collect();
-        self.append(&events)
+        self.append(&not_read(events))
     }
 }
 
