@@ -123,6 +123,13 @@ impl Fleet {
         }
     }
 
+    /// Waits until the receiver has some event: the sender is busy.
+    fn wait_for_a_first_delivery(&self) {
+        wait_until(Duration::from_secs(20), "a first delivery", || {
+            !self.receiver.events().is_empty()
+        });
+    }
+
     /// The index of the member holding the lease, once one other than
     /// `not` does.
     fn sender(&self, timeout: Duration, not: Option<usize>) -> usize {
@@ -248,9 +255,7 @@ fn a_fleet_sends_one_budget_and_survives_a_kill_of_its_sender() {
     fleet.append_everywhere(40);
     let first = fleet.sender(Duration::from_secs(20), None);
     // Wait until the sender is busy, then kill it mid-stream.
-    wait_until(Duration::from_secs(20), "a first delivery", || {
-        !fleet.receiver.events().is_empty()
-    });
+    fleet.wait_for_a_first_delivery();
     fleet.members[first].agent().signal("KILL");
     fleet.members[first].agent = None;
     fleet.append_everywhere(20);
@@ -301,9 +306,7 @@ fn redis_killed_longer_than_the_lease_and_restarted_on_its_aof_loses_nothing() {
     let mut fleet = Fleet::new(redis, 4, "");
     fleet.start_all();
     fleet.append_everywhere(30);
-    wait_until(Duration::from_secs(20), "a first delivery", || {
-        !fleet.receiver.events().is_empty()
-    });
+    fleet.wait_for_a_first_delivery();
     fleet.redis.kill();
     let sent_before = fleet.receiver.requests().len();
     // Longer than the lease (2 s): the agents keep tailing into their queues.
@@ -373,9 +376,7 @@ fn a_sender_paused_past_its_lease_is_fenced_when_it_resumes() {
     fleet.start_all();
     fleet.append_everywhere(30);
     let paused = fleet.sender(Duration::from_secs(20), None);
-    wait_until(Duration::from_secs(20), "a first delivery", || {
-        !fleet.receiver.events().is_empty()
-    });
+    fleet.wait_for_a_first_delivery();
     fleet.members[paused].agent().signal("STOP");
     fleet.sender(Duration::from_secs(20), Some(paused));
     fleet.append_everywhere(10);
@@ -408,9 +409,7 @@ fn a_manual_send_on_an_agent_that_is_not_the_sender_spends_the_fleets_budget() {
     fleet.start_all();
     fleet.append_everywhere(40);
     let sender = fleet.sender(Duration::from_secs(20), None);
-    wait_until(Duration::from_secs(20), "a first delivery", || {
-        !fleet.receiver.events().is_empty()
-    });
+    fleet.wait_for_a_first_delivery();
     let other = (sender + 1) % fleet.members.len();
     let sent = tailhook(
         &fleet.members[other].config,
