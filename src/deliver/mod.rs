@@ -912,31 +912,33 @@ impl Webhook {
 mod tests {
     use super::*;
 
-    #[tokio::test(start_paused = true)]
-    async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tailhook.toml");
+    /// Webhook `soc`, writing to stdout under `rate_limit`, with its queue
+    /// in `dir` and its counters.
+    fn stdout_webhook(
+        dir: &Path,
+        rate_limit: &str,
+    ) -> (Arc<Queue>, Arc<WebhookCounters>, Arc<Webhook>) {
+        let path = dir.join("tailhook.toml");
         std::fs::write(
             &path,
-            "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
-             [webhook.soc]\nurl = \"-\"\nrate_limits = [\"2/1m\"]\n",
+            format!(
+                "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+                 [webhook.soc]\nurl = \"-\"\nrate_limits = [\"{rate_limit}\"]\n"
+            ),
         )
         .unwrap();
         let config = crate::config::Config::load(&path).unwrap();
-        let queue = Queue::open(
-            dir.path(),
-            &[crate::queue::LaneLimits::pausing("soc", 1_000_000)],
-        )
-        .unwrap();
+        let soc = config.webhook("soc").unwrap();
+        let queue = Queue::open(dir, &[soc.lane_limits()]).unwrap();
         let counters = Arc::new(WebhookCounters::default());
-        let webhook = Webhook::open(
-            config.webhook("soc").unwrap(),
-            "host",
-            queue,
-            0,
-            counters.clone(),
-        )
-        .unwrap();
+        let webhook = Webhook::open(soc, "host", queue.clone(), 0, counters.clone()).unwrap();
+        (queue, counters, webhook)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_queue, counters, webhook) = stdout_webhook(dir.path(), "2/1m");
         let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
         for _ in 0..2 {
             let charged = webhook
@@ -963,24 +965,7 @@ mod tests {
     #[test]
     fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tailhook.toml");
-        std::fs::write(
-            &path,
-            "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
-             [webhook.soc]\nurl = \"-\"\nrate_limits = [\"100/1m\"]\n",
-        )
-        .unwrap();
-        let config = crate::config::Config::load(&path).unwrap();
-        let soc = config.webhook("soc").unwrap();
-        let queue = Queue::open(dir.path(), &[soc.lane_limits()]).unwrap();
-        let webhook = Webhook::open(
-            soc,
-            "host",
-            queue.clone(),
-            0,
-            Arc::new(WebhookCounters::default()),
-        )
-        .unwrap();
+        let (queue, _counters, webhook) = stdout_webhook(dir.path(), "100/1m");
         // A slow disk: while this transaction is held, every queue write
         // (the attempt's record among them) waits. Released after a bound,
         // so a runtime blocked by the write gets going again and fails below.
