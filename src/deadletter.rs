@@ -10,11 +10,11 @@
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::Event;
+use crate::event::{Event, EventJson};
 use crate::queue::Queue;
 
 /// Held by an append to a dead-letter file and by a claim of one.
@@ -148,10 +148,10 @@ pub fn replay(
     let letters = read(&claimed).map_err(put_back)?;
     let mut replayed = Replayed::default();
     for letter in &letters {
-        let events: Vec<(usize, Arc<Event>)> = letter
+        let events: Vec<(usize, EventJson)> = letter
             .events
             .iter()
-            .map(|event| (lane, Arc::new(event.clone())))
+            .map(|event| (lane, EventJson::of(event)))
             .collect();
         if let Err(e) = queue.requeue(&events) {
             let why = format!("cannot queue the dead letters again: {e}");
@@ -192,6 +192,7 @@ pub fn replay(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::sync::Arc;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
@@ -256,7 +257,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.id.clone())
+            .map(|q| q.id().to_string())
             .collect();
         assert_eq!(ids, ["e0", "e1", "e2"]);
         assert_eq!(

@@ -4,7 +4,9 @@
 //! they hold plain data only. An event's JSON form is what a webhook receives
 //! inside the envelope (DESIGN §5); `deliver::body` builds the envelope.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,7 @@ use crate::rules::Severity;
 /// Field values keep their JSON type (`source.port` may be an integer).
 pub type Fields = BTreeMap<String, serde_json::Value>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     /// Stable for the same line of the same file read by the same rule, so a
     /// receiver can drop a re-sent duplicate.
@@ -27,11 +29,11 @@ pub struct Event {
     pub time: String,
     /// When the agent read the line (RFC 3339, UTC, milliseconds). Empty only
     /// in events queued by a version without it, and then left out.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub ingested: String,
     /// The agent that read the line (`agent.host`): a fleet's body carries
     /// events of many hosts. Empty only as `ingested`.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default)]
     pub host: String,
     pub log: LogOrigin,
     /// The raw line (lossily decoded, possibly cut at `max_line_bytes`).
@@ -39,11 +41,143 @@ pub struct Event {
     pub fields: Fields,
     /// How many matching lines this event stands for, for rules with a
     /// `threshold` or `suppress`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub count: Option<u64>,
     /// Present when the line or the message was cut to fit a limit.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(default)]
     pub truncated: bool,
+}
+
+impl Event {
+    pub fn view(&self) -> EventView<'_> {
+        EventView {
+            id: Cow::Borrowed(&self.id),
+            rule: &self.rule,
+            severity: self.severity,
+            time: &self.time,
+            ingested: &self.ingested,
+            host: &self.host,
+            log: &self.log,
+            message: &self.message,
+            fields: Cow::Borrowed(&self.fields),
+            count: self.count,
+            truncated: self.truncated,
+        }
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.view().serialize(serializer)
+    }
+}
+
+/// An event as it is encoded, borrowed from what makes it (the line, the
+/// rule, the fields a match extracted): the rules stage writes an event's
+/// JSON from it without building an [`Event`]. Its members are the JSON's,
+/// in order; an [`Event`] serializes through it.
+#[derive(Debug, Serialize)]
+pub struct EventView<'a> {
+    pub id: Cow<'a, str>,
+    pub rule: &'a str,
+    pub severity: Severity,
+    pub time: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub ingested: &'a str,
+    #[serde(skip_serializing_if = "is_empty")]
+    pub host: &'a str,
+    pub log: &'a LogOrigin,
+    pub message: &'a str,
+    pub fields: Cow<'a, Fields>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub truncated: bool,
+}
+
+fn is_empty(text: &&str) -> bool {
+    text.is_empty()
+}
+
+impl EventView<'_> {
+    pub fn to_event(&self) -> Event {
+        Event {
+            id: self.id.to_string(),
+            rule: self.rule.to_string(),
+            severity: self.severity,
+            time: self.time.to_string(),
+            ingested: self.ingested.to_string(),
+            host: self.host.to_string(),
+            log: self.log.clone(),
+            message: self.message.to_string(),
+            fields: self.fields.clone().into_owned(),
+            count: self.count,
+            truncated: self.truncated,
+        }
+    }
+
+    /// This event's JSON, written through `scratch` (kept by the caller
+    /// between events, so encoding does not grow a buffer each time).
+    pub fn encode(&self, scratch: &mut Vec<u8>) -> EventJson {
+        scratch.clear();
+        serde_json::to_writer(&mut *scratch, self).expect("events serialize");
+        EventJson(scratch.as_slice().into())
+    }
+}
+
+/// An event as the JSON a webhook receives in an envelope: encoded once by
+/// the rules stage, then queued, sent, shown by `tap` and dead-lettered as
+/// these bytes, and decoded only where its members are needed.
+#[derive(Clone, PartialEq)]
+pub struct EventJson(Arc<[u8]>);
+
+/// How every event's JSON starts: its id is its first member.
+const ID_PREFIX: &[u8] = b"{\"id\":\"";
+
+impl EventJson {
+    pub fn of(event: &Event) -> EventJson {
+        event.view().encode(&mut Vec::new())
+    }
+
+    /// Takes `json` as an event's without looking: only for bytes this
+    /// version encoded (a row of the queue whose checksum matches).
+    pub fn trusted(json: &[u8]) -> EventJson {
+        EventJson(json.into())
+    }
+
+    /// `json` if it decodes as an [`Event`], checked without building one.
+    pub fn checked(json: &[u8]) -> Result<EventJson, serde_json::Error> {
+        serde_json::from_slice::<check::Shape>(json)?;
+        Ok(EventJson(json.into()))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The event's id, read from its JSON (its first member, as encoded; an
+    /// id that needs escaping, from a hand-made event, is decoded).
+    pub fn id(&self) -> Cow<'_, str> {
+        let plain = self.0.strip_prefix(ID_PREFIX).and_then(|rest| {
+            let end = memchr::memchr2(b'"', b'\\', rest)?;
+            (rest[end] == b'"').then(|| std::str::from_utf8(&rest[..end]).ok())?
+        });
+        match plain {
+            Some(id) => Cow::Borrowed(id),
+            None => Cow::Owned(self.decode().id),
+        }
+    }
+
+    /// The event itself.
+    pub fn decode(&self) -> Event {
+        serde_json::from_slice(&self.0).expect("an event's JSON decodes as an event")
+    }
+}
+
+impl std::fmt::Debug for EventJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -114,6 +248,93 @@ fn lower_hex(n: u128) -> String {
         .map(|nibble| DIGITS[(n >> (nibble * 4)) as usize & 0xf])
         .collect();
     String::from_utf8(hex).expect("hex digits are ASCII")
+}
+
+/// An event's JSON, checked without building it.
+mod check {
+    /// What [`EventJson::checked`] checks: an [`Event`]'s JSON, field for
+    /// field (the same names, types and defaults).
+    #[derive(serde::Deserialize)]
+    pub struct Shape {
+        #[serde(rename = "id")]
+        _id: Text,
+        #[serde(rename = "rule")]
+        _rule: Text,
+        #[serde(rename = "severity")]
+        _severity: crate::rules::Severity,
+        #[serde(rename = "time")]
+        _time: Text,
+        #[serde(rename = "ingested", default)]
+        _ingested: Text,
+        #[serde(rename = "host", default)]
+        _host: Text,
+        #[serde(rename = "log")]
+        _log: StoredLog,
+        #[serde(rename = "message")]
+        _message: Text,
+        #[serde(rename = "fields")]
+        _fields: AnyObject,
+        #[serde(rename = "count", default)]
+        _count: Option<u64>,
+        #[serde(rename = "truncated", default)]
+        _truncated: bool,
+    }
+
+    /// [`crate::event::LogOrigin`], checked as [`Shape`] is.
+    #[derive(serde::Deserialize)]
+    struct StoredLog {
+        #[serde(rename = "file")]
+        _file: Text,
+        #[serde(rename = "offset")]
+        _offset: u64,
+        #[serde(rename = "cursor", default)]
+        _cursor: Option<Text>,
+    }
+
+    /// A JSON string, checked and not kept.
+    #[derive(Default)]
+    struct Text;
+
+    impl<'de> serde::Deserialize<'de> for Text {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
+            struct Visitor;
+            impl serde::de::Visitor<'_> for Visitor {
+                type Value = Text;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a string")
+                }
+                fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
+                    Ok(Text)
+                }
+            }
+            deserializer.deserialize_str(Visitor)
+        }
+    }
+
+    /// A JSON object of any values (as [`crate::event::Fields`]), checked and not kept.
+    struct AnyObject;
+
+    impl<'de> serde::Deserialize<'de> for AnyObject {
+        fn deserialize<D: serde::Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<AnyObject, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = AnyObject;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<M: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: M,
+                ) -> Result<AnyObject, M::Error> {
+                    while map.next_entry::<Text, serde::de::IgnoredAny>()?.is_some() {}
+                    Ok(AnyObject)
+                }
+            }
+            deserializer.deserialize_map(Visitor)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,7 +410,71 @@ mod tests {
         }
     }
 
+    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e6f64..1e6).prop_map(serde_json::Value::from),
+            "\\PC{0,8}".prop_map(serde_json::Value::from),
+            Just(serde_json::json!("low")),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+                proptest::collection::btree_map("\\PC{0,4}", inner, 0..3)
+                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
     proptest::proptest! {
+        /// The check of an earlier version's queue row or a fleet entry: whatever one
+        /// member of a stored event is replaced by, or if it is left out,
+        /// the check and decoding the event accept or refuse it alike.
+        #[test]
+        fn the_check_of_a_stored_row_agrees_with_decoding_it(
+            member in proptest::sample::select(vec![
+                "id", "rule", "severity", "time", "ingested", "host", "log", "message",
+                "fields", "count", "truncated", "log.file", "log.offset", "log.cursor",
+                "fields.user.name", "other",
+            ]),
+            replacement in proptest::option::of(any_json()),
+        ) {
+            let mut stored = serde_json::to_value(Event::sample("e1", "a \"quoted\" line")).unwrap();
+            let (object, key) = match member.split_once('.') {
+                Some((outer, inner)) => (stored[outer].as_object_mut().unwrap(), inner),
+                None => (stored.as_object_mut().unwrap(), member),
+            };
+            match replacement {
+                Some(value) => object.insert(key.to_string(), value),
+                None => object.remove(key),
+            };
+            let json = serde_json::to_vec(&stored).unwrap();
+            let decoded = serde_json::from_slice::<Event>(&json).map(|event| event.id);
+            let checked = EventJson::checked(&json).map(|json| json.id().to_string());
+            proptest::prop_assert_eq!(checked.ok(), decoded.ok(), "{}", stored);
+        }
+
+        /// Arbitrary bytes: the check never panics and agrees with decoding.
+        #[test]
+        fn the_check_of_arbitrary_bytes_agrees_with_decoding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let decoded = serde_json::from_slice::<Event>(&bytes).map(|event| event.id);
+            let checked = EventJson::checked(&bytes).map(|json| json.id().to_string());
+            proptest::prop_assert_eq!(checked.ok(), decoded.ok());
+        }
+
+        /// An event's id is read from its JSON as encoding wrote it, whatever
+        /// it holds.
+        #[test]
+        fn the_id_read_from_the_json_is_the_events(id in "\\PC{0,40}") {
+            let event = Event::sample(&id, "m");
+            let json = EventJson::of(&event);
+            proptest::prop_assert_eq!(json.id(), id);
+        }
+
         #[test]
         fn ids_are_hex_as_format_writes_it(n in proptest::prelude::any::<u128>()) {
             proptest::prop_assert_eq!(lower_hex(n), format!("{n:032x}"));

@@ -19,7 +19,7 @@ use backon::BackoffBuilder;
 use crate::config::{Config, FleetConfig, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::event::{Event, SourceFile};
+use crate::event::{EventJson, SourceFile};
 use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
@@ -785,6 +785,7 @@ impl Generation {
             router,
             metrics: metrics.clone(),
             writer: QueueWriter::spawn(queue.clone(), metrics.clone(), tap.clone()),
+            scratch: Vec::new(),
         };
         let tailer =
             Tailer::spawn(&config.inputs, state_dir, options, stage).map_err(anyhow::Error::msg)?;
@@ -948,6 +949,8 @@ struct RuleStage {
     router: Router,
     metrics: Arc<Metrics>,
     writer: QueueWriter,
+    /// Where each event's JSON is written before it is copied out at its size.
+    scratch: Vec<u8>,
 }
 
 /// A chunk's events and the commit tokens of its lines (none in the first
@@ -970,12 +973,10 @@ const CHUNKS_AHEAD: usize = 2;
 /// times this however many events a megabyte of lines yields.
 const CHUNK_BYTES: usize = 1 << 20;
 
-/// About what `event` holds in memory: its strings, and the fields' and
-/// the event's own allocations at a guess.
-fn weight(event: &Event) -> usize {
-    const PER_FIELD: usize = 64;
-    const PER_EVENT: usize = 400;
-    event.message.len() + event.log.file.len() + event.fields.len() * PER_FIELD + PER_EVENT
+/// About what `event` holds in memory, with its place in a chunk.
+fn weight(event: &EventJson) -> usize {
+    const PER_EVENT: usize = 64;
+    event.as_bytes().len() + PER_EVENT
 }
 
 /// The queue writer's thread, and the way chunks reach it.
@@ -1053,7 +1054,7 @@ impl LineSink for RuleStage {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
                     let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
-                    let event = Arc::new(line_too_long_event(
+                    let event = EventJson::of(&line_too_long_event(
                         &self.line_too_long,
                         seen,
                         length,
@@ -1088,7 +1089,7 @@ impl LineSink for RuleStage {
                 if let Some(journal) = line.journal {
                     journal.annotate(&mut event);
                 }
-                let event = Arc::new(event);
+                let event = event.encode(&mut self.scratch);
                 let read_at = read_at.get_or_insert_with(|| {
                     place(&self.input_names, &mut self.last_file_source, &line)
                 });

@@ -8,13 +8,13 @@
 //! again with its outcome, so the ring always shows the latest news.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::event::{rfc3339_seconds, Event};
+use crate::event::{rfc3339_seconds, Event, EventJson};
 use crate::queue::Queued;
 
 /// Events the ring keeps; `tap -n` asks for at most this many.
@@ -57,30 +57,8 @@ struct Entry {
     outcome: Outcome,
     /// When it got its outcome; formatted only when shown.
     at: SystemTime,
-    event: Held,
-}
-
-/// An entry's event: as it was queued, or as a delivery read it back (its
-/// JSON, decoded only when shown).
-enum Held {
-    Built(Arc<Event>),
-    Stored(Queued),
-}
-
-impl Held {
-    fn id(&self) -> &str {
-        match self {
-            Held::Built(event) => &event.id,
-            Held::Stored(queued) => &queued.id,
-        }
-    }
-
-    fn event(&self) -> Event {
-        match self {
-            Held::Built(event) => (**event).clone(),
-            Held::Stored(queued) => queued.event(),
-        }
-    }
+    /// Decoded only when shown.
+    event: EventJson,
 }
 
 /// The entries, oldest first, and where each lane's waiting ones are: a
@@ -117,15 +95,10 @@ impl Tap {
     }
 
     /// `events` were queued for the webhook at `lane`.
-    pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a Arc<Event>)>) {
+    pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a EventJson)>) {
         let mut ring = self.ring.lock().expect("tap ring");
         for (lane, event) in events {
-            self.push(
-                &mut ring,
-                lane,
-                Outcome::Waiting,
-                Held::Built(event.clone()),
-            );
+            self.push(&mut ring, lane, Outcome::Waiting, event.clone());
         }
     }
 
@@ -138,7 +111,7 @@ impl Tap {
     ) {
         let mut ring = self.ring.lock().expect("tap ring");
         for event in events {
-            let known = ring.waiting[lane].remove(event.id.as_str());
+            let known = ring.waiting[lane].remove(&*event.id());
             match known {
                 Some(serial) => {
                     let index = (serial - ring.first) as usize;
@@ -147,7 +120,7 @@ impl Tap {
                     entry.at = SystemTime::now();
                     self.tell_followers(entry);
                 }
-                None => self.push(&mut ring, lane, outcome, Held::Stored(event.clone())),
+                None => self.push(&mut ring, lane, outcome, event.json.clone()),
             }
         }
     }
@@ -173,12 +146,13 @@ impl Tap {
         (last, self.live.subscribe())
     }
 
-    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: Held) {
+    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: EventJson) {
         if ring.entries.len() == CAPACITY {
             let oldest = ring.entries.pop_front().expect("the ring is full");
             let waiting = &mut ring.waiting[oldest.lane];
-            if waiting.get(oldest.event.id()) == Some(&ring.first) {
-                waiting.remove(oldest.event.id());
+            let id = oldest.event.id();
+            if waiting.get(&*id) == Some(&ring.first) {
+                waiting.remove(&*id);
             }
             ring.first += 1;
         }
@@ -210,7 +184,7 @@ impl Tap {
             webhook: self.webhooks[entry.lane].clone(),
             outcome: entry.outcome,
             at: rfc3339_seconds(entry.at),
-            event: entry.event.event(),
+            event: entry.event.decode(),
         }
     }
 }
@@ -219,16 +193,17 @@ impl Tap {
 mod tests {
     use super::*;
 
-    fn event(id: usize) -> Arc<Event> {
-        Arc::new(Event::sample(&format!("e{id}"), &format!("line {id}")))
+    fn event(id: usize) -> Event {
+        Event::sample(&format!("e{id}"), &format!("line {id}"))
     }
 
     #[test]
     fn the_ring_keeps_the_last_events_with_their_outcome_and_tells_followers() {
         let tap = Tap::new(vec!["soc".into(), "slack".into()]);
-        let events: Vec<Arc<Event>> = (0..CAPACITY + 5).map(event).collect();
-        tap.queued(events.iter().map(|e| (0, e)));
-        tap.queued([(1, &events[0])]);
+        let events: Vec<Event> = (0..CAPACITY + 5).map(event).collect();
+        let jsons: Vec<EventJson> = events.iter().map(EventJson::of).collect();
+        tap.queued(jsons.iter().map(|e| (0, e)));
+        tap.queued([(1, &jsons[0])]);
         let (mut follow_all, mut follow) = (None, None);
         {
             let (last, receiver) = tap.last_and_follow(Some("soc"), 3);

@@ -129,7 +129,7 @@ impl BodyFormat {
     /// as stored (that is what encoding the event gives), else encoded.
     pub fn encode_queued(&self, queued: &Queued) -> Vec<u8> {
         match (&self.wire, &self.shape) {
-            (Wire::Json, Shape::Envelope) => queued.json.to_vec(),
+            (Wire::Json, Shape::Envelope) => queued.json.as_bytes().to_vec(),
             _ => self.encode_event(&queued.event()),
         }
     }

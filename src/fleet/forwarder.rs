@@ -13,7 +13,7 @@ use tokio::sync::watch;
 
 use super::SharedBudget;
 use crate::deliver::{off_workers, Halt};
-use crate::queue::Queue;
+use crate::queue::{Queue, Queued};
 
 /// Events sent to Redis in one ENQUEUE.
 const CHUNK: usize = 200;
@@ -115,9 +115,11 @@ impl Forwarder {
         if oldest.is_empty() {
             return Ok(Forwarded::Empty);
         }
+        let ids: Vec<_> = oldest.iter().map(Queued::id).collect();
         let events: Vec<(&str, &[u8])> = oldest
             .iter()
-            .map(|q| (q.id.as_str(), &q.json[..]))
+            .zip(&ids)
+            .map(|(q, id)| (&**id, q.json.as_bytes()))
             .collect();
         let fleet = self.budget.fleet();
         let taken = fleet

@@ -24,7 +24,7 @@ use super::lease::Lease;
 use super::{Fence, SharedBudget};
 use crate::deadletter::dead_letter_file;
 use crate::deliver::{Admitted, Encoded, Halt, Pending, Settle, Webhook};
-use crate::event::Event;
+use crate::event::EventJson;
 use crate::queue::Queued;
 use crate::tap::Tap;
 
@@ -264,27 +264,27 @@ impl Holding<'_> {
     }
 
     async fn admit(&mut self, entry: Entry) {
-        // Checked as the queue checks what it reads: `Queued::event` relies on it.
-        if let Err(e) = serde_json::from_slice::<Event>(&entry.event) {
-            // Written by an agent of another version, or corrupted: it
-            // can never be sent, and must not block the stream.
-            let text = String::from_utf8_lossy(&entry.event);
-            let shown: String = text.chars().take(1000).collect();
-            tracing::error!(webhook = %self.sender.webhook.config.name, event = %entry.event_id, error = %e, entry = %shown, "an entry of the fleet's stream is not an event; it is logged here and removed");
-            self.unacked.push(entry);
-            return;
-        }
+        // Checked as the queue checks an earlier version's rows:
+        // `Queued::event` relies on it.
+        let json = match EventJson::checked(&entry.event) {
+            Ok(json) => json,
+            Err(e) => {
+                // Written by an agent of another version, or corrupted: it
+                // can never be sent, and must not block the stream.
+                let text = String::from_utf8_lossy(&entry.event);
+                let shown: String = text.chars().take(1000).collect();
+                tracing::error!(webhook = %self.sender.webhook.config.name, event = %entry.event_id, error = %e, entry = %shown, "an entry of the fleet's stream is not an event; it is logged here and removed");
+                self.unacked.push(entry);
+                return;
+            }
+        };
         // What acknowledging it needs: its ids, not its bytes.
         let seq = self.hold(Entry {
             stream_id: entry.stream_id.clone(),
             event_id: entry.event_id.clone(),
             event: Vec::new(),
         });
-        let queued = Queued {
-            seq,
-            id: entry.event_id,
-            json: entry.event.into(),
-        };
+        let queued = Queued { seq, json };
         if let Admitted::TooLarge(encoded) = self.pending.push(queued, &self.sender.webhook.format)
         {
             let reason = format!(

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::config::WhenFull;
-use crate::event::{Event, SourceFile};
+use crate::event::{Event, EventJson, SourceFile};
 
 /// Per webhook and source of lines ([`ReadAt`]): the offset its lines are queued up
 /// to (the last queued line's offset + 1), and when that was written (Unix
@@ -135,12 +135,12 @@ impl ReadAt {
 #[derive(Debug, Clone)]
 pub struct ToQueue {
     pub lane: usize,
-    pub event: Arc<Event>,
+    pub event: EventJson,
     pub read_at: Option<ReadAt>,
 }
 
 /// Events not read from an input, for the webhooks of their lanes.
-fn not_read(events: &[(usize, Arc<Event>)]) -> Vec<ToQueue> {
+fn not_read(events: &[(usize, EventJson)]) -> Vec<ToQueue> {
     events
         .iter()
         .map(|(lane, event)| ToQueue {
@@ -186,13 +186,12 @@ fn watermark_key(lane: &str, source: &str) -> String {
     format!("{lane}\n{source}")
 }
 
-/// An event taken from a webhook's queue: its JSON as stored (which a JSON
-/// envelope sends as it is) and its id, read without building the event.
+/// An event taken from a webhook's queue at `seq`: its JSON as stored
+/// (which a JSON envelope sends as it is).
 #[derive(Debug, Clone)]
 pub struct Queued {
     pub seq: u64,
-    pub id: String,
-    pub json: Arc<[u8]>,
+    pub json: EventJson,
 }
 
 impl Queued {
@@ -200,102 +199,49 @@ impl Queued {
     pub fn new(seq: u64, event: &Event) -> Queued {
         Queued {
             seq,
-            id: event.id.clone(),
-            json: serde_json::to_vec(event).expect("events serialize").into(),
+            json: EventJson::of(event),
         }
     }
 
-    /// The event itself, decoded from its JSON (which `read` checked decodes).
+    pub fn id(&self) -> std::borrow::Cow<'_, str> {
+        self.json.id()
+    }
+
     pub fn event(&self) -> Event {
-        serde_json::from_slice(&self.json).expect("checked to decode as an event when read")
+        self.json.decode()
     }
 }
 
-/// What `read` checks a stored row is, without building it: an [`Event`]'s
-/// JSON, field for field (the same names, types and defaults), and its id.
-#[derive(Deserialize)]
-struct StoredEvent<'a> {
-    #[serde(borrow)]
-    id: std::borrow::Cow<'a, str>,
-    #[serde(rename = "rule")]
-    _rule: Text,
-    #[serde(rename = "severity")]
-    _severity: crate::rules::Severity,
-    #[serde(rename = "time")]
-    _time: Text,
-    #[serde(rename = "ingested", default)]
-    _ingested: Text,
-    #[serde(rename = "host", default)]
-    _host: Text,
-    #[serde(rename = "log")]
-    _log: StoredLog,
-    #[serde(rename = "message")]
-    _message: Text,
-    #[serde(rename = "fields")]
-    _fields: AnyObject,
-    #[serde(rename = "count", default)]
-    _count: Option<u64>,
-    #[serde(rename = "truncated", default)]
-    _truncated: bool,
+/// The first byte of a row this version writes: then come the XXH3-64 of
+/// the event's JSON (8 bytes, little-endian) and the JSON. A row read back
+/// with its checksum intact is the JSON this version encoded, and is sent
+/// without decoding it; a row of an earlier version (its JSON alone, which
+/// starts with `{`) is checked by decoding.
+const ROW_TAG: u8 = 0x01;
+const ROW_HEADER: usize = 9;
+
+/// `json` as a row, written into `row`.
+fn write_row(json: &EventJson, row: &mut Vec<u8>) {
+    let json = json.as_bytes();
+    row.clear();
+    row.push(ROW_TAG);
+    row.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(json).to_le_bytes());
+    row.extend_from_slice(json);
 }
 
-/// [`crate::event::LogOrigin`], checked as [`StoredEvent`] is.
-#[derive(Deserialize)]
-struct StoredLog {
-    #[serde(rename = "file")]
-    _file: Text,
-    #[serde(rename = "offset")]
-    _offset: u64,
-    #[serde(rename = "cursor", default)]
-    _cursor: Option<Text>,
-}
-
-/// A JSON string, checked and not kept.
-#[derive(Default)]
-struct Text;
-
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Text, D::Error> {
-        struct Visitor;
-        impl serde::de::Visitor<'_> for Visitor {
-            type Value = Text;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<Text, E> {
-                Ok(Text)
+/// The event a row holds, or why it holds none.
+fn read_row(row: &[u8]) -> Result<EventJson, String> {
+    match row.split_first() {
+        Some((&ROW_TAG, rest)) if rest.len() >= ROW_HEADER - 1 => {
+            let (sum, json) = rest.split_at(ROW_HEADER - 1);
+            if sum == xxhash_rust::xxh3::xxh3_64(json).to_le_bytes() {
+                Ok(EventJson::trusted(json))
+            } else {
+                Err("its checksum does not match its bytes".to_string())
             }
         }
-        deserializer.deserialize_str(Visitor)
+        _ => EventJson::checked(row).map_err(|e| e.to_string()),
     }
-}
-
-/// A JSON object of any values (as [`crate::event::Fields`]), checked and not kept.
-struct AnyObject;
-
-impl<'de> Deserialize<'de> for AnyObject {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<AnyObject, D::Error> {
-        struct Visitor;
-        impl<'de> serde::de::Visitor<'de> for Visitor {
-            type Value = AnyObject;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object")
-            }
-            fn visit_map<M: serde::de::MapAccess<'de>>(
-                self,
-                mut map: M,
-            ) -> Result<AnyObject, M::Error> {
-                while map.next_entry::<Text, serde::de::IgnoredAny>()?.is_some() {}
-                Ok(AnyObject)
-            }
-        }
-        deserializer.deserialize_map(Visitor)
-    }
-}
-
-/// The id of the event stored as `json`, if it decodes as one.
-fn stored_id(json: &[u8]) -> Result<String, serde_json::Error> {
-    serde_json::from_slice::<StoredEvent>(json).map(|stored| stored.id.into_owned())
 }
 
 /// The latest failed attempt of a webhook, kept so `status` can show it
@@ -754,7 +700,7 @@ impl Queue {
     /// Queues dead-lettered `events` again (`tailhook dead-letter replay`),
     /// none skipped; a lane without room for them fails rather than waits,
     /// since with the agent stopped nothing would make room.
-    pub fn requeue(&self, events: &[(usize, Arc<Event>)]) -> Result<Vec<u64>, QueueError> {
+    pub fn requeue(&self, events: &[(usize, EventJson)]) -> Result<Vec<u64>, QueueError> {
         self.append_as(&not_read(events), Appending::Replayed)
     }
 
@@ -768,25 +714,16 @@ impl Queue {
         }
         let mut watermarks = self.appending.lock().expect("queue appends");
         watermarks.expire();
-        // (lane, where its line was read, index of its JSON): an event that
-        // goes to several lanes is encoded once.
-        let mut encoded: Vec<(usize, Option<&ReadAt>, usize)> = Vec::with_capacity(events.len());
-        let mut jsons: Vec<Vec<u8>> = Vec::with_capacity(events.len());
-        let mut last: Option<&Arc<Event>> = None;
-        for item in events {
-            let read_at = item.read_at.as_ref();
-            if appending == Appending::Read
-                && read_at
-                    .is_some_and(|at| watermarks.queued_before(&self.lanes[item.lane].name, at))
-            {
-                continue;
-            }
-            if !last.is_some_and(|last| Arc::ptr_eq(last, &item.event)) {
-                jsons.push(serde_json::to_vec(&*item.event).expect("events serialize"));
-                last = Some(&item.event);
-            }
-            encoded.push((item.lane, read_at, jsons.len() - 1));
-        }
+        let encoded: Vec<&ToQueue> = events
+            .iter()
+            .filter(|item| {
+                appending != Appending::Read
+                    || !item
+                        .read_at
+                        .as_ref()
+                        .is_some_and(|at| watermarks.queued_before(&self.lanes[item.lane].name, at))
+            })
+            .collect();
         if encoded.is_empty() {
             return Ok(taken);
         }
@@ -798,8 +735,8 @@ impl Queue {
                 return Err(self.closed_error());
             }
             let mut adding = vec![0u64; self.lanes.len()];
-            for &(lane, _, json) in &encoded {
-                adding[lane] += jsons[json].len() as u64;
+            for item in &encoded {
+                adding[item.lane] += (ROW_HEADER + item.event.as_bytes().len()) as u64;
             }
             // A lane that holds nothing always takes the chunk, however large.
             let full = (0..self.lanes.len()).find(|&l| {
@@ -847,8 +784,10 @@ impl Queue {
             let (mut rows, mut new_sources) = (watermarks.rows, 0);
             {
                 let mut tables = HashMap::new();
-                for &(lane, read_at, json) in &encoded {
-                    if let Some(at) = read_at {
+                let mut row = Vec::new();
+                for item in &encoded {
+                    let lane = item.lane;
+                    if let Some(at) = &item.read_at {
                         let up_to = reached.entry((lane, &*at.source)).or_default();
                         *up_to = (*up_to).max(at.offset + 1);
                     }
@@ -861,9 +800,10 @@ impl Queue {
                         }
                     };
                     let seq = next_seq[lane];
-                    table.insert(seq, jsons[json].as_slice())?;
+                    write_row(&item.event, &mut row);
+                    table.insert(seq, row.as_slice())?;
                     next_seq[lane] += 1;
-                    added.push((lane, jsons[json].len() as u64));
+                    added.push((lane, row.len() as u64));
                 }
                 let mut queued_up_to = txn.open_table(QUEUED_UP_TO)?;
                 let now = unix_seconds();
@@ -987,14 +927,13 @@ impl Queue {
             let mut out = Vec::new();
             let mut unreadable = Vec::new();
             for entry in table.range(after + 1..)?.take(limit) {
-                let (seq, json) = entry?;
-                match stored_id(json.value()) {
-                    Ok(id) => out.push(Queued {
+                let (seq, row) = entry?;
+                match read_row(row.value()) {
+                    Ok(json) => out.push(Queued {
                         seq: seq.value(),
-                        id,
-                        json: json.value().into(),
+                        json,
                     }),
-                    Err(e) => unreadable.push((seq.value(), e.to_string())),
+                    Err(e) => unreadable.push((seq.value(), e)),
                 }
             }
             Ok((out, unreadable))
@@ -1224,7 +1163,11 @@ impl Queue {
         &self,
         events: &[(usize, Arc<Event>)],
     ) -> Result<Vec<u64>, QueueError> {
-        self.append(&not_read(events))
+        let events: Vec<(usize, EventJson)> = events
+            .iter()
+            .map(|(lane, event)| (*lane, EventJson::of(event)))
+            .collect();
+        self.append(&not_read(&events))
     }
 }
 
@@ -1388,14 +1331,15 @@ fn oldest_event(txn: &ReadTransaction, table: &str) -> Result<Option<SystemTime>
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some((_, json)) = table.first()? else {
+    let Some((_, row)) = table.first()? else {
         return Ok(None);
     };
     // `ingested`, not `time`: a backfilled line can state a time days old.
     // An event queued before events carried `ingested` has its read time
     // in `time`.
-    Ok(serde_json::from_slice::<Event>(json.value())
+    Ok(read_row(row.value())
         .ok()
+        .map(|json| json.decode())
         .and_then(|event| {
             let read = if event.ingested.is_empty() {
                 event.time
@@ -1486,7 +1430,7 @@ mod tests {
             .iter()
             .flat_map(|&offset| {
                 let read_at = ReadAt::in_file(ReadAt::file_source("auth", file), offset);
-                let event = event(&format!("{}@{offset}", file.generation), "x");
+                let event = EventJson::of(&event(&format!("{}@{offset}", file.generation), "x"));
                 (0..2).map(move |lane| ToQueue {
                     lane,
                     event: event.clone(),
@@ -1501,7 +1445,7 @@ mod tests {
             .read(lane, 0, 100)
             .unwrap()
             .iter()
-            .map(|q| q.id.clone())
+            .map(|q| q.id().to_string())
             .collect()
     }
 
@@ -1558,59 +1502,45 @@ mod tests {
         // Another input reading the same file has its own offsets.
         let other_input = ToQueue {
             lane: 0,
-            event: event("other", "x"),
+            event: EventJson::of(&event("other", "x")),
             read_at: Some(ReadAt::in_file(ReadAt::file_source("web", file), 0)),
         };
         assert_eq!(queue.append(&[other_input]).unwrap(), [1, 0]);
         // Dead letters replayed are queued whatever was queued before.
-        assert_eq!(queue.requeue(&[(0, event("1@0", "x"))]).unwrap(), [1, 0]);
-    }
-
-    fn any_json() -> impl proptest::strategy::Strategy<Value = serde_json::Value> {
-        use proptest::prelude::*;
-        let leaf = prop_oneof![
-            Just(serde_json::Value::Null),
-            any::<bool>().prop_map(serde_json::Value::from),
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<u64>().prop_map(serde_json::Value::from),
-            (-1e6f64..1e6).prop_map(serde_json::Value::from),
-            "\\PC{0,8}".prop_map(serde_json::Value::from),
-            Just(serde_json::json!("low")),
-        ];
-        leaf.prop_recursive(2, 8, 3, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
-                proptest::collection::btree_map("\\PC{0,4}", inner, 0..3)
-                    .prop_map(|map| serde_json::Value::Object(map.into_iter().collect())),
-            ]
-        })
+        assert_eq!(
+            queue
+                .requeue(&[(0, EventJson::of(&event("1@0", "x")))])
+                .unwrap(),
+            [1, 0]
+        );
     }
 
     proptest::proptest! {
-        /// `read` checks a row without building the event: whatever one
-        /// member of a stored event is replaced by, or if it is left out,
-        /// the check and decoding the event accept or refuse it alike.
+        /// A row reads back as the JSON written into it; a row with any
+        /// byte changed (its tag, checksum or JSON) is refused.
         #[test]
-        fn the_check_of_a_stored_row_agrees_with_decoding_it(
-            member in proptest::sample::select(vec![
-                "id", "rule", "severity", "time", "ingested", "host", "log", "message",
-                "fields", "count", "truncated", "log.file", "log.offset", "log.cursor",
-                "fields.user.name", "other",
-            ]),
-            replacement in proptest::option::of(any_json()),
+        fn a_row_reads_back_as_written_and_refuses_any_changed_byte(
+            message in "\\PC{0,40}",
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+            bit in 0u8..8,
         ) {
-            let mut stored = serde_json::to_value(Event::sample("e1", "a \"quoted\" line")).unwrap();
-            let (object, key) = match member.split_once('.') {
-                Some((outer, inner)) => (stored[outer].as_object_mut().unwrap(), inner),
-                None => (stored.as_object_mut().unwrap(), member),
-            };
-            match replacement {
-                Some(value) => object.insert(key.to_string(), value),
-                None => object.remove(key),
-            };
-            let json = serde_json::to_vec(&stored).unwrap();
-            let decoded = serde_json::from_slice::<Event>(&json).map(|event| event.id);
-            proptest::prop_assert_eq!(stored_id(&json).ok(), decoded.ok(), "{}", stored);
+            let json = EventJson::of(&Event::sample("e1", &message));
+            let mut row = Vec::new();
+            write_row(&json, &mut row);
+            proptest::prop_assert_eq!(read_row(&row), Ok(json));
+            let at = flip.index(row.len());
+            row[at] ^= 1 << bit;
+            proptest::prop_assert!(read_row(&row).is_err());
+        }
+
+        /// Any bytes as a row: reading it never panics, and what an earlier
+        /// version wrote (the JSON alone) reads as decoding would.
+        #[test]
+        fn any_row_reads_without_panic_and_as_decoding_would(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
+            let read = read_row(&bytes).ok().map(|json| json.decode());
+            if bytes.first() != Some(&ROW_TAG) {
+                proptest::prop_assert_eq!(read, serde_json::from_slice::<Event>(&bytes).ok());
+            }
         }
 
         /// Any cursor: a journal entry is placed when, and only when, its
@@ -1631,13 +1561,12 @@ mod tests {
                 None => proptest::prop_assert!(seqnum == 0 || seqnum_id.is_none()),
             }
         }
+    }
 
-        /// Arbitrary bytes: the check never panics and agrees with decoding.
-        #[test]
-        fn the_check_of_arbitrary_bytes_agrees_with_decoding(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let decoded = serde_json::from_slice::<Event>(&bytes).map(|event| event.id);
-            proptest::prop_assert_eq!(stored_id(&bytes).ok(), decoded.ok());
-        }
+    #[test]
+    fn an_earlier_versions_row_reads_as_its_json() {
+        let json = serde_json::to_vec(&Event::sample("e1", "m")).unwrap();
+        assert_eq!(read_row(&json).unwrap().as_bytes(), &json[..]);
     }
 
     #[test]
@@ -1759,7 +1688,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.id.clone())
+            .map(|q| q.id().to_string())
             .collect();
         assert_eq!(ids.last().map(String::as_str), Some("new3"));
         assert!(queue.depth(0).1 <= 700, "{:?}", queue.depth(0));
@@ -1773,7 +1702,7 @@ mod tests {
             .read(0, 0, 10)
             .unwrap()
             .iter()
-            .map(|q| q.id.clone())
+            .map(|q| q.id().to_string())
             .collect();
         assert_eq!(ids, ["huge"]);
         assert_eq!(queue.dropped(0), 5);
@@ -1805,7 +1734,7 @@ mod tests {
         queue.remove(0, &[first[0].seq]).unwrap();
         writer.join().unwrap();
         assert!(!queue.waiting_for_room());
-        assert_eq!(queue.read(0, 0, 10).unwrap()[0].id, "2");
+        assert_eq!(queue.read(0, 0, 10).unwrap()[0].id(), "2");
     }
 
     #[test]
@@ -1926,7 +1855,7 @@ mod tests {
         assert_eq!(appended, Ok(true), "the unreadable row kept the lane full");
         let read = queue.read(0, 0, 10).unwrap();
         assert_eq!(read.len(), 1);
-        assert_eq!(read[0].id, "1");
+        assert_eq!(read[0].id(), "1");
         assert_eq!(queue.depth(0).0, 1, "the garbage no longer counts");
         // And the row is kept, not dropped.
         let kept = queue

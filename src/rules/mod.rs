@@ -21,13 +21,14 @@ mod overrides;
 mod prefilter;
 mod rfc5424;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Fields, LogOrigin, SourceFile};
+use crate::event::{Event, EventView, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes};
@@ -506,17 +507,22 @@ impl<'a> SeenLine<'a> {
 
 /// Builds the event for a line a rule matched; `count` is how many matching
 /// lines it stands for, when the rule has a threshold or suppress.
-pub fn event_for(rule: &Rule, line: &SeenLine, fields: Fields, count: Option<u64>) -> Event {
-    Event {
-        id: Event::id_for(&line.log, line.source, &rule.id, line.text),
-        rule: rule.id.clone(),
+pub fn event_for<'a>(
+    rule: &'a Rule,
+    line: &'a SeenLine,
+    fields: Fields,
+    count: Option<u64>,
+) -> EventView<'a> {
+    EventView {
+        id: Cow::Owned(Event::id_for(&line.log, line.source, &rule.id, line.text)),
+        rule: &rule.id,
         severity: rule.severity,
-        time: line.time.clone(),
-        ingested: line.ingested.clone(),
-        host: line.host.to_string(),
-        log: line.log.clone(),
-        message: line.text.to_string(),
-        fields,
+        time: &line.time,
+        ingested: &line.ingested,
+        host: line.host,
+        log: &line.log,
+        message: line.text,
+        fields: Cow::Owned(fields),
         count,
         truncated: line.truncated,
     }
@@ -581,7 +587,7 @@ pub fn line_too_long_event(
         time: line.time.clone(),
         ingested: line.ingested.clone(),
     };
-    event_for(rule, &head, fields, None)
+    event_for(rule, &head, fields, None).to_event()
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{Map, Value};
 
-use crate::event::{Event, Fields, LogOrigin};
+use crate::event::{EventView, Fields, LogOrigin};
 
 /// What events from a journal entry carry besides the line.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,13 +49,11 @@ impl JournalMeta {
 
     /// Gives an event of this entry the journal's time and fields. A field a
     /// rule extracted keeps the rule's value.
-    pub fn annotate(&self, event: &mut Event) {
-        event.time.clone_from(&self.time);
+    pub fn annotate<'a>(&'a self, event: &mut EventView<'a>) {
+        event.time = &self.time;
+        let fields = event.fields.to_mut();
         for (name, value) in &self.fields {
-            event
-                .fields
-                .entry(name.clone())
-                .or_insert_with(|| value.clone());
+            fields.entry(name.clone()).or_insert_with(|| value.clone());
         }
     }
 }
