@@ -12,14 +12,14 @@
 //! never changes what matches, only how fast a non-match is rejected.
 
 use aho_corasick::automaton::{Automaton, StateID};
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, Anchored};
+use aho_corasick::Anchored;
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Literals shorter than this find too many lines to be worth a scan.
 const MIN_LITERAL: usize = 3;
 
-/// Trigger literals are cut to their last this many bytes (see
-/// `Triggers::found_in`).
+/// Trigger literals are cut to their last this many bytes, so the halves of
+/// a line their scan walks overlap little (see `LiteralScan::found_in`).
 const MAX_TRIGGER: usize = 16;
 
 /// At most this many further literal sets are checked before a rule's regex:
@@ -27,7 +27,9 @@ const MAX_TRIGGER: usize = 16;
 const MAX_CONFIRMS: usize = 3;
 
 pub struct Prefilter {
-    triggers: Option<Triggers>,
+    /// Every rule's trigger literals, each cut to its last
+    /// [`MAX_TRIGGER`] bytes; a literal's owner is its rule.
+    triggers: Option<LiteralScan>,
     /// Rules without a usable trigger literal: candidates for every line.
     always: Vec<usize>,
     /// For each rule: further literal sets its matches contain, checked only
@@ -42,34 +44,50 @@ pub struct Prefilter {
 }
 
 struct SharedSets {
-    /// Caseless when any literal is: a case-sensitive literal then also
-    /// counts in other cases, which only lets a few more lines through to
-    /// the regex, never fewer.
-    searcher: AhoCorasick,
-    /// For each literal of `searcher`: the set it is one of.
-    set_of: Vec<usize>,
+    /// A literal's owner is its set. Caseless when any literal is: a
+    /// case-sensitive literal then also counts in other cases, which only
+    /// lets a few more lines through to the regex, never fewer.
+    scan: LiteralScan,
     sets: usize,
 }
 
 impl SharedSets {
     /// Which sets have a literal in `line`.
     fn found_in(&self, line: &str) -> Vec<bool> {
+        let mut owners = Vec::new();
+        self.scan.found_in(line, &mut owners);
         let mut found = vec![false; self.sets];
-        for hit in self.searcher.find_overlapping_iter(line) {
-            found[self.set_of[hit.pattern().as_usize()]] = true;
+        for set in owners {
+            found[set] = true;
         }
         found
     }
 }
 
-/// Every rule's trigger literals in one Aho-Corasick DFA, walked by a loop
-/// of our own: the crate's overlapping search keeps its position in memory
-/// (about 1.5 times the instructions per byte), and the literals are too
-/// many and too alike for a SIMD prefilter to skip ahead.
-struct Triggers {
+/// Literals in one Aho-Corasick DFA, walked by a loop of our own: the
+/// crate's overlapping search keeps its position in memory (about 1.5 times
+/// the instructions per byte), and the literals are too many and too alike
+/// for a SIMD prefilter to skip ahead.
+struct LiteralScan {
     dfa: aho_corasick::dfa::DFA,
-    /// For each literal of the DFA: the rule it triggers.
+    /// For each literal of the DFA: what it stands for (a rule, a set).
     owner: Vec<usize>,
+    /// The longest literal's length.
+    longest: usize,
+}
+
+impl LiteralScan {
+    fn new(literals: &[Vec<u8>], caseless: bool, owner: Vec<usize>) -> LiteralScan {
+        LiteralScan {
+            dfa: aho_corasick::dfa::DFA::builder()
+                .prefilter(false)
+                .ascii_case_insensitive(caseless)
+                .build(literals)
+                .expect("literal sets this small always build"),
+            owner,
+            longest: literals.iter().map(Vec::len).max().unwrap_or(0),
+        }
+    }
 }
 
 impl Prefilter {
@@ -108,13 +126,7 @@ impl Prefilter {
             rule_confirms.sort_by_key(|confirm| matches!(confirm, Confirm::Shared(_)));
             confirms.push(rule_confirms);
         }
-        let triggers = (!literals.is_empty()).then(|| Triggers {
-            dfa: aho_corasick::dfa::DFA::builder()
-                .prefilter(false)
-                .build(&literals)
-                .expect("literal sets this small always build"),
-            owner,
-        });
+        let triggers = (!literals.is_empty()).then(|| LiteralScan::new(&literals, false, owner));
         Prefilter {
             triggers,
             always,
@@ -149,21 +161,21 @@ impl Prefilter {
     }
 }
 
-impl Triggers {
-    /// Adds the rule of every trigger literal in `line` to `found` (a
-    /// literal in the middle of a long line may be added twice).
+impl LiteralScan {
+    /// Adds the owner of every literal in `line` to `found` (a literal in
+    /// the middle of a long line may be added twice).
     fn found_in(&self, line: &str, found: &mut Vec<usize>) {
         // Each step waits on the one before (the next state is a load at an
         // address the current state gives), so one walk leaves the core
         // mostly idle: two halves walked in step take little more time than
-        // one. The first half reaches `MAX_TRIGGER - 1` bytes into the
-        // second, so a literal that starts in it is found whole.
+        // one. The first half reaches `longest - 1` bytes into the second,
+        // so a literal that starts in it is found whole.
         let line = line.as_bytes();
         let mid = line.len() / 2;
-        if mid < MAX_TRIGGER {
+        if mid < self.longest.max(1) {
             return self.walk(self.start(), line, found);
         }
-        let (first, second) = (&line[..mid + MAX_TRIGGER - 1], &line[mid..]);
+        let (first, second) = (&line[..mid + self.longest - 1], &line[mid..]);
         let (mut a, mut b) = (self.start(), self.start());
         let dfa = &self.dfa;
         for (&x, &y) in first.iter().zip(second) {
@@ -247,16 +259,13 @@ impl SharedBuilder {
     }
 
     fn build(self) -> Option<SharedSets> {
-        (self.sets > 0).then(|| SharedSets {
-            // A DFA: the whole line is walked (overlapping, no skipping
-            // ahead), where its one table lookup a byte is the fastest.
-            searcher: AhoCorasickBuilder::new()
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .ascii_case_insensitive(self.literals.iter().any(|literal| literal.caseless))
-                .build(self.literals.iter().map(|literal| &literal.bytes))
-                .expect("literal sets this small always build"),
-            set_of: self.set_of,
-            sets: self.sets,
+        (self.sets > 0).then(|| {
+            let caseless = self.literals.iter().any(|literal| literal.caseless);
+            let literals: Vec<Vec<u8>> = self.literals.into_iter().map(|l| l.bytes).collect();
+            SharedSets {
+                scan: LiteralScan::new(&literals, caseless, self.set_of),
+                sets: self.sets,
+            }
         })
     }
 }
