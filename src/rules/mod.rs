@@ -429,6 +429,11 @@ pub struct Matcher {
 impl Matcher {
     pub fn new(rules: Vec<Arc<Rule>>) -> Matcher {
         let prefilter = prefilter::Prefilter::new(rules.iter().map(|r| r.regex.as_str()));
+        // Each matcher gets regexes of its own (a clone shares the compiled
+        // regex, with a new cache pool): a pool is fast only for the thread
+        // that used it first, which for loaded rules is the one that checked
+        // their examples, not the tail thread that matches lines.
+        let rules = rules.iter().map(|rule| Arc::new(Rule::clone(rule))).collect();
         Matcher { rules, prefilter }
     }
 
