@@ -433,7 +433,10 @@ impl Matcher {
         // regex, with a new cache pool): a pool is fast only for the thread
         // that used it first, which for loaded rules is the one that checked
         // their examples, not the tail thread that matches lines.
-        let rules = rules.iter().map(|rule| Arc::new(Rule::clone(rule))).collect();
+        let rules = rules
+            .iter()
+            .map(|rule| Arc::new(Rule::clone(rule)))
+            .collect();
         Matcher { rules, prefilter }
     }
 

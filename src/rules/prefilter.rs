@@ -167,32 +167,46 @@ impl LiteralScan {
     fn found_in(&self, line: &str, found: &mut Vec<usize>) {
         // Each step waits on the one before (the next state is a load at an
         // address the current state gives), so one walk leaves the core
-        // mostly idle: two halves walked in step take little more time than
-        // one. The first half reaches `longest - 1` bytes into the second,
-        // so a literal that starts in it is found whole.
+        // mostly idle: parts of the line walked in step take little more
+        // time than one. Each part reaches `longest - 1` bytes into the
+        // next, so a literal that starts in it is found whole; a line too
+        // short for four such parts is walked in two, or whole.
         let line = line.as_bytes();
-        let mid = line.len() / 2;
-        if mid < self.longest.max(1) {
-            return self.walk(self.start(), line, found);
-        }
-        let (first, second) = (&line[..mid + self.longest - 1], &line[mid..]);
-        let (mut a, mut b) = (self.start(), self.start());
-        let dfa = &self.dfa;
-        for (&x, &y) in first.iter().zip(second) {
-            a = dfa.next_state(Anchored::No, a, x);
-            b = dfa.next_state(Anchored::No, b, y);
-            if dfa.is_special(a) {
-                self.record(a, found);
-            }
-            if dfa.is_special(b) {
-                self.record(b, found);
-            }
-        }
-        let done = first.len().min(second.len());
-        if first.len() > done {
-            self.walk(a, &first[done..], found);
+        let reach = self.longest.max(1);
+        if line.len() >= 4 * reach {
+            self.walk_parts::<4>(line, found)
+        } else if line.len() >= 2 * reach {
+            self.walk_parts::<2>(line, found)
         } else {
-            self.walk(b, &second[done..], found);
+            self.walk(self.start(), line, found)
+        }
+    }
+
+    /// Walks `line` in `N` overlapping parts in step; each part is at
+    /// least `longest` bytes long.
+    fn walk_parts<const N: usize>(&self, line: &[u8], found: &mut Vec<usize>) {
+        let step = line.len() / N;
+        let parts: [&[u8]; N] = std::array::from_fn(|i| {
+            let end = if i == N - 1 {
+                line.len()
+            } else {
+                (i + 1) * step + self.longest - 1
+            };
+            &line[i * step..end]
+        });
+        let together = parts.iter().map(|part| part.len()).min().unwrap_or(0);
+        let mut states = [self.start(); N];
+        let dfa = &self.dfa;
+        for at in 0..together {
+            for (state, part) in states.iter_mut().zip(&parts) {
+                *state = dfa.next_state(Anchored::No, *state, part[at]);
+                if dfa.is_special(*state) {
+                    self.record(*state, found);
+                }
+            }
+        }
+        for (state, part) in states.into_iter().zip(parts) {
+            self.walk(state, &part[together..], found);
         }
     }
 
@@ -530,6 +544,36 @@ mod tests {
                 "y".repeat(80 - pad)
             );
             assert_eq!(prefilter.candidates(&line), vec![0], "padding {pad}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Wherever literals fall in a line of any length (across the parts
+        /// it is walked in, at its ends), the scan finds exactly the ones a
+        /// plain search finds.
+        #[test]
+        fn the_scan_finds_what_a_plain_search_finds(
+            pieces in proptest::collection::vec(proptest::sample::select(vec![
+                "Failed ", "password", "sshd[", " from ", "Accepted publickey for ", "x", "yy", " ",
+            ]), 0..60),
+        ) {
+            let literals: Vec<Vec<u8>> = ["sshd[", "Failed password", " from ", "Accepted publickey for ", "yyy"]
+                .iter()
+                .map(|literal| literal.as_bytes().to_vec())
+                .collect();
+            let scan = LiteralScan::new(&literals, false, (0..literals.len()).collect());
+            let line = pieces.concat();
+            let mut found = Vec::new();
+            scan.found_in(&line, &mut found);
+            found.sort_unstable();
+            found.dedup();
+            let expected: Vec<usize> = literals
+                .iter()
+                .enumerate()
+                .filter(|(_, literal)| line.as_bytes().windows(literal.len()).any(|w| w == &literal[..]))
+                .map(|(i, _)| i)
+                .collect();
+            proptest::prop_assert_eq!(found, expected, "{:?}", line);
         }
     }
 
