@@ -155,6 +155,11 @@ impl EventJson {
         &self.0
     }
 
+    /// The bytes, shared rather than copied.
+    pub fn shared(&self) -> Arc<[u8]> {
+        self.0.clone()
+    }
+
     /// The event's id, read from its JSON (its first member, as encoded; an
     /// id that needs escaping, from a hand-made event, is decoded).
     pub fn id(&self) -> Cow<'_, str> {

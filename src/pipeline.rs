@@ -1019,15 +1019,22 @@ impl Drop for QueueWriter {
     }
 }
 
-/// `line` as its events carry it, dated by its input's clock now.
-fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>) -> SeenLine<'a> {
-    let times = clocks[line.input].times(line.text, jiff::Timestamp::now());
+/// `line` as its events carry it, dated by its input's clock. The lines of
+/// a chunk came in one read: they were read at one time, taken for its first
+/// matched line and kept in `read`.
+fn see<'a>(
+    clocks: &[LineClock],
+    host: &'a str,
+    line: &Line<'a>,
+    read: &mut Option<jiff::Timestamp>,
+) -> SeenLine<'a> {
+    let read = *read.get_or_insert_with(jiff::Timestamp::now);
     SeenLine::new(
         line.text,
         line.origin(),
         line.source,
         line.cut_from.is_some(),
-        times,
+        clocks[line.input].times(line.text, read),
         host,
     )
 }
@@ -1036,6 +1043,7 @@ impl LineSink for RuleStage {
     fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
         let mut events = Vec::new();
         let mut bytes = 0;
+        let mut read = None;
         let gates = self.gates.clone();
         let mut gates = gates.lock().expect("rule gates");
         let input = &self.metrics.inputs[lines.input].1;
@@ -1053,7 +1061,8 @@ impl LineSink for RuleStage {
             if let Some(length) = line.cut_from {
                 metrics::add(&input.lines_truncated, 1);
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
+                    let seen =
+                        seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line, &mut read));
                     let event = EventJson::of(&line_too_long_event(
                         &self.line_too_long,
                         seen,
@@ -1080,7 +1089,8 @@ impl LineSink for RuleStage {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen = seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line));
+                let seen =
+                    seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line, &mut read));
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;

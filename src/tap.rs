@@ -61,6 +61,12 @@ struct Entry {
     event: EventJson,
 }
 
+#[derive(Clone, Copy)]
+struct Change {
+    at: SystemTime,
+    followed: bool,
+}
+
 /// The entries, oldest first, and where each lane's waiting ones are: a
 /// batch settling finds its events without a pass over the ring each.
 struct Ring {
@@ -97,8 +103,9 @@ impl Tap {
     /// `events` were queued for the webhook at `lane`.
     pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a EventJson)>) {
         let mut ring = self.ring.lock().expect("tap ring");
+        let change = self.change();
         for (lane, event) in events {
-            self.push(&mut ring, lane, Outcome::Waiting, event.clone());
+            self.push(&mut ring, lane, Outcome::Waiting, event.clone(), change);
         }
     }
 
@@ -110,6 +117,7 @@ impl Tap {
         events: impl IntoIterator<Item = &'a Queued>,
     ) {
         let mut ring = self.ring.lock().expect("tap ring");
+        let change = self.change();
         for event in events {
             let known = ring.waiting[lane].remove(&*event.id());
             match known {
@@ -117,10 +125,12 @@ impl Tap {
                     let index = (serial - ring.first) as usize;
                     let entry = &mut ring.entries[index];
                     entry.outcome = outcome;
-                    entry.at = SystemTime::now();
-                    self.tell_followers(entry);
+                    entry.at = change.at;
+                    if change.followed {
+                        self.tell_followers(entry);
+                    }
                 }
-                None => self.push(&mut ring, lane, outcome, event.json.clone()),
+                None => self.push(&mut ring, lane, outcome, event.json.clone(), change),
             }
         }
     }
@@ -146,7 +156,25 @@ impl Tap {
         (last, self.live.subscribe())
     }
 
-    fn push(&self, ring: &mut Ring, lane: usize, outcome: Outcome, event: EventJson) {
+    /// What the changes of one call share, taken under the ring's lock (a
+    /// follower subscribes under it too).
+    fn change(&self) -> Change {
+        Change {
+            at: SystemTime::now(),
+            // Copies of events are made only when someone follows: on the
+            // queue writer's path, most of the time nobody does.
+            followed: self.live.receiver_count() > 0,
+        }
+    }
+
+    fn push(
+        &self,
+        ring: &mut Ring,
+        lane: usize,
+        outcome: Outcome,
+        event: EventJson,
+        change: Change,
+    ) {
         if ring.entries.len() == CAPACITY {
             let oldest = ring.entries.pop_front().expect("the ring is full");
             let waiting = &mut ring.waiting[oldest.lane];
@@ -163,20 +191,18 @@ impl Tap {
         let entry = Entry {
             lane,
             outcome,
-            at: SystemTime::now(),
+            at: change.at,
             event,
         };
-        self.tell_followers(&entry);
+        if change.followed {
+            self.tell_followers(&entry);
+        }
         ring.entries.push_back(entry);
     }
 
-    /// Copies the event only when someone follows: on the tail thread's
-    /// path, most of the time nobody does.
     fn tell_followers(&self, entry: &Entry) {
-        if self.live.receiver_count() > 0 {
-            // A follower that left meanwhile is no error.
-            let _ = self.live.send(self.shown(entry));
-        }
+        // A follower that left meanwhile is no error.
+        let _ = self.live.send(self.shown(entry));
     }
 
     fn shown(&self, entry: &Entry) -> Tapped {

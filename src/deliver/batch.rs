@@ -7,6 +7,7 @@
 //! dead-lettered, so it never blocks the queue.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::BodyFormat;
@@ -18,7 +19,7 @@ use crate::queue::Queued;
 #[derive(Debug)]
 pub struct Encoded {
     pub queued: Queued,
-    pub bytes: Vec<u8>,
+    pub bytes: Arc<[u8]>,
 }
 
 impl Encoded {
@@ -157,7 +158,7 @@ fn shrink(encoded: Encoded, room: usize, format: &BodyFormat) -> Result<Encoded,
     let bytes = format.encode_event(&event);
     Ok(Encoded {
         queued: Queued::new(encoded.queued.seq, &event),
-        bytes,
+        bytes: bytes.into(),
     })
 }
 
@@ -171,7 +172,7 @@ mod tests {
     }
 
     fn body(format: &BodyFormat, batch: &[Encoded]) -> Vec<u8> {
-        format.encode(batch.iter().map(|e| e.bytes.as_slice()))
+        format.encode(batch.iter().map(|e| &e.bytes[..]))
     }
 
     /// The messages of a JSON or form body's events.

@@ -13,6 +13,7 @@
 //!   into `{"text": "…"}` (Slack, Mattermost, Teams), JSON or form-encoded.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use crate::config::ContentType;
 use crate::event::Event;
@@ -126,11 +127,12 @@ impl BodyFormat {
     }
 
     /// A queued event's bytes in the body: in a JSON envelope its `json`
-    /// as stored (that is what encoding the event gives), else encoded.
-    pub fn encode_queued(&self, queued: &Queued) -> Vec<u8> {
+    /// as stored, shared (that is what encoding the event gives), else
+    /// encoded.
+    pub fn encode_queued(&self, queued: &Queued) -> Arc<[u8]> {
         match (&self.wire, &self.shape) {
-            (Wire::Json, Shape::Envelope) => queued.json.as_bytes().to_vec(),
-            _ => self.encode_event(&queued.event()),
+            (Wire::Json, Shape::Envelope) => queued.json.shared(),
+            _ => self.encode_event(&queued.event()).into(),
         }
     }
 
@@ -516,8 +518,8 @@ mod tests {
             ] {
                 let format = BodyFormat::new(content_type, template, "web1");
                 proptest::prop_assert_eq!(
-                    format.encode_queued(&queued),
-                    format.encode_event(&read_back)
+                    &format.encode_queued(&queued)[..],
+                    &format.encode_event(&read_back)[..]
                 );
             }
         }
@@ -732,7 +734,7 @@ mod tests {
             let mut sent = 0;
             while !pending.is_empty() {
                 let batch = pending.take_batch();
-                let body = format.encode(batch.iter().map(|e| e.bytes.as_slice()));
+                let body = format.encode(batch.iter().map(|e| &e.bytes[..]));
                 proptest::prop_assert!(body.len() <= max_body_bytes, "{} > {max_body_bytes}", body.len());
                 let shown: Vec<Event> = batch.iter().map(|e| e.queued.event()).collect();
                 for (encoded, shown) in batch.iter().zip(&shown) {

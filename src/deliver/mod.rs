@@ -797,7 +797,7 @@ impl Webhook {
         settle: &mut impl Settle,
     ) -> Result<Option<Vec<Encoded>>, LeaseLost> {
         let name = &self.config.name;
-        let body = self.format.encode(batch.iter().map(|e| e.bytes.as_slice()));
+        let body = self.format.encode(batch.iter().map(|e| &e.bytes[..]));
         let mut log = |progress: Progress| match progress {
             Progress::WaitingForBudget(wait) => {
                 tracing::debug!(webhook = %name, wait_ms = wait.as_millis() as u64, "waiting for rate-limit budget");
