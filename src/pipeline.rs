@@ -970,8 +970,10 @@ const CHUNKS_AHEAD: usize = 2;
 
 /// A chunk's events are handed to the writer in parts of about this many
 /// bytes, so that what waits for it (and what it groups) stays within a few
-/// times this however many events a megabyte of lines yields.
-const CHUNK_BYTES: usize = 1 << 20;
+/// times this however many events a megabyte of lines yields. Half a MiB
+/// (about 800 events) peaked 2–4 MiB lower than 1 MiB at the same CPU per
+/// event, for 5 % more bytes written.
+const CHUNK_BYTES: usize = 1 << 19;
 
 /// About what `event` holds in memory, with its place in a chunk.
 fn weight(event: &EventJson) -> usize {
