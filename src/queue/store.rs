@@ -997,11 +997,20 @@ impl Queue {
             {
                 let mut table =
                     txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
-                for seq in seqs {
-                    if let Some(json) = table.remove(*seq)? {
-                        freed += json.value().len() as u64;
-                        removed += 1;
-                    }
+                // One pass over the range the rows span (a batch is mostly
+                // consecutive rows): a removal per row rebuilt its leaf page
+                // each time, a seventh of the agent's CPU for every event.
+                let mut seqs = seqs.to_vec();
+                seqs.sort_unstable();
+                if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
+                    table.retain_in(first..=last, |seq, row| {
+                        let taken = seqs.binary_search(&seq).is_ok();
+                        if taken {
+                            freed += row.len() as u64;
+                            removed += 1;
+                        }
+                        !taken
+                    })?;
                 }
             }
             txn.commit()?;
