@@ -61,6 +61,12 @@ struct Entry {
     event: EventJson,
 }
 
+/// An event id as the ring's key: its 128-bit hash, where the id itself
+/// would be an allocation per event queued.
+fn id_key(id: &str) -> u128 {
+    xxhash_rust::xxh3::xxh3_128(id.as_bytes())
+}
+
 #[derive(Clone, Copy)]
 struct Change {
     at: SystemTime,
@@ -73,8 +79,9 @@ struct Ring {
     entries: VecDeque<Entry>,
     /// The serial number of `entries[0]`; each entry pushed takes the next.
     first: u64,
-    /// Per lane: event id → serial number of its latest waiting entry.
-    waiting: Vec<HashMap<String, u64>>,
+    /// Per lane: event id (by [`id_key`]) → serial number of its latest
+    /// waiting entry.
+    waiting: Vec<HashMap<u128, u64>>,
 }
 
 /// The ring of one agent, shared by the rules stage (queued), the delivery
@@ -119,7 +126,7 @@ impl Tap {
         let mut ring = self.ring.lock().expect("tap ring");
         let change = self.change();
         for event in events {
-            let known = ring.waiting[lane].remove(&*event.id());
+            let known = ring.waiting[lane].remove(&id_key(&event.id()));
             match known {
                 Some(serial) => {
                     let index = (serial - ring.first) as usize;
@@ -178,15 +185,15 @@ impl Tap {
         if ring.entries.len() == CAPACITY {
             let oldest = ring.entries.pop_front().expect("the ring is full");
             let waiting = &mut ring.waiting[oldest.lane];
-            let id = oldest.event.id();
-            if waiting.get(&*id) == Some(&ring.first) {
-                waiting.remove(&*id);
+            let id = id_key(&oldest.event.id());
+            if waiting.get(&id) == Some(&ring.first) {
+                waiting.remove(&id);
             }
             ring.first += 1;
         }
         if outcome == Outcome::Waiting {
             let serial = ring.first + ring.entries.len() as u64;
-            ring.waiting[lane].insert(event.id().to_string(), serial);
+            ring.waiting[lane].insert(id_key(&event.id()), serial);
         }
         let entry = Entry {
             lane,
