@@ -1,10 +1,11 @@
 //! The durable queue: events wait on disk (redb, `<state_dir>/queue.redb`)
 //! until their webhook took them.
 //!
-//! Each webhook has its own table of `sequence → event JSON`, so one that is
-//! down only fills its own, up to `max_queue_bytes`; then `append` waits and
-//! back-pressure reaches the tailer (the log files are the buffer), or, for a
-//! lane with `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
+//! Each webhook has its own table of `sequence → event row` (the event's
+//! JSON behind a checksum, see [`ROW_TAG`]), so one that is down only fills
+//! its own, up to `max_queue_bytes`; then `append` waits and back-pressure
+//! reaches the tailer (the log files are the buffer), or, for a lane with
+//! `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
 //! appended in one transaction per chunk of lines, before the lines' offsets
 //! may be committed, so a crash at any moment loses nothing. Each source of
 //! lines (a file of an input, a journal) keeps, in the same transaction, the
