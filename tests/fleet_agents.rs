@@ -113,14 +113,32 @@ impl Fleet {
         }
     }
 
-    /// `n` lines on every running agent's log.
-    fn append_everywhere(&mut self, n: usize) {
+    /// `n` lines on every running agent's log; their sequence numbers.
+    fn append_everywhere(&mut self, n: usize) -> Vec<i64> {
+        let mut appended = Vec::new();
         for member in &mut self.members {
             if member.agent.is_some() {
-                let seqs = member.append(n);
-                self.written.extend(seqs);
+                appended.extend(member.append(n));
             }
         }
+        self.written.extend(&appended);
+        appended
+    }
+
+    /// Has the first agent (not started yet) serve `/metrics` on a port of
+    /// its choosing; its config.
+    fn serve_metrics_on_the_first(&self) -> PathBuf {
+        let config = self.members[0].config.clone();
+        let text = std::fs::read_to_string(&config).unwrap();
+        std::fs::write(
+            &config,
+            text.replace(
+                "host = \"agent1\"",
+                "host = \"agent1\"\nmetrics_listen = \"127.0.0.1:0\"",
+            ),
+        )
+        .unwrap();
+        config
     }
 
     /// Waits until the receiver has some event: the sender is busy.
@@ -513,16 +531,7 @@ fn status_and_metrics_show_the_sender_the_shared_queue_the_fleets_budget_and_the
         return;
     };
     let mut fleet = Fleet::new(redis, 2, "");
-    let config = fleet.members[0].config.clone();
-    let text_of = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text_of.replace(
-            "host = \"agent1\"",
-            "host = \"agent1\"\nmetrics_listen = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
+    let config = fleet.serve_metrics_on_the_first();
     fleet.start_all();
     fleet.append_everywhere(10);
     fleet.wait_for_everything(Duration::from_secs(30));
@@ -622,16 +631,7 @@ fn the_redis_password_never_reaches_logs_status_or_metrics() {
         return;
     };
     let mut fleet = Fleet::new(redis, 2, "");
-    let config = fleet.members[0].config.clone();
-    let text_of = std::fs::read_to_string(&config).unwrap();
-    std::fs::write(
-        &config,
-        text_of.replace(
-            "host = \"agent1\"",
-            "host = \"agent1\"\nmetrics_listen = \"127.0.0.1:0\"",
-        ),
-    )
-    .unwrap();
+    let config = fleet.serve_metrics_on_the_first();
     fleet.start_all();
     fleet.append_everywhere(5);
     fleet.wait_for_everything(Duration::from_secs(30));
@@ -679,11 +679,7 @@ fn a_redis_back_empty_is_detected_and_no_window_is_overrun() {
     // so is the ledger of the attempts just made.
     fleet.redis.kill();
     fleet.redis.restart_empty();
-    let mut after: Vec<i64> = Vec::new();
-    for member in &mut fleet.members {
-        after.extend(member.append(10));
-    }
-    fleet.written.extend(after.iter().copied());
+    let after = fleet.append_everywhere(10);
     wait_until(
         Duration::from_secs(30),
         "every event written after the loss",

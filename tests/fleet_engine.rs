@@ -42,6 +42,19 @@ async fn join(engine: &Engine, keys: &Keys, host: &str) {
     assert!(matches!(joined, Joined::Genesis { .. }), "{joined:?}");
 }
 
+/// One attempt of at most a second against `windows`, under `lease` (none
+/// for a manual send), with no clock skew allowed for.
+async fn charge(
+    engine: &Engine,
+    keys: &Keys,
+    lease: Option<&str>,
+    windows: &[WindowArgs],
+) -> Result<Charge, EngineError> {
+    engine
+        .charge(keys, lease, Duration::from_secs(1), Duration::ZERO, windows)
+        .await
+}
+
 async fn lease(engine: &Engine, keys: &Keys, host: &str, ttl: Duration) -> String {
     match engine.acquire(keys, host, ttl).await.unwrap() {
         Acquired::Token(token) => format!("{token}:{host}"),
@@ -137,15 +150,7 @@ fn a_stale_sender_can_neither_read_reclaim_nor_charge() {
             Err(EngineError::Fenced)
         ));
         assert!(matches!(
-            engine
-                .charge(
-                    &keys,
-                    Some(&stale),
-                    Duration::from_secs(1),
-                    Duration::ZERO,
-                    &windows
-                )
-                .await,
+            charge(&engine, &keys, Some(&stale), &windows).await,
             Err(EngineError::Fenced)
         ));
         assert!(matches!(
@@ -172,15 +177,7 @@ fn a_stale_sender_can_neither_read_reclaim_nor_charge() {
         );
         assert_eq!(ids, ["id0", "id1", "id2", "id3"]);
         assert!(matches!(
-            engine
-                .charge(
-                    &keys,
-                    Some(&fresh),
-                    Duration::from_secs(1),
-                    Duration::ZERO,
-                    &windows
-                )
-                .await,
+            charge(&engine, &keys, Some(&fresh), &windows).await,
             Ok(Charge::Charged { .. })
         ));
     });
@@ -343,17 +340,7 @@ fn a_redis_back_empty_is_detected_and_gives_no_fresh_budget() {
         };
         assert!(adopt, "a new genesis: the agent's own attempts count again");
         // A new genesis keeps every attempt back for the longest sliding window.
-        match engine
-            .charge(
-                &keys,
-                None,
-                Duration::from_secs(1),
-                Duration::ZERO,
-                &windows,
-            )
-            .await
-            .unwrap()
-        {
+        match charge(&engine, &keys, None, &windows).await.unwrap() {
             Charge::Wait(wait) => assert!(
                 wait > Duration::from_millis(1500) && wait <= quiet,
                 "{wait:?}"
@@ -378,16 +365,7 @@ fn a_redis_back_empty_is_detected_and_gives_no_fresh_budget() {
         // The engine connects again by itself; the fleet's keys are gone.
         let deadline = Instant::now() + Duration::from_secs(10);
         let found = loop {
-            match engine
-                .charge(
-                    &keys,
-                    None,
-                    Duration::from_secs(1),
-                    Duration::ZERO,
-                    &windows,
-                )
-                .await
-            {
+            match charge(&engine, &keys, None, &windows).await {
                 Ok(found) => break found,
                 Err(e) => {
                     assert!(Instant::now() < deadline, "{e}");
@@ -410,16 +388,7 @@ fn a_redis_back_empty_is_detected_and_gives_no_fresh_budget() {
         assert!(adopt);
         engine.adopt(&keys, "a", &[1, 2]).await.unwrap();
         assert!(matches!(
-            engine
-                .charge(
-                    &keys,
-                    None,
-                    Duration::from_secs(1),
-                    Duration::ZERO,
-                    &windows
-                )
-                .await
-                .unwrap(),
+            charge(&engine, &keys, None, &windows).await.unwrap(),
             Charge::Wait(_)
         ));
     });
