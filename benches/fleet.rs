@@ -14,25 +14,18 @@
 //! 4. Failover: kill -9 of the sender with a backlog; time from the kill
 //!    to the next accepted request (lease_ttl = 2s, request_timeout = 2s).
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const RULES: &str = r#"
-[[rule]]
-id = "test.auth_failed"
-severity = "high"
-regex = '^seq=(?P<event.sequence>\d+) Failed password for (?P<user.name>\S+) from (?P<source.ip>[0-9a-f.:]+) port (?P<source.port>\d+)$'
-types = { "event.sequence" = "int", "source.port" = "int", "source.ip" = "ip" }
-
-[[rule.example]]
-line = "seq=1 Failed password for root from 192.0.2.1 port 22"
-fields = { "event.sequence" = 1, "user.name" = "root", "source.ip" = "192.0.2.1", "source.port" = 22 }
-"#;
+use support::redis_server::RedisServer;
+use support::{wait_until, TEST_RULES};
 
 #[derive(Default)]
 struct Seen {
@@ -97,95 +90,17 @@ impl Receiver {
     }
 }
 
-struct Redis {
-    dir: tempfile::TempDir,
-    child: Child,
+/// Asks the bench's Redis one thing.
+fn query<T: redis::FromRedisValue>(redis: &RedisServer, command: &mut redis::Cmd) -> T {
+    command.query(&mut redis.connection()).unwrap()
 }
 
-impl Redis {
-    fn start() -> Redis {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("r.sock");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--unixsocket"])
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (apt-get install redis-server)");
-        let redis = Redis { dir, child };
-        wait(Duration::from_secs(10), || {
-            redis.command(&["PING"]).starts_with("+PONG")
-        });
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.dir.path().join("r.sock").display())
-    }
-
-    fn command(&self, words: &[&str]) -> String {
-        let Ok(mut stream) = UnixStream::connect(self.dir.path().join("r.sock")) else {
-            return String::new();
-        };
-        let mut request = format!("*{}\r\n", words.len());
-        for word in words {
-            request.push_str(&format!("${}\r\n{word}\r\n", word.len()));
-        }
-        stream.write_all(request.as_bytes()).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(300)))
-            .unwrap();
-        let mut reply = Vec::new();
-        let mut buf = [0u8; 65536];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            reply.extend_from_slice(&buf[..n]);
-            if reply.ends_with(b"\r\n") && !reply.starts_with(b"$") && !reply.starts_with(b"*") {
-                break;
-            }
-        }
-        String::from_utf8_lossy(&reply).into_owned()
-    }
-
-    fn integer(&self, words: &[&str]) -> u64 {
-        let reply = self.command(words);
-        reply.trim().trim_start_matches(':').parse().unwrap_or(0)
-    }
-
-    fn used_memory(&self) -> u64 {
-        self.command(&["INFO", "memory"])
-            .lines()
-            .find_map(|l| l.strip_prefix("used_memory:"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait(timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn used_memory(redis: &RedisServer) -> u64 {
+    query::<String>(redis, redis::cmd("INFO").arg("memory"))
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
 }
 
 struct Agent(Child);
@@ -204,7 +119,7 @@ fn fleet_dirs(n: usize, events: usize) -> (tempfile::TempDir, Vec<PathBuf>) {
         .map(|k| {
             let dir = root.path().join(format!("agent{k}"));
             std::fs::create_dir_all(dir.join("rules")).unwrap();
-            std::fs::write(dir.join("rules/test.toml"), RULES).unwrap();
+            std::fs::write(dir.join("rules/test.toml"), TEST_RULES).unwrap();
             let mut log =
                 std::io::BufWriter::new(std::fs::File::create(dir.join("auth.log")).unwrap());
             for i in 0..events {
@@ -256,7 +171,7 @@ fn main() {
     println!("fleet: {per_agent} events per agent");
     for n in [2usize, 4, 8] {
         // 1. Throughput through Redis, no rate limit.
-        let redis = Redis::start();
+        let redis = RedisServer::start().expect("redis-server (apt-get install redis-server)");
         let receiver = Receiver::start(None);
         let (_root, dirs) = fleet_dirs(n, per_agent);
         let started = Instant::now();
@@ -266,7 +181,9 @@ fn main() {
             .map(|(i, d)| start(d, i + 1, &receiver.url, &redis.url(), ""))
             .collect();
         let total = n * per_agent;
-        wait(Duration::from_secs(300), || receiver.events() >= total);
+        wait_until(Duration::from_secs(300), "every event", || {
+            receiver.events() >= total
+        });
         let elapsed = started.elapsed();
         drop(agents);
         println!(
@@ -277,25 +194,27 @@ fn main() {
         );
 
         // 2. Memory per queued event: nothing is accepted, the stream fills.
-        let redis = Redis::start();
+        let redis = RedisServer::start().expect("redis-server (apt-get install redis-server)");
         let receiver = Receiver::start(None);
         receiver.failing.store(503, Ordering::SeqCst);
-        let before = redis.used_memory();
+        let before = used_memory(&redis);
         let (_root, dirs) = fleet_dirs(n, per_agent);
         let agents: Vec<Agent> = dirs
             .iter()
             .enumerate()
             .map(|(i, d)| start(d, i + 1, &receiver.url, &redis.url(), ""))
             .collect();
-        wait(Duration::from_secs(300), || {
-            redis.integer(&["XLEN", "{bench:soc}:stream"]) as usize >= total
-        });
-        let per_event = (redis.used_memory() - before) as f64 / total as f64;
+        wait_until(
+            Duration::from_secs(300),
+            "every event in the stream",
+            || query::<usize>(&redis, redis::cmd("XLEN").arg("{bench:soc}:stream")) >= total,
+        );
+        let per_event = (used_memory(&redis) - before) as f64 / total as f64;
         drop(agents);
         println!("N={n}: Redis memory per queued event: {per_event:.0} bytes (used_memory, {total} queued)");
 
         // 3. Requests vs ideal under a backlog, and 4. failover.
-        let redis = Redis::start();
+        let redis = RedisServer::start().expect("redis-server (apt-get install redis-server)");
         let receiver = Receiver::start(Some((5, Duration::from_secs(2))));
         let backlog = 300.min(per_agent);
         let (_root, dirs) = fleet_dirs(n, backlog);
@@ -306,26 +225,27 @@ fn main() {
             .map(|(i, d)| Some(start(d, i + 1, &receiver.url, &redis.url(), webhook)))
             .collect();
         let total = n * backlog;
-        wait(Duration::from_secs(30), || receiver.events() > 0);
-        let holder = redis.command(&["GET", "{bench:soc}:lease"]);
-        let host = holder
-            .lines()
-            .nth(1)
-            .and_then(|v| v.split_once(':'))
-            .map(|(_, h)| h.to_string())
-            .unwrap();
+        wait_until(Duration::from_secs(30), "a first event", || {
+            receiver.events() > 0
+        });
+        let holder: String = query(&redis, redis::cmd("GET").arg("{bench:soc}:lease"));
+        let host = holder.split_once(':').map(|(_, h)| h.to_string()).unwrap();
         let k: usize = host.trim_start_matches("agent").parse().unwrap();
         let accepted_before = receiver.seen.lock().unwrap().accepted.len();
         let killed = Instant::now();
         agents[k - 1] = None;
-        wait(Duration::from_secs(60), || {
+        wait_until(Duration::from_secs(60), "a request after the kill", || {
             receiver.seen.lock().unwrap().accepted.len() > accepted_before
         });
         let first_after = receiver.seen.lock().unwrap().accepted[accepted_before].0;
         let failover = first_after.saturating_duration_since(killed);
         // The killed agent comes back for the events it had not forwarded.
         agents[k - 1] = Some(start(&dirs[k - 1], k, &receiver.url, &redis.url(), webhook));
-        wait(Duration::from_secs(600), || receiver.events() >= total);
+        wait_until(
+            Duration::from_secs(600),
+            "every event of the backlog",
+            || receiver.events() >= total,
+        );
         let seen = receiver.seen.lock().unwrap();
         let event_bytes: usize = seen.accepted.iter().map(|a| a.2).sum();
         let overhead = 60;
