@@ -39,29 +39,11 @@ pub struct Prefilter {
     /// The confirm sets of several literals, all in one automaton: every
     /// access log line triggers each web rule (" HTTP/"), and one scan of
     /// the line answers for all their sets (attack paths, scanner names)
-    /// where a scan per set cost a third of the tail thread.
-    shared: Option<SharedSets>,
-}
-
-struct SharedSets {
-    /// A literal's owner is its set. Caseless when any literal is: a
-    /// case-sensitive literal then also counts in other cases, which only
-    /// lets a few more lines through to the regex, never fewer.
-    scan: LiteralScan,
-    sets: usize,
-}
-
-impl SharedSets {
-    /// Which sets have a literal in `line`.
-    fn found_in(&self, line: &str) -> Vec<bool> {
-        let mut owners = Vec::new();
-        self.scan.found_in(line, &mut owners);
-        let mut found = vec![false; self.sets];
-        for set in owners {
-            found[set] = true;
-        }
-        found
-    }
+    /// where a scan per set cost a third of the tail thread. A literal's
+    /// owner is its set. Caseless when any literal is: a case-sensitive
+    /// literal then also counts in other cases, which only lets a few more
+    /// lines through to the regex, never fewer.
+    shared: Option<LiteralScan>,
 }
 
 /// Literals in one Aho-Corasick DFA, walked by a loop of our own: the
@@ -144,7 +126,8 @@ impl Prefilter {
         }
         found.sort_unstable();
         found.dedup();
-        let mut shared_found: Option<Vec<bool>> = None;
+        // The sets found in the line, scanned for at most once.
+        let mut sets_found: Option<Vec<usize>> = None;
         found.retain(|&rule| {
             self.confirms[rule].iter().all(|confirm| match confirm {
                 Confirm::One(finder) => finder.find(line.as_bytes()).is_some(),
@@ -153,7 +136,13 @@ impl Prefilter {
                         .shared
                         .as_ref()
                         .expect("a shared set has its automaton");
-                    shared_found.get_or_insert_with(|| shared.found_in(line))[*set]
+                    sets_found
+                        .get_or_insert_with(|| {
+                            let mut sets = Vec::new();
+                            shared.found_in(line, &mut sets);
+                            sets
+                        })
+                        .contains(set)
                 }
             })
         });
@@ -244,11 +233,11 @@ enum Confirm {
     /// One case-sensitive literal, the common case: a plain substring
     /// search, several times cheaper per line than an automaton.
     One(Box<memchr::memmem::Finder<'static>>),
-    /// Any other set: its index among the [`SharedSets`].
+    /// Any other set: its index among the sets of `Prefilter::shared`.
     Shared(usize),
 }
 
-/// Gathers the sets of the [`SharedSets`] automaton.
+/// Gathers the sets of the `Prefilter::shared` automaton.
 #[derive(Default)]
 struct SharedBuilder {
     literals: Vec<Literal>,
@@ -272,14 +261,11 @@ impl SharedBuilder {
         }
     }
 
-    fn build(self) -> Option<SharedSets> {
+    fn build(self) -> Option<LiteralScan> {
         (self.sets > 0).then(|| {
             let caseless = self.literals.iter().any(|literal| literal.caseless);
             let literals: Vec<Vec<u8>> = self.literals.into_iter().map(|l| l.bytes).collect();
-            SharedSets {
-                scan: LiteralScan::new(&literals, caseless, self.set_of),
-                sets: self.sets,
-            }
+            LiteralScan::new(&literals, caseless, self.set_of)
         })
     }
 }
