@@ -715,7 +715,8 @@ impl Queue {
         }
         let mut watermarks = self.appending.lock().expect("queue appends");
         watermarks.expire();
-        let encoded: Vec<&ToQueue> = events
+        // What the last run did not queue already (lines read again).
+        let new: Vec<&ToQueue> = events
             .iter()
             .filter(|item| {
                 appending != Appending::Read
@@ -725,7 +726,7 @@ impl Queue {
                         .is_some_and(|at| watermarks.queued_before(&self.lanes[item.lane].name, at))
             })
             .collect();
-        if encoded.is_empty() {
+        if new.is_empty() {
             return Ok(taken);
         }
         let mut usage = self.usage();
@@ -736,7 +737,7 @@ impl Queue {
                 return Err(self.closed_error());
             }
             let mut adding = vec![0u64; self.lanes.len()];
-            for item in &encoded {
+            for item in &new {
                 adding[item.lane] += (ROW_HEADER + item.event.as_bytes().len()) as u64;
             }
             // A lane that holds nothing always takes the chunk, however large.
@@ -786,7 +787,7 @@ impl Queue {
             {
                 let mut tables = HashMap::new();
                 let mut row = Vec::new();
-                for item in &encoded {
+                for item in &new {
                     let lane = item.lane;
                     if let Some(at) = &item.read_at {
                         let up_to = reached.entry((lane, &*at.source)).or_default();
