@@ -80,7 +80,11 @@ impl Pipeline {
         let failures: Vec<String> = rules
             .iter()
             .flat_map(|rule| {
-                rule.check_examples()
+                // On a copy: each regex search leaves a cache in its regex's
+                // pool (the backtracker's, up to 256 KiB), and the running
+                // agent keeps `rules` but searches with its own copies.
+                Rule::clone(rule)
+                    .check_examples()
                     .into_iter()
                     .map(move |f| format!("{}: rule `{}`: {f}", rule.origin, rule.id))
             })
