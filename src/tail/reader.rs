@@ -72,9 +72,14 @@ impl LineBatch {
     /// lossily) that started at `offset` in its file.
     pub fn push(&mut self, offset: u64, bytes: &[u8], cut_from: Option<u64>) {
         match std::str::from_utf8(bytes) {
-            Ok(text) => self.text.push_str(text),
-            Err(_) => self.text.push_str(&String::from_utf8_lossy(bytes)),
+            Ok(text) => self.push_text(offset, text, cut_from),
+            Err(_) => self.push_text(offset, &String::from_utf8_lossy(bytes), cut_from),
         }
+    }
+
+    /// [`LineBatch::push`] of a line already known to be valid UTF-8.
+    fn push_text(&mut self, offset: u64, text: &str, cut_from: Option<u64>) {
+        self.text.push_str(text);
         self.spans.push(Span {
             offset,
             end: self.text.len(),
@@ -141,6 +146,14 @@ impl LineReader {
     /// Feeds the next bytes of the file; complete lines are added to `out`.
     /// Returns how many of them were cut to `max_line_bytes`.
     pub fn feed(&mut self, mut chunk: &[u8], out: &mut LineBatch) -> usize {
+        // One UTF-8 check for the whole chunk, not one per line: lines are
+        // short, and most chunks are valid to their end (a read may stop
+        // inside a character; the line it cuts is checked when whole).
+        let valid = match std::str::from_utf8(chunk) {
+            Ok(text) => text,
+            Err(e) => std::str::from_utf8(&chunk[..e.valid_up_to()]).expect("valid up to there"),
+        };
+        let mut at = 0;
         let mut truncated = 0;
         while !chunk.is_empty() {
             let newline = memchr::memchr(b'\n', chunk);
@@ -160,7 +173,10 @@ impl LineReader {
             {
                 // The whole line is in this chunk, the common case: straight
                 // from the read buffer to the batch, no copy held between.
-                out.push(self.line_start, without_cr(piece), None);
+                match valid.get(at..at + piece.len()) {
+                    Some(text) => out.push_text(self.line_start, text_without_cr(text), None),
+                    None => out.push(self.line_start, without_cr(piece), None),
+                }
                 self.line_start = self.position + consumed;
             } else {
                 let room = self.max_line_bytes - self.partial.len();
@@ -178,6 +194,7 @@ impl LineReader {
                 }
             }
             self.position += consumed;
+            at += consumed as usize;
             chunk = rest;
         }
         truncated
@@ -216,10 +233,14 @@ fn without_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+fn text_without_cr(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::{any, Just};
+    use proptest::prelude::{any, Just, Strategy};
 
     fn lines(reader: &mut LineReader, chunks: &[&[u8]]) -> LineBatch {
         let mut out = LineBatch::default();
@@ -338,13 +359,22 @@ mod tests {
     proptest::proptest! {
         /// Whatever the bytes and however they are chunked, every line
         /// comes out once, at its offset, cut exactly when it is longer
-        /// than the limit and then saying how long it was.
+        /// than the limit and then saying how long it was; valid UTF-8 as
+        /// it was, even where a chunk or a cut splits a character, and
+        /// invalid bytes replaced.
         #[test]
         fn any_bytes_in_any_chunks_become_exactly_their_lines(
             bytes in proptest::collection::vec(
-                proptest::prop_oneof![Just(b'\n'), Just(b'\r'), Just(0xffu8), any::<u8>()],
-                0..400,
-            ),
+                proptest::prop_oneof![
+                    Just(b"\n".to_vec()),
+                    Just(b"\r".to_vec()),
+                    Just(vec![0xffu8]),
+                    Just("é".as_bytes().to_vec()),
+                    Just("€".as_bytes().to_vec()),
+                    any::<u8>().prop_map(|b| vec![b]),
+                ],
+                0..300,
+            ).prop_map(|pieces| pieces.concat()),
             cuts in proptest::collection::vec(0usize..400, 0..8),
             max_line_bytes in 1usize..40,
         ) {
