@@ -432,7 +432,7 @@ impl Matcher {
         // Each matcher gets regexes of its own (a clone shares the compiled
         // regex, with a new cache pool): a pool is fast only for the thread
         // that used it first, which for loaded rules is the one that checked
-        // their examples, not the tail thread that matches lines.
+        // their examples, not the one that matches lines.
         let rules = rules
             .iter()
             .map(|rule| Arc::new(Rule::clone(rule)))
@@ -446,14 +446,27 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
+        let candidates = self.candidates(line);
+        self.matches_among(line, candidates)
+    }
+
+    /// The rules that may match `line` (indices for
+    /// [`Matcher::matches_among`]): a search for their literals, no regex.
+    pub fn candidates(&self, line: &str) -> Vec<usize> {
+        self.prefilter.candidates(&rfc5424::classic_form(line))
+    }
+
+    /// [`Matcher::matches`] of `line` among its `candidates`.
+    pub fn matches_among<'a>(
+        &'a self,
+        line: &'a str,
+        candidates: impl IntoIterator<Item = usize> + 'a,
+    ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
         let line = rfc5424::classic_form(line);
-        self.prefilter
-            .candidates(&line)
-            .into_iter()
-            .filter_map(move |i| {
-                let rule = &self.rules[i];
-                rule.event_fields(&line).map(|fields| (rule, fields))
-            })
+        candidates.into_iter().filter_map(move |i| {
+            let rule = &self.rules[i];
+            rule.event_fields(&line).map(|fields| (rule, fields))
+        })
     }
 
     /// The verdict of every rule whose regex matches `line` (the others'

@@ -77,6 +77,11 @@ impl LineBatch {
         }
     }
 
+    /// Adds a copy of `line` (of another batch).
+    pub fn push_line(&mut self, line: RawLine) {
+        self.push_text(line.offset, line.text, line.cut_from);
+    }
+
     /// [`LineBatch::push`] of a line already known to be valid UTF-8.
     fn push_text(&mut self, offset: u64, text: &str, cut_from: Option<u64>) {
         self.text.push_str(text);
