@@ -14,26 +14,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use backon::BackoffBuilder;
 
 use crate::config::{Config, FleetConfig, InputConfig, InputKind, WebhookConfig};
 use crate::control::{ControlSocket, Current, Reloads, Running};
 use crate::deliver::{Deliverer, Halt, Webhook};
-use crate::event::{EventJson, SourceFile};
 use crate::fleet::{Fleet, Forwarder, Sender};
 use crate::health::{Health, TailWatch};
 use crate::metrics::{self, Metrics};
-use crate::queue::{LaneLimits, Queue, ReadAt, Router, ToQueue};
+use crate::queue::{LaneLimits, Queue, Router};
 use crate::rules::{
-    self, event_for, line_too_long_event, line_too_long_rule, Admit, Gate, LineClock, Matcher,
-    OverrideReport, Rule, RuleSelector, SeenLine, LINE_TOO_LONG,
+    self, line_too_long_rule, Gate, LineClock, Matcher, OverrideReport, Rule, RuleSelector,
+    LINE_TOO_LONG,
 };
 use crate::systemd::Notifier;
 use crate::tail::{
-    journalctl_missing, journalctl_on_path, read_recorded, survey, CommitToken, Line, LineChunk,
-    LineSink, PathSet, Severity, SinkClosed, TailOptions, Tailer,
+    journalctl_missing, journalctl_on_path, read_recorded, survey, PathSet, Severity, TailOptions,
+    Tailer,
 };
 use crate::tap::Tap;
+
+mod stages;
+use stages::{RuleSetup, RuleStage};
 
 pub struct Pipeline {
     config: Config,
@@ -768,29 +769,28 @@ impl Generation {
             .input_rules
             .iter()
             .map(|rules| {
-                Matcher::new(
+                Arc::new(Matcher::new(
                     rules
                         .iter()
                         .filter(|rule| !router.destinations(&rule.id).is_empty())
                         .cloned()
                         .collect(),
-                )
+                ))
             })
             .collect();
-        let stage = RuleStage {
+        let stage = RuleStage::spawn(RuleSetup {
             input_names: config.inputs.iter().map(|i| i.name.clone()).collect(),
-            last_file_source: None,
-            gates: gates.clone(),
             matchers,
-            clocks: pipeline.clocks.clone(),
-            host,
             line_too_long,
             long_lines,
+            gates: gates.clone(),
+            clocks: pipeline.clocks.clone(),
+            host,
             router,
             metrics: metrics.clone(),
-            writer: QueueWriter::spawn(queue.clone(), metrics.clone(), tap.clone()),
-            scratch: Vec::new(),
-        };
+            queue: queue.clone(),
+            tap: tap.clone(),
+        });
         let tailer =
             Tailer::spawn(&config.inputs, state_dir, options, stage).map_err(anyhow::Error::msg)?;
         let tail = TailWatch {
@@ -921,327 +921,6 @@ async fn open_queue(
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
             opened => return Ok(opened?),
-        }
-    }
-}
-
-/// The rules stage, run on the tailer's thread: most lines match nothing, and
-/// matching where they are read spares a hand-off per line. A chunk's events
-/// then go to the queue writer's thread with the chunk's commit tokens, so
-/// the tailer reads and matches the next chunk while the last one is written;
-/// the tokens are let go (and the offsets may commit) only once the events
-/// are on disk.
-struct RuleStage {
-    /// Per input: its name, which with the file (or journal) keys where the
-    /// queue holds its lines queued up to.
-    input_names: Vec<String>,
-    /// The input, file and queue source of the last file line placed.
-    last_file_source: Option<(usize, SourceFile, Arc<str>)>,
-    /// Per input: the rules it selects that some route takes.
-    matchers: Vec<Matcher>,
-    /// The built-in rule of the events that report cut lines.
-    line_too_long: Rule,
-    /// Per input: its `max_line_bytes` when it reports cut lines.
-    long_lines: Vec<Option<usize>>,
-    /// Per rule id: threshold and suppress state, handed on to the next
-    /// generation by a reload.
-    gates: Gates,
-    /// Per input: how its line times are read.
-    clocks: Arc<Vec<LineClock>>,
-    /// Every event's `host`.
-    host: String,
-    router: Router,
-    metrics: Arc<Metrics>,
-    writer: QueueWriter,
-    /// Where each event's JSON is written before it is copied out at its size.
-    scratch: Vec<u8>,
-}
-
-/// A chunk's events and the commit tokens of its lines (none in the first
-/// parts of a chunk cut at [`CHUNK_BYTES`]: the tokens go with its last).
-struct Matched {
-    events: Vec<ToQueue>,
-    /// What `events` hold in memory, about.
-    bytes: usize,
-    tokens: Vec<CommitToken>,
-}
-
-/// Chunks matched and waiting for the writer, beside the one it writes: two
-/// measured faster than one (more chunks share a transaction when the disk
-/// is slow), and each holds its events in memory (a full queue lane holds
-/// the writer, then this, then the tailer).
-const CHUNKS_AHEAD: usize = 2;
-
-/// A chunk's events are handed to the writer in parts of about this many
-/// bytes, so that what waits for it (and what it groups) stays within a few
-/// times this however many events a megabyte of lines yields. Half a MiB
-/// (about 800 events) peaked 2–4 MiB lower than 1 MiB at the same CPU per
-/// event, for 5 % more bytes written.
-const CHUNK_BYTES: usize = 1 << 19;
-
-/// About what `event` holds in memory, with its place in a chunk.
-fn weight(event: &EventJson) -> usize {
-    const PER_EVENT: usize = 64;
-    event.as_bytes().len() + PER_EVENT
-}
-
-/// The queue writer's thread, and the way chunks reach it.
-struct QueueWriter {
-    /// `None` once dropped, so the thread sees the end and can be joined.
-    chunks: Option<std::sync::mpsc::SyncSender<Matched>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl QueueWriter {
-    fn spawn(queue: Arc<Queue>, metrics: Arc<Metrics>, tap: Arc<Tap>) -> QueueWriter {
-        let (chunks, received) = std::sync::mpsc::sync_channel(CHUNKS_AHEAD);
-        let thread = std::thread::Builder::new()
-            .name("queue-writer".into())
-            .spawn(move || write_to_queue(&queue, &metrics, &tap, received))
-            .expect("spawn the queue writer");
-        QueueWriter {
-            chunks: Some(chunks),
-            thread: Some(thread),
-        }
-    }
-
-    /// Hands a chunk over, waiting while the writer is behind; a chunk the
-    /// writer can no longer take is abandoned.
-    fn send(&self, chunk: Matched) -> Result<(), SinkClosed> {
-        let chunks = self.chunks.as_ref().ok_or(SinkClosed)?;
-        chunks.send(chunk).map_err(|unsent| {
-            abandon(&unsent.0);
-            SinkClosed
-        })
-    }
-}
-
-impl Drop for QueueWriter {
-    fn drop(&mut self) {
-        self.chunks = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// `line` as its events carry it, dated by its input's clock. The lines of
-/// a chunk came in one read: they were read at one time, taken for its first
-/// matched line and kept in `read`.
-fn see<'a>(
-    clocks: &[LineClock],
-    host: &'a str,
-    line: &Line<'a>,
-    read: &mut Option<jiff::Timestamp>,
-) -> SeenLine<'a> {
-    let read = *read.get_or_insert_with(jiff::Timestamp::now);
-    SeenLine::new(
-        line.text,
-        line.origin(),
-        line.source,
-        line.cut_from.is_some(),
-        clocks[line.input].times(line.text, read),
-        host,
-    )
-}
-
-impl LineSink for RuleStage {
-    fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
-        let mut events = Vec::new();
-        let mut bytes = 0;
-        let mut read = None;
-        let gates = self.gates.clone();
-        let mut gates = gates.lock().expect("rule gates");
-        let input = &self.metrics.inputs[lines.input].1;
-        metrics::add(&input.lines, lines.lines.len() as u64);
-        // Each line's text and its newline.
-        metrics::add(
-            &input.bytes,
-            (lines.lines.text_len() + lines.lines.len()) as u64,
-        );
-        for line in lines.iter() {
-            // Most lines match nothing: only a matched (or cut) one is dated,
-            // and placed.
-            let mut seen: Option<SeenLine> = None;
-            let mut read_at: Option<Option<ReadAt>> = None;
-            if let Some(length) = line.cut_from {
-                metrics::add(&input.lines_truncated, 1);
-                if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen =
-                        seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line, &mut read));
-                    let event = EventJson::of(&line_too_long_event(
-                        &self.line_too_long,
-                        seen,
-                        length,
-                        max_line_bytes,
-                    ));
-                    if let Some(matches) = self.metrics.rules.get(LINE_TOO_LONG) {
-                        metrics::add(matches, 1);
-                    }
-                    let read_at = read_at.get_or_insert_with(|| {
-                        place(&self.input_names, &mut self.last_file_source, &line)
-                    });
-                    for &lane in self.router.destinations(LINE_TOO_LONG) {
-                        bytes += weight(&event);
-                        events.push(ToQueue {
-                            lane,
-                            event: event.clone(),
-                            read_at: read_at.clone(),
-                        });
-                    }
-                }
-            }
-            for (rule, fields) in self.matchers[line.input].matches(line.text) {
-                if let Some(matches) = self.metrics.rules.get(&rule.id) {
-                    metrics::add(matches, 1);
-                }
-                let seen =
-                    seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line, &mut read));
-                let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
-                let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
-                    continue;
-                };
-                let mut event = event_for(rule, seen, fields, count);
-                if let Some(journal) = line.journal {
-                    journal.annotate(&mut event);
-                }
-                let event = event.encode(&mut self.scratch);
-                let read_at = read_at.get_or_insert_with(|| {
-                    place(&self.input_names, &mut self.last_file_source, &line)
-                });
-                for &lane in self.router.destinations(&rule.id) {
-                    bytes += weight(&event);
-                    events.push(ToQueue {
-                        lane,
-                        event: event.clone(),
-                        read_at: read_at.clone(),
-                    });
-                }
-            }
-            if bytes >= CHUNK_BYTES {
-                let part = Matched {
-                    events: std::mem::take(&mut events),
-                    bytes: std::mem::take(&mut bytes),
-                    tokens: Vec::new(),
-                };
-                if let Err(closed) = self.writer.send(part) {
-                    // The chunk's token goes with its last part, which will
-                    // not be sent: none of its lines may commit.
-                    commit.abandon();
-                    return Err(closed);
-                }
-            }
-        }
-        self.writer.send(Matched {
-            events,
-            bytes,
-            tokens: vec![commit],
-        })
-    }
-}
-
-/// Where the queue knows `line` by: the input's name with the file's
-/// identity, or with the journal's sequence-number id. A file's source is
-/// kept in `last_file_source` for the next line, most likely of the same file.
-fn place(
-    input_names: &[String],
-    last_file_source: &mut Option<(usize, SourceFile, Arc<str>)>,
-    line: &Line,
-) -> Option<ReadAt> {
-    let input = &input_names[line.input];
-    match (line.source, line.journal) {
-        (Some(file), _) => {
-            let source = match last_file_source {
-                Some((index, known, source)) if *index == line.input && *known == file => {
-                    source.clone()
-                }
-                _ => {
-                    let source = ReadAt::file_source(input, file);
-                    *last_file_source = Some((line.input, file, source.clone()));
-                    source
-                }
-            };
-            Some(ReadAt::in_file(source, line.offset))
-        }
-        (None, Some(journal)) => ReadAt::journal(input, &journal.cursor, line.offset),
-        (None, None) => None,
-    }
-}
-
-fn abandon(chunk: &Matched) {
-    for token in &chunk.tokens {
-        token.abandon();
-    }
-}
-
-/// At most about this many bytes of events in one transaction when chunks
-/// wait together: redb's cost per event falls little beyond a thousand
-/// events, and until it commits the writer holds the group's events, their
-/// JSON and the transaction's dirty pages (massif: a group of twice this was
-/// about 7 MiB of the peak heap).
-const GROUP_BYTES: usize = CHUNK_BYTES;
-
-/// The queue writer's loop: what waits is written in one transaction (one
-/// fsync for several chunks when the disk is the slower part), then the
-/// chunks' tokens are let go. Once the queue is closed every chunk still
-/// coming is abandoned, never let go, so no offset commits past events that
-/// were not queued.
-fn write_to_queue(
-    queue: &Queue,
-    metrics: &Metrics,
-    tap: &Tap,
-    chunks: std::sync::mpsc::Receiver<Matched>,
-) {
-    while let Ok(mut group) = chunks.recv() {
-        while group.bytes < GROUP_BYTES {
-            let Ok(more) = chunks.try_recv() else { break };
-            group.events.extend(more.events);
-            group.bytes += more.bytes;
-            group.tokens.extend(more.tokens);
-        }
-        // Nothing may be lost: a queue that cannot be written (disk full)
-        // holds the writer here, and the tailer behind it, with an error
-        // each time, until it can, or until the agent stops: then the lines
-        // are left uncommitted, to be read again at the next start.
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(100))
-            .with_max_delay(Duration::from_secs(5))
-            .without_max_times()
-            .build();
-        let queued = loop {
-            match queue.append(&group.events) {
-                Ok(queued) => break queued,
-                Err(e) if e.is_closed() => {
-                    abandon(&group);
-                    for chunk in chunks.iter() {
-                        abandon(&chunk);
-                    }
-                    return;
-                }
-                Err(e) => {
-                    let delay = backoff.next().unwrap_or(Duration::from_secs(5));
-                    tracing::error!(error = %e, retry_in_ms = delay.as_millis() as u64, "cannot queue events; tailing waits and retries");
-                    queue.wait_for_disk(delay);
-                }
-            }
-        };
-        // A lane that skipped some as queued before (lines read again after
-        // a restart) is left out: which ones is not known, and an event
-        // shown waiting must be one its delivery will settle. Their
-        // outcomes still reach the tap when their batches settle.
-        let mut offered = vec![0; queued.len()];
-        for event in &group.events {
-            offered[event.lane] += 1;
-        }
-        tap.queued(
-            group
-                .events
-                .iter()
-                .filter(|event| queued[event.lane] == offered[event.lane])
-                .map(|event| (event.lane, &event.event)),
-        );
-        for (lane, count) in queued.into_iter().enumerate() {
-            metrics::add(&metrics.webhooks[lane].1.events_queued, count);
         }
     }
 }
