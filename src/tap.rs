@@ -59,6 +59,8 @@ struct Entry {
     at: SystemTime,
     /// Decoded only when shown.
     event: EventJson,
+    /// Its id's [`id_key`].
+    key: u128,
 }
 
 /// An event id as the ring's key: its 128-bit hash, where the id itself
@@ -66,6 +68,11 @@ struct Entry {
 fn id_key(id: &str) -> u128 {
     xxhash_rust::xxh3::xxh3_128(id.as_bytes())
 }
+
+/// Per lane: the serial number of each waiting event by [`id_key`]. The
+/// keys are hashes already: a cheap hash of them spreads them as well as
+/// SipHash, which was a third of the ring's cost per event.
+type Waiting = HashMap<u128, u64, rustc_hash::FxBuildHasher>;
 
 #[derive(Clone, Copy)]
 struct Change {
@@ -81,7 +88,7 @@ struct Ring {
     first: u64,
     /// Per lane: event id (by [`id_key`]) → serial number of its latest
     /// waiting entry.
-    waiting: Vec<HashMap<u128, u64>>,
+    waiting: Vec<Waiting>,
 }
 
 /// The ring of one agent, shared by the rules stage (queued), the delivery
@@ -101,7 +108,7 @@ impl Tap {
             ring: Mutex::new(Ring {
                 entries: VecDeque::with_capacity(CAPACITY),
                 first: 0,
-                waiting: vec![HashMap::new(); lanes],
+                waiting: vec![Waiting::default(); lanes],
             }),
             live: broadcast::channel(LIVE_BACKLOG).0,
         }
@@ -112,7 +119,15 @@ impl Tap {
         let mut ring = self.ring.lock().expect("tap ring");
         let change = self.change();
         for (lane, event) in events {
-            self.push(&mut ring, lane, Outcome::Waiting, event.clone(), change);
+            let key = id_key(&event.id());
+            self.push(
+                &mut ring,
+                lane,
+                Outcome::Waiting,
+                event.clone(),
+                key,
+                change,
+            );
         }
     }
 
@@ -126,7 +141,8 @@ impl Tap {
         let mut ring = self.ring.lock().expect("tap ring");
         let change = self.change();
         for event in events {
-            let known = ring.waiting[lane].remove(&id_key(&event.id()));
+            let key = id_key(&event.id());
+            let known = ring.waiting[lane].remove(&key);
             match known {
                 Some(serial) => {
                     let index = (serial - ring.first) as usize;
@@ -137,7 +153,7 @@ impl Tap {
                         self.tell_followers(entry);
                     }
                 }
-                None => self.push(&mut ring, lane, outcome, event.json.clone(), change),
+                None => self.push(&mut ring, lane, outcome, event.json.clone(), key, change),
             }
         }
     }
@@ -180,26 +196,27 @@ impl Tap {
         lane: usize,
         outcome: Outcome,
         event: EventJson,
+        key: u128,
         change: Change,
     ) {
         if ring.entries.len() == CAPACITY {
             let oldest = ring.entries.pop_front().expect("the ring is full");
             let waiting = &mut ring.waiting[oldest.lane];
-            let id = id_key(&oldest.event.id());
-            if waiting.get(&id) == Some(&ring.first) {
-                waiting.remove(&id);
+            if waiting.get(&oldest.key) == Some(&ring.first) {
+                waiting.remove(&oldest.key);
             }
             ring.first += 1;
         }
         if outcome == Outcome::Waiting {
             let serial = ring.first + ring.entries.len() as u64;
-            ring.waiting[lane].insert(id_key(&event.id()), serial);
+            ring.waiting[lane].insert(key, serial);
         }
         let entry = Entry {
             lane,
             outcome,
             at: change.at,
             event,
+            key,
         };
         if change.followed {
             self.tell_followers(&entry);
