@@ -113,6 +113,50 @@ fn sigkill_during_a_write_load_loses_no_line() {
     drop(agent);
 }
 
+/// A backlog is read a megabyte at a time, and a megabyte of matching
+/// lines goes to the rule-events thread in parts; the chunk's offset may
+/// commit only with its last part's events. Killed while it works through
+/// them, the agent loses no line.
+#[test]
+fn sigkill_while_a_backlog_is_matched_in_parts_loses_no_line() {
+    let receiver = Receiver::start(ReceiverOptions::default());
+    let setup = Setup::new();
+    let keys = ConfigKeys {
+        agent: "poll_interval = \"100ms\"",
+        input: "start_at = \"beginning\"",
+        webhook: "batch_timeout = \"20ms\"",
+    };
+    let config = setup.agent_config(&receiver.url, keys);
+    // About 2.7 MB: three chunks, each of about sixteen parts.
+    let total = 30_000;
+    let backlog: String = (1..=total).map(|seq| failed_line(seq) + "\n").collect();
+    std::fs::write(setup.path("auth.log"), backlog).unwrap();
+
+    let mut agent = Agent::start(&config);
+    wait_until(DEADLINE, "the first events", || {
+        !receiver.requests().is_empty()
+    });
+    agent.signal("KILL");
+    agent.wait_exit(DEADLINE);
+    let at_kill = counts(&receiver).len();
+    assert!(
+        at_kill < total,
+        "all {total} lines were sent before the kill"
+    );
+
+    let _agent = Agent::start(&config);
+    wait_until(DEADLINE, "every line delivered", || {
+        counts(&receiver).len() >= total
+    });
+    let counts = counts(&receiver);
+    let missing: Vec<usize> = (1..=total)
+        .filter(|s| !counts.contains_key(&(*s as i64)))
+        .collect();
+    assert!(missing.is_empty(), "lost lines: {missing:?}");
+    let repeated: usize = counts.values().map(|c| c - 1).sum();
+    eprintln!("{total} lines, {at_kill} delivered at the SIGKILL, {repeated} re-sent after it");
+}
+
 #[test]
 fn a_file_rotated_while_stopped_is_finished_from_its_checkpoint() {
     let receiver = Receiver::start(ReceiverOptions::default());
