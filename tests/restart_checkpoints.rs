@@ -29,6 +29,20 @@ fn counts(receiver: &Receiver) -> BTreeMap<i64, usize> {
     counts
 }
 
+/// Waits until lines 1 to `total` have all arrived, failing on any lost;
+/// how many arrived more than once.
+fn every_line_arrives(receiver: &Receiver, total: usize) -> usize {
+    wait_until(DEADLINE, "every line delivered", || {
+        counts(receiver).len() >= total
+    });
+    let counts = counts(receiver);
+    let missing: Vec<usize> = (1..=total)
+        .filter(|s| !counts.contains_key(&(*s as i64)))
+        .collect();
+    assert!(missing.is_empty(), "lost lines: {missing:?}");
+    counts.values().map(|c| c - 1).sum()
+}
+
 #[test]
 fn a_restart_resumes_from_the_checkpoint_not_the_end() {
     let receiver = Receiver::start(ReceiverOptions::default());
@@ -86,16 +100,7 @@ fn sigkill_during_a_write_load_loses_no_line() {
         agent = Agent::start(&config);
     }
     writer.join().unwrap();
-    wait_until(DEADLINE, "every line delivered", || {
-        counts(&receiver).len() >= total
-    });
-
-    let counts = counts(&receiver);
-    let missing: Vec<usize> = (1..=total)
-        .filter(|s| !counts.contains_key(&(*s as i64)))
-        .collect();
-    assert!(missing.is_empty(), "lost lines: {missing:?}");
-    let repeated: usize = counts.values().map(|c| c - 1).sum();
+    let repeated = every_line_arrives(&receiver, total);
     eprintln!(
         "{total} lines, 3 SIGKILLs: {repeated} events re-sent (batches in flight at the kills)"
     );
@@ -145,15 +150,7 @@ fn sigkill_while_a_backlog_is_matched_in_parts_loses_no_line() {
     );
 
     let _agent = Agent::start(&config);
-    wait_until(DEADLINE, "every line delivered", || {
-        counts(&receiver).len() >= total
-    });
-    let counts = counts(&receiver);
-    let missing: Vec<usize> = (1..=total)
-        .filter(|s| !counts.contains_key(&(*s as i64)))
-        .collect();
-    assert!(missing.is_empty(), "lost lines: {missing:?}");
-    let repeated: usize = counts.values().map(|c| c - 1).sum();
+    let repeated = every_line_arrives(&receiver, total);
     eprintln!("{total} lines, {at_kill} delivered at the SIGKILL, {repeated} re-sent after it");
 }
 
