@@ -21,7 +21,7 @@ use crate::event::{EventJson, SourceFile};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
-    event_for, line_too_long_event, Admit, LineClock, Matcher, Rule, SeenLine, LINE_TOO_LONG,
+    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, LINE_TOO_LONG,
 };
 use crate::tail::{CommitToken, JournalMeta, Line, LineBatch, LineChunk, LineSink, SinkClosed};
 use crate::tap::Tap;
@@ -37,6 +37,8 @@ pub(super) struct RuleStage {
     long_lines: Vec<Option<usize>>,
     metrics: Arc<Metrics>,
     events: StageThread<Candidates>,
+    /// The literal search's buffers, kept from line to line.
+    found: Found,
 }
 
 /// What the rules stage is built of.
@@ -100,6 +102,7 @@ impl RuleStage {
             matchers,
             long_lines,
             metrics,
+            found: Found::default(),
             events: StageThread::spawn("rule-events", CANDIDATES_AHEAD, move |chunks| {
                 builder.run(chunks)
             }),
@@ -126,12 +129,12 @@ impl LineSink for RuleStage {
             if line.cut_from.is_some() {
                 metrics::add(&input.lines_truncated, 1);
             }
-            let rules = matcher.candidates(line.text);
-            if rules.is_empty() && !(report_cuts && line.cut_from.is_some()) {
+            matcher.candidates(line.text, &mut self.found);
+            if self.found.rules().is_empty() && !(report_cuts && line.cut_from.is_some()) {
                 continue;
             }
             part.lines.push_line(line);
-            part.rules.extend(&rules);
+            part.rules.extend(self.found.rules());
             part.rule_ends.push(part.rules.len());
             part.journal.extend(lines.journal.get(i).cloned());
             if part.lines.text_len() >= PART_BYTES {

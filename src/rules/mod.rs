@@ -35,6 +35,7 @@ pub use linetime::{zone_named, LineClock, LineTimes};
 pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError, RuleSet};
 pub use overrides::OverrideReport;
+pub use prefilter::Found;
 pub use rfc5424::classic_form;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
@@ -446,14 +447,14 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        let candidates = self.candidates(line);
+        let candidates = self.prefilter.candidates(&rfc5424::classic_form(line));
         self.matches_among(line, candidates)
     }
 
-    /// The rules that may match `line` (indices for
+    /// Finds the rules that may match `line` (indices for
     /// [`Matcher::matches_among`]): a search for their literals, no regex.
-    pub fn candidates(&self, line: &str) -> Vec<usize> {
-        self.prefilter.candidates(&rfc5424::classic_form(line))
+    pub fn candidates(&self, line: &str, found: &mut Found) {
+        self.prefilter.find(&rfc5424::classic_form(line), found)
     }
 
     /// [`Matcher::matches`] of `line` among its `candidates`.

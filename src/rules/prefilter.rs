@@ -117,36 +117,56 @@ impl Prefilter {
         }
     }
 
-    /// Rules that may match `line`, in rule order, each once. Allocates
-    /// nothing for a line no trigger occurs in (when every rule has one).
+    /// Rules that may match `line`, in rule order, each once.
     pub fn candidates(&self, line: &str) -> Vec<usize> {
-        let mut found = self.always.clone();
+        let mut found = Found::default();
+        self.find(line, &mut found);
+        found.rules
+    }
+
+    /// [`Prefilter::candidates`] into `found`, whose buffers a search of
+    /// the next line uses again: it allocates nothing once they have grown.
+    pub fn find(&self, line: &str, found: &mut Found) {
+        let Found { rules, sets } = found;
+        rules.clear();
+        rules.extend_from_slice(&self.always);
         if let Some(triggers) = &self.triggers {
-            triggers.found_in(line, &mut found);
+            triggers.found_in(line, rules);
         }
-        found.sort_unstable();
-        found.dedup();
+        rules.sort_unstable();
+        rules.dedup();
         // The sets found in the line, scanned for at most once.
-        let mut sets_found: Option<Vec<usize>> = None;
-        found.retain(|&rule| {
+        let mut sets_scanned = false;
+        rules.retain(|&rule| {
             self.confirms[rule].iter().all(|confirm| match confirm {
                 Confirm::One(finder) => finder.find(line.as_bytes()).is_some(),
                 Confirm::Shared(set) => {
-                    let shared = self
-                        .shared
-                        .as_ref()
-                        .expect("a shared set has its automaton");
-                    sets_found
-                        .get_or_insert_with(|| {
-                            let mut sets = Vec::new();
-                            shared.found_in(line, &mut sets);
-                            sets
-                        })
-                        .contains(set)
+                    if !std::mem::replace(&mut sets_scanned, true) {
+                        sets.clear();
+                        self.shared
+                            .as_ref()
+                            .expect("a shared set has its automaton")
+                            .found_in(line, sets);
+                    }
+                    sets.contains(set)
                 }
             })
         });
-        found
+    }
+}
+
+/// What a search found in a line, in buffers kept from line to line.
+#[derive(Debug, Default)]
+pub struct Found {
+    /// The rules the line may match, in rule order.
+    rules: Vec<usize>,
+    /// The shared confirm sets found in the line.
+    sets: Vec<usize>,
+}
+
+impl Found {
+    pub fn rules(&self) -> &[usize] {
+        &self.rules
     }
 }
 
