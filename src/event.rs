@@ -15,7 +15,7 @@ use xxhash_rust::xxh3::Xxh3;
 use crate::rules::Severity;
 
 /// Field values keep their JSON type (`source.port` may be an integer).
-pub type Fields = BTreeMap<String, serde_json::Value>;
+pub type Fields = BTreeMap<std::sync::Arc<str>, serde_json::Value>;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
@@ -409,7 +409,7 @@ mod tests {
             host: "web1".into(),
             log,
             message: "a \"quoted\" line\twith tab".into(),
-            fields: Fields::from([("source.port".to_string(), serde_json::json!(52144))]),
+            fields: Fields::from([("source.port".into(), serde_json::json!(52144))]),
             count: None,
             truncated: false,
         }

@@ -93,7 +93,7 @@ fn moved_addresses<'a>(
     rule.types
         .iter()
         .filter(|(_, kind)| **kind == FieldType::Ip)
-        .filter_map(|(name, _)| Some((name.as_str(), got.get(name)?)))
+        .filter_map(|(name, _)| Some((name.as_str(), got.get(name.as_str())?)))
         .filter(|(name, value)| real.get(*name) != Some(*value))
         .collect()
 }

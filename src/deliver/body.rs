@@ -329,7 +329,7 @@ impl Template {
                     Placeholder::Id => out.push_str(&event.id),
                     Placeholder::LogFile => out.push_str(&event.log.file),
                     Placeholder::Count => out.push_str(&event.count.unwrap_or(1).to_string()),
-                    Placeholder::Field(name) => match event.fields.get(name) {
+                    Placeholder::Field(name) => match event.fields.get(name.as_str()) {
                         Some(serde_json::Value::String(s)) => out.push_str(s),
                         Some(other) => out.push_str(&other.to_string()),
                         None => {}
@@ -362,8 +362,8 @@ mod tests {
             },
             message: message.into(),
             fields: Fields::from([
-                ("source.ip".to_string(), serde_json::json!("203.0.113.7")),
-                ("source.port".to_string(), serde_json::json!(22)),
+                ("source.ip".into(), serde_json::json!("203.0.113.7")),
+                ("source.port".into(), serde_json::json!(22)),
             ]),
             count: None,
             truncated: false,
@@ -637,7 +637,7 @@ mod tests {
                 proptest::option::of(any::<String>()),
             ),
             prop_oneof![any::<String>(), "\\PC{0,3000}"],
-            proptest::collection::btree_map(any::<String>(), value, 0..4),
+            proptest::collection::btree_map(any::<String>().prop_map(Into::into), value, 0..4),
             (proptest::option::of(any::<u64>()), any::<bool>()),
         )
             .prop_map(

@@ -34,7 +34,9 @@ pub fn manual_fields(text: &str) -> Result<Fields, String> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("is not valid JSON: {e}"))?;
     match value {
-        serde_json::Value::Object(members) => Ok(members.into_iter().collect()),
+        serde_json::Value::Object(members) => {
+            Ok(members.into_iter().map(|(k, v)| (k.into(), v)).collect())
+        }
         other => Err(format!(
             "must be a JSON object of event fields (e.g. {{\"source.ip\": \"203.0.113.7\"}}), not {}",
             match other {

@@ -115,7 +115,7 @@ fn signed(duration: Duration) -> SignedDuration {
 fn key_of(fields: &Fields, names: &[String]) -> String {
     let mut key = String::new();
     for name in names {
-        match fields.get(name) {
+        match fields.get(name.as_str()) {
             Some(serde_json::Value::String(s)) => key.push_str(s),
             Some(other) => key.push_str(&other.to_string()),
             None => {}
@@ -238,7 +238,7 @@ mod tests {
     use super::*;
 
     fn fields(ip: &str) -> Fields {
-        Fields::from([("source.ip".to_string(), serde_json::json!(ip))])
+        Fields::from([("source.ip".into(), serde_json::json!(ip))])
     }
 
     fn secs(n: u64) -> Duration {

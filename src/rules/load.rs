@@ -305,7 +305,7 @@ fn compile(
             fields: ex
                 .fields
                 .iter()
-                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .map(|(k, v)| (k.as_str().into(), toml_to_json(v)))
                 .collect(),
         })
         .collect();

@@ -141,7 +141,8 @@ pub struct RuleRegex {
     pattern: String,
     regex: regex_automata::meta::Regex,
     /// Each named group: its index, its field name and declared type.
-    fields: Vec<(usize, String, Option<FieldType>)>,
+    /// Shared with the fields of every event: a clone is no copy.
+    fields: Vec<(usize, Arc<str>, Option<FieldType>)>,
 }
 
 impl RuleRegex {
@@ -160,7 +161,7 @@ impl RuleRegex {
             .pattern_names(regex_automata::PatternID::ZERO)
             .enumerate()
             .filter_map(|(group, name)| {
-                name.map(|name| (group, name.to_string(), types.get(name).copied()))
+                name.map(|name| (group, Arc::from(name), types.get(name).copied()))
             })
             .collect();
         Ok(RuleRegex {
@@ -180,7 +181,7 @@ impl RuleRegex {
 
     /// The field names, in the order of their groups.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(_, name, _)| name.as_str())
+        self.fields.iter().map(|(_, name, _)| &**name)
     }
 
     /// Matches `line`; on a match, each named group that took part, with
@@ -189,7 +190,7 @@ impl RuleRegex {
     fn each_field<E>(
         &self,
         line: &str,
-        mut field: impl FnMut(&str, Option<FieldType>, &str) -> Result<(), E>,
+        mut field: impl FnMut(&Arc<str>, Option<FieldType>, &str) -> Result<(), E>,
     ) -> Option<Result<(), E>> {
         type Slot = Option<regex_automata::util::primitives::NonMaxUsize>;
         const ON_STACK: usize = 64;
@@ -279,7 +280,7 @@ impl Rule {
         let converted = self.regex.each_field(line, |name, kind, text| {
             match kind.unwrap_or(FieldType::String).convert(text) {
                 Some(value) => {
-                    fields.insert(name.to_string(), value);
+                    fields.insert(name.clone(), value);
                     Ok(())
                 }
                 None => Err(name.to_string()),
@@ -590,12 +591,12 @@ pub fn line_too_long_event(
     }
     let fields = Fields::from([
         (
-            "log.file".to_string(),
+            "log.file".into(),
             serde_json::Value::from(line.log.file.clone()),
         ),
-        ("line.bytes".to_string(), serde_json::Value::from(length)),
+        ("line.bytes".into(), serde_json::Value::from(length)),
         (
-            "line.max_bytes".to_string(),
+            "line.max_bytes".into(),
             serde_json::Value::from(max_line_bytes as u64),
         ),
     ]);
