@@ -121,7 +121,9 @@ impl LineSink for RuleStage {
         );
         let matcher = &self.matchers[lines.input];
         let report_cuts = self.long_lines[lines.input].is_some();
-        let mut part = Candidates::of(&lines);
+        // Started at the chunk's first candidate line: most chunks of a
+        // live file have none.
+        let mut part: Option<Candidates> = None;
         // Whether parts went before the last, whose events wait for the
         // chunk's token.
         let mut handed_on = false;
@@ -133,12 +135,13 @@ impl LineSink for RuleStage {
             if self.found.rules().is_empty() && !(report_cuts && line.cut_from.is_some()) {
                 continue;
             }
-            part.lines.push_line(line);
-            part.rules.extend(self.found.rules());
-            part.rule_ends.push(part.rules.len());
-            part.journal.extend(lines.journal.get(i).cloned());
-            if part.lines.text_len() >= PART_BYTES {
-                let full = std::mem::replace(&mut part, Candidates::of(&lines));
+            let filling = part.get_or_insert_with(|| Candidates::of(&lines));
+            filling.lines.push_line(line);
+            filling.rules.extend(self.found.rules());
+            filling.rule_ends.push(filling.rules.len());
+            filling.journal.extend(lines.journal.get(i).cloned());
+            if filling.lines.text_len() >= PART_BYTES {
+                let full = part.take().expect("the part being filled");
                 handed_on = true;
                 if self.events.send(full).is_err() {
                     commit.abandon();
@@ -146,13 +149,15 @@ impl LineSink for RuleStage {
                 }
             }
         }
-        if part.lines.is_empty() && !handed_on {
-            // No event: the chunk's offset may commit as soon as those of
-            // the chunks before it do.
-            return Ok(());
-        }
-        part.commit = Some(commit);
-        self.events.send(part).map_err(|unsent| {
+        let mut last = match part {
+            Some(part) => part,
+            None if handed_on => Candidates::of(&lines),
+            // No candidate line: the chunk's offset may commit as soon as
+            // those of the chunks before it do.
+            None => return Ok(()),
+        };
+        last.commit = Some(commit);
+        self.events.send(last).map_err(|unsent| {
             unsent.commit.iter().for_each(CommitToken::abandon);
             SinkClosed
         })
