@@ -127,6 +127,9 @@ impl LineSink for RuleStage {
         // Whether parts went before the last, whose events wait for the
         // chunk's token.
         let mut handed_on = false;
+        // The chunk's lines were read at one time, taken at its first
+        // candidate line.
+        let mut read = None;
         for (i, line) in lines.lines.iter().enumerate() {
             if line.cut_from.is_some() {
                 metrics::add(&input.lines_truncated, 1);
@@ -135,7 +138,9 @@ impl LineSink for RuleStage {
             if self.found.rules().is_empty() && !(report_cuts && line.cut_from.is_some()) {
                 continue;
             }
-            let filling = part.get_or_insert_with(|| Candidates::of(&lines));
+            let filling = part.get_or_insert_with(|| {
+                Candidates::of(&lines, *read.get_or_insert_with(Timestamp::now))
+            });
             filling.lines.push_line(line);
             filling.rules.extend(self.found.rules());
             filling.rule_ends.push(filling.rules.len());
@@ -151,7 +156,7 @@ impl LineSink for RuleStage {
         }
         let mut last = match part {
             Some(part) => part,
-            None if handed_on => Candidates::of(&lines),
+            None if handed_on => Candidates::of(&lines, read.expect("read at its first part")),
             // No candidate line: the chunk's offset may commit as soon as
             // those of the chunks before it do.
             None => return Ok(()),
@@ -186,8 +191,8 @@ struct Candidates {
 }
 
 impl Candidates {
-    /// None yet of the lines of `chunk`.
-    fn of(chunk: &LineChunk) -> Candidates {
+    /// None yet of the lines of `chunk`, which was read at `read`.
+    fn of(chunk: &LineChunk, read: Timestamp) -> Candidates {
         Candidates {
             input: chunk.input,
             path: chunk.path.to_string(),
@@ -196,7 +201,7 @@ impl Candidates {
             rules: Vec::new(),
             rule_ends: Vec::new(),
             journal: Vec::new(),
-            read: Timestamp::now(),
+            read,
             commit: None,
         }
     }
@@ -287,14 +292,8 @@ impl EventBuilder {
                     let read_at = read_at.get_or_insert_with(|| {
                         place(&self.input_names, &mut self.last_file_source, &line)
                     });
-                    for &lane in self.router.destinations(LINE_TOO_LONG) {
-                        self.pending.bytes += weight(&event);
-                        self.pending.events.push(ToQueue {
-                            lane,
-                            event: event.clone(),
-                            read_at: read_at.clone(),
-                        });
-                    }
+                    self.pending
+                        .add(self.router.destinations(LINE_TOO_LONG), &event, read_at);
                 }
             }
             for (rule, fields) in
@@ -317,14 +316,8 @@ impl EventBuilder {
                 let read_at = read_at.get_or_insert_with(|| {
                     place(&self.input_names, &mut self.last_file_source, &line)
                 });
-                for &lane in self.router.destinations(&rule.id) {
-                    self.pending.bytes += weight(&event);
-                    self.pending.events.push(ToQueue {
-                        lane,
-                        event: event.clone(),
-                        read_at: read_at.clone(),
-                    });
-                }
+                self.pending
+                    .add(self.router.destinations(&rule.id), &event, read_at);
             }
             if self.pending.bytes >= CHUNK_BYTES {
                 if let Err(unsent) = self.writer.send(std::mem::take(&mut self.pending)) {
@@ -363,6 +356,22 @@ struct Matched {
     tokens: Vec<CommitToken>,
 }
 
+impl Matched {
+    /// `event`, read at `read_at`, for each of `lanes`.
+    fn add(&mut self, lanes: &[usize], event: &EventJson, read_at: &Option<ReadAt>) {
+        /// What an event holds in memory beside its JSON, with its place.
+        const PER_EVENT: usize = 64;
+        for &lane in lanes {
+            self.bytes += event.as_bytes().len() + PER_EVENT;
+            self.events.push(ToQueue {
+                lane,
+                event: event.clone(),
+                read_at: read_at.clone(),
+            });
+        }
+    }
+}
+
 /// Chunks matched and waiting for the writer, beside the one it writes: two
 /// measured faster than one (more chunks share a transaction when the disk
 /// is slow), and each holds its events in memory (a full queue lane holds
@@ -378,12 +387,6 @@ const CHUNKS_AHEAD: usize = 2;
 /// with every event routed, at the same CPU; an eighth cost the writer
 /// 15 % more CPU for 1.5 MiB.
 const CHUNK_BYTES: usize = 1 << 18;
-
-/// About what `event` holds in memory, with its place in a chunk.
-fn weight(event: &EventJson) -> usize {
-    const PER_EVENT: usize = 64;
-    event.as_bytes().len() + PER_EVENT
-}
 
 /// A thread that takes items in order, and the way they reach it.
 struct StageThread<T> {
