@@ -12,9 +12,14 @@ use support::*;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 fn config(setup: &Setup, url: &str) -> std::path::PathBuf {
+    config_with_input(setup, url, "")
+}
+
+/// [`config`] with `input` keys.
+fn config_with_input(setup: &Setup, url: &str, input: &str) -> std::path::PathBuf {
     let keys = ConfigKeys {
         agent: "poll_interval = \"100ms\"",
-        input: "",
+        input,
         webhook: "batch_timeout = \"20ms\"",
     };
     setup.agent_config(url, keys)
@@ -126,12 +131,7 @@ fn sigkill_during_a_write_load_loses_no_line() {
 fn sigkill_while_a_backlog_is_matched_in_parts_loses_no_line() {
     let receiver = Receiver::start(ReceiverOptions::default());
     let setup = Setup::new();
-    let keys = ConfigKeys {
-        agent: "poll_interval = \"100ms\"",
-        input: "start_at = \"beginning\"",
-        webhook: "batch_timeout = \"20ms\"",
-    };
-    let config = setup.agent_config(&receiver.url, keys);
+    let config = config_with_input(&setup, &receiver.url, "start_at = \"beginning\"");
     // About 2.7 MB: three chunks, each of about sixteen parts.
     let total = 30_000;
     let backlog: String = (1..=total).map(|seq| failed_line(seq) + "\n").collect();
