@@ -21,7 +21,9 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::event::LogOrigin;
-use crate::rules::{self, event_for, Admit, Gate, LineClock, Matcher, Rule, SeenLine, Verdict};
+use crate::rules::{
+    self, event_for, Admit, Gate, LineClock, Matcher, Rule, SeenLine, TimeTexts, Verdict,
+};
 use crate::tail::{read_recorded, JournalMeta, LineBatch, LineReader};
 
 /// Lines longer than this are cut, as the agent's default `max_line_bytes`.
@@ -106,6 +108,7 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         matcher: Matcher::new(loaded.clone()),
         clock: &options.clock,
         host: &options.host,
+        time_texts: TimeTexts::default(),
         gates: options
             .thresholds
             .then(|| loaded.iter().map(|r| (r.id.clone(), r.gate())).collect()),
@@ -196,6 +199,7 @@ struct Stage<'a> {
     matcher: Matcher,
     clock: &'a LineClock,
     host: &'a str,
+    time_texts: TimeTexts,
     /// Per rule id, with `--thresholds`.
     gates: Option<HashMap<String, Gate>>,
     json: bool,
@@ -244,6 +248,7 @@ impl Stage<'_> {
                     line.truncated,
                     times,
                     self.host,
+                    &mut self.time_texts,
                 )
             });
             let count = match &mut self.gates {

@@ -21,7 +21,8 @@ use crate::event::{EventJson, SourceFile};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
-    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, LINE_TOO_LONG,
+    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, TimeTexts,
+    LINE_TOO_LONG,
 };
 use crate::tail::{CommitToken, JournalMeta, Line, LineBatch, LineChunk, LineSink, SinkClosed};
 use crate::tap::Tap;
@@ -91,6 +92,7 @@ impl RuleStage {
             long_lines: long_lines.clone(),
             gates,
             clocks,
+            time_texts: TimeTexts::default(),
             host,
             router,
             metrics: metrics.clone(),
@@ -236,6 +238,7 @@ struct EventBuilder {
     long_lines: Vec<Option<usize>>,
     gates: Gates,
     clocks: Arc<Vec<LineClock>>,
+    time_texts: TimeTexts,
     host: String,
     router: Router,
     metrics: Arc<Metrics>,
@@ -278,8 +281,15 @@ impl EventBuilder {
             let mut read_at: Option<Option<ReadAt>> = None;
             if let Some(length) = line.cut_from {
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen = seen
-                        .get_or_insert_with(|| see(&self.clocks, &self.host, &line, chunk.read));
+                    let seen = seen.get_or_insert_with(|| {
+                        see(
+                            &self.clocks,
+                            &self.host,
+                            &line,
+                            chunk.read,
+                            &mut self.time_texts,
+                        )
+                    });
                     let event = EventJson::of(&line_too_long_event(
                         &self.line_too_long,
                         seen,
@@ -302,8 +312,15 @@ impl EventBuilder {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen =
-                    seen.get_or_insert_with(|| see(&self.clocks, &self.host, &line, chunk.read));
+                let seen = seen.get_or_insert_with(|| {
+                    see(
+                        &self.clocks,
+                        &self.host,
+                        &line,
+                        chunk.read,
+                        &mut self.time_texts,
+                    )
+                });
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
@@ -434,7 +451,13 @@ impl<T> Drop for StageThread<T> {
 
 /// `line` as its events carry it, dated by its input's clock; `read`: when
 /// its chunk was read.
-fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>, read: Timestamp) -> SeenLine<'a> {
+fn see<'a>(
+    clocks: &[LineClock],
+    host: &'a str,
+    line: &Line<'a>,
+    read: Timestamp,
+    texts: &mut TimeTexts,
+) -> SeenLine<'a> {
     SeenLine::new(
         line.text,
         line.origin(),
@@ -442,6 +465,7 @@ fn see<'a>(clocks: &[LineClock], host: &'a str, line: &Line<'a>, read: Timestamp
         line.cut_from.is_some(),
         clocks[line.input].times(line.text, read),
         host,
+        texts,
     )
 }
 

@@ -26,6 +26,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, EventView, Fields, LogOrigin, SourceFile};
@@ -497,8 +498,42 @@ pub struct SeenLine<'a> {
     pub truncated: bool,
     pub times: LineTimes,
     pub host: &'a str,
-    time: String,
-    ingested: String,
+    time: Arc<str>,
+    ingested: Arc<str>,
+}
+
+/// The texts of the times lines were last seen with: the lines of a chunk
+/// share their read time, and lines in a burst their stated second, so an
+/// event's `time` and `ingested` are mostly formatted once for many.
+#[derive(Debug, Default)]
+pub struct TimeTexts {
+    read: Option<(Timestamp, Arc<str>)>,
+    stated: Option<(Timestamp, Arc<str>)>,
+}
+
+impl TimeTexts {
+    /// `time` and `ingested` for a line seen at `times`.
+    fn texts(&mut self, times: LineTimes) -> (Arc<str>, Arc<str>) {
+        let ingested = Self::text(&mut self.read, times.read, crate::event::rfc3339_millis);
+        // A line without a time happened when it was read: the same text as
+        // `ingested`, not a false nanosecond precision.
+        let time = match times.stated {
+            Some(stated) => Self::text(&mut self.stated, stated, crate::event::rfc3339),
+            None => ingested.clone(),
+        };
+        (time, ingested)
+    }
+
+    fn text(
+        last: &mut Option<(Timestamp, Arc<str>)>,
+        at: Timestamp,
+        format: fn(Timestamp) -> String,
+    ) -> Arc<str> {
+        match last {
+            Some((known, text)) if *known == at => text.clone(),
+            _ => last.insert((at, format(at).into())).1.clone(),
+        }
+    }
 }
 
 impl<'a> SeenLine<'a> {
@@ -509,8 +544,9 @@ impl<'a> SeenLine<'a> {
         truncated: bool,
         times: LineTimes,
         host: &'a str,
+        texts: &mut TimeTexts,
     ) -> SeenLine<'a> {
-        let ingested = crate::event::rfc3339_millis(times.read);
+        let (time, ingested) = texts.texts(times);
         SeenLine {
             text,
             log,
@@ -518,11 +554,7 @@ impl<'a> SeenLine<'a> {
             truncated,
             times,
             host,
-            // A line without a time happened when it was read: the same
-            // text as `ingested`, not a false nanosecond precision.
-            time: times
-                .stated
-                .map_or_else(|| ingested.clone(), crate::event::rfc3339),
+            time,
             ingested,
         }
     }
@@ -808,7 +840,15 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
         };
         let read = "2026-11-22T10:00:05.1234Z".parse().unwrap();
         let times = LineClock::new(jiff::tz::TimeZone::UTC).times(line, read);
-        let seen = SeenLine::new(line, log, None, false, times, "web1");
+        let seen = SeenLine::new(
+            line,
+            log,
+            None,
+            false,
+            times,
+            "web1",
+            &mut TimeTexts::default(),
+        );
         let event = event_for(rule, &seen, fields, None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
