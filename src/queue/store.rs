@@ -785,7 +785,8 @@ impl Queue {
             let mut reached: HashMap<(usize, &str), u64> = HashMap::new();
             let (mut rows, mut new_sources) = (watermarks.rows, 0);
             {
-                let mut tables = HashMap::new();
+                let mut tables: Vec<Option<redb::Table<u64, &[u8]>>> =
+                    self.lanes.iter().map(|_| None).collect();
                 let mut row = Vec::new();
                 for item in &new {
                     let lane = item.lane;
@@ -793,13 +794,11 @@ impl Queue {
                         let up_to = reached.entry((lane, &*at.source)).or_default();
                         *up_to = (*up_to).max(at.offset + 1);
                     }
-                    let table = match tables.entry(lane) {
-                        std::collections::hash_map::Entry::Occupied(table) => table.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(slot) => {
-                            slot.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(
-                                &self.lanes[lane].table,
-                            ))?)
-                        }
+                    let table = match &mut tables[lane] {
+                        Some(table) => table,
+                        slot => slot.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(
+                            &self.lanes[lane].table,
+                        ))?),
                     };
                     let seq = next_seq[lane];
                     write_row(&item.event, &mut row);
@@ -819,7 +818,8 @@ impl Queue {
                 if rows > 2 * REMEMBERED_SOURCES {
                     rows = forget_oldest_sources(&mut queued_up_to)?;
                 }
-                for (&lane, table) in &mut tables {
+                let opened = tables.iter_mut().enumerate();
+                for (lane, table) in opened.filter_map(|(lane, t)| Some((lane, t.as_mut()?))) {
                     if self.lanes[lane].when_full != WhenFull::DropOldest {
                         continue;
                     }
