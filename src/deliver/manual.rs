@@ -89,9 +89,10 @@ impl Webhook {
             count: None,
             truncated: false,
         };
-        let body = self
-            .format
-            .encode([self.format.encode_event(&event).as_slice()]);
+        let body = bytes::Bytes::from(
+            self.format
+                .encode([self.format.encode_event(&event).as_slice()]),
+        );
         if body.len() > self.config.max_body_bytes {
             return Err(format!(
                 "the body would be {} bytes, above max_body_bytes = {}; nothing sent",

@@ -37,6 +37,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use backon::BackoffBuilder;
+use bytes::Bytes;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -305,7 +306,7 @@ impl Webhook {
     /// its `fence`, and stops when its lease is gone.
     async fn send_with_retries(
         &self,
-        body: &[u8],
+        body: &Bytes,
         deadline: Option<Instant>,
         fence: Option<&Fence>,
         progress: &mut (dyn FnMut(Progress) + Send),
@@ -797,7 +798,7 @@ impl Webhook {
         settle: &mut impl Settle,
     ) -> Result<Option<Vec<Encoded>>, LeaseLost> {
         let name = &self.config.name;
-        let body = self.format.encode(batch.iter().map(|e| &e.bytes[..]));
+        let body = Bytes::from(self.format.encode(batch.iter().map(|e| &e.bytes[..])));
         let mut log = |progress: Progress| match progress {
             Progress::WaitingForBudget(wait) => {
                 tracing::debug!(webhook = %name, wait_ms = wait.as_millis() as u64, "waiting for rate-limit budget");

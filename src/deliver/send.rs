@@ -9,6 +9,7 @@
 use std::io::Write;
 use std::time::{Duration, SystemTime};
 
+use bytes::Bytes;
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 
@@ -71,7 +72,7 @@ impl Transport {
     }
 
     /// Sends `body`, waiting at most `timeout` for the whole answer.
-    pub async fn send(&self, body: &[u8], timeout: Duration) -> Outcome {
+    pub async fn send(&self, body: &Bytes, timeout: Duration) -> Outcome {
         match self {
             Transport::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -100,7 +101,7 @@ impl Transport {
                     .header(CONTENT_TYPE, content_type.header_value())
                     .header(ACCEPT, "application/json")
                     .timeout(timeout)
-                    .body(body.to_vec())
+                    .body(body.clone())
                     .send()
                     .await;
                 match response {
@@ -231,7 +232,9 @@ mod tests {
             status,
             timed_out: false,
             ..
-        } = transport.send(b"{}", Duration::from_secs(5)).await
+        } = transport
+            .send(&Bytes::from_static(b"{}"), Duration::from_secs(5))
+            .await
         else {
             panic!("a refused connection is retried, known not to have arrived");
         };
@@ -256,7 +259,9 @@ mod tests {
             content_type: ContentType::Json,
             max_retry_after: Duration::from_secs(3600),
         };
-        let outcome = transport.send(b"{}", Duration::from_millis(200)).await;
+        let outcome = transport
+            .send(&Bytes::from_static(b"{}"), Duration::from_millis(200))
+            .await;
         let Outcome::Retry {
             reason,
             status: None,
