@@ -199,7 +199,7 @@ impl Candidates {
             input: chunk.input,
             path: chunk.path.to_string(),
             source: chunk.source,
-            lines: LineBatch::default(),
+            lines: LineBatch::with_capacity(PART_BYTES + PART_SLACK),
             rules: Vec::new(),
             rule_ends: Vec::new(),
             journal: Vec::new(),
@@ -222,6 +222,11 @@ impl Candidates {
 /// Bytes of candidate lines in a part handed to the rule-events thread: a
 /// megabyte chunk of lines that are all events is handed on in sixteen.
 const PART_BYTES: usize = 64 * 1024;
+
+/// Room for the line that takes a part past [`PART_BYTES`]: a part's text
+/// is allocated once, not grown by doubling to twice its size (which also
+/// took it above the size glibc maps on its own, a fresh mapping per part).
+const PART_SLACK: usize = 8 * 1024;
 
 /// Parts waiting for the rule-events thread, beside the one it works on.
 const CANDIDATES_AHEAD: usize = 4;

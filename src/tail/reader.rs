@@ -36,6 +36,14 @@ pub struct RawLine<'a> {
 }
 
 impl LineBatch {
+    /// A batch whose buffer takes `text_bytes` of lines before it grows.
+    pub fn with_capacity(text_bytes: usize) -> LineBatch {
+        LineBatch {
+            text: String::with_capacity(text_bytes),
+            spans: Vec::new(),
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.spans.len()
     }
