@@ -155,10 +155,19 @@ impl BodyFormat {
     }
 
     /// The body for encoded events; exactly `overhead() + sum(len) +
-    /// (n - 1) * separator_len()` bytes, allocated once at that size (a
-    /// body grown by doubling was copied about once more, into up to twice
-    /// the memory).
+    /// (n - 1) * separator_len()` bytes.
     pub fn encode<'e, I>(&self, events: I) -> Vec<u8>
+    where
+        I: IntoIterator<Item = &'e [u8]>,
+        I::IntoIter: Clone,
+    {
+        self.encode_into(events, Vec::new())
+    }
+
+    /// [`BodyFormat::encode`] into `body`'s buffer (what it held is
+    /// dropped), grown at most once, to the body's size: a body grown by
+    /// doubling was copied about once more, into up to twice the memory.
+    pub fn encode_into<'e, I>(&self, events: I, mut body: Vec<u8>) -> Vec<u8>
     where
         I: IntoIterator<Item = &'e [u8]>,
         I::IntoIter: Clone,
@@ -169,7 +178,8 @@ impl BodyFormat {
             (count + 1, bytes + event.len())
         });
         let size = prefix.len() + bytes + count.saturating_sub(1) * separator.len() + suffix.len();
-        let mut body = Vec::with_capacity(size);
+        body.clear();
+        body.reserve_exact(size);
         body.extend_from_slice(&prefix);
         for (i, event) in events.enumerate() {
             if i > 0 {

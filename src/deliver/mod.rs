@@ -75,6 +75,11 @@ pub struct Webhook {
     content_type_accepted: AtomicBool,
     /// The fleet's budget in Redis, for a webhook shared by a fleet.
     shared: Option<Arc<SharedBudget>>,
+    /// The buffer of the last full body sent, for the next: a backlog's
+    /// bodies reuse one buffer instead of each mapping and faulting in a
+    /// fresh megabyte (glibc maps blocks this large on their own, see
+    /// `main.rs`). A body that is not full (the backlog is over) lets it go.
+    spare_body: Mutex<Vec<u8>>,
 }
 
 /// How a body's sending ended.
@@ -169,6 +174,7 @@ impl Webhook {
             lane,
             counters,
             shared,
+            spare_body: Mutex::default(),
         }))
     }
 
@@ -798,7 +804,11 @@ impl Webhook {
         settle: &mut impl Settle,
     ) -> Result<Option<Vec<Encoded>>, LeaseLost> {
         let name = &self.config.name;
-        let body = Bytes::from(self.format.encode(batch.iter().map(|e| &e.bytes[..])));
+        let buffer = std::mem::take(&mut *self.spare_body.lock().expect("spare body"));
+        let body = Bytes::from(
+            self.format
+                .encode_into(batch.iter().map(|e| &e.bytes[..]), buffer),
+        );
         let mut log = |progress: Progress| match progress {
             Progress::WaitingForBudget(wait) => {
                 tracing::debug!(webhook = %name, wait_ms = wait.as_millis() as u64, "waiting for rate-limit budget");
@@ -817,9 +827,12 @@ impl Webhook {
                 "delivery failed; will retry"
             ),
         };
-        match self.send_with_retries(&body, None, fence, &mut log).await {
+        let settled = self.send_with_retries(&body, None, fence, &mut log).await;
+        let bytes = body.len();
+        self.keep_for_next(body);
+        match settled {
             Settled::Delivered { status } => {
-                tracing::info!(webhook = %name, events = batch.len(), bytes = body.len(), status, "batch delivered");
+                tracing::info!(webhook = %name, events = batch.len(), bytes, status, "batch delivered");
                 settle.settle(&batch, None).await;
                 Ok(None)
             }
@@ -830,6 +843,14 @@ impl Webhook {
             }
             Settled::Fenced => Err(LeaseLost),
             Settled::GaveUp(_) => unreachable!("without a deadline sending never gives up"),
+        }
+    }
+
+    /// Keeps the buffer of a full `body` for the next, once nothing else
+    /// holds it.
+    fn keep_for_next(&self, body: Bytes) {
+        if body.len() * 2 >= self.config.max_body_bytes && body.is_unique() {
+            *self.spare_body.lock().expect("spare body") = Vec::from(body);
         }
     }
 
