@@ -753,7 +753,9 @@ mod tests {
         use proptest::prelude::*;
         (
             prop_oneof![Just("https"), Just("http")],
-            "[a-z][a-z0-9-]{0,10}(\\.[a-z]{2,5}){0,2}",
+            // No `--`: a label starting `xn--` is punycode, which an
+            // arbitrary one is not, and the URL parser refuses it.
+            "[a-z](-?[a-z0-9]){0,10}(\\.[a-z]{2,5}){0,2}",
             proptest::option::of(1u16..),
             proptest::collection::vec(any::<String>(), 0..4),
             proptest::collection::vec((any::<String>(), any::<String>()), 0..4),
