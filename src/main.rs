@@ -13,11 +13,12 @@ fn main() -> std::process::ExitCode {
 ///   keeping what it freed: 2.5–4 MiB less peak RSS where events are many,
 ///   the same CPU per event; two arenas made the tail thread and the writer
 ///   wait on each other's lock (15 % more CPU).
-/// - Blocks of 128 KiB and more (read buffers, bodies, queue pages in a
-///   transaction) mapped on their own and given back when freed: glibc's
-///   default starts there but rises to the largest block freed, after which
-///   a freed megabyte stays in its arena. 1–3.5 MiB less peak RSS, the same
-///   CPU per event.
+/// - Blocks of 128 KiB and more mapped on their own and given back when
+///   freed: glibc's default starts there but rises to the largest block
+///   freed, after which a freed megabyte stays in its arena. 1.3–3.4 MiB
+///   less peak RSS, 2–3 MiB less after a backlog; the same CPU per event
+///   once the blocks that come often (a part of candidate lines, a body)
+///   kept their buffers, 4–6 % more before.
 fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     for (variable, parameter, value) in [
