@@ -283,18 +283,19 @@ impl EventBuilder {
             // Most lines match nothing: only a matched (or cut) one is dated,
             // and placed.
             let mut seen: Option<SeenLine> = None;
+            let mut see_line = || {
+                see(
+                    &self.clocks,
+                    &self.host,
+                    &line,
+                    chunk.read,
+                    &mut self.time_texts,
+                )
+            };
             let mut read_at: Option<Option<ReadAt>> = None;
             if let Some(length) = line.cut_from {
                 if let Some(max_line_bytes) = self.long_lines[line.input] {
-                    let seen = seen.get_or_insert_with(|| {
-                        see(
-                            &self.clocks,
-                            &self.host,
-                            &line,
-                            chunk.read,
-                            &mut self.time_texts,
-                        )
-                    });
+                    let seen = seen.get_or_insert_with(&mut see_line);
                     let event = EventJson::of(&line_too_long_event(
                         &self.line_too_long,
                         seen,
@@ -317,15 +318,7 @@ impl EventBuilder {
                 if let Some(matches) = self.metrics.rules.get(&rule.id) {
                     metrics::add(matches, 1);
                 }
-                let seen = seen.get_or_insert_with(|| {
-                    see(
-                        &self.clocks,
-                        &self.host,
-                        &line,
-                        chunk.read,
-                        &mut self.time_texts,
-                    )
-                });
+                let seen = seen.get_or_insert_with(&mut see_line);
                 let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
                 let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
                     continue;
