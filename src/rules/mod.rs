@@ -449,8 +449,9 @@ impl Matcher {
         &'a self,
         line: &'a str,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        let candidates = self.prefilter.candidates(&rfc5424::classic_form(line));
-        self.matches_among(line, candidates)
+        let line = rfc5424::classic_form(line);
+        let candidates = self.prefilter.candidates(&line);
+        self.matches_among_classic(line, candidates)
     }
 
     /// Finds the rules that may match `line` (indices for
@@ -465,7 +466,15 @@ impl Matcher {
         line: &'a str,
         candidates: impl IntoIterator<Item = usize> + 'a,
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
-        let line = rfc5424::classic_form(line);
+        self.matches_among_classic(rfc5424::classic_form(line), candidates)
+    }
+
+    /// [`Matcher::matches_among`] of a line already in classic form.
+    fn matches_among_classic<'a>(
+        &'a self,
+        line: Cow<'a, str>,
+        candidates: impl IntoIterator<Item = usize> + 'a,
+    ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
         candidates.into_iter().filter_map(move |i| {
             let rule = &self.rules[i];
             rule.event_fields(&line).map(|fields| (rule, fields))
