@@ -263,8 +263,8 @@ fn parse_events(content_type: &str, body: &[u8]) -> Option<Vec<serde_json::Value
 /// is collected so tests can wait on log lines and grep for secrets.
 pub struct Agent {
     child: Child,
-    logs: Arc<Mutex<String>>,
-    stdout: Arc<Mutex<String>>,
+    logs: Collected,
+    stdout: Collected,
 }
 
 pub fn binary() -> &'static str {
@@ -329,7 +329,7 @@ impl Agent {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().clone()
+        self.logs.text.lock().unwrap().clone()
     }
 
     /// How many of the agent's open descriptors lead to `path`.
@@ -344,7 +344,7 @@ impl Agent {
     }
 
     pub fn stdout(&self) -> String {
-        self.stdout.lock().unwrap().clone()
+        self.stdout.text.lock().unwrap().clone()
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
@@ -384,6 +384,16 @@ impl Agent {
                 _ => false,
             }
         });
+        // Its last lines may still be in the pipes: a test that reads the
+        // logs of an agent that exited must find all of them. Not waited on
+        // past a few seconds: a process it left (a fake journalctl killed
+        // with it) may hold the pipes open.
+        let read_to_end = Instant::now() + Duration::from_secs(5);
+        while !(self.logs.reader.is_finished() && self.stdout.reader.is_finished())
+            && Instant::now() < read_to_end
+        {
+            thread::sleep(Duration::from_millis(20));
+        }
         code
     }
 }
@@ -433,17 +443,24 @@ impl Drop for Agent {
     }
 }
 
-fn collect(stream: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+/// A stream's text as far as it was read, and the thread reading it to
+/// its end.
+struct Collected {
+    text: Arc<Mutex<String>>,
+    reader: thread::JoinHandle<()>,
+}
+
+fn collect(stream: impl Read + Send + 'static) -> Collected {
     let text = Arc::new(Mutex::new(String::new()));
     let sink = text.clone();
-    thread::spawn(move || {
+    let reader = thread::spawn(move || {
         for line in BufReader::new(stream).lines().map_while(Result::ok) {
             let mut text = sink.lock().unwrap();
             text.push_str(&line);
             text.push('\n');
         }
     });
-    text
+    Collected { text, reader }
 }
 
 /// Keys added to the sections of [`Setup::agent_config`], as TOML lines.
