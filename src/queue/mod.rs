@@ -5,6 +5,7 @@
 //! with none, every rule of `low` and above goes to every webhook). [`Queue`] (in
 //! `store.rs`) keeps each webhook's events on disk until the webhook took them.
 
+mod rows;
 mod store;
 
 use std::collections::HashMap;

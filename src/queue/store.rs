@@ -1,9 +1,9 @@
 //! The durable queue: events wait on disk (redb, `<state_dir>/queue.redb`)
 //! until their webhook took them.
 //!
-//! Each webhook has its own table of `sequence → event row` (the event's
-//! JSON behind a checksum, see [`ROW_TAG`]), so one that is down only fills
-//! its own, up to `max_queue_bytes`; then `append` waits and back-pressure
+//! Each webhook has its own table of rows, each holding the events of one
+//! append under its first event's sequence number (see `rows`), so one
+//! that is down only fills its own, up to `max_queue_bytes`; then `append` waits and back-pressure
 //! reaches the tailer (the log files are the buffer), or, for a lane with
 //! `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
 //! appended in one transaction per chunk of lines, before the lines' offsets
@@ -27,8 +27,16 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::rows;
 use crate::config::WhenFull;
 use crate::event::{Event, EventJson, SourceFile};
+
+type Rows<'a> = TableDefinition<'a, u64, &'static [u8]>;
+
+/// The table of rows named `name`.
+fn rows_table(name: &str) -> Rows<'_> {
+    TableDefinition::new(name)
+}
 
 /// Per webhook and source of lines ([`ReadAt`]): the offset its lines are queued up
 /// to (the last queued line's offset + 1), and when that was written (Unix
@@ -213,38 +221,6 @@ impl Queued {
     }
 }
 
-/// The first byte of a row this version writes: then come the XXH3-64 of
-/// the event's JSON (8 bytes, little-endian) and the JSON. A row read back
-/// with its checksum intact is the JSON this version encoded, and is sent
-/// without decoding it; a row of an earlier version (its JSON alone, which
-/// starts with `{`) is checked by decoding.
-const ROW_TAG: u8 = 0x01;
-const ROW_HEADER: usize = 9;
-
-/// `json` as a row, written into `row`.
-fn write_row(json: &EventJson, row: &mut Vec<u8>) {
-    let json = json.as_bytes();
-    row.clear();
-    row.push(ROW_TAG);
-    row.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(json).to_le_bytes());
-    row.extend_from_slice(json);
-}
-
-/// The event a row holds, or why it holds none.
-fn read_row(row: &[u8]) -> Result<EventJson, String> {
-    match row.split_first() {
-        Some((&ROW_TAG, rest)) if rest.len() >= ROW_HEADER - 1 => {
-            let (sum, json) = rest.split_at(ROW_HEADER - 1);
-            if sum == xxhash_rust::xxh3::xxh3_64(json).to_le_bytes() {
-                Ok(EventJson::trusted(json))
-            } else {
-                Err("its checksum does not match its bytes".to_string())
-            }
-        }
-        _ => EventJson::checked(row).map_err(|e| e.to_string()),
-    }
-}
-
 /// The latest failed attempt of a webhook, kept so `status` can show it
 /// whether or not the agent runs. `message` never holds the URL's secrets.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,17 +369,10 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
         recounts: 0,
     };
     for lane in lanes {
-        let table = txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.table))?;
-        let (mut bytes, mut events, mut last) = (0, 0, 0);
-        for entry in table.iter()? {
-            let (seq, json) = entry?;
-            bytes += json.value().len() as u64;
-            events += 1;
-            last = seq.value();
-        }
-        usage.bytes.push(bytes);
-        usage.events.push(events);
-        usage.next_seq.push(last + 1);
+        let held = held(&txn.open_table(rows_table(&lane.table))?)?;
+        usage.bytes.push(held.bytes);
+        usage.events.push(held.events);
+        usage.next_seq.push(held.last_seq + 1);
         txn.open_table(TableDefinition::<u64, ()>::new(&lane.attempts))?;
         txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.set_aside))?;
     }
@@ -412,6 +381,90 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
     txn.open_table(DROPPED)?;
     txn.open_table(ACCEPTED_CONTENT_TYPES)?;
     Ok(usage)
+}
+
+/// What a table of rows holds: its events, their bytes and the last one's
+/// sequence number (0 when empty).
+fn held(table: &impl ReadableTable<u64, &'static [u8]>) -> Result<rows::RowUsage, redb::Error> {
+    let mut held = rows::RowUsage {
+        events: 0,
+        bytes: 0,
+        last_seq: 0,
+    };
+    for entry in table.iter()? {
+        let (key, row) = entry?;
+        let usage = rows::usage(key.value(), row.value());
+        held.events += usage.events;
+        held.bytes += usage.bytes;
+        held.last_seq = usage.last_seq;
+    }
+    Ok(held)
+}
+
+/// The rows of `table` from the one that holds `seq` on (the last whose
+/// key is at or below it: see `rows`).
+fn rows_from<'t>(
+    table: &'t impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<redb::Range<'t, u64, &'static [u8]>, redb::StorageError> {
+    let start = match table.range(..=seq)?.next_back() {
+        Some(holder) => holder?.0.value(),
+        None => seq,
+    };
+    table.range(start..)
+}
+
+/// Drops the oldest events of `table` (a `drop_oldest` lane holding
+/// `holding` bytes) until it holds at most `max_bytes`, never the event at
+/// `newest`: one event larger than the limit still queues. A row that
+/// cannot be read goes whole. Returns the events and bytes dropped.
+fn drop_oldest(
+    table: &mut redb::Table<u64, &'static [u8]>,
+    mut holding: u64,
+    max_bytes: u64,
+    newest: u64,
+) -> Result<(u64, u64), redb::Error> {
+    let (mut events, mut bytes) = (0, 0);
+    while holding > max_bytes {
+        let Some((key, row)) = table
+            .first()?
+            .map(|(key, row)| (key.value(), row.value().to_vec()))
+        else {
+            break;
+        };
+        match rows::events(key, &row) {
+            Ok(stored) => {
+                let mut gone = 0;
+                for event in &stored {
+                    if holding <= max_bytes || event.seq >= newest {
+                        break;
+                    }
+                    holding = holding.saturating_sub(event.size);
+                    (events, bytes) = (events + 1, bytes + event.size);
+                    gone += 1;
+                }
+                if gone == stored.len() {
+                    table.remove(key)?;
+                    continue;
+                }
+                if gone > 0 {
+                    let kept: Vec<&rows::Stored> = stored[gone..].iter().collect();
+                    if let Some(rest) = rows::rest_of(key, &kept) {
+                        table.insert(key, rest.as_slice())?;
+                    }
+                }
+                break;
+            }
+            Err(_) if key < newest => {
+                let usage = rows::usage(key, &row);
+                holding = holding.saturating_sub(usage.bytes);
+                (events, bytes) = (events + usage.events, bytes + usage.bytes);
+                table.remove(key)?;
+            }
+            Err(_) => break,
+        }
+    }
+    Ok((events, bytes))
 }
 
 /// Keeps the [`REMEMBERED_SOURCES`] sources written last (and those
@@ -738,7 +791,7 @@ impl Queue {
             }
             let mut adding = vec![0u64; self.lanes.len()];
             for item in &new {
-                adding[item.lane] += (ROW_HEADER + item.event.as_bytes().len()) as u64;
+                adding[item.lane] += rows::event_size(item.event.as_bytes().len());
             }
             // A lane that holds nothing always takes the chunk, however large.
             let full = (0..self.lanes.len()).find(|&l| {
@@ -783,28 +836,52 @@ impl Queue {
             let mut dropped: HashMap<usize, (u64, u64)> = HashMap::new();
             // Per lane and source: the offset its lines are now queued up to.
             let mut reached: HashMap<(usize, &str), u64> = HashMap::new();
-            let (mut rows, mut new_sources) = (watermarks.rows, 0);
+            let (mut sources, mut new_sources) = (watermarks.rows, 0);
             {
-                let mut tables: Vec<Option<redb::Table<u64, &[u8]>>> =
-                    self.lanes.iter().map(|_| None).collect();
-                let mut row = Vec::new();
+                // Per lane: its events' sequence numbers and JSON, in order.
+                let mut by_lane: Vec<Vec<(u64, &[u8])>> = vec![Vec::new(); self.lanes.len()];
                 for item in &new {
                     let lane = item.lane;
                     if let Some(at) = &item.read_at {
                         let up_to = reached.entry((lane, &*at.source)).or_default();
                         *up_to = (*up_to).max(at.offset + 1);
                     }
-                    let table = match &mut tables[lane] {
-                        Some(table) => table,
-                        slot => slot.insert(txn.open_table(TableDefinition::<u64, &[u8]>::new(
-                            &self.lanes[lane].table,
-                        ))?),
-                    };
-                    let seq = next_seq[lane];
-                    write_row(&item.event, &mut row);
-                    table.insert(seq, row.as_slice())?;
+                    let json = item.event.as_bytes();
+                    by_lane[lane].push((next_seq[lane], json));
                     next_seq[lane] += 1;
-                    added.push((lane, row.len() as u64));
+                    added.push((lane, rows::event_size(json.len())));
+                }
+                let mut row = Vec::new();
+                for (lane, events) in by_lane.iter().enumerate() {
+                    if events.is_empty() {
+                        continue;
+                    }
+                    let mut table = txn.open_table(rows_table(&self.lanes[lane].table))?;
+                    for block in rows::blocks(events) {
+                        rows::write_block(block[0].0, block, &mut row);
+                        table.insert(block[0].0, row.as_slice())?;
+                    }
+                    if self.lanes[lane].when_full != WhenFull::DropOldest {
+                        continue;
+                    }
+                    let new_bytes: u64 = events
+                        .iter()
+                        .map(|(_, json)| rows::event_size(json.len()))
+                        .sum();
+                    let newest = next_seq[lane] - 1;
+                    let (events, bytes) = drop_oldest(
+                        &mut table,
+                        held[lane] + new_bytes,
+                        self.lanes[lane].max_bytes,
+                        newest,
+                    )?;
+                    if events > 0 {
+                        let mut totals = txn.open_table(DROPPED)?;
+                        let name = self.lanes[lane].name.as_str();
+                        let total = totals.get(name)?.map_or(0, |n| n.value()) + events;
+                        totals.insert(name, total)?;
+                        dropped.insert(lane, (events, bytes));
+                    }
                 }
                 let mut queued_up_to = txn.open_table(QUEUED_UP_TO)?;
                 let now = unix_seconds();
@@ -814,50 +891,15 @@ impl Queue {
                         new_sources += 1;
                     }
                 }
-                rows += new_sources;
-                if rows > 2 * REMEMBERED_SOURCES {
-                    rows = forget_oldest_sources(&mut queued_up_to)?;
-                }
-                let opened = tables.iter_mut().enumerate();
-                for (lane, table) in opened.filter_map(|(lane, t)| Some((lane, t.as_mut()?))) {
-                    if self.lanes[lane].when_full != WhenFull::DropOldest {
-                        continue;
-                    }
-                    let new_bytes: u64 = added
-                        .iter()
-                        .filter(|(l, _)| *l == lane)
-                        .map(|(_, b)| b)
-                        .sum();
-                    let newest = next_seq[lane] - 1;
-                    let mut holding = held[lane] + new_bytes;
-                    let (mut events, mut bytes) = (0, 0);
-                    // Oldest first, this chunk's too, but never the newest
-                    // event: one event larger than the limit still queues.
-                    while holding > self.lanes[lane].max_bytes {
-                        let oldest = table
-                            .first()?
-                            .map(|(seq, json)| (seq.value(), json.value().len() as u64));
-                        let Some((seq, size)) = oldest.filter(|(seq, _)| *seq < newest) else {
-                            break;
-                        };
-                        table.remove(seq)?;
-                        holding = holding.saturating_sub(size);
-                        events += 1;
-                        bytes += size;
-                    }
-                    if events > 0 {
-                        let mut totals = txn.open_table(DROPPED)?;
-                        let name = self.lanes[lane].name.as_str();
-                        let total = totals.get(name)?.map_or(0, |n| n.value()) + events;
-                        totals.insert(name, total)?;
-                        dropped.insert(lane, (events, bytes));
-                    }
+                sources += new_sources;
+                if sources > 2 * REMEMBERED_SOURCES {
+                    sources = forget_oldest_sources(&mut queued_up_to)?;
                 }
             }
             txn.commit()?;
-            Ok((added, next_seq, dropped, reached, rows))
+            Ok((added, next_seq, dropped, reached, sources))
         });
-        let (added, next_seq, dropped, reached, rows) = added?;
+        let (added, next_seq, dropped, reached, sources) = added?;
         // Read past where the last run had queued them: the lines read again
         // are behind, and what follows in these sources is new.
         if !watermarks.last_run.is_empty() {
@@ -866,7 +908,7 @@ impl Queue {
                 watermarks.last_run.remove(&key);
             }
         }
-        watermarks.rows = rows;
+        watermarks.rows = sources;
         self.waiting_for_disk.store(false, Ordering::Relaxed);
         let mut usage = self.usage();
         // A recount since the commit already counted what it added.
@@ -924,18 +966,24 @@ impl Queue {
     pub fn read(&self, lane: usize, after: u64, limit: usize) -> Result<Vec<Queued>, QueueError> {
         let (out, unreadable) = self.with_db(|db| {
             let txn = db.begin_read()?;
-            let table =
-                txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
+            let table = txn.open_table(rows_table(&self.lanes[lane].table))?;
             let mut out = Vec::new();
             let mut unreadable = Vec::new();
-            for entry in table.range(after + 1..)?.take(limit) {
-                let (seq, row) = entry?;
-                match read_row(row.value()) {
-                    Ok(json) => out.push(Queued {
-                        seq: seq.value(),
-                        json,
-                    }),
-                    Err(e) => unreadable.push((seq.value(), e)),
+            for entry in rows_from(&table, after + 1)? {
+                let (key, row) = entry?;
+                let key = key.value();
+                match rows::events(key, row.value()) {
+                    Ok(events) => {
+                        let fresh = events.iter().filter(|e| e.seq > after);
+                        out.extend(fresh.take(limit - out.len()).map(|e| Queued {
+                            seq: e.seq,
+                            json: EventJson::trusted(e.json),
+                        }));
+                    }
+                    Err(e) => unreadable.push((key, e)),
+                }
+                if out.len() == limit {
+                    break;
                 }
             }
             Ok((out, unreadable))
@@ -946,33 +994,31 @@ impl Queue {
         Ok(out)
     }
 
-    /// Moves unreadable rows (sequence, why) of `lane` to its `unreadable:`
+    /// Moves unreadable rows (key, why) of `lane` to its `unreadable:`
     /// table, where they stay for a human, and releases their room.
-    fn set_aside(&self, lane: usize, rows: &[(u64, String)]) -> Result<(), QueueError> {
+    fn set_aside(&self, lane: usize, unreadable: &[(u64, String)]) -> Result<(), QueueError> {
         let (freed, moved) = self.with_db(|db| {
             let txn = db.begin_write()?;
             let (mut freed, mut moved) = (0, 0);
             {
-                let mut table =
-                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
-                let mut aside = txn.open_table(TableDefinition::<u64, &[u8]>::new(
-                    &self.lanes[lane].set_aside,
-                ))?;
-                for (seq, _) in rows {
-                    if let Some(row) = table.remove(*seq)? {
-                        aside.insert(*seq, row.value())?;
-                        freed += row.value().len() as u64;
-                        moved += 1;
+                let mut table = txn.open_table(rows_table(&self.lanes[lane].table))?;
+                let mut aside = txn.open_table(rows_table(&self.lanes[lane].set_aside))?;
+                for (key, _) in unreadable {
+                    if let Some(row) = table.remove(*key)? {
+                        aside.insert(*key, row.value())?;
+                        let usage = rows::usage(*key, row.value());
+                        freed += usage.bytes;
+                        moved += usage.events;
                     }
                 }
             }
             txn.commit()?;
             Ok((freed, moved))
         })?;
-        for (seq, why) in rows {
+        for (key, why) in unreadable {
             tracing::error!(
                 queue = %self.lanes[lane].table,
-                seq,
+                seq = key,
                 error = %why,
                 kept_in = %self.lanes[lane].set_aside,
                 "unreadable event in the queue; set aside (not sent, not deleted)"
@@ -997,22 +1043,43 @@ impl Queue {
             let txn = db.begin_write()?;
             let (mut freed, mut removed) = (0, 0);
             {
-                let mut table =
-                    txn.open_table(TableDefinition::<u64, &[u8]>::new(&self.lanes[lane].table))?;
-                // One pass over the range the rows span (a batch is mostly
-                // consecutive rows): a removal per row rebuilt its leaf page
-                // each time, a seventh of the agent's CPU for every event.
+                let mut table = txn.open_table(rows_table(&self.lanes[lane].table))?;
                 let mut seqs = seqs.to_vec();
                 seqs.sort_unstable();
+                let taken = |seq| seqs.binary_search(&seq).is_ok();
+                // Rows emptied go, rows partly taken are written back with
+                // the rest; a damaged row is left to `read`, which sets it
+                // aside.
+                let mut changes: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
                 if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
-                    table.retain_in(first..=last, |seq, row| {
-                        let taken = seqs.binary_search(&seq).is_ok();
-                        if taken {
-                            freed += row.len() as u64;
-                            removed += 1;
+                    for entry in rows_from(&table, first)? {
+                        let (key, row) = entry?;
+                        let key = key.value();
+                        if key > last {
+                            break;
                         }
-                        !taken
-                    })?;
+                        let Some(events) = rows::layout(key, row.value()) else {
+                            continue;
+                        };
+                        let (gone, kept): (Vec<_>, Vec<_>) =
+                            events.iter().partition(|e| taken(e.seq));
+                        // The events taken were read, so checked; those
+                        // written back are checked first.
+                        if gone.is_empty()
+                            || (!kept.is_empty() && rows::events(key, row.value()).is_err())
+                        {
+                            continue;
+                        }
+                        freed += gone.iter().map(|e: &&rows::Stored| e.size).sum::<u64>();
+                        removed += gone.len() as u64;
+                        changes.push((key, rows::rest_of(key, &kept)));
+                    }
+                }
+                for (key, rest) in changes {
+                    match rest {
+                        Some(row) => table.insert(key, row.as_slice())?,
+                        None => table.remove(key)?,
+                    };
                 }
             }
             txn.commit()?;
@@ -1283,20 +1350,14 @@ impl QueueView {
             closed: false,
         };
         let txn = self.db.begin_read().map_err(|e| fail(e.into()))?;
-        let (mut events, mut bytes) = (0, 0);
-        match txn.open_table(TableDefinition::<u64, &[u8]>::new(&format!(
-            "events:{name}"
-        ))) {
+        let (events, bytes) = match txn.open_table(rows_table(&format!("events:{name}"))) {
             Ok(table) => {
-                for entry in table.iter().map_err(|e| fail(e.into()))? {
-                    let (_, json) = entry.map_err(|e| fail(e.into()))?;
-                    events += 1;
-                    bytes += json.value().len() as u64;
-                }
+                let held = held(&table).map_err(fail)?;
+                (held.events, held.bytes)
             }
-            Err(TableError::TableDoesNotExist(_)) => {}
+            Err(TableError::TableDoesNotExist(_)) => (0, 0),
             Err(e) => return Err(fail(e.into())),
-        }
+        };
         Ok(LaneState {
             events,
             bytes,
@@ -1337,20 +1398,20 @@ fn remembered(
 }
 
 fn oldest_event(txn: &ReadTransaction, table: &str) -> Result<Option<SystemTime>, redb::Error> {
-    let table = match txn.open_table(TableDefinition::<u64, &[u8]>::new(table)) {
+    let table = match txn.open_table(rows_table(table)) {
         Ok(table) => table,
         Err(TableError::TableDoesNotExist(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Some((_, row)) = table.first()? else {
+    let Some((key, row)) = table.first()? else {
         return Ok(None);
     };
     // `ingested`, not `time`: a backfilled line can state a time days old.
     // An event queued before events carried `ingested` has its read time
     // in `time`.
-    Ok(read_row(row.value())
+    Ok(rows::events(key.value(), row.value())
         .ok()
-        .map(|json| json.decode())
+        .and_then(|events| Some(EventJson::trusted(events.first()?.json).decode()))
         .and_then(|event| {
             let read = if event.ingested.is_empty() {
                 event.time
@@ -1527,33 +1588,6 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// A row reads back as the JSON written into it; a row with any
-        /// byte changed (its tag, checksum or JSON) is refused.
-        #[test]
-        fn a_row_reads_back_as_written_and_refuses_any_changed_byte(
-            message in "\\PC{0,40}",
-            flip in proptest::prelude::any::<proptest::sample::Index>(),
-            bit in 0u8..8,
-        ) {
-            let json = EventJson::of(&Event::sample("e1", &message));
-            let mut row = Vec::new();
-            write_row(&json, &mut row);
-            proptest::prop_assert_eq!(read_row(&row), Ok(json));
-            let at = flip.index(row.len());
-            row[at] ^= 1 << bit;
-            proptest::prop_assert!(read_row(&row).is_err());
-        }
-
-        /// Any bytes as a row: reading it never panics, and what an earlier
-        /// version wrote (the JSON alone) reads as decoding would.
-        #[test]
-        fn any_row_reads_without_panic_and_as_decoding_would(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)) {
-            let read = read_row(&bytes).ok().map(|json| json.decode());
-            if bytes.first() != Some(&ROW_TAG) {
-                proptest::prop_assert_eq!(read, serde_json::from_slice::<Event>(&bytes).ok());
-            }
-        }
-
         /// Any cursor: a journal entry is placed when, and only when, its
         /// cursor names a sequence-number id and its sequence number is known;
         /// entries of different ids are different sources.
@@ -1574,10 +1608,106 @@ mod tests {
         }
     }
 
+    /// The keys and event counts of lane 0's rows.
+    fn rows_of(queue: &Queue) -> Vec<(u64, u64)> {
+        queue
+            .with_db(|db| {
+                let txn = db.begin_read()?;
+                let table = txn.open_table(rows_table("events:a"))?;
+                let mut found = Vec::new();
+                for entry in table.iter()? {
+                    let (key, row) = entry?;
+                    found.push((key.value(), rows::usage(key.value(), row.value()).events));
+                }
+                Ok(found)
+            })
+            .unwrap()
+    }
+
+    fn seqs(read: &[Queued]) -> Vec<u64> {
+        read.iter().map(|q| q.seq).collect()
+    }
+
     #[test]
-    fn an_earlier_versions_row_reads_as_its_json() {
-        let json = serde_json::to_vec(&Event::sample("e1", "m")).unwrap();
-        assert_eq!(read_row(&json).unwrap().as_bytes(), &json[..]);
+    fn a_batch_may_take_part_of_a_row_and_the_rest_stays_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let chunk: Vec<_> = (0..5).map(|n| (0, event(&n.to_string(), "x"))).collect();
+        queue.append_events(&chunk).unwrap();
+        queue.append_events(&[(0, event("5", "x"))]).unwrap();
+        assert_eq!(rows_of(&queue), [(1, 5), (6, 1)], "one row per append");
+        let (_, full) = queue.depth(0);
+
+        // Reading from the middle of a row, across into the next.
+        assert_eq!(seqs(&queue.read(0, 0, 2).unwrap()), [1, 2]);
+        assert_eq!(seqs(&queue.read(0, 2, 10).unwrap()), [3, 4, 5, 6]);
+        // A batch of the first two, then one out of order.
+        queue.remove(0, &[2, 1]).unwrap();
+        queue.remove(0, &[4]).unwrap();
+        assert_eq!(
+            rows_of(&queue),
+            [(1, 2), (6, 1)],
+            "written back under its key"
+        );
+        assert_eq!(seqs(&queue.read(0, 0, 10).unwrap()), [3, 5, 6]);
+        assert_eq!(seqs(&queue.read(0, 3, 10).unwrap()), [5, 6]);
+        let (events, bytes) = queue.depth(0);
+        assert_eq!(events, 3);
+        assert!(bytes < full);
+        drop(queue);
+
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        assert_eq!(
+            queue.depth(0),
+            (events, bytes),
+            "counted from the rows as kept"
+        );
+        let read = queue.read(0, 0, 10).unwrap();
+        assert_eq!(seqs(&read), [3, 5, 6]);
+        assert_eq!(
+            read.iter().map(|q| q.id().to_string()).collect::<Vec<_>>(),
+            ["2", "4", "5"]
+        );
+        queue.remove(0, &[3, 5, 6]).unwrap();
+        assert_eq!(queue.depth(0), (0, 0));
+        assert!(rows_of(&queue).is_empty());
+        queue.append_events(&[(0, event("6", "x"))]).unwrap();
+        assert_eq!(seqs(&queue.read(0, 0, 10).unwrap()), [7], "sequences go on");
+    }
+
+    #[test]
+    fn a_large_append_is_split_into_rows_of_bounded_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let message = "m".repeat(1_000);
+        let chunk: Vec<_> = (0..200)
+            .map(|n| (0, event(&n.to_string(), &message)))
+            .collect();
+        queue.append_events(&chunk).unwrap();
+        let rows = rows_of(&queue);
+        assert!(rows.len() >= 3, "{rows:?}");
+        assert_eq!(rows.iter().map(|(_, events)| events).sum::<u64>(), 200);
+        let read = queue.read(0, 0, 1_000).unwrap();
+        assert_eq!(seqs(&read), (1..=200).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn an_earlier_versions_rows_are_read_beside_this_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = EventJson::of(&event("old", "x"));
+        {
+            let queue = Queue::open(dir.path(), &[lane("a", 1_000_000, WhenFull::Pause)]).unwrap();
+            put_raw(&queue, 1, old.as_bytes());
+        }
+        let queue = Queue::open(dir.path(), &[lane("a", 1_000_000, WhenFull::Pause)]).unwrap();
+        assert_eq!(queue.depth(0), (1, old.as_bytes().len() as u64));
+        queue
+            .append_events(&[(0, event("new1", "x")), (0, event("new2", "x"))])
+            .unwrap();
+        assert_eq!(ids(&queue, 0), ["old", "new1", "new2"]);
+        queue.remove(0, &[1, 2]).unwrap();
+        assert_eq!(ids(&queue, 0), ["new2"]);
+        assert_eq!(queue.depth(0).0, 1);
     }
 
     #[test]
@@ -1878,6 +2008,44 @@ mod tests {
             })
             .unwrap();
         assert_eq!(kept, Some(garbage));
+    }
+
+    #[test]
+    fn a_damaged_row_is_set_aside_whole_with_the_room_of_all_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let chunk: Vec<_> = (0..3).map(|n| (0, event(&n.to_string(), "x"))).collect();
+        queue.append_events(&chunk).unwrap();
+        queue.append_events(&[(0, event("3", "x"))]).unwrap();
+        let mut damaged = queue
+            .with_db(|db| {
+                let txn = db.begin_read()?;
+                let row = txn.open_table(rows_table("events:a"))?.get(1)?;
+                Ok(row.map(|row| row.value().to_vec()))
+            })
+            .unwrap()
+            .unwrap();
+        let last = damaged.len() - 2;
+        damaged[last] ^= 0x20;
+        put_raw(&queue, 1, &damaged);
+        drop(queue);
+
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        assert_eq!(queue.depth(0).0, 4, "its layout still counts its events");
+        assert_eq!(ids(&queue, 0), ["3"]);
+        assert_eq!(
+            queue.depth(0).0,
+            1,
+            "the damaged row's events no longer count"
+        );
+        let kept = queue
+            .with_db(|db| {
+                let txn = db.begin_read()?;
+                let row = txn.open_table(rows_table("unreadable:a"))?.get(1)?;
+                Ok(row.map(|row| row.value().to_vec()))
+            })
+            .unwrap();
+        assert_eq!(kept, Some(damaged), "kept for a human");
     }
 
     #[test]
