@@ -116,9 +116,17 @@ impl Tap {
 
     /// `events` were queued for the webhook at `lane`.
     pub fn queued<'a>(&self, events: impl IntoIterator<Item = (usize, &'a EventJson)>) {
+        let events: Vec<(usize, &EventJson)> = events.into_iter().collect();
         let mut ring = self.ring.lock().expect("tap ring");
         let change = self.change();
-        for (lane, event) in events {
+        // Unfollowed, only the last `CAPACITY` stay: the others (a backlog
+        // queues thousands at a time) would only pass through the ring.
+        let skipped = if change.followed {
+            0
+        } else {
+            events.len().saturating_sub(CAPACITY)
+        };
+        for &(lane, event) in &events[skipped..] {
             let key = id_key(&event.id());
             self.push(
                 &mut ring,
@@ -295,5 +303,32 @@ mod tests {
         assert_eq!(follow.try_recv().unwrap().event.id, "e0");
         assert!(follow.try_recv().is_err(), "one change, one message");
         assert_eq!(follow_all.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_backlog_larger_than_the_ring_leaves_what_passing_through_it_would() {
+        let tap = Tap::new(vec!["soc".into()]);
+        let events: Vec<Event> = (0..2 * CAPACITY).map(event).collect();
+        let jsons: Vec<EventJson> = events.iter().map(EventJson::of).collect();
+        let shown = |tap: &Tap| -> Vec<(String, Outcome)> {
+            let (last, _) = tap.last_and_follow(None, CAPACITY);
+            last.into_iter().map(|t| (t.event.id, t.outcome)).collect()
+        };
+        let ids = |range: std::ops::Range<usize>, outcome| -> Vec<(String, Outcome)> {
+            range.map(|n| (format!("e{n}"), outcome)).collect()
+        };
+        tap.queued(jsons.iter().map(|e| (0, e)));
+        assert_eq!(shown(&tap), ids(CAPACITY..2 * CAPACITY, Outcome::Waiting));
+        let settled = |range: std::ops::Range<usize>, outcome| {
+            let batch: Vec<Queued> = events[range].iter().map(|e| Queued::new(0, e)).collect();
+            tap.settled(0, outcome, &batch);
+        };
+        // Events that never stayed in the ring come back as news when
+        // they settle; those still in it settle in place.
+        settled(0..CAPACITY / 2, Outcome::Sent);
+        settled(3 * CAPACITY / 2..2 * CAPACITY, Outcome::DeadLettered);
+        let mut expected = ids(3 * CAPACITY / 2..2 * CAPACITY, Outcome::DeadLettered);
+        expected.extend(ids(0..CAPACITY / 2, Outcome::Sent));
+        assert_eq!(shown(&tap), expected);
     }
 }
