@@ -192,16 +192,16 @@ impl LiteralScan {
     }
 
     /// Walks `line` in `N` overlapping parts in step; each part is at
-    /// least `longest` bytes long.
+    /// least `longest` bytes long. The parts are of one length (the last
+    /// up to `N - 1` bytes shorter), so they end together: with the last
+    /// part shorter by the overlap, the others each had `longest - 1`
+    /// bytes to walk alone, a step waiting on the one before.
     fn walk_parts<const N: usize>(&self, line: &[u8], found: &mut Vec<usize>) {
-        let step = line.len() / N;
+        let overlap = self.longest.saturating_sub(1);
+        let len = (line.len() + (N - 1) * overlap).div_ceil(N);
         let parts: [&[u8]; N] = std::array::from_fn(|i| {
-            let end = if i == N - 1 {
-                line.len()
-            } else {
-                (i + 1) * step + self.longest - 1
-            };
-            &line[i * step..end]
+            let start = i * (len - overlap);
+            &line[start..(start + len).min(line.len())]
         });
         let together = parts.iter().map(|part| part.len()).min().unwrap_or(0);
         let mut states = [self.start(); N];
