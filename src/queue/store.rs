@@ -924,6 +924,8 @@ impl Queue {
                 usage.events[lane] += 1;
             }
             taken[lane] += 1;
+        }
+        for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
             self.lanes[lane].arrived.notify_one();
         }
         for (&lane, &(events, bytes)) in &dropped {
