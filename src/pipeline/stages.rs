@@ -21,8 +21,8 @@ use crate::event::{EventJson, SourceFile};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
-    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, TimeTexts,
-    LINE_TOO_LONG,
+    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, SyslogMemo,
+    TimeTexts, LINE_TOO_LONG,
 };
 use crate::tail::{CommitToken, JournalMeta, Line, LineBatch, LineChunk, LineSink, SinkClosed};
 use crate::tap::Tap;
@@ -91,6 +91,7 @@ impl RuleStage {
             line_too_long,
             long_lines: long_lines.clone(),
             gates,
+            syslog_memos: clocks.iter().map(|_| SyslogMemo::default()).collect(),
             clocks,
             time_texts: TimeTexts::default(),
             host,
@@ -243,6 +244,8 @@ struct EventBuilder {
     long_lines: Vec<Option<usize>>,
     gates: Gates,
     clocks: Arc<Vec<LineClock>>,
+    /// Per input (as `clocks`): the classic syslog time it read last.
+    syslog_memos: Vec<SyslogMemo>,
     time_texts: TimeTexts,
     host: String,
     router: Router,
@@ -285,7 +288,7 @@ impl EventBuilder {
             let mut seen: Option<SeenLine> = None;
             let mut see_line = || {
                 see(
-                    &self.clocks,
+                    (&self.clocks, &mut self.syslog_memos),
                     &self.host,
                     &line,
                     chunk.read,
@@ -450,7 +453,7 @@ impl<T> Drop for StageThread<T> {
 /// `line` as its events carry it, dated by its input's clock; `read`: when
 /// its chunk was read.
 fn see<'a>(
-    clocks: &[LineClock],
+    (clocks, memos): (&[LineClock], &mut [SyslogMemo]),
     host: &'a str,
     line: &Line<'a>,
     read: Timestamp,
@@ -461,7 +464,7 @@ fn see<'a>(
         line.origin(),
         line.source,
         line.cut_from.is_some(),
-        clocks[line.input].times(line.text, read),
+        clocks[line.input].times_remembering(line.text, read, &mut memos[line.input]),
         host,
         texts,
     )
