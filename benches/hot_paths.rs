@@ -78,7 +78,18 @@ fn hot_paths(c: &mut Criterion) {
         group.bench_function(form, |b| b.iter(|| clock.stated_time(black_box(line), now)));
     }
     group.finish();
+
+    // Paid once per event: its JSON, written once and sent as it is.
+    let event: tailhook::event::Event = serde_json::from_str(EVENT).unwrap();
+    let mut group = c.benchmark_group("event");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("encode an event's JSON", |b| {
+        b.iter(|| tailhook::event::EventJson::of(black_box(&event)))
+    });
+    group.finish();
 }
+
+const EVENT: &str = r#"{"id":"191d7016d24b41c8dbfadf1c27011c76","rule":"sshd.auth_failed","severity":"medium","time":"2026-11-22T10:00:01Z","ingested":"2026-11-30T18:14:25.851Z","host":"vm","message":"Nov 22 10:00:01 web1 sshd[811]: Failed password for invalid user admin from 203.0.113.7 port 52144 ssh2","fields":{"event.action":"password","host.hostname":"web1","process.pid":811,"source.ip":"203.0.113.7","source.port":52144,"user.name":"admin"},"log":{"file":"/var/log/auth.log","offset":129}}"#;
 
 criterion_group!(benches, hot_paths);
 criterion_main!(benches);
