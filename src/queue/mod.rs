@@ -3,7 +3,8 @@
 //! [`Router`] maps a rule id to the webhooks its events go to (`[[route]]`
 //! sections, each with a `min_severity`, `low` unless it says otherwise;
 //! with none, every rule of `low` and above goes to every webhook). [`Queue`] (in
-//! `store.rs`) keeps each webhook's events on disk until the webhook took them.
+//! `store.rs`) keeps each webhook's events on disk until the webhook took them,
+//! in rows of many events laid out as `rows.rs` says.
 
 mod rows;
 mod store;

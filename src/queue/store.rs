@@ -1632,13 +1632,35 @@ mod tests {
         read.iter().map(|q| q.seq).collect()
     }
 
+    /// A queue whose lane 0 holds events "0" to "first - 1" from one
+    /// append, then event "first" from another.
+    fn two_appends(dir: &Path, first: usize) -> Arc<Queue> {
+        let queue = Queue::open(dir, &hooks()).unwrap();
+        let chunk: Vec<_> = (0..first)
+            .map(|n| (0, event(&n.to_string(), "x")))
+            .collect();
+        queue.append_events(&chunk).unwrap();
+        queue
+            .append_events(&[(0, event(&first.to_string(), "x"))])
+            .unwrap();
+        queue
+    }
+
+    /// The row at `key` of `table`, as stored.
+    fn raw_row(queue: &Queue, table: &str, key: u64) -> Option<Vec<u8>> {
+        queue
+            .with_db(|db| {
+                let txn = db.begin_read()?;
+                let row = txn.open_table(rows_table(table))?.get(key)?;
+                Ok(row.map(|row| row.value().to_vec()))
+            })
+            .unwrap()
+    }
+
     #[test]
     fn a_batch_may_take_part_of_a_row_and_the_rest_stays_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        let chunk: Vec<_> = (0..5).map(|n| (0, event(&n.to_string(), "x"))).collect();
-        queue.append_events(&chunk).unwrap();
-        queue.append_events(&[(0, event("5", "x"))]).unwrap();
+        let queue = two_appends(dir.path(), 5);
         assert_eq!(rows_of(&queue), [(1, 5), (6, 1)], "one row per append");
         let (_, full) = queue.depth(0);
 
@@ -2003,32 +2025,14 @@ mod tests {
         assert_eq!(read[0].id(), "1");
         assert_eq!(queue.depth(0).0, 1, "the garbage no longer counts");
         // And the row is kept, not dropped.
-        let kept = queue
-            .with_db(|db| {
-                let txn = db.begin_read()?;
-                let table = txn.open_table(TableDefinition::<u64, &[u8]>::new("unreadable:a"))?;
-                let row = table.get(1)?.map(|v| v.value().to_vec());
-                Ok(row)
-            })
-            .unwrap();
-        assert_eq!(kept, Some(garbage));
+        assert_eq!(raw_row(&queue, "unreadable:a", 1), Some(garbage));
     }
 
     #[test]
     fn a_damaged_row_is_set_aside_whole_with_the_room_of_all_its_events() {
         let dir = tempfile::tempdir().unwrap();
-        let queue = Queue::open(dir.path(), &hooks()).unwrap();
-        let chunk: Vec<_> = (0..3).map(|n| (0, event(&n.to_string(), "x"))).collect();
-        queue.append_events(&chunk).unwrap();
-        queue.append_events(&[(0, event("3", "x"))]).unwrap();
-        let mut damaged = queue
-            .with_db(|db| {
-                let txn = db.begin_read()?;
-                let row = txn.open_table(rows_table("events:a"))?.get(1)?;
-                Ok(row.map(|row| row.value().to_vec()))
-            })
-            .unwrap()
-            .unwrap();
+        let queue = two_appends(dir.path(), 3);
+        let mut damaged = raw_row(&queue, "events:a", 1).unwrap();
         let last = damaged.len() - 2;
         damaged[last] ^= 0x20;
         put_raw(&queue, 1, &damaged);
@@ -2042,14 +2046,11 @@ mod tests {
             1,
             "the damaged row's events no longer count"
         );
-        let kept = queue
-            .with_db(|db| {
-                let txn = db.begin_read()?;
-                let row = txn.open_table(rows_table("unreadable:a"))?.get(1)?;
-                Ok(row.map(|row| row.value().to_vec()))
-            })
-            .unwrap();
-        assert_eq!(kept, Some(damaged), "kept for a human");
+        assert_eq!(
+            raw_row(&queue, "unreadable:a", 1),
+            Some(damaged),
+            "kept for a human"
+        );
     }
 
     #[test]
