@@ -1,7 +1,7 @@
 //! How the queue lays events out in its rows.
 //!
-//! A row holds the events one append queued for one webhook (up to
-//! [`BLOCK_BYTES`] of their JSON), under the sequence number of its first:
+//! A row holds the events one append queued for one webhook (a row of up
+//! to [`BLOCK_BYTES`]), under the sequence number of its first:
 //! a B-tree entry per event cost more than writing the event did. Each
 //! event keeps its own sequence number, so a batch may take part of a row;
 //! the rest is written back under the same key. Rows' events come in
