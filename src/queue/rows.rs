@@ -87,11 +87,14 @@ fn u32_of(n: usize) -> u32 {
 
 /// The row at `key` once the events not in `kept` left it: `None` when
 /// none is kept, else a block of those kept.
-pub fn rest_of(key: u64, kept: &[&Stored]) -> Option<Vec<u8>> {
-    if kept.is_empty() {
+pub fn rest_of<'s, 'j: 's>(
+    key: u64,
+    kept: impl IntoIterator<Item = &'s Stored<'j>>,
+) -> Option<Vec<u8>> {
+    let events: Vec<(u64, &[u8])> = kept.into_iter().map(|e| (e.seq, e.json)).collect();
+    if events.is_empty() {
         return None;
     }
-    let events: Vec<(u64, &[u8])> = kept.iter().map(|e| (e.seq, e.json)).collect();
     let mut row = Vec::new();
     write_block(key, &events, &mut row);
     Some(row)
@@ -127,19 +130,9 @@ pub fn blocks<'e, 'j>(
 pub fn events(key: u64, row: &[u8]) -> Result<Vec<Stored<'_>>, String> {
     match row.split_first() {
         Some((&BLOCK_TAG, rest)) => {
-            let (sum, body) = checksummed(rest)?;
-            if sum != xxh3_64(body) {
-                return Err("its checksum does not match its bytes".to_string());
-            }
-            block_events(key, body).ok_or_else(|| "its layout is broken".to_string())
+            block_events(key, verified(rest)?).ok_or_else(|| "its layout is broken".to_string())
         }
-        Some((&SINGLE_TAG, rest)) => {
-            let (sum, json) = checksummed(rest)?;
-            if sum != xxh3_64(json) {
-                return Err("its checksum does not match its bytes".to_string());
-            }
-            Ok(vec![single(key, row, json)])
-        }
+        Some((&SINGLE_TAG, rest)) => Ok(vec![single(key, row, verified(rest)?)]),
         _ => crate::event::EventJson::checked(row)
             .map(|_| vec![single(key, row, row)])
             .map_err(|e| e.to_string()),
@@ -151,7 +144,7 @@ pub fn events(key: u64, row: &[u8]) -> Result<Vec<Stored<'_>>, String> {
 pub fn layout(key: u64, row: &[u8]) -> Option<Vec<Stored<'_>>> {
     match row.split_first() {
         Some((&BLOCK_TAG, rest)) => block_events(key, checksummed(rest).ok()?.1),
-        Some((&SINGLE_TAG, rest)) => Some(vec![single(key, row, rest.get(CHECKSUM..)?)]),
+        Some((&SINGLE_TAG, rest)) => Some(vec![single(key, row, checksummed(rest).ok()?.1)]),
         _ => Some(vec![single(key, row, row)]),
     }
 }
@@ -182,6 +175,17 @@ fn single<'a>(key: u64, row: &[u8], json: &'a [u8]) -> Stored<'a> {
     }
 }
 
+/// What follows a row's tag, once its checksum holds for it.
+fn verified(rest: &[u8]) -> Result<&[u8], String> {
+    let (sum, body) = checksummed(rest)?;
+    if sum == xxh3_64(body) {
+        Ok(body)
+    } else {
+        Err("its checksum does not match its bytes".to_string())
+    }
+}
+
+/// What follows a row's tag: its checksum, and the bytes it covers.
 fn checksummed(rest: &[u8]) -> Result<(u64, &[u8]), String> {
     match rest.split_first_chunk::<CHECKSUM>() {
         Some((sum, body)) => Ok((u64::from_le_bytes(*sum), body)),

@@ -3,15 +3,16 @@
 //!
 //! Each webhook has its own table of rows, each holding the events of one
 //! append under its first event's sequence number (see `rows`), so one
-//! that is down only fills its own, up to `max_queue_bytes`; then `append` waits and back-pressure
-//! reaches the tailer (the log files are the buffer), or, for a lane with
-//! `when_full = "drop_oldest"`, drops that lane's oldest events. Events are
-//! appended in one transaction per chunk of lines, before the lines' offsets
-//! may be committed, so a crash at any moment loses nothing. Each source of
-//! lines (a file of an input, a journal) keeps, in the same transaction, the
-//! offset its lines are queued up to; lines read again after a crash (between
-//! the queue write and the checkpoint write) fall below it and are skipped:
-//! after a restart only batches that were in flight are sent twice.
+//! that is down only fills its own, up to `max_queue_bytes`; then `append`
+//! waits and back-pressure reaches the tailer (the log files are the
+//! buffer), or, for a lane with `when_full = "drop_oldest"`, drops that
+//! lane's oldest events. Events are appended in one transaction per chunk
+//! of lines, before the lines' offsets may be committed, so a crash at any
+//! moment loses nothing. Each source of lines (a file of an input, a
+//! journal) keeps, in the same transaction, the offset its lines are queued
+//! up to; lines read again after a crash (between the queue write and the
+//! checkpoint write) fall below it and are skipped: after a restart only
+//! batches that were in flight are sent twice.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,10 +32,8 @@ use super::rows;
 use crate::config::WhenFull;
 use crate::event::{Event, EventJson, SourceFile};
 
-type Rows<'a> = TableDefinition<'a, u64, &'static [u8]>;
-
 /// The table of rows named `name`.
-fn rows_table(name: &str) -> Rows<'_> {
+fn rows_table(name: &str) -> TableDefinition<'_, u64, &'static [u8]> {
     TableDefinition::new(name)
 }
 
@@ -376,7 +375,7 @@ fn count_usage(txn: &redb::WriteTransaction, lanes: &[Lane]) -> Result<Usage, re
         usage.events.push(held.events);
         usage.next_seq.push(held.last_seq + 1);
         txn.open_table(TableDefinition::<u64, ()>::new(&lane.attempts))?;
-        txn.open_table(TableDefinition::<u64, &[u8]>::new(&lane.set_aside))?;
+        txn.open_table(rows_table(&lane.set_aside))?;
     }
     txn.open_table(QUEUED_UP_TO)?;
     txn.open_table(LAST_ERRORS)?;
@@ -450,8 +449,7 @@ fn drop_oldest(
                     continue;
                 }
                 if gone > 0 {
-                    let kept: Vec<&rows::Stored> = stored[gone..].iter().collect();
-                    if let Some(rest) = rows::rest_of(key, &kept) {
+                    if let Some(rest) = rows::rest_of(key, &stored[gone..]) {
                         table.insert(key, rest.as_slice())?;
                     }
                 }
@@ -1076,7 +1074,7 @@ impl Queue {
                         }
                         freed += gone.iter().map(|e: &&rows::Stored| e.size).sum::<u64>();
                         removed += gone.len() as u64;
-                        changes.push((key, rows::rest_of(key, &kept)));
+                        changes.push((key, rows::rest_of(key, kept)));
                     }
                 }
                 for (key, rest) in changes {
