@@ -21,8 +21,8 @@ use crate::event::{EventJson, SourceFile};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
-    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, Rule, SeenLine, SyslogMemo,
-    TimeTexts, LINE_TOO_LONG,
+    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, RememberingClock, Rule,
+    SeenLine, TimeTexts, LINE_TOO_LONG,
 };
 use crate::tail::{CommitToken, JournalMeta, Line, LineBatch, LineChunk, LineSink, SinkClosed};
 use crate::tap::Tap;
@@ -91,8 +91,7 @@ impl RuleStage {
             line_too_long,
             long_lines: long_lines.clone(),
             gates,
-            syslog_memos: clocks.iter().map(|_| SyslogMemo::default()).collect(),
-            clocks,
+            clocks: clocks.iter().cloned().map(RememberingClock::new).collect(),
             time_texts: TimeTexts::default(),
             host,
             router,
@@ -243,9 +242,8 @@ struct EventBuilder {
     line_too_long: Rule,
     long_lines: Vec<Option<usize>>,
     gates: Gates,
-    clocks: Arc<Vec<LineClock>>,
-    /// Per input (as `clocks`): the classic syslog time it read last.
-    syslog_memos: Vec<SyslogMemo>,
+    /// Per input.
+    clocks: Vec<RememberingClock>,
     time_texts: TimeTexts,
     host: String,
     router: Router,
@@ -288,7 +286,7 @@ impl EventBuilder {
             let mut seen: Option<SeenLine> = None;
             let mut see_line = || {
                 see(
-                    (&self.clocks, &mut self.syslog_memos),
+                    &mut self.clocks[line.input],
                     &self.host,
                     &line,
                     chunk.read,
@@ -453,7 +451,7 @@ impl<T> Drop for StageThread<T> {
 /// `line` as its events carry it, dated by its input's clock; `read`: when
 /// its chunk was read.
 fn see<'a>(
-    (clocks, memos): (&[LineClock], &mut [SyslogMemo]),
+    clock: &mut RememberingClock,
     host: &'a str,
     line: &Line<'a>,
     read: Timestamp,
@@ -464,7 +462,7 @@ fn see<'a>(
         line.origin(),
         line.source,
         line.cut_from.is_some(),
-        clocks[line.input].times_remembering(line.text, read, &mut memos[line.input]),
+        clock.times(line.text, read),
         host,
         texts,
     )

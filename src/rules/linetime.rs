@@ -67,19 +67,8 @@ impl LineClock {
     /// (`Dec 31 23:59:59` read on Jan 1 is last year's; `Jan 1 00:00:01`
     /// read a few seconds before midnight on Dec 31 is next year's).
     pub fn times(&self, line: &str, read: Timestamp) -> LineTimes {
-        self.times_remembering(line, read, &mut SyslogMemo::default())
-    }
-
-    /// [`LineClock::times`], a classic syslog time the same as the last one
-    /// `memo` (this clock's alone) holds taken from it.
-    pub fn times_remembering(
-        &self,
-        line: &str,
-        read: Timestamp,
-        memo: &mut SyslogMemo,
-    ) -> LineTimes {
         LineTimes {
-            stated: self.stated(line, read, memo),
+            stated: self.stated_time(line, read),
             read,
         }
     }
@@ -107,12 +96,38 @@ impl LineClock {
     }
 }
 
-/// The last classic syslog time a clock read, as its text, the "now" it
-/// was read at and the instant it read as: a burst of lines shares its
+/// An input's clock where its events are dated, line after line: it keeps
+/// the last classic syslog time it read, as a burst of lines shares its
 /// second, and reading one (its year inferred, its zone applied) cost more
 /// than all else of its event's time.
+#[derive(Debug)]
+pub struct RememberingClock {
+    clock: LineClock,
+    last: SyslogMemo,
+}
+
+impl RememberingClock {
+    pub fn new(clock: LineClock) -> RememberingClock {
+        RememberingClock {
+            clock,
+            last: SyslogMemo::default(),
+        }
+    }
+
+    /// [`LineClock::times`], a classic syslog time the same as the last one
+    /// read taken from memory.
+    pub fn times(&mut self, line: &str, read: Timestamp) -> LineTimes {
+        LineTimes {
+            stated: self.clock.stated(line, read, &mut self.last),
+            read,
+        }
+    }
+}
+
+/// The last classic syslog time read, as its text, the "now" it was read
+/// at and the instant it read as.
 #[derive(Debug, Default)]
-pub struct SyslogMemo {
+struct SyslogMemo {
     text: [u8; SyslogMemo::LONGEST],
     len: usize,
     now: Timestamp,
@@ -661,11 +676,11 @@ mod tests {
         ) {
             let clock = clock(zone);
             let nows = [at(NOW), at("2027-01-01T00:30:00Z")];
-            let mut memo = SyslogMemo::default();
+            let mut remembering = RememberingClock::new(clock.clone());
             for (priority, time, rest, now) in lines {
                 let line = format!("{priority}{time}{rest}");
                 prop_assert_eq!(
-                    clock.times_remembering(&line, nows[now], &mut memo).stated,
+                    remembering.times(&line, nows[now]).stated,
                     clock.stated_time(&line, nows[now]),
                     "{:?}", line
                 );

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, EventView, Fields, LogOrigin, SourceFile};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
-pub use linetime::{zone_named, LineClock, LineTimes, SyslogMemo};
+pub use linetime::{zone_named, LineClock, LineTimes, RememberingClock};
 pub use lint::{client_controlled, forgery_warning};
 pub use load::{load_rules, parse_rules, rule_files, RuleError, RuleSet};
 pub use overrides::OverrideReport;
