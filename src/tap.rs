@@ -97,7 +97,9 @@ pub struct Tap {
     /// Webhook names by lane.
     webhooks: Vec<String>,
     ring: Mutex<Ring>,
-    live: broadcast::Sender<Tapped>,
+    /// Boxed: the channel allocates all its slots at the start, each the
+    /// size of what it carries (a third of a megabyte for `Tapped` itself).
+    live: broadcast::Sender<Box<Tapped>>,
 }
 
 impl Tap {
@@ -173,7 +175,7 @@ impl Tap {
         &self,
         webhook: Option<&str>,
         count: usize,
-    ) -> (Vec<Tapped>, broadcast::Receiver<Tapped>) {
+    ) -> (Vec<Tapped>, broadcast::Receiver<Box<Tapped>>) {
         let ring = self.ring.lock().expect("tap ring");
         let mut last: Vec<Tapped> = ring
             .entries
@@ -234,7 +236,7 @@ impl Tap {
 
     fn tell_followers(&self, entry: &Entry) {
         // A follower that left meanwhile is no error.
-        let _ = self.live.send(self.shown(entry));
+        let _ = self.live.send(Box::new(self.shown(entry)));
     }
 
     fn shown(&self, entry: &Entry) -> Tapped {

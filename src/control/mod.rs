@@ -486,9 +486,7 @@ async fn tap(
     loop {
         let reply = match changes.recv().await {
             Ok(event) if webhook.is_some_and(|name| event.webhook != name) => continue,
-            Ok(event) => Reply::Tapped {
-                event: Box::new(event),
-            },
+            Ok(event) => Reply::Tapped { event },
             Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => Reply::Note {
                 text: format!("{missed} changes came too fast to show"),
             },
