@@ -13,6 +13,7 @@
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::Anchored;
+use rustc_hash::{FxHashMap, FxHashSet};
 use regex_syntax::hir::{Class, Hir, HirKind};
 
 /// Literals shorter than this find too many lines to be worth a scan.
@@ -49,24 +50,106 @@ pub struct Prefilter {
 /// Literals in one Aho-Corasick DFA, walked by a loop of our own: the
 /// crate's overlapping search keeps its position in memory (about 1.5 times
 /// the instructions per byte), and the literals are too many and too alike
-/// for a SIMD prefilter to skip ahead.
+/// for a SIMD prefilter to skip ahead. The crate's DFA is copied into a
+/// table of fewer columns: every byte of no literal in one class, and both
+/// cases of a caseless letter in one, where the crate keeps each case and
+/// each run of unused bytes between used ones apart. The shipped rules'
+/// tables take 64 columns instead of 128 (0.95 MB instead of 1.9), and the
+/// walk is a little faster for it.
 struct LiteralScan {
-    dfa: aho_corasick::dfa::DFA,
-    /// For each literal of the DFA: what it stands for (a rule, a set).
-    owner: Vec<usize>,
+    /// The class of each byte: the bytes of no literal share one.
+    classes: [u8; 256],
+    /// Columns per state, as a power of two.
+    stride2: u32,
+    /// The next state by state plus class: a state is the index of its
+    /// row. The start is 0, and states from `first_match` on end a literal.
+    next: Vec<u32>,
+    first_match: u32,
+    /// Per match state, in order, the end of its owners in `owners` (the
+    /// start is the previous one's end).
+    owner_ends: Vec<u32>,
+    /// The owners of the literals each match state ends.
+    owners: Vec<usize>,
     /// The longest literal's length.
     longest: usize,
 }
 
 impl LiteralScan {
-    fn new(literals: &[Vec<u8>], caseless: bool, owner: Vec<usize>) -> LiteralScan {
+    fn new(literals: &[Vec<u8>], caseless: bool, owner: &[usize]) -> LiteralScan {
+        let dfa = aho_corasick::dfa::DFA::builder()
+            .prefilter(false)
+            .ascii_case_insensitive(caseless)
+            .build(literals)
+            .expect("literal sets this small always build");
+        // A byte stands for itself, or for both its cases when caseless.
+        let folded = |byte: u8| match caseless {
+            true => byte.to_ascii_lowercase(),
+            false => byte,
+        };
+        let mut in_literal = [false; 256];
+        for &byte in literals.iter().flatten() {
+            in_literal[usize::from(folded(byte))] = true;
+        }
+        // Class 0 is the bytes of no literal; each other byte (both cases
+        // of a caseless letter) has its own.
+        let mut classes = [0u8; 256];
+        let mut representatives: Vec<u8> = (0..=255u8)
+            .find(|&byte| !in_literal[usize::from(folded(byte))])
+            .into_iter()
+            .collect();
+        for byte in (0..=255u8).filter(|&byte| in_literal[usize::from(byte)]) {
+            classes[usize::from(byte)] = representatives.len() as u8;
+            representatives.push(byte);
+        }
+        for byte in 0..=255u8 {
+            classes[usize::from(byte)] = classes[usize::from(folded(byte))];
+        }
+        // Every state, found from the start; match states numbered last.
+        let start = dfa
+            .start_state(Anchored::No)
+            .expect("an unanchored DFA has an unanchored start");
+        let mut found = vec![start];
+        let mut seen: FxHashSet<StateID> = FxHashSet::from_iter([start]);
+        let mut at = 0;
+        while at < found.len() {
+            for &byte in &representatives {
+                let next = dfa.next_state(Anchored::No, found[at], byte);
+                if seen.insert(next) {
+                    found.push(next);
+                }
+            }
+            at += 1;
+        }
+        let (mut order, matches): (Vec<StateID>, Vec<StateID>) =
+            found.iter().partition(|&&state| !dfa.is_match(state));
+        let first_match = order.len();
+        order.extend(matches);
+        let stride2 = representatives.len().next_power_of_two().trailing_zeros();
+        let number: FxHashMap<StateID, u32> =
+            order.iter().enumerate().map(|(i, &state)| (state, (i as u32) << stride2)).collect();
+        let mut next = Vec::with_capacity(order.len() << stride2);
+        let (mut owner_ends, mut owners) = (Vec::new(), Vec::new());
+        for &state in &order {
+            next.extend(
+                representatives
+                    .iter()
+                    .map(|&byte| number[&dfa.next_state(Anchored::No, state, byte)]),
+            );
+            next.resize(next.len().next_multiple_of(1 << stride2), 0);
+            if dfa.is_match(state) {
+                owners.extend(
+                    (0..dfa.match_len(state)).map(|i| owner[dfa.match_pattern(state, i).as_usize()]),
+                );
+                owner_ends.push(owners.len() as u32);
+            }
+        }
         LiteralScan {
-            dfa: aho_corasick::dfa::DFA::builder()
-                .prefilter(false)
-                .ascii_case_insensitive(caseless)
-                .build(literals)
-                .expect("literal sets this small always build"),
-            owner,
+            classes,
+            stride2,
+            next,
+            first_match: (first_match as u32) << stride2,
+            owner_ends,
+            owners,
             longest: literals.iter().map(Vec::len).max().unwrap_or(0),
         }
     }
@@ -108,12 +191,13 @@ impl Prefilter {
             rule_confirms.sort_by_key(|confirm| matches!(confirm, Confirm::Shared(_)));
             confirms.push(rule_confirms);
         }
-        let triggers = (!literals.is_empty()).then(|| LiteralScan::new(&literals, false, owner));
+        let triggers = (!literals.is_empty()).then(|| LiteralScan::new(&literals, false, &owner));
+        let shared = shared.build();
         Prefilter {
             triggers,
             always,
             confirms,
-            shared: shared.build(),
+            shared,
         }
     }
 
@@ -187,7 +271,7 @@ impl LiteralScan {
         } else if line.len() >= 2 * reach {
             self.walk_parts::<2>(line, found)
         } else {
-            self.walk(self.start(), line, found)
+            self.walk(0, line, found)
         }
     }
 
@@ -204,12 +288,11 @@ impl LiteralScan {
             &line[start..(start + len).min(line.len())]
         });
         let together = parts.iter().map(|part| part.len()).min().unwrap_or(0);
-        let mut states = [self.start(); N];
-        let dfa = &self.dfa;
+        let mut states = [0u32; N];
         for at in 0..together {
             for (state, part) in states.iter_mut().zip(&parts) {
-                *state = dfa.next_state(Anchored::No, *state, part[at]);
-                if dfa.is_special(*state) {
+                *state = self.step(*state, part[at]);
+                if *state >= self.first_match {
                     self.record(*state, found);
                 }
             }
@@ -219,19 +302,16 @@ impl LiteralScan {
         }
     }
 
-    fn start(&self) -> StateID {
-        self.dfa
-            .start_state(Anchored::No)
-            .expect("an unanchored DFA has an unanchored start")
+    fn step(&self, state: u32, byte: u8) -> u32 {
+        self.next[state as usize + usize::from(self.classes[usize::from(byte)])]
     }
 
     /// Walks `bytes` from `state`, recording the matches met.
-    fn walk(&self, mut state: StateID, bytes: &[u8], found: &mut Vec<usize>) {
+    fn walk(&self, mut state: u32, bytes: &[u8], found: &mut Vec<usize>) {
         for &byte in bytes {
-            state = self.dfa.next_state(Anchored::No, state, byte);
-            // Special states are match states here (the dead one is never
-            // reached unanchored): rare, so a step is a lookup and a compare.
-            if self.dfa.is_special(state) {
+            state = self.step(state, byte);
+            // Match states are rare, so a step is a lookup and a compare.
+            if state >= self.first_match {
                 self.record(state, found);
             }
         }
@@ -239,12 +319,13 @@ impl LiteralScan {
 
     /// Out of line, so the loop above keeps its few values in registers.
     #[inline(never)]
-    fn record(&self, state: StateID, found: &mut Vec<usize>) {
-        if self.dfa.is_match(state) {
-            for i in 0..self.dfa.match_len(state) {
-                found.push(self.owner[self.dfa.match_pattern(state, i).as_usize()]);
-            }
-        }
+    fn record(&self, state: u32, found: &mut Vec<usize>) {
+        let match_state = ((state - self.first_match) >> self.stride2) as usize;
+        let start = match match_state {
+            0 => 0,
+            _ => self.owner_ends[match_state - 1] as usize,
+        };
+        found.extend_from_slice(&self.owners[start..self.owner_ends[match_state] as usize]);
     }
 }
 
@@ -285,7 +366,7 @@ impl SharedBuilder {
         (self.sets > 0).then(|| {
             let caseless = self.literals.iter().any(|literal| literal.caseless);
             let literals: Vec<Vec<u8>> = self.literals.into_iter().map(|l| l.bytes).collect();
-            LiteralScan::new(&literals, caseless, self.set_of)
+            LiteralScan::new(&literals, caseless, &self.set_of)
         })
     }
 }
@@ -561,22 +642,31 @@ mod tests {
         fn the_scan_finds_what_a_plain_search_finds(
             pieces in proptest::collection::vec(proptest::sample::select(vec![
                 "Failed ", "password", "sshd[", " from ", "Accepted publickey for ", "x", "yy", " ",
+                "FAILED ", "PassWord", "\u{0}", "é",
             ]), 0..60),
+            caseless: bool,
         ) {
             let literals: Vec<Vec<u8>> = ["sshd[", "Failed password", " from ", "Accepted publickey for ", "yyy"]
                 .iter()
                 .map(|literal| literal.as_bytes().to_vec())
                 .collect();
-            let scan = LiteralScan::new(&literals, false, (0..literals.len()).collect());
+            let owners: Vec<usize> = (0..literals.len()).collect();
+            let scan = LiteralScan::new(&literals, caseless, &owners);
             let line = pieces.concat();
             let mut found = Vec::new();
             scan.found_in(&line, &mut found);
             found.sort_unstable();
             found.dedup();
+            let fold = |bytes: &[u8]| match caseless {
+                true => bytes.to_ascii_lowercase(),
+                false => bytes.to_vec(),
+            };
             let expected: Vec<usize> = literals
                 .iter()
                 .enumerate()
-                .filter(|(_, literal)| line.as_bytes().windows(literal.len()).any(|w| w == &literal[..]))
+                .filter(|(_, literal)| {
+                    fold(line.as_bytes()).windows(literal.len()).any(|w| w == fold(literal))
+                })
                 .map(|(i, _)| i)
                 .collect();
             proptest::prop_assert_eq!(found, expected, "{:?}", line);
