@@ -276,7 +276,12 @@ fn run_once(corpus: &Path, routing: Routing, expected: usize) -> Run {
 }
 
 fn span(runs: &[Run], value: impl Fn(&Run) -> f64, digits: usize) -> String {
-    let values: Vec<f64> = runs.iter().map(value).collect();
+    span_of(runs.iter().map(value), digits)
+}
+
+/// `min–max` of `values`.
+fn span_of(values: impl Iterator<Item = f64>, digits: usize) -> String {
+    let values: Vec<f64> = values.collect();
     let min = values.iter().cloned().fold(f64::INFINITY, f64::min);
     let max = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     format!("{min:.digits$}–{max:.digits$}")
@@ -342,15 +347,15 @@ fn main() {
         .zip(everything_1)
         .enumerate()
         .map(|(i, (fewer, more))| {
-            let own = (more.cpu_seconds - fewer.cpu_seconds) * 1e6 / (more.events - fewer.events) as f64;
+            let own =
+                (more.cpu_seconds - fewer.cpu_seconds) * 1e6 / (more.events - fewer.events) as f64;
             println!("  each event's own CPU, run {}: {own:.2} µs", i + 1);
             own
         })
         .collect();
-    let min = own.iter().cloned().fold(f64::INFINITY, f64::min);
-    let max = own.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
     println!(
-        "each event's own CPU (every event's run less the default 1 % run's, over the {} extra events): {min:.2}–{max:.2} µs",
-        everything_1[0].events - default_1[0].events
+        "each event's own CPU (every event's run less the default 1 % run's, over the {} extra events): {} µs",
+        everything_1[0].events - default_1[0].events,
+        span_of(own.into_iter(), 2)
     );
 }

@@ -13,8 +13,8 @@
 
 use aho_corasick::automaton::{Automaton, StateID};
 use aho_corasick::Anchored;
-use rustc_hash::{FxHashMap, FxHashSet};
 use regex_syntax::hir::{Class, Hir, HirKind};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 /// Literals shorter than this find too many lines to be worth a scan.
 const MIN_LITERAL: usize = 3;
@@ -125,8 +125,11 @@ impl LiteralScan {
         let first_match = order.len();
         order.extend(matches);
         let stride2 = representatives.len().next_power_of_two().trailing_zeros();
-        let number: FxHashMap<StateID, u32> =
-            order.iter().enumerate().map(|(i, &state)| (state, (i as u32) << stride2)).collect();
+        let number: FxHashMap<StateID, u32> = order
+            .iter()
+            .enumerate()
+            .map(|(i, &state)| (state, (i as u32) << stride2))
+            .collect();
         let mut next = Vec::with_capacity(order.len() << stride2);
         let (mut owner_ends, mut owners) = (Vec::new(), Vec::new());
         for &state in &order {
@@ -138,7 +141,8 @@ impl LiteralScan {
             next.resize(next.len().next_multiple_of(1 << stride2), 0);
             if dfa.is_match(state) {
                 owners.extend(
-                    (0..dfa.match_len(state)).map(|i| owner[dfa.match_pattern(state, i).as_usize()]),
+                    (0..dfa.match_len(state))
+                        .map(|i| owner[dfa.match_pattern(state, i).as_usize()]),
                 );
                 owner_ends.push(owners.len() as u32);
             }
@@ -192,12 +196,11 @@ impl Prefilter {
             confirms.push(rule_confirms);
         }
         let triggers = (!literals.is_empty()).then(|| LiteralScan::new(&literals, false, &owner));
-        let shared = shared.build();
         Prefilter {
             triggers,
             always,
             confirms,
-            shared,
+            shared: shared.build(),
         }
     }
 
