@@ -165,6 +165,9 @@ impl EventView<'_> {
             out.push(b':');
             match value {
                 serde_json::Value::String(text) => json_text::string(out, text),
+                serde_json::Value::Number(n) if n.is_u64() => {
+                    json_text::number(out, n.as_u64().expect("a u64"))
+                }
                 other => serde_json::to_writer(&mut *out, other).expect("a JSON value serializes"),
             }
         }
@@ -244,9 +247,20 @@ mod json_text {
         out.extend_from_slice(&[b'\\', short]);
     }
 
-    pub fn number(out: &mut Vec<u8>, n: u64) {
-        use std::io::Write;
-        write!(out, "{n}").expect("a Vec takes every byte");
+    /// `n` in decimal, without the formatting machinery `write!` goes
+    /// through for each number.
+    pub fn number(out: &mut Vec<u8>, mut n: u64) {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[start..]);
     }
 }
 

@@ -152,8 +152,9 @@ fn escape_label(value: &str) -> String {
 /// Every counter of the agent, by input, rule and webhook in config order.
 pub struct Metrics {
     pub inputs: Vec<(String, InputCounters)>,
-    /// Matches per rule id, before thresholds and suppression.
-    pub rules: BTreeMap<String, AtomicU64>,
+    /// Matches per rule id, before thresholds and suppression. Shared: the
+    /// rules stage holds each rule's counter, not a lookup by id per match.
+    pub rules: BTreeMap<String, std::sync::Arc<AtomicU64>>,
     pub webhooks: Vec<(String, std::sync::Arc<WebhookCounters>)>,
 }
 
@@ -170,7 +171,7 @@ impl Metrics {
                 .collect(),
             rules: rules
                 .into_iter()
-                .map(|id| (id.to_string(), AtomicU64::new(0)))
+                .map(|id| (id.to_string(), Default::default()))
                 .collect(),
             webhooks: webhooks
                 .into_iter()

@@ -452,6 +452,12 @@ impl Matcher {
         let line = rfc5424::classic_form(line);
         let candidates = self.prefilter.candidates(&line);
         self.matches_among_classic(line, candidates)
+            .map(|(_, rule, fields)| (rule, fields))
+    }
+
+    /// The rules, as [`Matcher::matches_among`] numbers them.
+    pub fn rules(&self) -> &[Arc<Rule>] {
+        &self.rules
     }
 
     /// Finds the rules that may match `line` (indices for
@@ -460,12 +466,13 @@ impl Matcher {
         self.prefilter.find(&rfc5424::classic_form(line), found)
     }
 
-    /// [`Matcher::matches`] of `line` among its `candidates`.
+    /// [`Matcher::matches`] of `line` among its `candidates`, each with its
+    /// rule's number.
     pub fn matches_among<'a>(
         &'a self,
         line: &'a str,
         candidates: impl IntoIterator<Item = usize> + 'a,
-    ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
+    ) -> impl Iterator<Item = (usize, &'a Arc<Rule>, Fields)> + 'a {
         self.matches_among_classic(rfc5424::classic_form(line), candidates)
     }
 
@@ -474,10 +481,10 @@ impl Matcher {
         &'a self,
         line: Cow<'a, str>,
         candidates: impl IntoIterator<Item = usize> + 'a,
-    ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
+    ) -> impl Iterator<Item = (usize, &'a Arc<Rule>, Fields)> + 'a {
         candidates.into_iter().filter_map(move |i| {
             let rule = &self.rules[i];
-            rule.event_fields(&line).map(|fields| (rule, fields))
+            rule.event_fields(&line).map(|fields| (i, rule, fields))
         })
     }
 
