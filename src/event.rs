@@ -17,6 +17,84 @@ use crate::rules::Severity;
 /// Field values keep their JSON type (`source.port` may be an integer).
 pub type Fields = BTreeMap<std::sync::Arc<str>, serde_json::Value>;
 
+/// A field's value as a rule's match converted it, its text borrowed from
+/// the line where it can be: the rules stage encodes an event's fields from
+/// these, without a map of owned values for each event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FieldValue<'a> {
+    Text(Cow<'a, str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl FieldValue<'_> {
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            FieldValue::Text(text) => serde_json::Value::from(text.as_ref()),
+            FieldValue::Int(n) => serde_json::Value::from(*n),
+            FieldValue::Float(x) => serde_json::Value::from(*x),
+            FieldValue::Bool(b) => serde_json::Value::from(*b),
+        }
+    }
+}
+
+/// Fields a match converted, by name, in name order (as a [`Fields`] map
+/// orders them).
+pub type MatchedFields<'a> = Vec<(&'a Arc<str>, FieldValue<'a>)>;
+
+/// `fields` as a map.
+pub fn fields_map(fields: &[(&Arc<str>, FieldValue)]) -> Fields {
+    fields
+        .iter()
+        .map(|(name, value)| (Arc::clone(name), value.to_json()))
+        .collect()
+}
+
+/// An event's fields as it is encoded: an [`Event`]'s map, or what a match
+/// converted.
+#[derive(Debug)]
+pub enum ViewFields<'a> {
+    Map(Cow<'a, Fields>),
+    Matched(MatchedFields<'a>),
+}
+
+impl ViewFields<'_> {
+    pub fn to_map(&self) -> Fields {
+        match self {
+            ViewFields::Map(map) => map.clone().into_owned(),
+            ViewFields::Matched(fields) => fields_map(fields),
+        }
+    }
+
+    /// The fields as a map, to change.
+    pub fn to_mut(&mut self) -> &mut Fields {
+        if let ViewFields::Matched(fields) = self {
+            *self = ViewFields::Map(Cow::Owned(fields_map(fields)));
+        }
+        match self {
+            ViewFields::Map(map) => map.to_mut(),
+            ViewFields::Matched(_) => unreachable!("made a map above"),
+        }
+    }
+}
+
+impl Serialize for ViewFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            ViewFields::Map(map) => map.serialize(serializer),
+            ViewFields::Matched(fields) => {
+                let mut map = serializer.serialize_map(Some(fields.len()))?;
+                for (name, value) in fields {
+                    map.serialize_entry(&**name, &value.to_json())?;
+                }
+                map.end()
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Event {
     /// Stable for the same line of the same file read by the same rule, so a
@@ -59,7 +137,7 @@ impl Event {
             host: &self.host,
             log: &self.log,
             message: &self.message,
-            fields: Cow::Borrowed(&self.fields),
+            fields: ViewFields::Map(Cow::Borrowed(&self.fields)),
             count: self.count,
             truncated: self.truncated,
         }
@@ -88,7 +166,7 @@ pub struct EventView<'a> {
     pub host: &'a str,
     pub log: &'a LogOrigin,
     pub message: &'a str,
-    pub fields: Cow<'a, Fields>,
+    pub fields: ViewFields<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<u64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -110,7 +188,7 @@ impl EventView<'_> {
             host: self.host.to_string(),
             log: self.log.clone(),
             message: self.message.to_string(),
-            fields: self.fields.clone().into_owned(),
+            fields: self.fields.to_map(),
             count: self.count,
             truncated: self.truncated,
         }
@@ -157,18 +235,36 @@ impl EventView<'_> {
         out.extend_from_slice(b"},\"message\":");
         json_text::string(out, self.message);
         out.extend_from_slice(b",\"fields\":{");
-        for (i, (name, value)) in self.fields.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            json_text::string(out, name);
-            out.push(b':');
-            match value {
-                serde_json::Value::String(text) => json_text::string(out, text),
-                serde_json::Value::Number(n) if n.is_u64() => {
-                    json_text::number(out, n.as_u64().expect("a u64"))
+        match &self.fields {
+            ViewFields::Map(map) => {
+                for (i, (name, value)) in map.iter().enumerate() {
+                    json_text::member(out, i, name);
+                    match value {
+                        serde_json::Value::String(text) => json_text::string(out, text),
+                        serde_json::Value::Number(n) if n.is_u64() => {
+                            json_text::number(out, n.as_u64().expect("a u64"))
+                        }
+                        other => json_text::value(out, other),
+                    }
                 }
-                other => serde_json::to_writer(&mut *out, other).expect("a JSON value serializes"),
+            }
+            ViewFields::Matched(fields) => {
+                for (i, (name, value)) in fields.iter().enumerate() {
+                    json_text::member(out, i, name);
+                    match value {
+                        FieldValue::Text(text) => json_text::string(out, text),
+                        FieldValue::Int(n) => {
+                            if *n < 0 {
+                                out.push(b'-');
+                            }
+                            json_text::number(out, n.unsigned_abs())
+                        }
+                        FieldValue::Bool(b) => {
+                            out.extend_from_slice(if *b { b"true" } else { b"false" })
+                        }
+                        float => json_text::value(out, &float.to_json()),
+                    }
+                }
             }
         }
         out.push(b'}');
@@ -245,6 +341,19 @@ mod json_text {
             }
         };
         out.extend_from_slice(&[b'\\', short]);
+    }
+
+    /// The `i`th member's name of an object, after a comma if not the first.
+    pub fn member(out: &mut Vec<u8>, i: usize, name: &str) {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, name);
+        out.push(b':');
+    }
+
+    pub fn value(out: &mut Vec<u8>, value: &serde_json::Value) {
+        serde_json::to_writer(&mut *out, value).expect("a JSON value serializes");
     }
 
     /// `n` in decimal, without the formatting machinery `write!` goes
@@ -528,6 +637,7 @@ pub fn rfc3339_millis(at: jiff::Timestamp) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::strategy::Strategy as _;
 
     fn origin(file: &str, offset: u64) -> LogOrigin {
         LogOrigin {
@@ -664,6 +774,36 @@ mod tests {
             let decoded = by_hand.decode();
             proptest::prop_assert_eq!(decoded.message, event.message);
             proptest::prop_assert_eq!(decoded.log, event.log);
+        }
+
+        /// The fields a match converted encode as the map made of them
+        /// does, and as serde writes them.
+        #[test]
+        fn matched_fields_encode_as_their_map(
+            fields in proptest::collection::btree_map(
+                "\\PC{0,8}",
+                proptest::prop_oneof![
+                    proptest::prelude::any::<String>().prop_map(|t| FieldValue::Text(t.into())),
+                    proptest::prelude::any::<i64>().prop_map(FieldValue::Int),
+                    proptest::prelude::any::<f64>().prop_map(FieldValue::Float),
+                    proptest::prelude::any::<bool>().prop_map(FieldValue::Bool),
+                ],
+                0..6,
+            ),
+        ) {
+            let names: Vec<Arc<str>> = fields.keys().map(|name| Arc::from(name.as_str())).collect();
+            let matched: MatchedFields = names.iter().zip(fields.into_values()).collect();
+            let event = Event::sample("e1", "a line");
+            let mut view = event.view();
+            view.fields = ViewFields::Map(Cow::Owned(fields_map(&matched)));
+            let by_map = view.encode(&mut Vec::new());
+            view.fields = ViewFields::Matched(matched);
+            let by_matched = view.encode(&mut Vec::new());
+            proptest::prop_assert_eq!(
+                String::from_utf8_lossy(by_matched.as_bytes()),
+                String::from_utf8_lossy(by_map.as_bytes())
+            );
+            proptest::prop_assert_eq!(by_matched.as_bytes(), &serde_json::to_vec(&view).unwrap()[..]);
         }
 
         #[test]

@@ -12,6 +12,7 @@
 //! `--thresholds`, by those times, so a day's log replayed shows the events
 //! it would have sent; without it every match is shown.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
-use crate::event::LogOrigin;
+use crate::event::{LogOrigin, ViewFields};
 use crate::rules::{
     self, event_for, Admit, Gate, LineClock, Matcher, Rule, SeenLine, TimeTexts, Verdict,
 };
@@ -275,7 +276,7 @@ impl Stage<'_> {
                     }
                 }
             };
-            let mut event = event_for(rule, seen, fields, count);
+            let mut event = event_for(rule, seen, ViewFields::Map(Cow::Owned(fields)), count);
             if let Some(journal) = line.journal {
                 journal.annotate(&mut event);
             }

@@ -18,12 +18,12 @@ use backon::BackoffBuilder;
 use jiff::Timestamp;
 
 use super::Gates;
-use crate::event::{EventJson, SourceFile};
+use crate::event::{fields_map, EventJson, SourceFile, ViewFields};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
-    event_for, line_too_long_event, Admit, Found, LineClock, Matcher, RememberingClock, Rule,
-    SeenLine, TimeTexts, LINE_TOO_LONG,
+    classic_form, event_for, line_too_long_event, Admit, Found, LineClock, Matcher,
+    RememberingClock, Rule, SeenLine, TimeTexts, LINE_TOO_LONG,
 };
 use crate::tail::{CommitToken, JournalMeta, Line, LineBatch, LineChunk, LineSink, SinkClosed};
 use crate::tap::Tap;
@@ -327,8 +327,9 @@ impl EventBuilder {
                         .add(self.router.destinations(LINE_TOO_LONG), &event, read_at);
                 }
             }
+            let classic = classic_form(line.text);
             for (number, rule, fields) in
-                self.matchers[line.input].matches_among(line.text, rules.iter().copied())
+                self.matchers[line.input].matches_among(&classic, rules.iter().copied())
             {
                 let outlet = &self.outlets[line.input][number];
                 if let Some(matches) = &outlet.matches {
@@ -337,14 +338,16 @@ impl EventBuilder {
                 let seen = seen.get_or_insert_with(&mut see_line);
                 let count = if outlet.gated {
                     let gate = gates.get_mut(&rule.id).expect("a gate per loaded rule");
-                    let Admit::Emit { count } = gate.admit(&fields, seen.times.gate_time()) else {
+                    let Admit::Emit { count } =
+                        gate.admit(&fields_map(&fields), seen.times.gate_time())
+                    else {
                         continue;
                     };
                     count
                 } else {
                     None
                 };
-                let mut event = event_for(rule, seen, fields, count);
+                let mut event = event_for(rule, seen, ViewFields::Matched(fields), count);
                 if let Some(journal) = line.journal {
                     journal.annotate(&mut event);
                 }

@@ -29,7 +29,10 @@ use std::sync::Arc;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, EventView, Fields, LogOrigin, SourceFile};
+use crate::event::{
+    fields_map, Event, EventView, FieldValue, Fields, LogOrigin, MatchedFields, SourceFile,
+    ViewFields,
+};
 
 pub use gate::{Admit, Gate, SuppressSpec, ThresholdSpec};
 pub use linetime::{zone_named, LineClock, LineTimes, RememberingClock};
@@ -77,20 +80,19 @@ pub enum FieldType {
 }
 
 impl FieldType {
-    fn convert(self, text: &str) -> Option<serde_json::Value> {
-        use serde_json::Value;
+    fn convert(self, text: &str) -> Option<FieldValue<'_>> {
         match self {
-            FieldType::String => Some(Value::from(text)),
-            FieldType::Int => text.parse::<i64>().ok().map(Value::from),
-            FieldType::Float => text.parse::<f64>().ok().map(Value::from),
-            FieldType::Bool => text.parse::<bool>().ok().map(Value::from),
+            FieldType::String => Some(FieldValue::Text(Cow::Borrowed(text))),
+            FieldType::Int => text.parse::<i64>().ok().map(FieldValue::Int),
+            FieldType::Float => text.parse::<f64>().ok().map(FieldValue::Float),
+            FieldType::Bool => text.parse::<bool>().ok().map(FieldValue::Bool),
             // Canonical form: `::ffff:192.0.2.1` is the IPv4 address it
             // carries, so blocklists and SOC tools see one address. Dotted
             // IPv4 parses only in its canonical form (no leading zeros), so
             // such text is kept as written, without formatting it again.
             FieldType::Ip => match text.parse::<IpAddr>().ok()? {
-                IpAddr::V4(_) => Some(Value::from(text)),
-                ip => Some(Value::from(ip.to_canonical().to_string())),
+                IpAddr::V4(_) => Some(FieldValue::Text(Cow::Borrowed(text))),
+                ip => Some(FieldValue::Text(Cow::Owned(ip.to_canonical().to_string()))),
             },
         }
     }
@@ -141,8 +143,9 @@ pub struct Rule {
 pub struct RuleRegex {
     pattern: String,
     regex: regex_automata::meta::Regex,
-    /// Each named group: its index, its field name and declared type.
-    /// Shared with the fields of every event: a clone is no copy.
+    /// Each named group: its index, its field name and declared type, in
+    /// the order of the names, which is an event's. Shared with the fields
+    /// of every event: a clone is no copy.
     fields: Vec<(usize, Arc<str>, Option<FieldType>)>,
 }
 
@@ -157,7 +160,7 @@ impl RuleRegex {
                 Some(syntax) => syntax.to_string(),
                 None => e.to_string(),
             })?;
-        let fields = regex
+        let mut fields: Vec<(usize, Arc<str>, Option<FieldType>)> = regex
             .group_info()
             .pattern_names(regex_automata::PatternID::ZERO)
             .enumerate()
@@ -165,6 +168,7 @@ impl RuleRegex {
                 name.map(|name| (group, Arc::from(name), types.get(name).copied()))
             })
             .collect();
+        fields.sort_by(|a, b| a.1.cmp(&b.1));
         Ok(RuleRegex {
             pattern: pattern.to_string(),
             regex,
@@ -180,7 +184,7 @@ impl RuleRegex {
         self.regex.is_match(line)
     }
 
-    /// The field names, in the order of their groups.
+    /// The field names, in their order.
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|(_, name, _)| &**name)
     }
@@ -188,10 +192,10 @@ impl RuleRegex {
     /// Matches `line`; on a match, each named group that took part, with
     /// its text, goes to `field` (which may stop the walk with `Err`). The
     /// groups' spans are kept on the stack: a match allocates nothing here.
-    fn each_field<E>(
-        &self,
-        line: &str,
-        mut field: impl FnMut(&Arc<str>, Option<FieldType>, &str) -> Result<(), E>,
+    fn each_field<'a, E>(
+        &'a self,
+        line: &'a str,
+        mut field: impl FnMut(&'a Arc<str>, Option<FieldType>, &'a str) -> Result<(), E>,
     ) -> Option<Result<(), E>> {
         type Slot = Option<regex_automata::util::primitives::NonMaxUsize>;
         const ON_STACK: usize = 64;
@@ -241,10 +245,11 @@ impl Rule {
 
     /// Whether the event's `source.ip` is one an override says to ignore.
     fn own_address(&self, fields: &Fields) -> bool {
-        fields
-            .get("source.ip")
-            .and_then(|ip| ip.as_str())
-            .is_some_and(|ip| overrides::ignored_address(&self.ignore_ips, ip))
+        self.ignores_address(fields.get("source.ip").and_then(|ip| ip.as_str()))
+    }
+
+    fn ignores_address(&self, source_ip: Option<&str>) -> bool {
+        source_ip.is_some_and(|ip| overrides::ignored_address(&self.ignore_ips, ip))
     }
 
     /// The rule as written (regex, `ignore` and `types`, without what
@@ -262,12 +267,16 @@ impl Rule {
     /// [`Rule::evaluate_classic`] would say `Match`. The `ignore` patterns
     /// go first: a search for their literals, where the captures they spare
     /// may backtrack over the whole line.
-    fn event_fields(&self, line: &str) -> Option<Fields> {
+    fn event_fields<'a>(&'a self, line: &'a str) -> Option<MatchedFields<'a>> {
         if self.ignores(line) {
             return None;
         }
-        let fields = self.typed_fields(line)?.ok()?;
-        (!self.own_address(&fields)).then_some(fields)
+        let fields = self.converted_fields(line)?.ok()?;
+        let source_ip = fields.iter().find_map(|(name, value)| match value {
+            FieldValue::Text(ip) if &***name == "source.ip" => Some(ip.as_ref()),
+            _ => None,
+        });
+        (!self.ignores_address(source_ip)).then_some(fields)
     }
 
     fn ignores(&self, line: &str) -> bool {
@@ -277,11 +286,17 @@ impl Rule {
     /// The regex's fields of `line`, converted to their types: `None` when
     /// it does not match, `Err` naming a field that does not convert.
     fn typed_fields(&self, line: &str) -> Option<Result<Fields, String>> {
-        let mut fields = Fields::new();
+        let converted = self.converted_fields(line)?;
+        Some(converted.map(|fields| fields_map(&fields)))
+    }
+
+    /// [`Rule::typed_fields`], borrowed from `line` where they can be.
+    fn converted_fields<'a>(&'a self, line: &'a str) -> Option<Result<MatchedFields<'a>, String>> {
+        let mut fields = Vec::new();
         let converted = self.regex.each_field(line, |name, kind, text| {
             match kind.unwrap_or(FieldType::String).convert(text) {
                 Some(value) => {
-                    fields.insert(name.clone(), value);
+                    fields.push((name, value));
                     Ok(())
                 }
                 None => Err(name.to_string()),
@@ -451,8 +466,11 @@ impl Matcher {
     ) -> impl Iterator<Item = (&'a Arc<Rule>, Fields)> + 'a {
         let line = rfc5424::classic_form(line);
         let candidates = self.prefilter.candidates(&line);
-        self.matches_among_classic(line, candidates)
-            .map(|(_, rule, fields)| (rule, fields))
+        candidates.into_iter().filter_map(move |i| {
+            let rule = &self.rules[i];
+            let fields = rule.event_fields(&line)?;
+            Some((rule, fields_map(&fields)))
+        })
     }
 
     /// The rules, as [`Matcher::matches_among`] numbers them.
@@ -466,25 +484,17 @@ impl Matcher {
         self.prefilter.find(&rfc5424::classic_form(line), found)
     }
 
-    /// [`Matcher::matches`] of `line` among its `candidates`, each with its
-    /// rule's number.
+    /// [`Matcher::matches`] among the `candidates` of a line already in
+    /// [`classic_form`], each with its rule's number and its fields as
+    /// converted, borrowed from `line`.
     pub fn matches_among<'a>(
         &'a self,
         line: &'a str,
         candidates: impl IntoIterator<Item = usize> + 'a,
-    ) -> impl Iterator<Item = (usize, &'a Arc<Rule>, Fields)> + 'a {
-        self.matches_among_classic(rfc5424::classic_form(line), candidates)
-    }
-
-    /// [`Matcher::matches_among`] of a line already in classic form.
-    fn matches_among_classic<'a>(
-        &'a self,
-        line: Cow<'a, str>,
-        candidates: impl IntoIterator<Item = usize> + 'a,
-    ) -> impl Iterator<Item = (usize, &'a Arc<Rule>, Fields)> + 'a {
+    ) -> impl Iterator<Item = (usize, &'a Arc<Rule>, MatchedFields<'a>)> + 'a {
         candidates.into_iter().filter_map(move |i| {
             let rule = &self.rules[i];
-            rule.event_fields(&line).map(|fields| (i, rule, fields))
+            rule.event_fields(line).map(|fields| (i, rule, fields))
         })
     }
 
@@ -581,7 +591,7 @@ impl<'a> SeenLine<'a> {
 pub fn event_for<'a>(
     rule: &'a Rule,
     line: &'a SeenLine,
-    fields: Fields,
+    fields: ViewFields<'a>,
     count: Option<u64>,
 ) -> EventView<'a> {
     EventView {
@@ -593,7 +603,7 @@ pub fn event_for<'a>(
         host: line.host,
         log: &line.log,
         message: line.text,
-        fields: Cow::Owned(fields),
+        fields,
         count,
         truncated: line.truncated,
     }
@@ -658,7 +668,7 @@ pub fn line_too_long_event(
         time: line.time.clone(),
         ingested: line.ingested.clone(),
     };
-    event_for(rule, &head, fields, None).to_event()
+    event_for(rule, &head, ViewFields::Map(Cow::Owned(fields)), None).to_event()
 }
 
 #[cfg(test)]
@@ -806,11 +816,11 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
     #[test]
     fn ip_fields_are_canonical() {
         assert_eq!(
-            FieldType::Ip.convert("::ffff:192.0.2.1").unwrap(),
+            FieldType::Ip.convert("::ffff:192.0.2.1").unwrap().to_json(),
             "192.0.2.1"
         );
         assert_eq!(
-            FieldType::Ip.convert("2001:DB8:0:0::1").unwrap(),
+            FieldType::Ip.convert("2001:DB8:0:0::1").unwrap().to_json(),
             "2001:db8::1"
         );
         assert_eq!(FieldType::Ip.convert("192.0.2.300"), None);
@@ -834,7 +844,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
                 .parse::<IpAddr>()
                 .ok()
                 .map(|ip| serde_json::Value::from(ip.to_canonical().to_string()));
-            proptest::prop_assert_eq!(FieldType::Ip.convert(&text), expected);
+            proptest::prop_assert_eq!(FieldType::Ip.convert(&text).map(|v| v.to_json()), expected);
         }
     }
 
@@ -881,7 +891,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             "web1",
             &mut TimeTexts::default(),
         );
-        let event = event_for(rule, &seen, fields, None);
+        let event = event_for(rule, &seen, ViewFields::Map(Cow::Owned(fields)), None);
         let json: serde_json::Value = serde_json::to_value(&event).unwrap();
         assert_eq!(json["message"], line);
         // The line states no time: it happened when it was read.
