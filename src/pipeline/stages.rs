@@ -7,7 +7,9 @@
 //! chunk while the events of the one before are built and those of the one
 //! before that are written. A chunk's commit token goes the same way, with
 //! its events, and is let go (its offset may commit) only once they are on
-//! disk; a chunk with no event lets its token go at once.
+//! disk; a chunk with no event lets its token go at once. A read the
+//! tailer hands on in chunks is one transaction: its chunks' tokens wait
+//! for its last.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -41,6 +43,12 @@ pub(super) struct RuleStage {
     events: StageThread<Candidates>,
     /// The literal search's buffers, kept from line to line.
     found: Found,
+    /// Of a read handed in chunks ([`LineSink::accept_part`]): the part
+    /// being filled, when the read's lines were read, and the tokens of its
+    /// chunks so far that must wait for its last part.
+    held: Option<Candidates>,
+    held_read: Option<Timestamp>,
+    held_commits: Vec<CommitToken>,
 }
 
 /// What the rules stage is built of.
@@ -117,6 +125,9 @@ impl RuleStage {
             long_lines,
             metrics,
             found: Found::default(),
+            held: None,
+            held_read: None,
+            held_commits: Vec::new(),
             events: StageThread::spawn("rule-events", CANDIDATES_AHEAD, move |chunks| {
                 builder.run(chunks)
             }),
@@ -126,6 +137,26 @@ impl RuleStage {
 
 impl LineSink for RuleStage {
     fn accept(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
+        self.take(lines, commit, true)
+    }
+
+    fn accept_part(&mut self, lines: LineChunk<'_>, commit: CommitToken) -> Result<(), SinkClosed> {
+        self.take(lines, commit, false)
+    }
+}
+
+impl RuleStage {
+    /// Hands on the candidate lines of `lines` in parts. The part being
+    /// filled at the end waits for the read's next chunk unless this is its
+    /// `last`, and then goes with the tokens of all the read's chunks that
+    /// had candidates: a read's events make one transaction, whatever the
+    /// size of its chunks.
+    fn take(
+        &mut self,
+        lines: LineChunk<'_>,
+        commit: CommitToken,
+        last: bool,
+    ) -> Result<(), SinkClosed> {
         let input = &self.metrics.inputs[lines.input].1;
         metrics::add(&input.lines, lines.lines.len() as u64);
         // Each line's text and its newline.
@@ -135,15 +166,15 @@ impl LineSink for RuleStage {
         );
         let matcher = &self.matchers[lines.input];
         let report_cuts = self.long_lines[lines.input].is_some();
-        // Started at the chunk's first candidate line: most chunks of a
-        // live file have none.
-        let mut part: Option<Candidates> = None;
+        // Started at the read's first candidate line: most chunks of a
+        // live file have none. The chunks of one read are of one file.
+        let mut part: Option<Candidates> = self.held.take();
         // Whether parts went before the last, whose events wait for the
-        // chunk's token.
-        let mut handed_on = false;
-        // The chunk's lines were read at one time, taken at its first
+        // read's tokens.
+        let mut handed_on = !self.held_commits.is_empty();
+        // The read's lines were read at one time, taken at its first
         // candidate line.
-        let mut read = None;
+        let mut read = part.as_ref().map(|part| part.read).or(self.held_read);
         for (i, line) in lines.lines.iter().enumerate() {
             if line.cut_from.is_some() {
                 metrics::add(&input.lines_truncated, 1);
@@ -164,22 +195,51 @@ impl LineSink for RuleStage {
                 handed_on = true;
                 if self.events.send(full).is_err() {
                     commit.abandon();
+                    self.abandon_held();
                     return Err(SinkClosed);
                 }
             }
         }
+        if !last {
+            if part.is_some() || handed_on {
+                self.held = part;
+                self.held_read = read;
+                self.held_commits.push(commit);
+            }
+            // Otherwise no candidate line in the read so far: the chunk's
+            // offset may commit as soon as those of the chunks before it do.
+            return Ok(());
+        }
+        self.held_read = None;
         let mut last = match part {
             Some(part) => part,
             None if handed_on => Candidates::of(&lines, read.expect("read at its first part")),
-            // No candidate line: the chunk's offset may commit as soon as
-            // those of the chunks before it do.
             None => return Ok(()),
         };
-        last.commit = Some(commit);
+        last.commits = std::mem::take(&mut self.held_commits);
+        last.commits.push(commit);
         self.events.send(last).map_err(|unsent| {
-            unsent.commit.iter().for_each(CommitToken::abandon);
+            unsent.commits.iter().for_each(CommitToken::abandon);
             SinkClosed
         })
+    }
+
+    /// Lets none of the held chunks' lines commit: their events will not
+    /// be queued.
+    fn abandon_held(&mut self) {
+        self.held = None;
+        self.held_read = None;
+        for commit in self.held_commits.drain(..) {
+            commit.abandon();
+        }
+    }
+}
+
+impl Drop for RuleStage {
+    /// A read cut short between its chunks (the tailer stopped) leaves a
+    /// held part: its lines are read again at the next start.
+    fn drop(&mut self) {
+        self.abandon_held();
     }
 }
 
@@ -200,8 +260,8 @@ struct Candidates {
     /// When the chunk was read: its events' `ingested`, and the time a line
     /// that states none happened at.
     read: Timestamp,
-    /// The chunk's token, with its last part only.
-    commit: Option<CommitToken>,
+    /// The tokens of the read's chunks, with its last part only.
+    commits: Vec<CommitToken>,
 }
 
 impl Candidates {
@@ -216,7 +276,7 @@ impl Candidates {
             rule_ends: Vec::new(),
             journal: Vec::new(),
             read,
-            commit: None,
+            commits: Vec::new(),
         }
     }
 
@@ -277,7 +337,7 @@ impl EventBuilder {
         while let Ok(chunk) = chunks.recv() {
             if self.build(chunk).is_err() {
                 for chunk in chunks.iter() {
-                    chunk.commit.iter().for_each(CommitToken::abandon);
+                    chunk.commits.iter().for_each(CommitToken::abandon);
                 }
                 return;
             }
@@ -360,21 +420,19 @@ impl EventBuilder {
             if self.pending.bytes >= CHUNK_BYTES {
                 if let Err(unsent) = self.writer.send(std::mem::take(&mut self.pending)) {
                     abandon(&unsent);
-                    // The chunk's token goes with its last part, which will
+                    // The read's tokens go with its last part, which will
                     // not be sent: none of its lines may commit.
-                    if let Some(commit) = &chunk.commit {
-                        commit.abandon();
-                    }
+                    chunk.commits.iter().for_each(CommitToken::abandon);
                     return Err(SinkClosed);
                 }
             }
         }
-        // The events of a chunk's first parts wait for those of its last:
-        // one transaction for a chunk, as when it was handed on whole.
-        let Some(commit) = chunk.commit else {
+        // The events of a read's first parts wait for those of its last:
+        // one transaction for a read, as when it was handed on whole.
+        if chunk.commits.is_empty() {
             return Ok(());
-        };
-        self.pending.tokens.push(commit);
+        }
+        self.pending.tokens.extend(chunk.commits);
         self.writer
             .send(std::mem::take(&mut self.pending))
             .map_err(|unsent| {
