@@ -44,10 +44,9 @@ pub(super) struct RuleStage {
     /// The literal search's buffers, kept from line to line.
     found: Found,
     /// Of a read handed in chunks ([`LineSink::accept_part`]): the part
-    /// being filled, when the read's lines were read, and the tokens of its
-    /// chunks so far that must wait for its last part.
+    /// being filled (perhaps still empty, once earlier parts went on), and
+    /// the tokens of its chunks so far that must wait for its last part.
     held: Option<Candidates>,
-    held_read: Option<Timestamp>,
     held_commits: Vec<CommitToken>,
 }
 
@@ -126,7 +125,6 @@ impl RuleStage {
             metrics,
             found: Found::default(),
             held: None,
-            held_read: None,
             held_commits: Vec::new(),
             events: StageThread::spawn("rule-events", CANDIDATES_AHEAD, move |chunks| {
                 builder.run(chunks)
@@ -169,12 +167,12 @@ impl RuleStage {
         // Started at the read's first candidate line: most chunks of a
         // live file have none. The chunks of one read are of one file.
         let mut part: Option<Candidates> = self.held.take();
-        // Whether parts went before the last, whose events wait for the
-        // read's tokens.
-        let mut handed_on = !self.held_commits.is_empty();
+        // Whether parts went on from this chunk: the read's tokens then
+        // need a last part to go with, even an empty one.
+        let mut handed_on = false;
         // The read's lines were read at one time, taken at its first
         // candidate line.
-        let mut read = part.as_ref().map(|part| part.read).or(self.held_read);
+        let mut read = part.as_ref().map(|part| part.read);
         for (i, line) in lines.lines.iter().enumerate() {
             if line.cut_from.is_some() {
                 metrics::add(&input.lines_truncated, 1);
@@ -200,25 +198,21 @@ impl RuleStage {
                 }
             }
         }
-        if !last {
-            if part.is_some() || handed_on {
-                self.held = part;
-                self.held_read = read;
-                self.held_commits.push(commit);
-            }
-            // Otherwise no candidate line in the read so far: the chunk's
-            // offset may commit as soon as those of the chunks before it do.
-            return Ok(());
-        }
-        self.held_read = None;
-        let mut last = match part {
+        let mut part = match part {
             Some(part) => part,
             None if handed_on => Candidates::of(&lines, read.expect("read at its first part")),
+            // No candidate line in the read so far: the chunk's offset may
+            // commit as soon as those of the chunks before it do.
             None => return Ok(()),
         };
-        last.commits = std::mem::take(&mut self.held_commits);
-        last.commits.push(commit);
-        self.events.send(last).map_err(|unsent| {
+        if !last {
+            self.held = Some(part);
+            self.held_commits.push(commit);
+            return Ok(());
+        }
+        part.commits = std::mem::take(&mut self.held_commits);
+        part.commits.push(commit);
+        self.events.send(part).map_err(|unsent| {
             unsent.commits.iter().for_each(CommitToken::abandon);
             SinkClosed
         })
@@ -228,7 +222,6 @@ impl RuleStage {
     /// be queued.
     fn abandon_held(&mut self) {
         self.held = None;
-        self.held_read = None;
         for commit in self.held_commits.drain(..) {
             commit.abandon();
         }

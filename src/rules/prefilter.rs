@@ -65,9 +65,9 @@ struct LiteralScan {
     /// row. The start is 0, and states from `first_match` on end a literal.
     next: Vec<u32>,
     first_match: u32,
-    /// Per match state, in order, the end of its owners in `owners` (the
-    /// start is the previous one's end).
-    owner_ends: Vec<u32>,
+    /// Where each match state's owners start in `owners`, in order, and
+    /// where the last one's end.
+    owner_starts: Vec<u32>,
     /// The owners of the literals each match state ends.
     owners: Vec<usize>,
     /// The longest literal's length.
@@ -131,7 +131,7 @@ impl LiteralScan {
             .map(|(i, &state)| (state, (i as u32) << stride2))
             .collect();
         let mut next = Vec::with_capacity(order.len() << stride2);
-        let (mut owner_ends, mut owners) = (Vec::new(), Vec::new());
+        let (mut owner_starts, mut owners) = (vec![0], Vec::new());
         for &state in &order {
             next.extend(
                 representatives
@@ -144,7 +144,7 @@ impl LiteralScan {
                     (0..dfa.match_len(state))
                         .map(|i| owner[dfa.match_pattern(state, i).as_usize()]),
                 );
-                owner_ends.push(owners.len() as u32);
+                owner_starts.push(owners.len() as u32);
             }
         }
         LiteralScan {
@@ -152,7 +152,7 @@ impl LiteralScan {
             stride2,
             next,
             first_match: (first_match as u32) << stride2,
-            owner_ends,
+            owner_starts,
             owners,
             longest: literals.iter().map(Vec::len).max().unwrap_or(0),
         }
@@ -324,11 +324,11 @@ impl LiteralScan {
     #[inline(never)]
     fn record(&self, state: u32, found: &mut Vec<usize>) {
         let match_state = ((state - self.first_match) >> self.stride2) as usize;
-        let start = match match_state {
-            0 => 0,
-            _ => self.owner_ends[match_state - 1] as usize,
-        };
-        found.extend_from_slice(&self.owners[start..self.owner_ends[match_state] as usize]);
+        let (start, end) = (
+            self.owner_starts[match_state],
+            self.owner_starts[match_state + 1],
+        );
+        found.extend_from_slice(&self.owners[start as usize..end as usize]);
     }
 }
 
