@@ -89,11 +89,10 @@ fn yes() -> bool {
 /// RFC 5424 lines reach the rules already rewritten to this layout (see
 /// `rfc5424`). Kept to one pass of few states: every rule's match runs it.
 pub const SYSLOG_PLACEHOLDER: &str = "{syslog}";
-const SYSLOG_HEADER: &str = r"^(?:<[0-9]{1,3}>[0-9]{1,2} - |(?:<[0-9]{1,3}>[0-9]{0,2} ?)?(?:@[0-9a-f]{24}|[A-Z][a-z]{2} +[0-9]{1,2} [0-9]{2}:[0-9]{2}:[0-9]{2}|[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:[.,][0-9]+)?(?:Z|[+-][0-9]{2}(?::?[0-9]{2})?)?) +)(?:(?P<host.hostname>[^\s\[\]:]+) )?";
 
 fn expand_placeholders(regex: &str) -> std::borrow::Cow<'_, str> {
     match regex.strip_prefix(SYSLOG_PLACEHOLDER) {
-        Some(rest) => format!("{SYSLOG_HEADER}{rest}").into(),
+        Some(rest) => format!("{}{rest}", super::syslog_header::SYSLOG_HEADER).into(),
         None => regex.into(),
     }
 }
