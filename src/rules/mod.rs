@@ -847,17 +847,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             spliced in "(127\\.0\\.0\\.1 |\\[UFW AUDIT\\] |[ -~]{0,12})",
         ) {
             let matcher = &*SHIPPED;
-            let lines: Vec<&str> = matcher
-                .rules
-                .iter()
-                .flat_map(|r| r.examples.iter().map(|e| e.line.as_str()))
-                .collect();
-            let line = lines[example.index(lines.len())];
-            let mut at = at.index(line.len() + 1);
-            while !line.is_char_boundary(at) {
-                at -= 1;
-            }
-            let line = format!("{}{spliced}{}", &line[..at], &line[at..]);
+            let line = edited_example(example, at, 0, &spliced);
             let verdicts: Vec<(String, Fields)> = matcher
                 .verdicts(&line)
                 .filter_map(|(rule, verdict)| match verdict {
@@ -871,6 +861,31 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
                 .collect();
             proptest::prop_assert_eq!(matches, verdicts);
         }
+    }
+
+    /// A shipped example line with `cut` bytes from `at` replaced by
+    /// `spliced`.
+    fn edited_example(
+        example: proptest::sample::Index,
+        at: proptest::sample::Index,
+        cut: usize,
+        spliced: &str,
+    ) -> String {
+        let lines: Vec<&str> = SHIPPED
+            .rules
+            .iter()
+            .flat_map(|r| r.examples.iter().map(|e| e.line.as_str()))
+            .collect();
+        let line = lines[example.index(lines.len())];
+        let mut at = at.index(line.len() + 1);
+        while !line.is_char_boundary(at) {
+            at -= 1;
+        }
+        let mut end = (at + cut).min(line.len());
+        while !line.is_char_boundary(end) {
+            end += 1;
+        }
+        format!("{}{spliced}{}", &line[..at], &line[end..])
     }
 
     /// Each named group's text as the whole pattern's captures give it.
@@ -1018,21 +1033,7 @@ regex = 'sshd\[\d+\]: Invalid user (?P<user.name>.*?) from (?P<source.ip>[0-9a-f
             spliced in "( |  |web1 |x|:|\\[|[ -~]{0,8})",
         ) {
             let matcher = &*SHIPPED;
-            let lines: Vec<&str> = matcher
-                .rules
-                .iter()
-                .flat_map(|r| r.examples.iter().map(|e| e.line.as_str()))
-                .collect();
-            let line = lines[example.index(lines.len())];
-            let mut at = at.index(line.len() + 1);
-            while !line.is_char_boundary(at) {
-                at -= 1;
-            }
-            let mut end = (at + cut).min(line.len());
-            while !line.is_char_boundary(end) {
-                end += 1;
-            }
-            let line = format!("{}{spliced}{}", &line[..at], &line[end..]);
+            let line = edited_example(example, at, cut, &spliced);
             for rule in matcher.rules.iter().filter(|r| r.regex.after_header) {
                 proptest::prop_assert_eq!(
                     split_fields(&rule.regex, &line),
