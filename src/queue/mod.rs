@@ -6,6 +6,7 @@
 //! `store.rs`) keeps each webhook's events on disk until the webhook took them,
 //! in rows of many events laid out as `rows.rs` says.
 
+mod fresh;
 mod rows;
 mod store;
 

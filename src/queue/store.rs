@@ -28,6 +28,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use super::fresh::Fresh;
 use super::rows;
 use crate::config::WhenFull;
 use crate::event::{Event, EventJson, SourceFile};
@@ -338,6 +339,9 @@ pub struct Queue {
     closed: AtomicBool,
     /// The file's size after the last compaction (0 before any).
     compacted_size: AtomicU64,
+    /// What the latest appends committed, for the senders to take without
+    /// reading it back.
+    fresh: Fresh,
 }
 
 /// Creates `file` private before redb opens it (redb would create it with
@@ -408,11 +412,18 @@ fn rows_from<'t>(
     table: &'t impl ReadableTable<u64, &'static [u8]>,
     seq: u64,
 ) -> Result<redb::Range<'t, u64, &'static [u8]>, redb::StorageError> {
-    let start = match table.range(..=seq)?.next_back() {
+    table.range(row_holding(table, seq)?..)
+}
+
+/// The key of the row that holds `seq` if one does: the last at or below it.
+fn row_holding(
+    table: &impl ReadableTable<u64, &'static [u8]>,
+    seq: u64,
+) -> Result<u64, redb::StorageError> {
+    Ok(match table.range(..=seq)?.next_back() {
         Some(holder) => holder?.0.value(),
         None => seq,
-    };
-    table.range(start..)
+    })
 }
 
 /// Drops the oldest events of `table` (a `drop_oldest` lane holding
@@ -567,6 +578,7 @@ impl Queue {
                 tracing::info!(queue = %lane.table, events, "events kept from the last run");
             }
         }
+        let fresh = Fresh::new(lanes.len());
         Ok(Arc::new(Queue {
             handle: RwLock::new(Handle {
                 generation: 0,
@@ -584,6 +596,7 @@ impl Queue {
             waiting_for_disk: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             compacted_size: AtomicU64::new(0),
+            fresh,
         }))
     }
 
@@ -848,8 +861,8 @@ impl Queue {
                     }
                     let json = item.event.as_bytes();
                     by_lane[lane].push((next_seq[lane], json));
+                    added.push((lane, next_seq[lane], rows::event_size(json.len())));
                     next_seq[lane] += 1;
-                    added.push((lane, rows::event_size(json.len())));
                 }
                 let mut row = Vec::new();
                 for (lane, events) in by_lane.iter().enumerate() {
@@ -916,15 +929,12 @@ impl Queue {
         for (lane, seq) in usage.next_seq.iter_mut().enumerate() {
             *seq = (*seq).max(next_seq[lane]);
         }
-        for (lane, bytes) in added {
+        for &(lane, _, bytes) in &added {
             if !counted {
                 usage.bytes[lane] += bytes;
                 usage.events[lane] += 1;
             }
             taken[lane] += 1;
-        }
-        for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
-            self.lanes[lane].arrived.notify_one();
         }
         for (&lane, &(events, bytes)) in &dropped {
             if !counted {
@@ -933,6 +943,27 @@ impl Queue {
             }
         }
         drop(usage);
+        // Before the senders hear of them. A lane that dropped events to
+        // make room (perhaps some of these) is left to read the store.
+        for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
+            if dropped.contains_key(&lane) {
+                self.fresh.forget(lane);
+                continue;
+            }
+            self.fresh.committed(
+                lane,
+                new.iter()
+                    .zip(&added)
+                    .filter(|(_, &(of, _, _))| of == lane)
+                    .map(|(item, &(_, seq, _))| Queued {
+                        seq,
+                        json: item.event.clone(),
+                    }),
+            );
+        }
+        for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
+            self.lanes[lane].arrived.notify_one();
+        }
         self.log_drops(&dropped);
         Ok(taken)
     }
@@ -962,10 +993,15 @@ impl Queue {
         }
     }
 
-    /// Up to `limit` events of `lane` with a sequence above `after`, oldest
-    /// first. A row that cannot be read back as an event is set aside (and
-    /// logged), so it neither blocks the lane nor keeps using its room.
+    /// About `limit` events of `lane` with a sequence above `after`, oldest
+    /// first: the rest of the row that reaches `limit` comes too, since the
+    /// next read would read that row whole again. A row that cannot be read
+    /// back as an event is set aside (and logged), so it neither blocks the
+    /// lane nor keeps using its room.
     pub fn read(&self, lane: usize, after: u64, limit: usize) -> Result<Vec<Queued>, QueueError> {
+        if let Some(fresh) = self.fresh.take(lane, after, limit) {
+            return Ok(fresh);
+        }
         let (out, unreadable) = self.with_db(|db| {
             let txn = db.begin_read()?;
             let table = txn.open_table(rows_table(&self.lanes[lane].table))?;
@@ -977,14 +1013,14 @@ impl Queue {
                 match rows::events(key, row.value()) {
                     Ok(events) => {
                         let fresh = events.iter().filter(|e| e.seq > after);
-                        out.extend(fresh.take(limit - out.len()).map(|e| Queued {
+                        out.extend(fresh.map(|e| Queued {
                             seq: e.seq,
                             json: EventJson::trusted(e.json),
                         }));
                     }
                     Err(e) => unreadable.push((key, e)),
                 }
-                if out.len() == limit {
+                if out.len() >= limit {
                     break;
                 }
             }
@@ -1041,43 +1077,51 @@ impl Queue {
 
     /// Removes delivered (or dead-lettered) events and wakes a waiting `append`.
     pub fn remove(&self, lane: usize, seqs: &[u64]) -> Result<(), QueueError> {
+        let mut seqs = seqs.to_vec();
+        seqs.sort_unstable();
         let (freed, removed) = self.with_db(|db| {
             let txn = db.begin_write()?;
             let (mut freed, mut removed) = (0, 0);
-            {
+            if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
                 let mut table = txn.open_table(rows_table(&self.lanes[lane].table))?;
-                let mut seqs = seqs.to_vec();
-                seqs.sort_unstable();
                 let taken = |seq| seqs.binary_search(&seq).is_ok();
-                // Rows emptied go, rows partly taken are written back with
-                // the rest; a damaged row is left to `read`, which sets it
-                // aside.
-                let mut changes: Vec<(u64, Option<Vec<u8>>)> = Vec::new();
-                if let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) {
-                    for entry in rows_from(&table, first)? {
-                        let (key, row) = entry?;
-                        let key = key.value();
-                        if key > last {
-                            break;
+                // Rows taken whole go in one pass, which reads each once
+                // (looking each up to remove it read it again). A damaged
+                // row is left to `read`, which sets it aside.
+                let mut partly_taken = Vec::new();
+                let start = row_holding(&table, first)?;
+                table.retain_in(start..=last, |key, row| {
+                    let Some(events) = rows::layout(key, row) else {
+                        return true;
+                    };
+                    match events.iter().filter(|e| taken(e.seq)).count() {
+                        0 => true,
+                        gone if gone < events.len() => {
+                            partly_taken.push(key);
+                            true
                         }
-                        let Some(events) = rows::layout(key, row.value()) else {
+                        _ => {
+                            freed += events.iter().map(|e| e.size).sum::<u64>();
+                            removed += events.len() as u64;
+                            false
+                        }
+                    }
+                })?;
+                // Written back with the rest (the first and last rows of
+                // a batch, at most); those were read, so checked, and the
+                // rest is checked first.
+                for key in partly_taken {
+                    let rest = {
+                        let Some(row) = table.get(key)? else { continue };
+                        let Ok(events) = rows::events(key, row.value()) else {
                             continue;
                         };
                         let (gone, kept): (Vec<_>, Vec<_>) =
-                            events.iter().partition(|e| taken(e.seq));
-                        // The events taken were read, so checked; those
-                        // written back are checked first.
-                        if gone.is_empty()
-                            || (!kept.is_empty() && rows::events(key, row.value()).is_err())
-                        {
-                            continue;
-                        }
-                        freed += gone.iter().map(|e: &&rows::Stored| e.size).sum::<u64>();
+                            events.into_iter().partition(|e| taken(e.seq));
+                        freed += gone.iter().map(|e| e.size).sum::<u64>();
                         removed += gone.len() as u64;
-                        changes.push((key, rows::rest_of(key, kept)));
-                    }
-                }
-                for (key, rest) in changes {
+                        rows::rest_of(key, kept.iter())
+                    };
                     match rest {
                         Some(row) => table.insert(key, row.as_slice())?,
                         None => table.remove(key)?,
@@ -1087,6 +1131,9 @@ impl Queue {
             txn.commit()?;
             Ok((freed, removed))
         })?;
+        if let Some(&last) = seqs.iter().max() {
+            self.fresh.removed_through(lane, last);
+        }
         self.release(lane, freed, removed);
         self.compact_if_drained();
         Ok(())
@@ -1630,6 +1677,48 @@ mod tests {
         read.iter().map(|q| q.seq).collect()
     }
 
+    #[test]
+    fn a_sender_that_keeps_up_reads_what_the_store_would_give() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        for chunk in 0..4 {
+            let events: Vec<_> = (0..30)
+                .map(|n| (n % 2, event(&format!("{chunk}-{n}"), &"x".repeat(n))))
+                .collect();
+            queue.append_events(&events).unwrap();
+        }
+        let read_all = |lane| {
+            let (mut all, mut after) = (Vec::new(), 0);
+            loop {
+                let read = queue.read(lane, after, 7).unwrap();
+                let Some(last) = read.last() else { break all };
+                after = last.seq;
+                all.extend(
+                    read.into_iter()
+                        .map(|q| (q.seq, q.json.as_bytes().to_vec())),
+                );
+            }
+        };
+        let kept: Vec<_> = (0..2).map(read_all).collect();
+        assert_eq!(kept[0].len(), 60);
+        assert!(queue.fresh.take(0, 0, 1).is_none(), "all taken");
+        let stored: Vec<_> = (0..2).map(read_all).collect();
+        assert_eq!(kept, stored);
+    }
+
+    #[test]
+    fn removed_events_are_not_read_again_from_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let queue = Queue::open(dir.path(), &hooks()).unwrap();
+        let events: Vec<_> = (1..=5).map(|n| (0, event(&n.to_string(), "x"))).collect();
+        queue.append_events(&events).unwrap();
+        // A forwarder reads the oldest each time, and removes what it took.
+        let oldest = queue.read(0, 0, 2).unwrap();
+        assert_eq!(seqs(&oldest), [1, 2]);
+        queue.remove(0, &seqs(&oldest)).unwrap();
+        assert_eq!(seqs(&queue.read(0, 0, 2).unwrap()), [3, 4, 5]);
+    }
+
     /// A queue whose lane 0 holds events "0" to "first - 1" from one
     /// append, then event "first" from another.
     fn two_appends(dir: &Path, first: usize) -> Arc<Queue> {
@@ -1655,15 +1744,22 @@ mod tests {
             .unwrap()
     }
 
+    /// Lets go of the events kept for the senders: reads come from the store.
+    fn from_the_store(queue: &Queue) {
+        (0..queue.lanes.len()).for_each(|lane| queue.fresh.forget(lane));
+    }
+
     #[test]
     fn a_batch_may_take_part_of_a_row_and_the_rest_stays_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let queue = two_appends(dir.path(), 5);
         assert_eq!(rows_of(&queue), [(1, 5), (6, 1)], "one row per append");
         let (_, full) = queue.depth(0);
+        from_the_store(&queue);
 
+        // A read from the store ends where a row does.
+        assert_eq!(seqs(&queue.read(0, 0, 2).unwrap()), [1, 2, 3, 4, 5]);
         // Reading from the middle of a row, across into the next.
-        assert_eq!(seqs(&queue.read(0, 0, 2).unwrap()), [1, 2]);
         assert_eq!(seqs(&queue.read(0, 2, 10).unwrap()), [3, 4, 5, 6]);
         // A batch of the first two, then one out of order.
         queue.remove(0, &[2, 1]).unwrap();
