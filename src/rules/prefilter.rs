@@ -19,8 +19,9 @@ use rustc_hash::{FxHashMap, FxHashSet};
 /// Literals shorter than this find too many lines to be worth a scan.
 const MIN_LITERAL: usize = 3;
 
-/// Trigger literals are cut to their last this many bytes, so the halves of
-/// a line their scan walks overlap little (see `LiteralScan::found_in`).
+/// Trigger literals are cut to this many bytes (see [`trigger_part`]), so
+/// the parts of a line their scan walks overlap little (see
+/// `LiteralScan::found_in`).
 const MAX_TRIGGER: usize = 16;
 
 /// At most this many further literal sets are checked before a rule's regex:
@@ -173,19 +174,18 @@ impl Prefilter {
             let mut rule_confirms = Vec::new();
             match plan.trigger {
                 Some(set) => {
-                    // A trigger cut to its end can occur where the whole
-                    // literal does not ("Failed publickey for " ends like
-                    // "Accepted publickey for "): the whole one is checked
-                    // first, a cheap search that spares the regex.
+                    // A trigger cut short can occur where the whole
+                    // literal does not ("session opened for user root"
+                    // ends like one for another user): the whole one is
+                    // checked first, a cheap search that spares the regex.
                     if set.iter().any(|literal| literal.bytes.len() > MAX_TRIGGER) {
                         rule_confirms.push(shared.confirm(&set));
                     }
                     owner.extend(std::iter::repeat_n(rule, set.len()));
-                    literals.extend(set.into_iter().map(|literal| {
-                        // Any part of a required literal is required too.
-                        let keep = literal.bytes.len().min(MAX_TRIGGER);
-                        literal.bytes[literal.bytes.len() - keep..].to_vec()
-                    }));
+                    literals.extend(
+                        set.into_iter()
+                            .map(|literal| trigger_part(&literal.bytes).to_vec()),
+                    );
                 }
                 None => always.push(rule),
             }
@@ -420,6 +420,19 @@ impl RulePlan {
             confirms: sets,
         }
     }
+}
+
+/// The part of a required literal its trigger is cut to (any part of it is
+/// required too): of its parts of [`MAX_TRIGGER`] bytes, the one with the
+/// most capitals, the last of equals. Capitals start a message's words
+/// ("Failed publickey" leaves out the "Accepted publickey for" of every
+/// key login, which "d publickey for " finds), and are rarer than the rest.
+fn trigger_part(literal: &[u8]) -> &[u8] {
+    let capitals = |part: &&[u8]| part.iter().filter(|b| b.is_ascii_uppercase()).count();
+    literal
+        .windows(literal.len().min(MAX_TRIGGER))
+        .max_by_key(capitals)
+        .unwrap_or(literal)
 }
 
 /// Whether `set` occurs wherever `trigger` does: the trigger is one literal
@@ -724,11 +737,26 @@ mod tests {
 
     #[test]
     fn a_cut_trigger_is_confirmed_whole() {
-        let prefilter = Prefilter::new([r"sshd\[\d+\]: Failed publickey for (?P<u>\S+) from"]);
-        let accepted = "sshd[1]: Accepted publickey for deploy from 10.0.0.1";
-        assert!(prefilter.candidates(accepted).is_empty());
-        let failed = "sshd[1]: Failed publickey for deploy from 10.0.0.1";
-        assert_eq!(prefilter.candidates(failed), vec![0]);
+        let prefilter = Prefilter::new([r"\(sshd:session\): session opened for user root"]);
+        // Its trigger is "ed for user root".
+        let closed = "pam_unix(sshd:session): session closed for user root";
+        assert!(prefilter.candidates(closed).is_empty());
+        let opened = "pam_unix(sshd:session): session opened for user root";
+        assert_eq!(prefilter.candidates(opened), vec![0]);
+    }
+
+    #[test]
+    fn a_long_trigger_is_cut_to_its_part_with_the_most_capitals() {
+        assert_eq!(
+            trigger_part(b"]: Failed publickey for "),
+            b"Failed publickey"
+        );
+        assert_eq!(trigger_part(b"IN REFUSED FROM x"), b"IN REFUSED FROM ");
+        assert_eq!(
+            trigger_part(b"session opened for user root"),
+            b"ed for user root"
+        );
+        assert_eq!(trigger_part(b"short"), b"short");
     }
 
     #[test]
