@@ -410,7 +410,7 @@ impl Rule {
 
     /// [`Rule::typed_fields`], borrowed from `line` where they can be.
     fn converted_fields<'a>(&'a self, line: &'a str) -> Option<Result<MatchedFields<'a>, String>> {
-        let mut fields = Vec::new();
+        let mut fields = Vec::with_capacity(self.regex.fields.len());
         let converted = self.regex.each_field(line, |name, kind, text| {
             match kind.unwrap_or(FieldType::String).convert(text) {
                 Some(value) => {
