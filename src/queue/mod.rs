@@ -4,7 +4,8 @@
 //! sections, each with a `min_severity`, `low` unless it says otherwise;
 //! with none, every rule of `low` and above goes to every webhook). [`Queue`] (in
 //! `store.rs`) keeps each webhook's events on disk until the webhook took them,
-//! in rows of many events laid out as `rows.rs` says.
+//! in rows of many events laid out as `rows.rs` says; `fresh.rs` keeps a copy
+//! of the latest in memory for a sender that keeps up.
 
 mod fresh;
 mod rows;
