@@ -11,13 +11,17 @@ use std::sync::Mutex;
 
 use super::Queued;
 
-/// What a lane keeps at most, in bytes of JSON: more than a body of the
-/// default `max_body_bytes`, so a sender that keeps up never reads the
-/// store; a sender that falls behind leaves the newest beyond this to it.
-const LANE_BYTES: usize = 1 << 20;
+/// What all lanes keep at most, in bytes of JSON, shared out evenly: with
+/// one webhook, more than a body of the default `max_body_bytes`, so a
+/// sender that keeps up never reads the store. A sender that falls behind
+/// (or a webhook that is down) leaves the events beyond its share to the
+/// store, and holds no more than its share meanwhile.
+const BYTES: usize = 1 << 20;
 
 pub(super) struct Fresh {
     lanes: Vec<Mutex<Run>>,
+    /// What each lane keeps at most.
+    lane_bytes: usize,
 }
 
 /// Events of one lane with sequence numbers one after another.
@@ -31,6 +35,7 @@ impl Fresh {
     pub(super) fn new(lanes: usize) -> Fresh {
         Fresh {
             lanes: (0..lanes).map(|_| Mutex::default()).collect(),
+            lane_bytes: BYTES / lanes.max(1),
         }
     }
 
@@ -53,7 +58,7 @@ impl Fresh {
                 run.bytes = 0;
             }
             let size = event.json.as_bytes().len();
-            if run.bytes + size > LANE_BYTES {
+            if run.bytes + size > self.lane_bytes {
                 return;
             }
             run.bytes += size;
@@ -137,12 +142,12 @@ mod tests {
 
     #[test]
     fn a_full_lane_keeps_the_oldest_and_the_store_the_rest() {
-        let fresh = Fresh::new(1);
+        let fresh = Fresh::new(2);
         let mut bytes = 0;
         let fits = (1..)
             .take_while(|&seq| {
                 bytes += queued(seq).json.as_bytes().len();
-                bytes <= LANE_BYTES
+                bytes <= BYTES / 2
             })
             .count() as u64;
         fresh.committed(0, (1..=fits + 10).map(queued));
