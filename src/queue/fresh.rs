@@ -29,6 +29,9 @@ pub(super) struct Fresh {
 struct Run {
     events: VecDeque<Queued>,
     bytes: usize,
+    /// The highest sequence number removed from the store: an append that
+    /// committed before a removal of its events may hand them here after.
+    removed_through: u64,
 }
 
 impl Fresh {
@@ -48,7 +51,8 @@ impl Fresh {
     /// with a gap would hand out events out of order.
     pub(super) fn committed(&self, lane: usize, events: impl IntoIterator<Item = Queued>) {
         let mut run = self.run(lane);
-        for event in events {
+        let removed_through = run.removed_through;
+        for event in events.into_iter().filter(|e| e.seq > removed_through) {
             if run
                 .events
                 .back()
@@ -83,6 +87,7 @@ impl Fresh {
     /// and a reader starting below them must not find them here.
     pub(super) fn removed_through(&self, lane: usize, seq: u64) {
         let mut run = self.run(lane);
+        run.removed_through = run.removed_through.max(seq);
         let gone = run.events.partition_point(|event| event.seq <= seq);
         run.drain_front(gone);
     }
@@ -169,5 +174,11 @@ mod tests {
         assert_eq!(seqs(fresh.take(0, 2, 1)), Some(vec![3]));
         fresh.forget(0);
         assert_eq!(seqs(fresh.take(0, 3, 10)), None);
+        // An append that committed 6 and 7 before they were sent and
+        // removed, and only hands them over now.
+        fresh.removed_through(0, 7);
+        fresh.committed(0, (6..=8).map(queued));
+        assert_eq!(seqs(fresh.take(0, 0, 10)), None);
+        assert_eq!(seqs(fresh.take(0, 7, 10)), Some(vec![8]));
     }
 }

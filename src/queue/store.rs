@@ -1131,7 +1131,7 @@ impl Queue {
             txn.commit()?;
             Ok((freed, removed))
         })?;
-        if let Some(&last) = seqs.iter().max() {
+        if let Some(&last) = seqs.last() {
             self.fresh.removed_through(lane, last);
         }
         self.release(lane, freed, removed);
