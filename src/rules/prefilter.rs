@@ -175,9 +175,10 @@ impl Prefilter {
             match plan.trigger {
                 Some(set) => {
                     // A trigger cut short can occur where the whole
-                    // literal does not ("session opened for user root"
-                    // ends like one for another user): the whole one is
-                    // checked first, a cheap search that spares the regex.
+                    // literal does not ("session opened for user root" is
+                    // cut to "ed for user root", which a closed session's
+                    // line holds too): the whole one is checked first, a
+                    // cheap search that spares the regex.
                     if set.iter().any(|literal| literal.bytes.len() > MAX_TRIGGER) {
                         rule_confirms.push(shared.confirm(&set));
                     }
@@ -430,7 +431,7 @@ impl RulePlan {
 fn trigger_part(literal: &[u8]) -> &[u8] {
     let capitals = |part: &&[u8]| part.iter().filter(|b| b.is_ascii_uppercase()).count();
     literal
-        .windows(literal.len().min(MAX_TRIGGER))
+        .windows(literal.len().clamp(1, MAX_TRIGGER))
         .max_by_key(capitals)
         .unwrap_or(literal)
 }
