@@ -165,19 +165,11 @@ fn time(bytes: &[u8], at: usize) -> Option<usize> {
             clock(bytes, day + day_digits + 1)
         }
         b'0'..=b'9' => {
-            let date = bytes.get(at..at + 11)?;
-            let shape = b"dddd-dd-dd";
-            let date_ok = date[..10].iter().zip(shape).all(|(&b, &s)| {
-                if s == b'd' {
-                    b.is_ascii_digit()
-                } else {
-                    b == s
-                }
-            });
-            if !date_ok || !matches!(date[10], b'T' | b' ') {
+            let date = shaped(bytes, at, b"dddd-dd-dd")?;
+            if !matches!(at_(date)?, b'T' | b' ') {
                 return None;
             }
-            let mut end = clock(bytes, at + 11)?;
+            let mut end = clock(bytes, date + 1)?;
             if matches!(at_(end), Some(b'.' | b',')) {
                 let fraction = digits(bytes, end + 1, usize::MAX);
                 if fraction > 0 {
@@ -204,18 +196,22 @@ fn time(bytes: &[u8], at: usize) -> Option<usize> {
 
 /// `HH:MM:SS` at `at`: where it ends.
 fn clock(bytes: &[u8], at: usize) -> Option<usize> {
-    let clock = bytes.get(at..at + 8)?;
-    clock
+    shaped(bytes, at, b"dd:dd:dd")
+}
+
+/// Text of `shape` at `at` (`d` a digit, any other byte itself): where it
+/// ends.
+fn shaped(bytes: &[u8], at: usize, shape: &[u8]) -> Option<usize> {
+    let end = at + shape.len();
+    bytes
+        .get(at..end)?
         .iter()
-        .zip(b"dd:dd:dd")
-        .all(|(&b, &s)| {
-            if s == b'd' {
-                b.is_ascii_digit()
-            } else {
-                b == s
-            }
+        .zip(shape)
+        .all(|(&b, &s)| match s {
+            b'd' => b.is_ascii_digit(),
+            _ => b == s,
         })
-        .then_some(at + 8)
+        .then_some(end)
 }
 
 /// How many ASCII digits, up to `most`, start at `at`.
