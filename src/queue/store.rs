@@ -943,25 +943,23 @@ impl Queue {
             }
         }
         drop(usage);
-        // Before the senders hear of them. A lane that dropped events to
-        // make room (perhaps some of these) is left to read the store.
         for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
+            // Kept before the sender hears of them. A lane that dropped
+            // events to make room (perhaps some of these) reads the store.
             if dropped.contains_key(&lane) {
                 self.fresh.forget(lane);
-                continue;
+            } else {
+                self.fresh.committed(
+                    lane,
+                    new.iter()
+                        .zip(&added)
+                        .filter(|(_, &(of, _, _))| of == lane)
+                        .map(|(item, &(_, seq, _))| Queued {
+                            seq,
+                            json: item.event.clone(),
+                        }),
+                );
             }
-            self.fresh.committed(
-                lane,
-                new.iter()
-                    .zip(&added)
-                    .filter(|(_, &(of, _, _))| of == lane)
-                    .map(|(item, &(_, seq, _))| Queued {
-                        seq,
-                        json: item.event.clone(),
-                    }),
-            );
-        }
-        for (lane, _) in taken.iter().enumerate().filter(|(_, &n)| n > 0) {
             self.lanes[lane].arrived.notify_one();
         }
         self.log_drops(&dropped);
@@ -1012,8 +1010,8 @@ impl Queue {
                 let key = key.value();
                 match rows::events(key, row.value()) {
                     Ok(events) => {
-                        let fresh = events.iter().filter(|e| e.seq > after);
-                        out.extend(fresh.map(|e| Queued {
+                        let unread = events.iter().filter(|e| e.seq > after);
+                        out.extend(unread.map(|e| Queued {
                             seq: e.seq,
                             json: EventJson::trusted(e.json),
                         }));
