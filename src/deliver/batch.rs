@@ -6,8 +6,8 @@
 //! (and is marked `truncated`); one that still cannot fit is handed back to be
 //! dead-lettered, so it never blocks the queue.
 
+use bytes::Bytes;
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::body::BodyFormat;
@@ -19,7 +19,7 @@ use crate::queue::Queued;
 #[derive(Debug)]
 pub struct Encoded {
     pub queued: Queued,
-    pub bytes: Arc<[u8]>,
+    pub bytes: Bytes,
 }
 
 impl Encoded {

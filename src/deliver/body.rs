@@ -12,8 +12,8 @@
 //! - A `template`: each event rendered as one line of text, the lines joined
 //!   into `{"text": "…"}` (Slack, Mattermost, Teams), JSON or form-encoded.
 
+use bytes::Bytes;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
 use crate::config::ContentType;
 use crate::event::Event;
@@ -129,7 +129,7 @@ impl BodyFormat {
     /// A queued event's bytes in the body: in a JSON envelope its `json`
     /// as stored, shared (that is what encoding the event gives), else
     /// encoded.
-    pub fn encode_queued(&self, queued: &Queued) -> Arc<[u8]> {
+    pub fn encode_queued(&self, queued: &Queued) -> Bytes {
         match (&self.wire, &self.shape) {
             (Wire::Json, Shape::Envelope) => queued.json.shared(),
             _ => self.encode_event(&queued.event()).into(),

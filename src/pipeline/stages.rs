@@ -20,7 +20,7 @@ use backon::BackoffBuilder;
 use jiff::Timestamp;
 
 use super::Gates;
-use crate::event::{fields_map, EventJson, SourceFile, ViewFields};
+use crate::event::{fields_map, EventJson, JsonBlocks, SourceFile, ViewFields};
 use crate::metrics::{self, Metrics};
 use crate::queue::{Queue, ReadAt, Router, ToQueue};
 use crate::rules::{
@@ -117,7 +117,7 @@ impl RuleStage {
             metrics: metrics.clone(),
             writer,
             pending: Matched::default(),
-            scratch: Vec::new(),
+            json: JsonBlocks::default(),
         };
         RuleStage {
             matchers,
@@ -318,8 +318,8 @@ struct EventBuilder {
     writer: StageThread<Matched>,
     /// Events of a chunk's parts so far, not yet handed to the writer.
     pending: Matched,
-    /// Where each event's JSON is written before it is copied out at its size.
-    scratch: Vec<u8>,
+    /// Where each event's JSON is written.
+    json: JsonBlocks,
 }
 
 impl EventBuilder {
@@ -404,7 +404,7 @@ impl EventBuilder {
                 if let Some(journal) = line.journal {
                     journal.annotate(&mut event);
                 }
-                let event = event.encode(&mut self.scratch);
+                let event = event.encode(&mut self.json);
                 let read_at = read_at.get_or_insert_with(|| {
                     place(&self.input_names, &mut self.last_file_source, &line)
                 });

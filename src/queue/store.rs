@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::BackoffBuilder;
+use bytes::Bytes;
 use redb::{
     Database, DatabaseError, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable,
     ReadableTableMetadata, TableDefinition, TableError,
@@ -1008,12 +1009,14 @@ impl Queue {
             for entry in rows_from(&table, after + 1)? {
                 let (key, row) = entry?;
                 let key = key.value();
-                match rows::events(key, row.value()) {
+                // One copy of the row, which its events share.
+                let row = Bytes::copy_from_slice(row.value());
+                match rows::events(key, &row) {
                     Ok(events) => {
                         let unread = events.iter().filter(|e| e.seq > after);
                         out.extend(unread.map(|e| Queued {
                             seq: e.seq,
-                            json: EventJson::trusted(e.json),
+                            json: EventJson::trusted_in(&row, e.json),
                         }));
                     }
                     Err(e) => unreadable.push((key, e)),
