@@ -6,9 +6,10 @@
 //! (and is marked `truncated`); one that still cannot fit is handed back to be
 //! dead-lettered, so it never blocks the queue.
 
-use bytes::Bytes;
 use std::collections::VecDeque;
 use std::time::Instant;
+
+use bytes::Bytes;
 
 use super::body::BodyFormat;
 use crate::queue::Queued;

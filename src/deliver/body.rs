@@ -12,8 +12,9 @@
 //! - A `template`: each event rendered as one line of text, the lines joined
 //!   into `{"text": "…"}` (Slack, Mattermost, Teams), JSON or form-encoded.
 
-use bytes::Bytes;
 use std::fmt::Write as _;
+
+use bytes::Bytes;
 
 use crate::config::ContentType;
 use crate::event::Event;
