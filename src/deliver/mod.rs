@@ -28,6 +28,7 @@ mod batch;
 mod body;
 pub(crate) mod limit;
 mod manual;
+mod removal;
 mod retry;
 mod send;
 
@@ -55,6 +56,7 @@ pub use body::Template;
 pub(crate) use limit::RateLimiter;
 pub use limit::WindowUsage;
 pub use manual::{manual_fields, Sent};
+use removal::Removals;
 use retry::RetryDelays;
 use send::{Outcome, Transport};
 
@@ -587,9 +589,8 @@ pub fn human(d: Duration) -> String {
 pub struct Deliverer {
     webhook: Arc<Webhook>,
     dead_letters: PathBuf,
-    /// Sent or dead-lettered events whose removal from the queue failed;
-    /// removed again before anything else, so they never fill the lane.
-    unremoved: Vec<u64>,
+    /// Sent or dead-lettered events on their way out of the queue.
+    removals: Removals,
     tap: Arc<Tap>,
 }
 
@@ -608,16 +609,15 @@ pub enum Halt {
 /// Events read from the queue at a time while filling a body.
 const READ_CHUNK: usize = 500;
 
-/// How often an idle webhook tries again to read the queue, or to remove
-/// settled events, after that failed.
+/// How often an idle webhook tries again to read the queue after that failed.
 const QUEUE_RETRY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     pub fn new(webhook: Arc<Webhook>, state_dir: &Path, tap: Arc<Tap>) -> Deliverer {
         Deliverer {
             dead_letters: dead_letter_file(state_dir, &webhook.config.name),
+            removals: Removals::new(webhook.queue.clone(), webhook.lane, &webhook.config.name),
             webhook,
-            unremoved: Vec::new(),
             tap,
         }
     }
@@ -635,24 +635,28 @@ impl Deliverer {
         // The highest sequence taken from the queue into `pending`.
         let mut cursor = 0;
         loop {
-            self.remove_unremoved().await;
+            self.removals.advance().await;
             let halt = *stop.borrow();
             // Events taken into `pending` are still queued: the next
             // delivery task of this webhook reads them again.
             if halt == Halt::Pause {
+                self.removals.finish().await;
                 return;
             }
             let read_failed = !self.fill(&mut pending, &mut cursor).await;
             let stopping = halt == Halt::Drain;
             if pending.is_empty() {
                 if stopping {
+                    self.removals.finish().await;
                     return;
                 }
-                let retry = read_failed || !self.unremoved.is_empty();
+                let read_again = read_failed.then(|| Instant::now() + QUEUE_RETRY);
+                let retry_at = read_again.into_iter().chain(self.removals.retry_at()).min();
                 tokio::select! {
                     () = arrivals.notified() => {}
                     _ = stop.changed() => {}
-                    () = tokio::time::sleep(QUEUE_RETRY), if retry => {}
+                    () = self.removals.running_done() => {}
+                    () = tokio::time::sleep_until(retry_at.unwrap_or_else(Instant::now)), if retry_at.is_some() => {}
                 }
                 continue;
             }
@@ -715,30 +719,9 @@ impl Deliverer {
         webhook
             .account(&self.dead_letters, &self.tap, batch, rejected)
             .await;
-        self.unremoved.extend(batch.iter().map(|e| e.queued.seq));
-        self.remove_unremoved().await;
-    }
-
-    /// Removes the settled events from the queue; on failure keeps them to
-    /// try again (they are not read again meanwhile: the cursor is past them).
-    async fn remove_unremoved(&mut self) {
-        if self.unremoved.is_empty() {
-            return;
-        }
-        let (queue, lane, seqs) = (
-            self.webhook.queue.clone(),
-            self.webhook.lane,
-            self.unremoved.clone(),
-        );
-        match off_workers(move || queue.remove(lane, &seqs)).await {
-            Ok(()) => self.unremoved.clear(),
-            Err(e) => tracing::error!(
-                webhook = %self.webhook.config.name,
-                events = self.unremoved.len(),
-                error = %e,
-                "cannot remove settled events from the queue; will try again (until then they use its room; after a restart they may be sent again)"
-            ),
-        }
+        self.removals
+            .settled(batch.iter().map(|e| e.queued.seq))
+            .await;
     }
 
     /// Sends one batch until it is delivered or rejected (see [`Webhook::deliver`]).
@@ -933,19 +916,20 @@ impl Webhook {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::{Event, EventJson};
 
-    /// Webhook `soc`, writing to stdout under `rate_limit`, with its queue
-    /// in `dir` and its counters.
+    /// Webhook `soc`, writing to stdout with `settings` (TOML lines of its
+    /// table), with its queue in `dir` and its counters.
     fn stdout_webhook(
         dir: &Path,
-        rate_limit: &str,
+        settings: &str,
     ) -> (Arc<Queue>, Arc<WebhookCounters>, Arc<Webhook>) {
         let path = dir.join("tailhook.toml");
         std::fs::write(
             &path,
             format!(
                 "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
-                 [webhook.soc]\nurl = \"-\"\nrate_limits = [\"{rate_limit}\"]\n"
+                 [webhook.soc]\nurl = \"-\"\n{settings}\n"
             ),
         )
         .unwrap();
@@ -960,7 +944,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn only_an_attempt_the_limits_hold_back_counts_as_a_rate_limit_wait() {
         let dir = tempfile::tempdir().unwrap();
-        let (_queue, counters, webhook) = stdout_webhook(dir.path(), "2/1m");
+        let (_queue, counters, webhook) = stdout_webhook(dir.path(), r#"rate_limits = ["2/1m"]"#);
         let waits = || counters.rate_limit_waits.load(Ordering::Relaxed);
         for _ in 0..2 {
             let charged = webhook
@@ -987,7 +971,7 @@ mod tests {
     #[test]
     fn a_blocked_queue_write_stalls_neither_the_runtime_nor_the_limiter() {
         let dir = tempfile::tempdir().unwrap();
-        let (queue, _counters, webhook) = stdout_webhook(dir.path(), "100/1m");
+        let (queue, _counters, webhook) = stdout_webhook(dir.path(), r#"rate_limits = ["100/1m"]"#);
         // A slow disk: while this transaction is held, every queue write
         // (the attempt's record among them) waits. Released after a bound,
         // so a runtime blocked by the write gets going again and fails below.
@@ -1027,6 +1011,61 @@ mod tests {
             recorded.len(),
             1,
             "the attempt was recorded once the disk let it"
+        );
+    }
+
+    #[test]
+    fn the_next_batch_goes_while_the_one_before_is_being_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // No rate limit, so no attempt is recorded, and the Content-Type
+        // accepted already: sending writes nothing to the queue, and only
+        // the removals wait for its disk.
+        let (queue, counters, webhook) = stdout_webhook(
+            dir.path(),
+            "max_body_bytes = 2000\nbatch_timeout = \"10ms\"",
+        );
+        webhook.content_type_accepted.store(true, Ordering::Relaxed);
+        let events: Vec<_> = (0..40)
+            .map(|i| (0, Arc::new(Event::sample(&i.to_string(), &"m".repeat(200)))))
+            .collect();
+        // More than the events a body holds: the last body, perhaps not full.
+        let per_body = 2000 / EventJson::of(&events[0].1).as_bytes().len();
+        let in_full_bodies = 40 - per_body;
+        assert!(
+            in_full_bodies >= 3 * per_body,
+            "the events fill several bodies"
+        );
+        queue.append_events(&events).unwrap();
+        let slow_disk = crate::queue::SlowDisk::hold(&queue);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let sent = || counters.events_sent.load(Ordering::Relaxed);
+        runtime.block_on(async {
+            let (stop, halt) = watch::channel(Halt::Run);
+            let tap = Arc::new(Tap::new(vec!["soc".into()]));
+            let delivering = tokio::spawn(Deliverer::new(webhook, dir.path(), tap).run(halt));
+            // The last body, not full, waits to take in more: a read of
+            // the store, which waits for the disk too.
+            while sent() < in_full_bodies as u64 {
+                assert!(
+                    !slow_disk.was_released(),
+                    "only {} of {in_full_bodies} events went before the first batch's removal could commit",
+                    sent()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(queue.depth(0).0, 40, "nothing removed yet");
+            slow_disk.release();
+            stop.send(Halt::Drain).unwrap();
+            delivering.await.unwrap();
+            assert_eq!(sent(), 40);
+        });
+        assert_eq!(
+            queue.depth(0),
+            (0, 0),
+            "every settled batch removed before the task ended"
         );
     }
 }
