@@ -80,7 +80,7 @@ impl Fresh {
         if run.events.front()?.seq != after + 1 {
             return None;
         }
-        Some(run.drain_front(limit))
+        Some(run.drain_front(limit).collect())
     }
 
     /// Lets go of `lane`'s events at or below `seq`: they left the store,
@@ -101,10 +101,16 @@ impl Fresh {
 }
 
 impl Run {
-    fn drain_front(&mut self, count: usize) -> Vec<Queued> {
-        let taken: Vec<Queued> = self.events.drain(..count.min(self.events.len())).collect();
-        self.bytes -= taken.iter().map(|e| e.json.as_bytes().len()).sum::<usize>();
-        taken
+    /// The first `count` events, out of the run once the drain is dropped
+    /// (collected by a reader, let go otherwise).
+    fn drain_front(&mut self, count: usize) -> std::collections::vec_deque::Drain<'_, Queued> {
+        let count = count.min(self.events.len());
+        self.bytes -= self
+            .events
+            .range(..count)
+            .map(|e| e.json.as_bytes().len())
+            .sum::<usize>();
+        self.events.drain(..count)
     }
 }
 
