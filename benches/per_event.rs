@@ -17,7 +17,7 @@
 //! system) µs per event, the agent's CPU seconds over grep's seconds (CPU
 //! per event depends on the machine: 3 µs with every event routed was about
 //! 8 times grep's time on a machine where grep read 1.6–1.8 GB/s, and the
-//! same build took two and a half times the µs on one where it read 0.7),
+//! same build took 2.6–3 times the µs on one where it read 0.6–0.9 GB/s),
 //! bytes the agent wrote to storage per event (`/proc/PID/io`
 //! `write_bytes`), peak RSS. Then min–max over the runs, and
 //! each event's own CPU: the 1 % file's run with every event less its run
