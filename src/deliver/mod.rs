@@ -616,7 +616,7 @@ impl Deliverer {
     pub fn new(webhook: Arc<Webhook>, state_dir: &Path, tap: Arc<Tap>) -> Deliverer {
         Deliverer {
             dead_letters: dead_letter_file(state_dir, &webhook.config.name),
-            removals: Removals::new(webhook.queue.clone(), webhook.lane, &webhook.config.name),
+            removals: Removals::new(webhook.clone()),
             webhook,
             tap,
         }

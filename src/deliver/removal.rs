@@ -14,7 +14,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::queue::{Queue, QueueError};
+use super::Webhook;
+use crate::queue::QueueError;
 
 /// How long a removal that failed waits before the next try: a disk that
 /// cannot be written fails at once, and each failure is logged.
@@ -24,10 +25,7 @@ const RETRY: Duration = Duration::from_secs(1);
 type Removal = JoinHandle<(Vec<u64>, Result<(), QueueError>)>;
 
 pub(super) struct Removals {
-    queue: Arc<Queue>,
-    lane: usize,
-    /// The webhook's name, for the log.
-    webhook: String,
+    webhook: Arc<Webhook>,
     /// Settled events not yet being removed, or whose removal failed. They
     /// are not read again meanwhile: the sender's cursor is past them.
     waiting: Vec<u64>,
@@ -37,11 +35,9 @@ pub(super) struct Removals {
 }
 
 impl Removals {
-    pub(super) fn new(queue: Arc<Queue>, lane: usize, webhook: &str) -> Removals {
+    pub(super) fn new(webhook: Arc<Webhook>) -> Removals {
         Removals {
-            queue,
-            lane,
-            webhook: webhook.to_string(),
+            webhook,
             waiting: Vec::new(),
             running: None,
             not_before: None,
@@ -64,8 +60,8 @@ impl Removals {
         let retry_due = self.not_before.is_none_or(|at| Instant::now() >= at);
         if self.running.is_none() && !self.waiting.is_empty() && retry_due {
             let (queue, lane, seqs) = (
-                self.queue.clone(),
-                self.lane,
+                self.webhook.queue.clone(),
+                self.webhook.lane,
                 std::mem::take(&mut self.waiting),
             );
             self.running = Some(tokio::task::spawn_blocking(move || {
@@ -118,7 +114,7 @@ impl Removals {
             Ok(()) => self.not_before = None,
             Err(e) => {
                 tracing::error!(
-                    webhook = %self.webhook,
+                    webhook = %self.webhook.config.name,
                     events = seqs.len(),
                     error = %e,
                     "cannot remove settled events from the queue; will try again (until then they use its room; after a restart they may be sent again)"
