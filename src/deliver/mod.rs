@@ -565,7 +565,12 @@ struct Charged {
 /// async workers, which also serve the control socket, `/metrics` and the
 /// watchdog.
 pub(crate) async fn off_workers<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
-    match tokio::task::spawn_blocking(work).await {
+    joined(tokio::task::spawn_blocking(work).await)
+}
+
+/// What a blocking task returned; its panic goes on in the task that waited.
+fn joined<T>(result: Result<T, tokio::task::JoinError>) -> T {
+    match result {
         Ok(value) => value,
         Err(e) => std::panic::resume_unwind(e.into_panic()),
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::Webhook;
+use super::{joined, Webhook};
 use crate::queue::QueueError;
 
 /// How long a removal that failed waits before the next try: a disk that
@@ -106,10 +106,7 @@ impl Removals {
         };
         let outcome = running.await;
         self.running = None;
-        let (seqs, removed) = match outcome {
-            Ok(outcome) => outcome,
-            Err(e) => std::panic::resume_unwind(e.into_panic()),
-        };
+        let (seqs, removed) = joined(outcome);
         match removed {
             Ok(()) => self.not_before = None,
             Err(e) => {
