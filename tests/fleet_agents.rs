@@ -216,10 +216,43 @@ impl Fleet {
                     *counts.entry(r.status).or_default() += 1;
                     counts
                 });
-        assert_eq!(
-            statuses.keys().copied().collect::<Vec<_>>(),
-            vec![202],
-            "every request accepted: {statuses:?}"
+        if statuses.keys().eq([&202]) {
+            return;
+        }
+        // Which agent sent what, when: a 429 is a race, seen once in a while.
+        let requests = self.receiver.requests();
+        let start = requests.first().map(|r| r.at);
+        let timeline: Vec<String> = requests
+            .iter()
+            .map(|r| {
+                // A body cut by a killed sender is not JSON.
+                let events: Vec<serde_json::Value> = serde_json::from_slice(&r.body)
+                    .ok()
+                    .and_then(|b: serde_json::Value| b["events"].as_array().cloned())
+                    .unwrap_or_default();
+                let hosts: BTreeSet<&str> =
+                    events.iter().filter_map(|e| e["host"].as_str()).collect();
+                format!(
+                    "{:>8.3} s  {}  {} events of {hosts:?}",
+                    start.map_or(0.0, |s| (r.at - s).as_secs_f64()),
+                    r.status,
+                    events.len()
+                )
+            })
+            .collect();
+        let logs: Vec<String> = self
+            .members
+            .iter()
+            .filter_map(|m| {
+                m.agent
+                    .as_ref()
+                    .map(|a| format!("{}:\n{}", m.host(), a.logs()))
+            })
+            .collect();
+        panic!(
+            "every request accepted: {statuses:?}\nrequests:\n{}\nlogs:\n{}",
+            timeline.join("\n"),
+            logs.join("\n----\n")
         );
     }
 

@@ -340,16 +340,18 @@ impl Webhook {
                 Err(Refused::Fenced) => return Settled::Fenced,
             };
             attempts += 1;
-            let sending = self.transport.send(body, timeout);
             // The fleet's ledger stamped this attempt as arriving at the
             // latest `timeout` after the instant taken before charging it:
             // an answer later than that is taken as no answer.
             let stamped = self.shared.is_some().then(|| charged.at + timeout);
-            let outcome = match deadline.into_iter().chain(stamped).min() {
+            let until = deadline.into_iter().chain(stamped).min();
+            // A sender resumed after `until` (a paused process) must not put
+            // its request on the wire then, when the ledger no longer counts
+            // it: the transport checks it as the request is written, and the
+            // deadline is looked at here before the request is polled again.
+            let sending = self.transport.send(body, timeout, until);
+            let outcome = match until {
                 None => sending.await,
-                // The deadline is looked at first: a sender resumed after
-                // it (a paused process) must not put its request on the
-                // wire then, when the ledger no longer counts it.
                 Some(until) => match until_deadline(until, sending).await {
                     Some(outcome) => outcome,
                     None if Some(until) == stamped => Outcome::Retry {

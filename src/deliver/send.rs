@@ -7,11 +7,15 @@
 //! taken it. Error texts never carry the URL (it holds the `api_key`).
 
 use std::io::Write;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use http_body::{Frame, SizeHint};
 use reqwest::header::{HeaderMap, ACCEPT, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
+use tokio::time::Instant;
 
 use crate::config::{ContentType, SecretUrl, WebhookConfig, WebhookTarget};
 
@@ -71,8 +75,14 @@ impl Transport {
         })
     }
 
-    /// Sends `body`, waiting at most `timeout` for the whole answer.
-    pub async fn send(&self, body: &Bytes, timeout: Duration) -> Outcome {
+    /// Sends `body`, waiting at most `timeout` for the whole answer; with
+    /// `not_after`, no byte of the request is written after that instant.
+    pub async fn send(
+        &self,
+        body: &Bytes,
+        timeout: Duration,
+        not_after: Option<Instant>,
+    ) -> Outcome {
         match self {
             Transport::Stdout => {
                 let mut out = std::io::stdout().lock();
@@ -96,12 +106,19 @@ impl Transport {
                 content_type,
                 max_retry_after,
             } => {
+                let body = match not_after {
+                    None => reqwest::Body::from(body.clone()),
+                    Some(not_after) => reqwest::Body::wrap(BodyUntil {
+                        bytes: Some(body.clone()),
+                        not_after,
+                    }),
+                };
                 let response = client
                     .post(url.expose().clone())
                     .header(CONTENT_TYPE, content_type.header_value())
                     .header(ACCEPT, "application/json")
                     .timeout(timeout)
-                    .body(body.clone())
+                    .body(body)
                     .send()
                     .await;
                 match response {
@@ -122,6 +139,51 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+/// A body that is handed over only until `not_after`. hyper writes a request
+/// from its connection's own task: a process paused (SIGSTOP) just after the
+/// sender handed a request over runs that task first on resuming, before
+/// the sender's task can see that its deadline has passed. Over HTTP/1.1,
+/// hyper takes the bytes just before it writes the head and the body
+/// together, so the check there keeps a late request off the wire (over
+/// HTTP/2 its headers may go first; the stream is then reset, bodiless).
+struct BodyUntil {
+    bytes: Option<Bytes>,
+    not_after: Instant,
+}
+
+/// Why a request was not written: its time to leave had passed.
+#[derive(Debug, thiserror::Error)]
+#[error("not sent: the time this request could leave at had passed (was the process paused?)")]
+struct TooLate;
+
+impl http_body::Body for BodyUntil {
+    type Data = Bytes;
+    type Error = TooLate;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, TooLate>>> {
+        let this = self.get_mut();
+        let Some(bytes) = this.bytes.take() else {
+            return Poll::Ready(None);
+        };
+        Poll::Ready(Some(if Instant::now() > this.not_after {
+            Err(TooLate)
+        } else {
+            Ok(Frame::data(bytes))
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.bytes.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.bytes.as_ref().map_or(0, |b| b.len() as u64))
     }
 }
 
@@ -221,19 +283,14 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let transport = Transport::Http {
-            client: reqwest::Client::new(),
-            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
-            content_type: ContentType::Json,
-            max_retry_after: Duration::from_secs(3600),
-        };
+        let transport = transport_to(port);
         let Outcome::Retry {
             reason,
             status,
             timed_out: false,
             ..
         } = transport
-            .send(&Bytes::from_static(b"{}"), Duration::from_secs(5))
+            .send(&Bytes::from_static(b"{}"), Duration::from_secs(5), None)
             .await
         else {
             panic!("a refused connection is retried, known not to have arrived");
@@ -253,14 +310,9 @@ mod tests {
             let mut sink = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
         });
-        let transport = Transport::Http {
-            client: reqwest::Client::new(),
-            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
-            content_type: ContentType::Json,
-            max_retry_after: Duration::from_secs(3600),
-        };
+        let transport = transport_to(port);
         let outcome = transport
-            .send(&Bytes::from_static(b"{}"), Duration::from_millis(200))
+            .send(&Bytes::from_static(b"{}"), Duration::from_millis(200), None)
             .await;
         let Outcome::Retry {
             reason,
@@ -273,6 +325,85 @@ mod tests {
         };
         assert!(!reason.contains("hunter22"), "{reason}");
         silent.abort();
+    }
+
+    /// A receiver that answers 202 to one request; the bytes it read.
+    async fn answering_once() -> (u16, tokio::task::JoinHandle<Vec<u8>>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let read = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0; 4096];
+            loop {
+                let n = socket.read(&mut chunk).await.unwrap_or(0);
+                got.extend_from_slice(&chunk[..n]);
+                if n == 0 || got.ends_with(b"{}") {
+                    break;
+                }
+            }
+            let _ = socket
+                .write_all(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            got
+        });
+        (port, read)
+    }
+
+    fn transport_to(port: u16) -> Transport {
+        Transport::Http {
+            client: reqwest::Client::new(),
+            url: SecretUrl::parse(&format!("http://127.0.0.1:{port}/x?api_key=hunter22")).unwrap(),
+            content_type: ContentType::Json,
+            max_retry_after: Duration::from_secs(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_past_its_time_to_leave_is_never_written() {
+        let (port, read) = answering_once().await;
+        let late = Instant::now() - Duration::from_millis(1);
+        let outcome = transport_to(port)
+            .send(
+                &Bytes::from_static(b"{}"),
+                Duration::from_secs(5),
+                Some(late),
+            )
+            .await;
+        let Outcome::Retry {
+            reason,
+            status: None,
+            timed_out: false,
+            ..
+        } = outcome
+        else {
+            panic!("a request kept off the wire is known not to have arrived: {outcome:?}");
+        };
+        assert!(reason.contains("had passed"), "{reason}");
+        assert!(!reason.contains("hunter22"), "{reason}");
+        // Not even the head: the connection closed with nothing on it.
+        assert_eq!(read.await.unwrap(), b"");
+    }
+
+    #[tokio::test]
+    async fn a_request_in_time_goes_whole_with_its_length() {
+        let (port, read) = answering_once().await;
+        let outcome = transport_to(port)
+            .send(
+                &Bytes::from_static(b"{}"),
+                Duration::from_secs(5),
+                Some(Instant::now() + Duration::from_secs(5)),
+            )
+            .await;
+        assert_eq!(outcome, Outcome::Delivered { status: 202 });
+        let request = String::from_utf8(read.await.unwrap())
+            .unwrap()
+            .to_lowercase();
+        // A receiver may refuse a chunked body: the length is known.
+        assert!(request.contains("content-length: 2\r\n"), "{request}");
+        assert!(!request.contains("chunked"), "{request}");
+        assert!(request.ends_with("\r\n\r\n{}"), "{request}");
     }
 
     #[test]
