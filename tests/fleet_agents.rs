@@ -181,16 +181,11 @@ impl Fleet {
             }
             if Instant::now() > deadline {
                 let missing: Vec<&i64> = expected.difference(&got).take(20).collect();
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .filter_map(|m| m.agent.as_ref().map(|a| a.logs()))
-                    .collect();
                 panic!(
                     "{} of {} events missing after {timeout:?} (e.g. {missing:?}); logs:\n{}",
                     expected.difference(&got).count(),
                     expected.len(),
-                    logs.join("\n----\n")
+                    self.logs()
                 );
             }
             last = got;
@@ -219,7 +214,8 @@ impl Fleet {
         if statuses.keys().eq([&202]) {
             return;
         }
-        // Which agent sent what, when: a 429 is a race, seen once in a while.
+        // What tells a refusal's cause: each request's time and the hosts
+        // of its events, beside every agent's log.
         let requests = self.receiver.requests();
         let start = requests.first().map(|r| r.at);
         let timeline: Vec<String> = requests
@@ -240,6 +236,15 @@ impl Fleet {
                 )
             })
             .collect();
+        panic!(
+            "every request accepted: {statuses:?}\nrequests:\n{}\nlogs:\n{}",
+            timeline.join("\n"),
+            self.logs()
+        );
+    }
+
+    /// Every running agent's log, each under its host's name.
+    fn logs(&self) -> String {
         let logs: Vec<String> = self
             .members
             .iter()
@@ -249,11 +254,7 @@ impl Fleet {
                     .map(|a| format!("{}:\n{}", m.host(), a.logs()))
             })
             .collect();
-        panic!(
-            "every request accepted: {statuses:?}\nrequests:\n{}\nlogs:\n{}",
-            timeline.join("\n"),
-            logs.join("\n----\n")
-        );
+        logs.join("\n----\n")
     }
 
     /// The most events one accepted body carried.
