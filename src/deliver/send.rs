@@ -58,16 +58,7 @@ impl Transport {
         Ok(match &config.target {
             WebhookTarget::Stdout => Transport::Stdout,
             WebhookTarget::Http(url) => Transport::Http {
-                // Trust is the system store (reqwest is built without bundled
-                // roots, so removing a CA there takes effect) plus `ca_file`.
-                client: config
-                    .extra_roots
-                    .iter()
-                    .fold(reqwest::Client::builder(), |builder, cert| {
-                        builder.add_root_certificate(cert.clone())
-                    })
-                    .user_agent(concat!("tailhook/", env!("CARGO_PKG_VERSION")))
-                    .build()?,
+                client: client(config)?,
                 url: url.clone(),
                 content_type: config.content_type,
                 max_retry_after: config.max_retry_after,
@@ -142,13 +133,35 @@ impl Transport {
     }
 }
 
+/// A webhook's HTTP client.
+fn client(config: &WebhookConfig) -> Result<reqwest::Client, reqwest::Error> {
+    // Trust is the system store (reqwest is built without bundled roots, so
+    // removing a CA there takes effect) plus `ca_file`.
+    let builder = config
+        .extra_roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, cert| {
+            builder.add_root_certificate(cert.clone())
+        })
+        .user_agent(concat!("tailhook/", env!("CARGO_PKG_VERSION")));
+    // A fleet's request must never reach the receiver after its deadline:
+    // HTTP/2 sends the head before it asks for the body, which `BodyUntil`
+    // holds back; HTTP/1.1 writes both together.
+    if config.fleet {
+        builder.http1_only()
+    } else {
+        builder
+    }
+    .build()
+}
+
 /// A body that is handed over only until `not_after`. hyper writes a request
 /// from its connection's own task: a process paused (SIGSTOP) just after the
 /// sender handed a request over runs that task first on resuming, before
 /// the sender's task can see that its deadline has passed. Over HTTP/1.1,
 /// hyper takes the bytes just before it writes the head and the body
-/// together, so the check there keeps a late request off the wire (over
-/// HTTP/2 its headers may go first; the stream is then reset, bodiless).
+/// together, so the check there keeps a late request off the wire (HTTP/2
+/// sends the head first: a fleet's client speaks only HTTP/1.1).
 struct BodyUntil {
     bytes: Option<Bytes>,
     not_after: Instant,
