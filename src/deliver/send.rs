@@ -419,6 +419,58 @@ mod tests {
         assert!(request.ends_with("\r\n\r\n{}"), "{request}");
     }
 
+    /// The application protocols that a client built for webhook `soc`
+    /// with `settings` offers in its TLS hello.
+    async fn protocols_offered(settings: &str) -> Vec<Vec<u8>> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tailhook.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+                 [webhook.soc]\nurl = \"https://127.0.0.1:{port}/x?api_key=k\"\n{settings}\n"
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        let transport = Transport::new(&config.webhook("soc").unwrap()).unwrap();
+        let hello = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let acceptor = tokio_rustls::LazyConfigAcceptor::new(
+                tokio_rustls::rustls::server::Acceptor::default(),
+                socket,
+            );
+            let start = acceptor.await.unwrap();
+            let offered: Vec<Vec<u8>> = start
+                .client_hello()
+                .alpn()
+                .into_iter()
+                .flatten()
+                .map(<[u8]>::to_vec)
+                .collect();
+            offered
+        });
+        // The handshake goes no further: the request fails, as it may.
+        transport
+            .send(&Bytes::from_static(b"{}"), Duration::from_secs(5), None)
+            .await;
+        hello.await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_fleet_webhook_speaks_only_http_1_1() {
+        // HTTP/2 would send a late request's head before `BodyUntil` is
+        // asked for its bytes.
+        let own = protocols_offered("").await;
+        assert!(own.contains(&b"h2".to_vec()), "{own:?}");
+        let shared =
+            protocols_offered("fleet = true\n[fleet]\nredis_url = \"redis://127.0.0.1:1\"").await;
+        assert!(!shared.contains(&b"h2".to_vec()), "{shared:?}");
+        assert!(shared.contains(&b"http/1.1".to_vec()), "{shared:?}");
+    }
+
     #[test]
     fn statuses_are_classified() {
         assert_eq!(
