@@ -925,23 +925,29 @@ mod tests {
     use super::*;
     use crate::event::{Event, EventJson};
 
+    /// Webhook `soc` to `url` with `settings` (TOML lines of its table), as
+    /// a config file written in `dir` makes it.
+    pub(super) fn soc_config(dir: &Path, url: &str, settings: &str) -> WebhookConfig {
+        let path = dir.join("tailhook.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
+                 [webhook.soc]\nurl = \"{url}\"\n{settings}\n"
+            ),
+        )
+        .unwrap();
+        let config = crate::config::Config::load(&path).unwrap();
+        config.webhook("soc").unwrap()
+    }
+
     /// Webhook `soc`, writing to stdout with `settings` (TOML lines of its
     /// table), with its queue in `dir` and its counters.
     fn stdout_webhook(
         dir: &Path,
         settings: &str,
     ) -> (Arc<Queue>, Arc<WebhookCounters>, Arc<Webhook>) {
-        let path = dir.join("tailhook.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
-                 [webhook.soc]\nurl = \"-\"\n{settings}\n"
-            ),
-        )
-        .unwrap();
-        let config = crate::config::Config::load(&path).unwrap();
-        let soc = config.webhook("soc").unwrap();
+        let soc = soc_config(dir, "-", settings);
         let queue = Queue::open(dir, &[soc.lane_limits()]).unwrap();
         let counters = Arc::new(WebhookCounters::default());
         let webhook = Webhook::open(soc, "host", queue.clone(), 0, counters.clone()).unwrap();

@@ -425,17 +425,9 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("tailhook.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[[input]]\nname = \"auth\"\npaths = [\"auth.log\"]\n\
-                 [webhook.soc]\nurl = \"https://127.0.0.1:{port}/x?api_key=k\"\n{settings}\n"
-            ),
-        )
-        .unwrap();
-        let config = crate::config::Config::load(&path).unwrap();
-        let transport = Transport::new(&config.webhook("soc").unwrap()).unwrap();
+        let url = format!("https://127.0.0.1:{port}/x?api_key=k");
+        let config = crate::deliver::tests::soc_config(dir.path(), &url, settings);
+        let transport = Transport::new(&config).unwrap();
         let hello = tokio::spawn(async move {
             let (socket, _) = listener.accept().await.unwrap();
             let acceptor = tokio_rustls::LazyConfigAcceptor::new(
