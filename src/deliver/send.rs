@@ -435,14 +435,13 @@ mod tests {
                 socket,
             );
             let start = acceptor.await.unwrap();
-            let offered: Vec<Vec<u8>> = start
+            start
                 .client_hello()
                 .alpn()
                 .into_iter()
                 .flatten()
                 .map(<[u8]>::to_vec)
-                .collect();
-            offered
+                .collect::<Vec<_>>()
         });
         // The handshake goes no further: the request fails, as it may.
         transport
