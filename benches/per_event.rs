@@ -25,6 +25,14 @@
 //! the first has more.
 //! Targets: default ≥ 0.25× grep at 1 % and 10 %; every event ≥ 0.10× grep;
 //! ≤ 3 µs CPU per event; RSS ≤ 30 MB.
+//!
+//! Where Fluent Bit is installed (`$FLUENT_BIT`, else `fluent-bit` on the
+//! PATH or in `/opt/fluent-bit/bin`, where its packages put it), each run
+//! also times it on the same file, right after the agent, as the issue
+//! measured it: `tail` from the head, a `grep` filter for the lines the
+//! agent sends (the failures; with every event routed, the accepted logins
+//! too), `http` out to the same kind of receiver, as JSON lines. Its runs
+//! are reported the same way, and the agent's CPU per event over its.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -48,13 +56,29 @@ enum Routing {
     Everything,
 }
 
-/// A receiver that answers 202 at once and counts the events it got, without
-/// building them (the bench shares the agent's cores).
-fn receiver() -> (String, Arc<AtomicUsize>) {
+/// The events of the agent's body: its envelope's `events`.
+fn envelope_events(body: &[u8]) -> usize {
     #[derive(serde::Deserialize)]
     struct Body {
         events: Vec<serde::de::IgnoredAny>,
     }
+    let parsed: Body = serde_json::from_slice(body).expect("a JSON envelope");
+    parsed.events.len()
+}
+
+/// The records of Fluent Bit's `json_lines` body: one JSON object a line.
+fn json_lines(body: &[u8]) -> usize {
+    body.split(|&byte| byte == b'\n')
+        .filter(|line| !line.is_empty())
+        .inspect(|line| {
+            serde_json::from_slice::<serde::de::IgnoredAny>(line).expect("a JSON line");
+        })
+        .count()
+}
+
+/// A receiver that answers 202 at once and counts the events it got with
+/// `count`, without building them (the bench shares the agent's cores).
+fn receiver(count: fn(&[u8]) -> usize) -> (String, Arc<AtomicUsize>) {
     let server = tiny_http::Server::http("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", server.server_addr().to_ip().unwrap());
     let events = Arc::new(AtomicUsize::new(0));
@@ -64,8 +88,7 @@ fn receiver() -> (String, Arc<AtomicUsize>) {
         for mut request in server.incoming_requests() {
             body.clear();
             request.as_reader().read_to_end(&mut body).unwrap();
-            let parsed: Body = serde_json::from_slice(&body).expect("a JSON envelope");
-            counted.fetch_add(parsed.events.len(), Ordering::Relaxed);
+            counted.fetch_add(count(&body), Ordering::Relaxed);
             let _ = request.respond(tiny_http::Response::empty(202));
         }
     });
@@ -172,11 +195,11 @@ fn route(dir: &Path, routing: Routing) -> String {
     }
 }
 
-/// Wall seconds of `grep -cE` for the failures, and its count.
-fn grep(corpus: &Path) -> (f64, usize) {
+/// Wall seconds of `grep -cE regex`, and its count.
+fn grep(corpus: &Path, regex: &str) -> (f64, usize) {
     let started = Instant::now();
     let out = Command::new("grep")
-        .args(["-cE", FAILURES])
+        .args(["-cE", regex])
         .arg(corpus)
         .output()
         .expect("grep");
@@ -230,56 +253,157 @@ struct Run {
     rss_mib: f64,
 }
 
-fn run_once(corpus: &Path, routing: Routing, expected: usize) -> Run {
-    let size = std::fs::metadata(corpus).unwrap().len() as f64 / 1e6;
-    let (grep_wall, _) = grep(corpus);
+impl Run {
+    fn new(corpus: &Path, grep_wall: f64, wall: f64, used: Usage, events: usize) -> Run {
+        let size = std::fs::metadata(corpus).unwrap().len() as f64 / 1e6;
+        Run {
+            ratio: grep_wall / wall,
+            mb_per_s: size / wall,
+            grep_mb_per_s: size / grep_wall,
+            events_per_s: events as f64 / wall,
+            events,
+            cpu_seconds: used.cpu_seconds,
+            cpu_us_per_event: used.cpu_seconds * 1e6 / events as f64,
+            cpu_per_grep: used.cpu_seconds / grep_wall,
+            written_per_event: used.write_bytes as f64 / events as f64,
+            rss_mib: used.peak_rss_mib,
+        }
+    }
+}
+
+/// Runs `command` (its output to files in `dir`) until `received` counts
+/// `expected` events: its wall seconds from its start and what /proc says
+/// of it then, or why it did not get there, with the end of what it said.
+fn until_received(
+    mut command: Command,
+    dir: &Path,
+    received: &AtomicUsize,
+    expected: usize,
+) -> Result<(f64, Usage), String> {
+    let log = dir.join("output.log");
+    let output = std::fs::File::create(&log).unwrap();
+    command.stdout(output.try_clone().unwrap()).stderr(output);
+    let started = Instant::now();
+    let mut child = command.spawn().map_err(|e| e.to_string())?;
+    let deadline = started + Duration::from_secs(900);
+    let reached = loop {
+        let got = received.load(Ordering::Relaxed);
+        if got >= expected {
+            break Ok((started.elapsed().as_secs_f64(), usage(child.id())));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            break Err(format!(
+                "exited early ({status}) with {got} of {expected} events received"
+            ));
+        }
+        if Instant::now() >= deadline {
+            break Err(format!("only {got} of {expected} events arrived in 900 s"));
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let _ = child.kill();
+    child.wait().unwrap();
+    let got = received.load(Ordering::Relaxed);
+    let result = reached.and_then(|measured| match got == expected {
+        true => Ok(measured),
+        false => Err(format!("{got} events received, {expected} expected")),
+    });
+    result.map_err(|error| {
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let lines: Vec<&str> = said.lines().collect();
+        let last = lines[lines.len().saturating_sub(5)..].join(" | ");
+        format!("{error}; its last output: {last:?}")
+    })
+}
+
+fn run_once(corpus: &Path, grep_wall: f64, routing: Routing, expected: usize) -> Run {
     let dir = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
-    let (url, received) = receiver();
+    let (url, received) = receiver(envelope_events);
     let config = format!(
         "[agent]\nstate_dir = \"state\"\n[rules]\npaths = [\"{RULES}\"]\n[[input]]\nname = \"bench\"\npaths = [\"{}\"]\nstart_at = \"beginning\"\n[webhook.sink]\nurl = \"{url}\"\nbatch_timeout = \"50ms\"\n{}",
         corpus.display(),
         route(dir.path(), routing)
     );
     std::fs::write(dir.path().join("tailhook.toml"), config).unwrap();
-    let started = Instant::now();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_tailhook"))
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_tailhook"));
+    agent
         .args(["run", "-c"])
         .arg(dir.path().join("tailhook.toml"))
-        .env("TAILHOOK_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = started + Duration::from_secs(900);
-    while received.load(Ordering::Relaxed) < expected {
-        if let Some(status) = agent.try_wait().unwrap() {
-            panic!("the agent exited early: {status}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {} of {expected} events arrived in 900 s",
-            received.load(Ordering::Relaxed)
-        );
-        std::thread::sleep(Duration::from_millis(2));
+        .env("TAILHOOK_LOG", "warn");
+    let (wall, used) = until_received(agent, dir.path(), &received, expected)
+        .unwrap_or_else(|error| panic!("the agent: {error}"));
+    Run::new(corpus, grep_wall, wall, used, expected)
+}
+
+/// The Fluent Bit to compare with, where one is installed.
+fn fluent_bit() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("FLUENT_BIT") {
+        return Some(PathBuf::from(path));
     }
-    let wall = started.elapsed().as_secs_f64();
-    let used = usage(agent.id());
-    agent.kill().unwrap();
-    agent.wait().unwrap();
-    let got = received.load(Ordering::Relaxed);
-    assert_eq!(got, expected, "events received vs expected");
-    Run {
-        ratio: grep_wall / wall,
-        mb_per_s: size / wall,
-        grep_mb_per_s: size / grep_wall,
-        events_per_s: expected as f64 / wall,
-        events: expected,
-        cpu_seconds: used.cpu_seconds,
-        cpu_us_per_event: used.cpu_seconds * 1e6 / expected as f64,
-        cpu_per_grep: used.cpu_seconds / grep_wall,
-        written_per_event: used.write_bytes as f64 / expected as f64,
-        rss_mib: used.peak_rss_mib,
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|paths| std::env::split_paths(&paths).collect::<Vec<_>>())
+        .map(|dir| dir.join("fluent-bit"));
+    on_path
+        .chain([PathBuf::from("/opt/fluent-bit/bin/fluent-bit")])
+        .find(|candidate| candidate.is_file())
+}
+
+/// Fluent Bit's regex for the lines the agent sends with `routing`: valid
+/// both for `grep -E` (which counts them) and for Onigmo (Fluent Bit's).
+fn fluent_bit_regex(routing: Routing) -> String {
+    match routing {
+        Routing::Default => FAILURES.to_string(),
+        Routing::Everything => FAILURES.replace(
+            "Failed [a-z]+ for",
+            "(Failed [a-z]+|Accepted publickey) for",
+        ),
     }
+}
+
+/// One run of Fluent Bit on `corpus`: `tail` from the head, `grep` for
+/// `regex`, `http` out as JSON lines; `expected` is what `grep -cE` counts.
+fn fluent_bit_once(
+    binary: &Path,
+    corpus: &Path,
+    grep_wall: f64,
+    regex: &str,
+    expected: usize,
+) -> Result<Run, String> {
+    let dir = tempfile::tempdir_in(Path::new(env!("CARGO_MANIFEST_DIR")).join("target")).unwrap();
+    let (url, received) = receiver(json_lines);
+    let port = url
+        .trim_start_matches("http://127.0.0.1:")
+        .trim_end_matches("/hook");
+    // Flushed as often as the agent's `batch_timeout`.
+    let config = format!(
+        "[SERVICE]\n    Flush 0.05\n    Log_Level warn\n\n\
+         [INPUT]\n    Name tail\n    Path {}\n    Read_from_Head On\n\n\
+         [FILTER]\n    Name grep\n    Match *\n    Regex log {regex}\n\n\
+         [OUTPUT]\n    Name http\n    Match *\n    Host 127.0.0.1\n    Port {port}\n    URI /hook\n    Format json_lines\n",
+        corpus.display()
+    );
+    let file = dir.path().join("fluent-bit.conf");
+    std::fs::write(&file, config).unwrap();
+    let mut command = Command::new(binary);
+    command.arg("-c").arg(&file);
+    let (wall, used) = until_received(command, dir.path(), &received, expected)?;
+    Ok(Run::new(corpus, grep_wall, wall, used, expected))
+}
+
+/// What one run printed of itself.
+fn report(who: &str, run: &Run) -> String {
+    format!(
+        "{who}: {:.1} MB/s vs grep {:.1} MB/s = {:.3}x; {:.0} events/s; {:.2} µs CPU/event ({:.1}x grep's time); {:.0} B written/event; peak RSS {:.1} MiB",
+        run.mb_per_s,
+        run.grep_mb_per_s,
+        run.ratio,
+        run.events_per_s,
+        run.cpu_us_per_event,
+        run.cpu_per_grep,
+        run.written_per_event,
+        run.rss_mib
+    )
 }
 
 fn span(runs: &[Run], value: impl Fn(&Run) -> f64, digits: usize) -> String {
@@ -310,30 +434,44 @@ fn main() {
             0.10,
         ),
     ];
+    let fluent_bit = fluent_bit();
+    match &fluent_bit {
+        Some(binary) => println!("Fluent Bit: {} runs after the agent", binary.display()),
+        None => println!(
+            "Fluent Bit: not found ($FLUENT_BIT, fluent-bit on the PATH, /opt/fluent-bit/bin/fluent-bit), so the agent runs alone"
+        ),
+    }
     let mut all_runs = Vec::new();
     for (fail_percent, routing, name, target) in setups {
         let corpus = workload(megabytes, fail_percent);
         let expected = expected_events(&corpus, routing);
         // Also brings the file into the page cache before the first run.
-        let (_, failures) = grep(&corpus);
-        let results: Vec<Run> = (0..runs)
-            .map(|i| {
-                let run = run_once(&corpus, routing, expected);
-                println!(
-                    "  {name}, run {}: {:.1} MB/s vs grep {:.1} MB/s = {:.3}x; {:.0} events/s; {:.2} µs CPU/event ({:.1}x grep's time); {:.0} B written/event; peak RSS {:.1} MiB",
-                    i + 1,
-                    run.mb_per_s,
-                    run.grep_mb_per_s,
-                    run.ratio,
-                    run.events_per_s,
-                    run.cpu_us_per_event,
-                    run.cpu_per_grep,
-                    run.written_per_event,
-                    run.rss_mib
-                );
-                run
-            })
-            .collect();
+        let (_, failures) = grep(&corpus, FAILURES);
+        let contender = fluent_bit.as_ref().map(|binary| {
+            let regex = fluent_bit_regex(routing);
+            let (_, lines) = grep(&corpus, &regex);
+            (binary, regex, lines)
+        });
+        let (mut results, mut theirs) = (Vec::new(), Vec::new());
+        for i in 1..=runs {
+            let (grep_wall, _) = grep(&corpus, FAILURES);
+            let run = run_once(&corpus, grep_wall, routing, expected);
+            println!("  {name}, run {i}, {}", report("tailhook", &run));
+            if let Some((binary, regex, lines)) = &contender {
+                match fluent_bit_once(binary, &corpus, grep_wall, regex, *lines) {
+                    Ok(their) => {
+                        println!(
+                            "  {name}, run {i}, {}; tailhook's CPU/event over Fluent Bit's: {:.2}x",
+                            report("Fluent Bit", &their),
+                            run.cpu_us_per_event / their.cpu_us_per_event
+                        );
+                        theirs.push(their);
+                    }
+                    Err(error) => println!("  {name}, run {i}, Fluent Bit failed: {error}"),
+                }
+            }
+            results.push(run);
+        }
         println!(
             "{name}: {megabytes} MB, {expected} events ({failures} failure lines), {runs} runs: {} MB/s, grep {} MB/s, ratio {}x (target >= {target}x); {} events/s; {} µs CPU/event (target <= 3), {}x grep's time; {} B written/event; peak RSS {} MiB (target <= 30 MB)",
             span(&results, |r| r.mb_per_s, 1),
@@ -345,6 +483,19 @@ fn main() {
             span(&results, |r| r.written_per_event, 0),
             span(&results, |r| r.rss_mib, 1),
         );
+        if !theirs.is_empty() {
+            println!(
+                "{name}, Fluent Bit: {} events, {} of {runs} runs: {} MB/s, ratio {}x; {} events/s; {} µs CPU/event, {}x grep's time; peak RSS {} MiB",
+                theirs[0].events,
+                theirs.len(),
+                span(&theirs, |r| r.mb_per_s, 1),
+                span(&theirs, |r| r.ratio, 3),
+                span(&theirs, |r| r.events_per_s, 0),
+                span(&theirs, |r| r.cpu_us_per_event, 2),
+                span(&theirs, |r| r.cpu_per_grep, 1),
+                span(&theirs, |r| r.rss_mib, 1),
+            );
+        }
         all_runs.push(results);
     }
     // The 1 % file read with and without the `info` events: the same lines
