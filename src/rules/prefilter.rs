@@ -21,16 +21,21 @@ const MIN_LITERAL: usize = 3;
 
 /// Trigger literals are cut to this many bytes (see [`trigger_part`]), so
 /// the parts of a line their scan walks overlap little (see
-/// `LiteralScan::found_in`).
-const MAX_TRIGGER: usize = 16;
+/// `LiteralScan::found_in`): each part reaches 7 bytes into the next, where
+/// 16-byte triggers reached 15, and a 100-byte line is walked in 121 steps
+/// instead of 145. Shorter, they find more lines than that saves; longer,
+/// they walk more steps: with every event routed on the 1 % file, the tail
+/// thread took 0.37 s at 8 bytes, 0.39 at 7 and at 12, 0.40 at 16 (ten
+/// alternated runs each), and 6 bytes cost 9 % more of the agent's CPU.
+const MAX_TRIGGER: usize = 8;
 
 /// At most this many further literal sets are checked before a rule's regex:
 /// each costs a scan of the line, which lines the rule matches pay too.
 const MAX_CONFIRMS: usize = 3;
 
 pub struct Prefilter {
-    /// Every rule's trigger literals, each cut to its last
-    /// [`MAX_TRIGGER`] bytes; a literal's owner is its rule.
+    /// Every rule's trigger literals, each cut to its [`trigger_part`];
+    /// a literal's owner is its rule.
     triggers: Option<LiteralScan>,
     /// Rules without a usable trigger literal: candidates for every line.
     always: Vec<usize>,
@@ -176,8 +181,8 @@ impl Prefilter {
                 Some(set) => {
                     // A trigger cut short can occur where the whole
                     // literal does not ("session opened for user root" is
-                    // cut to "ed for user root", which a closed session's
-                    // line holds too): the whole one is checked first, a
+                    // cut to "ser root", which a closed session's line
+                    // holds too): the whole one is checked first, a
                     // cheap search that spares the regex.
                     if set.iter().any(|literal| literal.bytes.len() > MAX_TRIGGER) {
                         rule_confirms.push(shared.confirm(&set));
@@ -426,8 +431,8 @@ impl RulePlan {
 /// The part of a required literal its trigger is cut to (any part of it is
 /// required too): of its parts of [`MAX_TRIGGER`] bytes, the one with the
 /// most capitals, the last of equals. Capitals start a message's words
-/// ("Failed publickey" leaves out the "Accepted publickey for" of every
-/// key login, which "d publickey for " finds), and are rarer than the rest.
+/// ("Failed p" leaves out the "Accepted publickey for" of every key login,
+/// which "key for " finds), and are rarer than the rest.
 fn trigger_part(literal: &[u8]) -> &[u8] {
     let capitals = |part: &&[u8]| part.iter().filter(|b| b.is_ascii_uppercase()).count();
     literal
@@ -739,7 +744,7 @@ mod tests {
     #[test]
     fn a_cut_trigger_is_confirmed_whole() {
         let prefilter = Prefilter::new([r"\(sshd:session\): session opened for user root"]);
-        // Its trigger is "ed for user root".
+        // Its trigger is "ser root".
         let closed = "pam_unix(sshd:session): session closed for user root";
         assert!(prefilter.candidates(closed).is_empty());
         let opened = "pam_unix(sshd:session): session opened for user root";
@@ -748,15 +753,9 @@ mod tests {
 
     #[test]
     fn a_long_trigger_is_cut_to_its_part_with_the_most_capitals() {
-        assert_eq!(
-            trigger_part(b"]: Failed publickey for "),
-            b"Failed publickey"
-        );
-        assert_eq!(trigger_part(b"IN REFUSED FROM x"), b"IN REFUSED FROM ");
-        assert_eq!(
-            trigger_part(b"session opened for user root"),
-            b"ed for user root"
-        );
+        assert_eq!(trigger_part(b"]: Failed publickey for "), b"Failed p");
+        assert_eq!(trigger_part(b"IN REFUSED FROM x"), b"SED FROM");
+        assert_eq!(trigger_part(b"session opened for user root"), b"ser root");
         assert_eq!(trigger_part(b"short"), b"short");
     }
 
