@@ -406,6 +406,21 @@ fn report(who: &str, run: &Run) -> String {
     )
 }
 
+/// Each figure's min–max over `runs`.
+fn summary(runs: &[Run]) -> String {
+    format!(
+        "{} MB/s, grep {} MB/s, ratio {}x; {} events/s; {} µs CPU/event, {}x grep's time; {} B written/event; peak RSS {} MiB",
+        span(runs, |r| r.mb_per_s, 1),
+        span(runs, |r| r.grep_mb_per_s, 0),
+        span(runs, |r| r.ratio, 3),
+        span(runs, |r| r.events_per_s, 0),
+        span(runs, |r| r.cpu_us_per_event, 2),
+        span(runs, |r| r.cpu_per_grep, 1),
+        span(runs, |r| r.written_per_event, 0),
+        span(runs, |r| r.rss_mib, 1),
+    )
+}
+
 fn span(runs: &[Run], value: impl Fn(&Run) -> f64, digits: usize) -> String {
     span_of(runs.iter().map(value), digits)
 }
@@ -473,27 +488,15 @@ fn main() {
             results.push(run);
         }
         println!(
-            "{name}: {megabytes} MB, {expected} events ({failures} failure lines), {runs} runs: {} MB/s, grep {} MB/s, ratio {}x (target >= {target}x); {} events/s; {} µs CPU/event (target <= 3), {}x grep's time; {} B written/event; peak RSS {} MiB (target <= 30 MB)",
-            span(&results, |r| r.mb_per_s, 1),
-            span(&results, |r| r.grep_mb_per_s, 0),
-            span(&results, |r| r.ratio, 3),
-            span(&results, |r| r.events_per_s, 0),
-            span(&results, |r| r.cpu_us_per_event, 2),
-            span(&results, |r| r.cpu_per_grep, 1),
-            span(&results, |r| r.written_per_event, 0),
-            span(&results, |r| r.rss_mib, 1),
+            "{name}: {megabytes} MB, {expected} events ({failures} failure lines), {runs} runs: {} (targets: ratio >= {target}x, <= 3 µs CPU/event, peak RSS <= 30 MB)",
+            summary(&results)
         );
         if !theirs.is_empty() {
             println!(
-                "{name}, Fluent Bit: {} events, {} of {runs} runs: {} MB/s, ratio {}x; {} events/s; {} µs CPU/event, {}x grep's time; peak RSS {} MiB",
+                "{name}, Fluent Bit: {} events, {} of {runs} runs: {}",
                 theirs[0].events,
                 theirs.len(),
-                span(&theirs, |r| r.mb_per_s, 1),
-                span(&theirs, |r| r.ratio, 3),
-                span(&theirs, |r| r.events_per_s, 0),
-                span(&theirs, |r| r.cpu_us_per_event, 2),
-                span(&theirs, |r| r.cpu_per_grep, 1),
-                span(&theirs, |r| r.rss_mib, 1),
+                summary(&theirs)
             );
         }
         all_runs.push(results);
