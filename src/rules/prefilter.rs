@@ -25,8 +25,9 @@ const MIN_LITERAL: usize = 3;
 /// 16-byte triggers reached 15, and a 100-byte line is walked in 121 steps
 /// instead of 145. Shorter, they find more lines than that saves; longer,
 /// they walk more steps: with every event routed on the 1 % file, the tail
-/// thread took 0.37 s at 8 bytes, 0.39 at 7 and at 12, 0.40 at 16 (ten
-/// alternated runs each), and 6 bytes cost 9 % more of the agent's CPU.
+/// thread took 0.37 s at 8 bytes, 0.39 at 7 and at 12 (ten alternated
+/// runs), 0.40 at 16 (twelve), and 6 bytes cost 9 % more of the agent's
+/// CPU.
 const MAX_TRIGGER: usize = 8;
 
 /// At most this many further literal sets are checked before a rule's regex:
